@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse
-from scipy.special import ndtr
 
 from .instrument import C_KMS, FWHM_PER_SIGMA
 
@@ -27,11 +26,11 @@ def gaussian_kernel_matrix(
     """Sparse operator that convolves f_lambda with a Gaussian of varying width.
 
     Each input pixel ``j`` spreads its flux ``f_j * width_j`` over the output pixels with a
-    Gaussian of standard deviation ``sigma_aa[j]`` centred on it, integrated exactly over
-    each output pixel (so an undersampled or zero-width kernel degrades gracefully to the
-    identity). Columns are renormalised after truncation, so the integrated flux
-    ``sum(f * width)`` is conserved exactly on any (non-uniform) grid; no log-lambda
-    resampling is needed.
+    Gaussian of standard deviation ``sigma_aa[j]`` centred on it, sampled at the output
+    pixel centres (so the added variance is sigma**2, with no extra pixel-box term) and
+    normalised per input pixel: the integrated flux ``sum(f * width)`` is conserved exactly
+    on any (non-uniform) grid, no log-lambda resampling is needed, and a kernel much
+    narrower than a pixel degrades gracefully to the identity.
 
     Parameters
     ----------
@@ -67,11 +66,8 @@ def gaussian_kernel_matrix(
 
     sig = sigma[cols]
     broad = sig > 0
-    frac = (rows == cols).astype(float)
-    safe = np.where(broad, sig, 1.0)
-    upper = ndtr((edges[rows + 1] - lam[cols]) / safe)
-    lower = ndtr((edges[rows] - lam[cols]) / safe)
-    frac = np.where(broad, upper - lower, frac)
+    offset = (lam[rows] - lam[cols]) / np.where(broad, sig, 1.0)
+    frac = np.where(broad, np.exp(-0.5 * offset**2) * widths[rows], (rows == cols).astype(float))
     frac /= np.bincount(cols, weights=frac, minlength=n)[cols]
     values = frac * widths[cols] / widths[rows]
     return scipy.sparse.csr_matrix((values, (rows, cols)), shape=(n, n))

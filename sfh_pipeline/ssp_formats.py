@@ -114,7 +114,7 @@ def read_bc03_fits(path: Path, zsun: float = ZSUN_DEFAULT["bc03-fits"]) -> SSPLi
             "wavelength_medium_note": "assumed from MILES (air); not recorded in the file",
             "zsun": zsun,
             "mass_definition": "living stars (LIV_MSTAR_FRAC), remnants excluded",
-            "fwhm_note": bc03_intrinsic_fwhm_aa.__doc__.split("\n\n")[1].strip(),
+            "fwhm_note": _second_paragraph(bc03_intrinsic_fwhm_aa.__doc__),
         },
     )
 
@@ -175,7 +175,7 @@ def read_ppxf_npz(path: Path, zsun: float = ZSUN_DEFAULT["ppxf-npz"]) -> SSPLibr
 
 _EMILES_NAME = re.compile(
     r"^E(?P<imf>[a-z]{2})(?P<slope>\d+\.\d+)Z(?P<sign>[mp])(?P<mh>\d+\.\d+)"
-    r"T(?P<age>\d+\.\d+)_i(?P<iso>\w+?)_(?P<abund>\w+?)_.*\.fits$"
+    r"T(?P<age>\d+\.\d+)_i(?P<iso>[A-Za-z]+)(?P<alpha>[mp]\d+\.\d+)_(?P<abund>[^_]+)_.*\.fits$"
 )
 
 
@@ -244,7 +244,8 @@ def read_emiles(path: Path, zsun: float = ZSUN_DEFAULT["emiles-fits"]) -> SSPLib
         mh = float(match["mh"]) * (-1 if match["sign"] == "m" else 1)
         age = float(match["age"])
         meta = {"imf": f"{match['imf']} slope {match['slope']}", "slope": match["slope"],
-                "isochrones": match["iso"], "abundances": match["abund"]}
+                "isochrones": {"P": "Padova+00", "T": "BaSTI"}.get(match["iso"], match["iso"]),
+                "abundances": f"{match['abund']}, [alpha/Fe] code {match['alpha']}"}
         with fits.open(io.BytesIO(payload)) as hdul:
             data, header = hdul[0].data, hdul[0].header
             if data is None or data.ndim != 1:
@@ -300,9 +301,14 @@ def read_emiles(path: Path, zsun: float = ZSUN_DEFAULT["emiles-fits"]) -> SSPLib
             "wavelength_medium": "air",
             "zsun": zsun,
             "mass_definition": "living stars + remnants (Vazdekis mass table M(*+remn)/M_total)",
-            "fwhm_note": emiles_intrinsic_fwhm_aa.__doc__.split("\n\n")[1].strip(),
+            "fwhm_note": _second_paragraph(emiles_intrinsic_fwhm_aa.__doc__),
         },
     )
+
+
+def _second_paragraph(docstring: str) -> str:
+    """The resolution note of a reader's docstring, on one line (stored with the library)."""
+    return " ".join(docstring.split("\n\n")[1].split())
 
 
 def _native(values: np.ndarray, where: str) -> np.ndarray:
