@@ -71,12 +71,12 @@ def missing_input_files(
 
 
 def describe_missing(missing: dict[str, list[Path]], muse_dir: str, hst_dir: str) -> str:
-    """A message naming the missing files and where to put them."""
+    """A message naming the missing files (one galaxy per line) and where to put them."""
     lines = [
         f"Input data missing for {len(missing)} galaxies: put the PHANGS-MUSE DR1 cubes in "
-        f"{muse_dir} and the PHANGS-HST images in {hst_dir} (config keys sample.muse_dir, "
-        "sample.hst_dir), or restrict the run with --config galaxies=NAME,..."
+        f"{muse_dir}/ and the PHANGS-HST images in {hst_dir}/ (config keys sample.muse_dir, "
+        "sample.hst_dir), or select galaxies with --config galaxies=NAME,... Missing:"
     ]
     for galaxy, paths in missing.items():
-        lines.append(f"  {galaxy}: " + ", ".join(str(p) for p in paths))
+        lines.append(f"  {galaxy}: " + " ".join(p.name for p in paths))
     return "\n".join(lines)

