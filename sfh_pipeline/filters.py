@@ -191,7 +191,7 @@ def load_throughputs(
     out = {}
     for key in keys:
         if key not in FILTER_RES_HEADERS:
-            raise KeyError(f"unknown filter key {key!r}; known: {sorted(FILTER_RES_HEADERS)}")
+            raise ValueError(f"unknown filter key {key!r} (config key filters); known: {sorted(FILTER_RES_HEADERS)}")
         token = FILTER_RES_HEADERS[key]
         matches = [b for b in blocks if token in b[0].split()]
         if len(matches) != 1:
@@ -281,6 +281,11 @@ class PhotometryOperator:
         self._w_fnu = photon / per_nu
         #: Pivot wavelengths in Angstrom, computed on the spectrum grid.
         self.pivot_wavelength_aa = np.sqrt(C_AA_PER_S * photon.sum(axis=0) / per_nu)
+
+    @property
+    def mean_flambda_weights(self) -> np.ndarray:
+        """(n_wave, n_filters) matrix W with ``mean_flambda(flux) == flux @ W``."""
+        return self._w_flambda
 
     def _apply(self, flux: np.ndarray, weights: np.ndarray) -> np.ndarray:
         flux = np.asarray(flux, dtype=float)
@@ -415,8 +420,6 @@ def write_filter_products(keys: Sequence[str], table_path: str | os.PathLike, ch
     The check lists per filter the pivot wavelength (A) and the AB-Vega offset (mag)
     computed here from ppxf's Vega spectrum, next to the values listed by EAZY.
     """
-    import json
-
     throughputs = load_throughputs(tuple(keys))
     reference = reference_filter_info()
     lam, vega = vega_spectrum()
@@ -431,10 +434,9 @@ def write_filter_products(keys: Sequence[str], table_path: str | os.PathLike, ch
             "ab_minus_vega_mag": round(float(ab), 4),
             "reference_ab_minus_vega_mag": ref_ab_vega,
         }
+    from .atomic import write_json_atomically
+
     Path(table_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(check_path).parent.mkdir(parents=True, exist_ok=True)
     write_throughput_table(table_path, throughputs)
-    tmp = Path(check_path).with_name(f".{Path(check_path).name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(check, indent=2) + "\n")
-    os.replace(tmp, check_path)
+    write_json_atomically(check_path, check)
     return check
