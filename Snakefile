@@ -16,6 +16,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ssp.smk"
 include: "workflow/rules/filters.smk"
+include: "workflow/rules/trainset.smk"
 
 
 rule all:
@@ -24,3 +25,5 @@ rule all:
         f"results/qa/ssp_{SSP_NAME}.png",
         FILTER_TABLE,
         FILTER_CHECK,
+        trainset_report(TRAINSET_NAME),
+        f"results/qa/trainset_{TRAINSET_NAME}.png",

@@ -61,6 +61,37 @@ def _filters(args: argparse.Namespace) -> None:
     write_filter_products(args.keys, args.table, args.check)
 
 
+def _trainset_init(args: argparse.Namespace) -> None:
+    from .trainset import init_store, resolve_config
+
+    config = resolve_config(args.config)
+    attrs = init_store(args.store, config, args.ssp, args.filters)
+    from .atomic import write_json_atomically
+
+    layout = {k: attrs[k] for k in ("n_spectra", "chunk_size", "generator_digest", "filters", "ssp")}
+    write_json_atomically(args.layout, {"store": args.store, **layout})
+
+
+def _trainset_chunk(args: argparse.Namespace) -> None:
+    from .trainset import write_chunk
+
+    info = write_chunk(args.store, args.index, args.ssp, args.marker)
+    log.info("wrote chunk %d (samples %d-%d) of %s", info["chunk"], info["start"], info["stop"] - 1, args.store)
+
+
+def _trainset_finalize(args: argparse.Namespace) -> None:
+    from .trainset import finalize
+
+    summary = finalize(args.store, args.markers, args.report)
+    log.info("training set %s complete: %s", args.store, summary["split_counts"])
+
+
+def _trainset_qa(args: argparse.Namespace) -> None:
+    from .qa import plot_trainset_prior
+
+    plot_trainset_prior(args.store, args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfh-pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -88,6 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--store", required=True)
     qa.add_argument("--output", required=True, help="PNG file")
     qa.set_defaults(func=_ssp_qa)
+
+    trainset = stages.add_parser("trainset", help="synthetic training set stage").add_subparsers(
+        dest="step", required=True
+    )
+    init = trainset.add_parser("init", help="create (or grow) the training-set store")
+    init.add_argument("--config", type=_json_arg, required=True, help="trainset section of the config, as JSON")
+    init.add_argument("--store", required=True)
+    init.add_argument("--ssp", required=True, help="standard SSP store")
+    init.add_argument("--filters", nargs="+", required=True)
+    init.add_argument("--layout", required=True, help="JSON summary written last")
+    init.set_defaults(func=_trainset_init)
+    chunk = trainset.add_parser("chunk", help="generate one chunk into the store")
+    chunk.add_argument("--store", required=True)
+    chunk.add_argument("--index", type=int, required=True)
+    chunk.add_argument("--ssp", required=True)
+    chunk.add_argument("--marker", required=True, help="chunk marker JSON written last")
+    chunk.set_defaults(func=_trainset_chunk)
+    fin = trainset.add_parser("finalize", help="check completeness and write the split")
+    fin.add_argument("--store", required=True)
+    fin.add_argument("--markers", nargs="+", required=True)
+    fin.add_argument("--report", required=True)
+    fin.set_defaults(func=_trainset_finalize)
+    tqa = trainset.add_parser("qa", help="figure of the prior")
+    tqa.add_argument("--store", required=True)
+    tqa.add_argument("--output", required=True)
+    tqa.set_defaults(func=_trainset_qa)
 
     filt = stages.add_parser("filters", help="HST throughput table and synthetic-photometry check")
     filt.add_argument("--keys", nargs="+", required=True, help="filter keys, e.g. wfc3-uvis_f275w")

@@ -10,36 +10,13 @@ from sfh_pipeline.filters import PHANGS_FILTERS, PhotometryOperator, load_throug
 from sfh_pipeline.forward import ForwardModel, bin_average_matrix, validate_age_bin_edges
 from sfh_pipeline.instrument import C_KMS, linear_grid
 from sfh_pipeline.spectral import pixel_edges
-from sfh_pipeline.ssp import SSPLibrary
 
-EDGES = np.array([0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10])
-LINES_AA = np.arange(3600.0, 9900.0, 37.0)
-
-
-def continuum(wave, age, logz):
-    """Smooth, positive; older and richer = redder. Linear in age, so bin means are exact."""
-    t = age / 1.4e10
-    return 1e-4 * (wave / 5500.0) ** (-2.0 + 2.5 * t + 0.3 * logz) * (1.0 - 0.5 * t)
-
-
-def absorption(wave, depth):
-    profile = np.exp(-0.5 * ((wave[:, None] - LINES_AA[None, :]) / 1.0) ** 2).sum(1)
-    return 1.0 - depth * profile
+from .ssp_fixtures import EDGES, absorption, analytic_library, continuum
 
 
 @pytest.fixture(scope="module")
 def library():
-    wave = np.arange(1800.0, 10000.5, 1.0)
-    ages = np.concatenate([[1e6], np.geomspace(2e6, 1.4e10, 60)])
-    logz = np.array([-1.0, -0.3, 0.2])
-    flux = np.empty((logz.size, ages.size, wave.size))
-    for i, z in enumerate(logz):
-        for j, age in enumerate(ages):
-            flux[i, j] = continuum(wave, age, z) * absorption(wave, 0.3)
-    frac = np.tile(1.0 - 0.4 * ages / ages.max(), (logz.size, 1))
-    return SSPLibrary(flux=flux.astype(np.float32), ages_yr=ages, metallicity_z=0.02 * 10**logz, logzsol=logz,
-                      wavelength_aa=wave, surviving_mass_fraction=frac, fwhm_aa=np.full(wave.size, 2.5),
-                      attrs={"name": "analytic"})
+    return analytic_library()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from sfh_pipeline import samples
 from sfh_pipeline.fetch import source_filename
+from sfh_pipeline.trainset import config_digest, resolve_config
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -39,6 +40,30 @@ def workflow_path(path):
     if os.path.isabs(path) or os.path.exists(path):
         return path
     return os.path.join(workflow.basedir, path)
+
+
+TRAINSET_NAME = config["trainset"]["name"]
+TRAINSET = resolve_config({k: v for k, v in config["trainset"].items() if k != "name"})
+TRAINSET_DIGEST = config_digest(TRAINSET)
+
+
+def trainset_dir(name):
+    """Folder of training set `name`: its zarr store, chunk markers and layout."""
+    return f"resources/trainsets/{name}"
+
+
+def trainset_store(name):
+    return f"{trainset_dir(name)}/trainset.zarr"
+
+
+def trainset_report(name):
+    """Completeness report written once every chunk is in; the set is usable after it."""
+    return f"{trainset_dir(name)}/trainset.json"
+
+
+def trainset_markers(name):
+    n_chunks = TRAINSET["n_spectra"] // TRAINSET["chunk_size"]
+    return [f"{trainset_dir(name)}/chunks/{i:05d}.json" for i in range(n_chunks)]
 
 
 def shell_json(value):

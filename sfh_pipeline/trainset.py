@@ -1,0 +1,419 @@
+"""The synthetic training set: chunked, seeded generation into one zarr store.
+
+Layout of ``resources/trainsets/<name>/trainset.zarr`` (n = ``n_spectra``, chunked along
+the sample axis by ``chunk_size`` so that one job writes exactly one chunk of every array):
+
+=====================  =================  ====================================================
+array                  shape, dtype       meaning
+=====================  =================  ====================================================
+``wavelength_aa``      (n_wave,) f8       rest-frame grid, A
+``flux``, ``error``    (n, n_wave) f4     noisy spectrum and its 1-sigma error / ``norm``
+``mask``               (n, n_wave) u1     bit 1: emission line, bit 2: AO laser-notch gap
+``phot``,              (n, n_filt) f4     photon-weighted mean f_lambda per band / ``norm``
+``phot_error``                            (+ Gaussian noise), and its 1-sigma error
+``sfh``                (n, n_bins) f4     mass fraction formed per age bin (sum 1)
+``logzsol``            (n, n_bins) f4     log10(Z/Z_sun) per bin
+``av``                 (n,) f4            A_V, mag
+``sigma_kms``          (n,) f4            line-of-sight velocity dispersion, km/s
+``velocity_kms``       (n,) f4            residual velocity, km/s
+``snr``                (n,) f4            median S/N per pixel
+``norm``               (n,) f8            mean noisy flux in the normalisation window, L_sun/A
+``log_mass_formed``    (n,) f4            log10 M_formed / M_sun (the spectrum's scale)
+``log_stellar_mass``   (n,) f4            log10 mass in stars (+remnants per the library) now
+``lw_age``, ``mw_age`` (n,) f4            light- / mass-weighted <log10 age/yr>
+``lw_logz``,           (n,) f4            light- / mass-weighted <log10 Z/Z_sun>
+``mw_logz``
+``sfh_family``         (n,) i2            index into ``attrs["sfh_families"]``
+``split``              (n,) u1            0 train, 1 validation, 2 test (written by finalize)
+=====================  =================  ====================================================
+
+Light weights are the attenuated light of each bin in the normalisation window; mass
+weights are the mass fractions formed. Bin ages are the bin midpoints (constant SFR).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from . import __version__
+from .atomic import write_json_atomically
+from .forward import DEFAULT_AGE_BIN_EDGES_YR, ForwardModel
+from .instrument import C_KMS, linear_grid
+from .priors import SFH_FAMILIES, sample_metallicity, sample_sfh
+from .ssp import load_ssp
+
+#: Rest-frame air wavelengths (A) of the nebular lines masked in the window.
+EMISSION_LINES_AA = {
+    "Hbeta": 4861.33, "[OIII]4959": 4958.91, "[OIII]5007": 5006.84, "[NI]5198": 5197.90,
+    "[NI]5200": 5200.26, "HeI5876": 5875.62, "[OI]6300": 6300.30, "[OI]6364": 6363.78,
+    "[NII]6548": 6548.05, "Halpha": 6562.80, "[NII]6583": 6583.45, "[SII]6716": 6716.44,
+    "[SII]6731": 6730.82,
+}
+MASK_EMISSION, MASK_LASER_GAP = 1, 2
+SPLIT_NAMES = ("train", "validation", "test")
+
+DEFAULTS: dict[str, Any] = {
+    "n_spectra": 16000,
+    "chunk_size": 2000,
+    "seed": 20260513,
+    "age_bin_edges_yr": list(DEFAULT_AGE_BIN_EDGES_YR),
+    "wavelength": {"start_aa": 4800.0, "stop_aa": 7000.0, "step_aa": 1.25},
+    "sfh_family_weights": None,
+    "metallicity_scatter_dex": 0.1,
+    "dust": {"law": "calzetti2000", "av_max": 2.0, "birth_cloud_age_yr": 1e7, "birth_cloud_extra_max": 1.0},
+    "sigma_kms": [20.0, 250.0],
+    "velocity_offset_kms": 50.0,
+    "snr": [5.0, 150.0],
+    "phot_error_frac": [0.02, 0.10],
+    "log_mass_formed": [8.0, 11.0],
+    "emission_mask_halfwidth_kms": 400.0,
+    "laser_gap_aa": [5805.0, 5965.0],
+    "laser_gap_fraction": 0.3,
+    "redshift_max": 0.008,
+    "norm_window_aa": [5400.0, 5600.0],
+    "split_fractions": {"validation": 0.1, "test": 0.1},
+    "velscale_kms": 15.0,
+}
+
+
+def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The trainset section with defaults filled in (one level of nested dicts merged)."""
+    merged = json.loads(json.dumps(DEFAULTS))
+    for key, value in (config or {}).items():
+        if key not in merged:
+            raise ValueError(f"unknown key trainset.{key}; known keys: {', '.join(sorted(merged))}")
+        if isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    if merged["n_spectra"] % merged["chunk_size"]:
+        raise ValueError(
+            f"trainset.n_spectra ({merged['n_spectra']}) must be a multiple of trainset.chunk_size "
+            f"({merged['chunk_size']}) so that every chunk job writes whole zarr chunks"
+        )
+    return merged
+
+
+def generator_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that determine each spectrum (everything but the set's size)."""
+    return {k: v for k, v in config.items() if k != "n_spectra"}
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """sha256 of the generator settings, to tell whether a chunk belongs to this set."""
+    return hashlib.sha256(json.dumps(generator_config(config), sort_keys=True).encode()).hexdigest()
+
+
+def emission_line_mask(wavelength_aa: np.ndarray, halfwidth_kms: float) -> np.ndarray:
+    """Boolean mask of pixels within ``halfwidth_kms`` of a line of :data:`EMISSION_LINES_AA`."""
+    lam = np.asarray(wavelength_aa, dtype=float)[:, None]
+    lines = np.array(list(EMISSION_LINES_AA.values()))[None, :]
+    return np.any(np.abs(lam / lines - 1) * C_KMS <= halfwidth_kms, axis=1)
+
+
+def muse_noise_shape(wavelength_aa: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """Relative error spectrum (median 1) rising to the blue: (lambda / 6000 A) ** slope.
+
+    MUSE's throughput falls towards its blue end (Bacon et al. 2017), so at fixed
+    continuum the error per pixel at 4800 A is ~1.3-1.6 times that at 6000 A; ``slope``
+    (one per spectrum, negative) spans that range.
+    """
+    shape = (np.asarray(wavelength_aa)[None, :] / 6000.0) ** np.asarray(slope)[:, None]
+    return shape / np.median(shape, axis=1, keepdims=True)
+
+
+def population_averages(
+    bin_age_yr: np.ndarray, mass_fractions: np.ndarray, logz: np.ndarray, bin_light: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Light- and mass-weighted <log10 age/yr> and <log10 Z/Z_sun> of binned populations.
+
+    Mass weights are the mass fractions formed per bin; light weights the (attenuated)
+    light of each bin in the normalisation window; a bin's age is its midpoint.
+    """
+    light = bin_light / bin_light.sum(1, keepdims=True)
+    log_age = np.log10(bin_age_yr)[None, :]
+    return {
+        "lw_age": (light * log_age).sum(1),
+        "mw_age": (mass_fractions * log_age).sum(1),
+        "lw_logz": (light * logz).sum(1),
+        "mw_logz": (mass_fractions * logz).sum(1),
+    }
+
+
+def chunk_rng(seed: int, chunk_index: int) -> np.random.Generator:
+    """The generator of one chunk: a function of (set seed, chunk index) only."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(chunk_index)]))
+
+
+def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int) -> dict[str, np.ndarray]:
+    """All arrays of one chunk (``config['chunk_size']`` spectra), bit-reproducible.
+
+    Every random number is drawn up front from :func:`chunk_rng`, in a fixed order.
+    """
+    n = int(config["chunk_size"])
+    rng = chunk_rng(config["seed"], chunk_index)
+    edges = model.edges_yr
+    sfh = sample_sfh(rng, edges, n, config["sfh_family_weights"])
+    logz = sample_metallicity(rng, sfh.mass_fractions, (model.logzsol[0], model.logzsol[-1]),
+                              scatter_dex=config["metallicity_scatter_dex"])
+    dust = config["dust"]
+    av = rng.uniform(0.0, dust["av_max"], n)
+    bc_extra = rng.uniform(0.0, dust["birth_cloud_extra_max"], n)
+    sigma = rng.uniform(*config["sigma_kms"], n)
+    velocity = rng.uniform(-config["velocity_offset_kms"], config["velocity_offset_kms"], n)
+    snr = np.exp(rng.uniform(*np.log(config["snr"]), n))
+    slope = rng.uniform(-2.0, -1.0, n)
+    log_mass = rng.uniform(*config["log_mass_formed"], n)
+    phot_frac = rng.uniform(*config["phot_error_frac"], (n, len(model.filters)))
+    has_gap = rng.uniform(size=n) < config["laser_gap_fraction"]
+    redshift = rng.uniform(0.0, config["redshift_max"], n)
+    noise = rng.standard_normal((n, model.wavelength_aa.size))
+    phot_noise = rng.standard_normal((n, len(model.filters)))
+
+    out = model.model(sfh.mass_fractions, logz, av, sigma, velocity, bc_extra)
+    mass = 10.0**log_mass
+    flux = out.flux * mass[:, None]
+    phot = out.photometry * mass[:, None]
+    error = np.median(flux, axis=1, keepdims=True) / snr[:, None] * muse_noise_shape(model.wavelength_aa, slope)
+    noisy = flux + error * noise
+    phot_error = phot * phot_frac
+    noisy_phot = phot + phot_error * phot_noise
+
+    lam = model.wavelength_aa
+    mask = np.where(emission_line_mask(lam, config["emission_mask_halfwidth_kms"]), MASK_EMISSION, 0)
+    mask = np.broadcast_to(mask.astype(np.uint8), noisy.shape).copy()
+    gap_lo, gap_hi = config["laser_gap_aa"]
+    in_gap = (lam[None, :] * (1 + redshift[:, None]) >= gap_lo) & (lam[None, :] * (1 + redshift[:, None]) <= gap_hi)
+    mask[in_gap & has_gap[:, None]] |= MASK_LASER_GAP
+
+    window = (lam >= config["norm_window_aa"][0]) & (lam <= config["norm_window_aa"][1])
+    norm = np.where(mask[:, window] == 0, noisy[:, window], np.nan)
+    norm = np.nanmean(norm, axis=1)
+
+    x = sfh.mass_fractions
+    ages = population_averages(model.bin_age_yr, x, logz, out.bin_light)
+    return {
+        "flux": (noisy / norm[:, None]).astype(np.float32),
+        "error": (error / norm[:, None]).astype(np.float32),
+        "mask": mask,
+        "phot": (noisy_phot / norm[:, None]).astype(np.float32),
+        "phot_error": (phot_error / norm[:, None]).astype(np.float32),
+        "sfh": x.astype(np.float32),
+        "logzsol": logz.astype(np.float32),
+        "av": av.astype(np.float32),
+        "sigma_kms": sigma.astype(np.float32),
+        "velocity_kms": velocity.astype(np.float32),
+        "snr": snr.astype(np.float32),
+        "norm": norm,
+        "log_mass_formed": log_mass.astype(np.float32),
+        "log_stellar_mass": (log_mass + np.log10(out.surviving_fraction)).astype(np.float32),
+        **{name: values.astype(np.float32) for name, values in ages.items()},
+        "sfh_family": sfh.family.astype(np.int16),
+    }
+
+
+def build_model(config: dict[str, Any], ssp_store: str | os.PathLike, filters) -> ForwardModel:
+    """The forward model of a training set, from its config and the SSP store."""
+    wave = config["wavelength"]
+    ssp = load_ssp(ssp_store)
+    return ForwardModel(
+        ssp,
+        age_bin_edges_yr=config["age_bin_edges_yr"],
+        wavelength_aa=linear_grid(wave["start_aa"], wave["stop_aa"], wave["step_aa"]),
+        filters=filters,
+        dust_law=config["dust"]["law"],
+        birth_cloud_age_yr=config["dust"]["birth_cloud_age_yr"],
+        velscale_kms=config["velscale_kms"],
+        max_velocity_kms=config["velocity_offset_kms"] + 5 * config["sigma_kms"][1] + C_KMS * config["redshift_max"],
+        norm_window_aa=tuple(config["norm_window_aa"]),
+    )
+
+
+#: Per-sample arrays written by the chunk jobs: name -> (second axis, dtype).
+CHUNK_ARRAYS = {
+    "flux": ("wave", "float32"), "error": ("wave", "float32"), "mask": ("wave", "uint8"),
+    "phot": ("filter", "float32"), "phot_error": ("filter", "float32"),
+    "sfh": ("bin", "float32"), "logzsol": ("bin", "float32"),
+    **{name: (None, "float32") for name in (
+        "av", "sigma_kms", "velocity_kms", "snr", "log_mass_formed", "log_stellar_mass",
+        "lw_age", "mw_age", "lw_logz", "mw_logz")},
+    "norm": (None, "float64"), "sfh_family": (None, "int16"),
+}
+
+
+def _array_specs(config: dict[str, Any], n_wave: int, n_filters: int) -> dict[str, tuple[tuple, str]]:
+    """Shape and dtype of every per-sample array, plus the split written by finalize."""
+    sizes = {"wave": n_wave, "filter": n_filters, "bin": len(config["age_bin_edges_yr"]) - 1}
+    n = config["n_spectra"]
+    specs = {name: ((n, sizes[axis]) if axis else (n,), dtype) for name, (axis, dtype) in CHUNK_ARRAYS.items()}
+    specs["split"] = ((n,), "uint8")
+    return specs
+
+
+def init_store(store: str | os.PathLike, config: dict[str, Any], ssp_store: str | os.PathLike, filters) -> dict:
+    """Create the empty store, or resize an existing one made with the same generator settings.
+
+    Growing ``n_spectra`` keeps every chunk already written (their seeds do not change);
+    any other change of settings starts a new store.
+    """
+    store = Path(store)
+    model = build_model(config, ssp_store, filters)
+    digest = config_digest(config)
+    specs = _array_specs(config, model.wavelength_aa.size, len(model.filters))
+    if store.exists():
+        try:
+            group = zarr.open_group(store, mode="r+")
+            same = group.attrs.get("generator_digest") == digest
+        except Exception:  # noqa: BLE001 - an unreadable store is rebuilt
+            same = False
+        if same:
+            for name, (shape, _) in specs.items():
+                group[name].resize(shape)
+            group.attrs["n_spectra"] = config["n_spectra"]
+            return dict(group.attrs)
+        shutil.rmtree(store)
+    group = zarr.open_group(store, mode="w", zarr_format=3)
+    chunk = config["chunk_size"]
+    for name, (shape, dtype) in specs.items():
+        fill = np.nan if dtype.startswith("float") else 0
+        group.create_array(name, shape=shape, dtype=dtype, chunks=(chunk, *shape[1:]), fill_value=fill)
+    group.create_array("wavelength_aa", shape=model.wavelength_aa.shape, dtype="float64")[...] = model.wavelength_aa
+    group.attrs.update({
+        "config": config,
+        "generator_digest": digest,
+        "n_spectra": config["n_spectra"],
+        "chunk_size": chunk,
+        "filters": list(model.filters),
+        "age_bin_edges_yr": model.edges_yr.tolist(),
+        "bin_age_yr": model.bin_age_yr.tolist(),
+        "logzsol_range": [float(model.logzsol[0]), float(model.logzsol[-1])],
+        "sfh_families": list(SFH_FAMILIES),
+        "mask_bits": {"emission_line": MASK_EMISSION, "laser_gap": MASK_LASER_GAP},
+        "emission_lines_aa": EMISSION_LINES_AA,
+        "split_names": list(SPLIT_NAMES),
+        "ssp": {k: model.ssp_attrs.get(k) for k in ("name", "sha256", "source", "library", "imf")},
+        "code_version": __version__,
+        "flux_units": "f_lambda / norm (dimensionless); norm in L_sun/A",
+    })
+    return dict(group.attrs)
+
+
+def chunk_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the bytes of a chunk's arrays (sorted by name)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
+def write_chunk(store: str | os.PathLike, chunk_index: int, ssp_store, marker: str | os.PathLike) -> dict:
+    """Generate chunk ``chunk_index`` into the store, then write its marker JSON atomically.
+
+    The marker (written last) records the chunk digest; a job killed before it leaves a
+    chunk that :func:`check_complete` rejects.
+    """
+    group = zarr.open_group(store, mode="r+")
+    config = group.attrs["config"]
+    n_chunks = group.attrs["n_spectra"] // config["chunk_size"]
+    if not 0 <= chunk_index < n_chunks:
+        raise ValueError(f"chunk index {chunk_index} outside 0..{n_chunks - 1} of {store}")
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: sums in a fixed order, so a chunk regenerated anywhere is bit-identical.
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = build_model(config, ssp_store, group.attrs["filters"])
+        arrays = generate_chunk(config, model, chunk_index)
+    sl = slice(chunk_index * config["chunk_size"], (chunk_index + 1) * config["chunk_size"])
+    for name, values in arrays.items():
+        group[name][sl] = values
+    info = {"chunk": chunk_index, "start": sl.start, "stop": sl.stop, "digest": chunk_digest(arrays),
+            "generator_digest": group.attrs["generator_digest"], "code_version": __version__}
+    write_json_atomically(marker, info)
+    return info
+
+
+def _read_chunk(group: zarr.Group, sl: slice) -> dict[str, np.ndarray]:
+    return {name: np.asarray(group[name][sl]) for name in CHUNK_ARRAYS}
+
+
+def check_complete(store: str | os.PathLike, markers: list[str | os.PathLike]) -> list[str]:
+    """Problems that make the set incomplete (empty list = complete).
+
+    Every chunk must have a marker of this generator, data whose digest equals the
+    marker's, finite values and the right shapes.
+    """
+    group = zarr.open_group(store, mode="r")
+    config = group.attrs["config"]
+    n_chunks = group.attrs["n_spectra"] // config["chunk_size"]
+    by_index = {}
+    for path in markers:
+        info = json.loads(Path(path).read_text())
+        by_index[info["chunk"]] = info
+    problems = []
+    for i in range(n_chunks):
+        info = by_index.get(i)
+        if info is None:
+            problems.append(f"chunk {i}: no marker (job never finished)")
+            continue
+        if info["generator_digest"] != group.attrs["generator_digest"]:
+            problems.append(f"chunk {i}: made with other generator settings")
+            continue
+        arrays = _read_chunk(group, slice(info["start"], info["stop"]))
+        if chunk_digest(arrays) != info["digest"]:
+            problems.append(f"chunk {i}: data differ from its marker (interrupted or overwritten)")
+            continue
+        for name, values in arrays.items():
+            if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+                problems.append(f"chunk {i}: non-finite values in {name}")
+    return problems
+
+
+def split_assignment(seed: int, indices: np.ndarray, fractions: dict[str, float]) -> np.ndarray:
+    """0/1/2 (train/validation/test) per global sample index, from a hash of (seed, index).
+
+    A sample's split depends only on its index and the seed, so adding chunks never moves
+    an existing sample to another split.
+    """
+    indices = np.asarray(indices, dtype=np.uint64)
+    mixed = indices * np.uint64(0x9E3779B97F4A7C15) + np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    mixed ^= mixed >> np.uint64(33)
+    mixed *= np.uint64(0xFF51AFD7ED558CCD)
+    mixed ^= mixed >> np.uint64(33)
+    u = (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    val, test = fractions.get("validation", 0.1), fractions.get("test", 0.1)
+    return np.where(u < test, 2, np.where(u < test + val, 1, 0)).astype(np.uint8)
+
+
+def finalize(store: str | os.PathLike, markers: list[str | os.PathLike], report: str | os.PathLike) -> dict:
+    """Check completeness, write the split array and a JSON report; fail if incomplete."""
+    problems = check_complete(store, markers)
+    if problems:
+        raise ValueError(f"training set {store} is incomplete; rerun the workflow:\n  " + "\n  ".join(problems))
+    group = zarr.open_group(store, mode="r+")
+    config = group.attrs["config"]
+    n = group.attrs["n_spectra"]
+    split = split_assignment(config["seed"], np.arange(n), config["split_fractions"])
+    group["split"][:] = split
+    summary = {
+        "store": str(store),
+        "n_spectra": n,
+        "n_chunks": n // config["chunk_size"],
+        "split_counts": {name: int((split == k).sum()) for k, name in enumerate(SPLIT_NAMES)},
+        "generator_digest": group.attrs["generator_digest"],
+        "ssp": group.attrs["ssp"],
+        "ranges": {
+            name: [float(np.min(group[name][:])), float(np.max(group[name][:]))]
+            for name in ("av", "sigma_kms", "snr", "lw_age", "mw_age", "lw_logz", "mw_logz")
+        },
+    }
+    write_json_atomically(report, summary)
+    return summary

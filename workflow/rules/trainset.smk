@@ -1,0 +1,76 @@
+# Stage `trainset`: synthetic spectra + photometry + labels, one job per chunk, into one zarr store.
+
+
+rule trainset_init:
+    input:
+        ssp=ancient(ssp_store(SSP_NAME)),
+    output:
+        trainset_dir("{trainset}") + "/layout.json",
+    params:
+        config=lambda wc: shell_json(TRAINSET),
+        store=lambda wc: trainset_store(wc.trainset),
+        filters=config["filters"],
+    conda:
+        SFH_ENV
+    log:
+        "logs/trainset/{trainset}/init.log",
+    shell:
+        "sfh-pipeline trainset init --config {params.config} --store {params.store:q}"
+        " --ssp {input.ssp:q} --filters {params.filters} --layout {output:q} 2> {log:q}"
+
+
+rule trainset_chunk:
+    input:
+        layout=ancient(trainset_dir("{trainset}") + "/layout.json"),
+        ssp=ancient(ssp_store(SSP_NAME)),
+    output:
+        trainset_dir("{trainset}") + "/chunks/{chunk}.json",
+    params:
+        # the generator's settings: a change regenerates every chunk; growing n_spectra does not
+        generator=lambda wc: TRAINSET_DIGEST,
+        store=lambda wc: trainset_store(wc.trainset),
+    wildcard_constraints:
+        chunk=r"\d+",
+    conda:
+        SFH_ENV
+    log:
+        "logs/trainset/{trainset}/chunk_{chunk}.log",
+    benchmark:
+        "benchmarks/trainset/{trainset}/chunk_{chunk}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "sfh-pipeline trainset chunk --store {params.store:q} --index {wildcards.chunk}"
+        " --ssp {input.ssp:q} --marker {output:q} 2> {log:q}"
+
+
+rule trainset_finalize:
+    input:
+        markers=lambda wc: trainset_markers(wc.trainset),
+    output:
+        trainset_report("{trainset}"),
+    params:
+        store=lambda wc: trainset_store(wc.trainset),
+    conda:
+        SFH_ENV
+    log:
+        "logs/trainset/{trainset}/finalize.log",
+    shell:
+        "sfh-pipeline trainset finalize --store {params.store:q} --markers {input.markers:q}"
+        " --report {output:q} 2> {log:q}"
+
+
+rule trainset_qa:
+    input:
+        trainset_report("{trainset}"),
+    output:
+        report("results/qa/trainset_{trainset}.png", caption="../report/trainset.rst", category="QA"),
+    params:
+        store=lambda wc: trainset_store(wc.trainset),
+    conda:
+        SFH_ENV
+    log:
+        "logs/trainset/{trainset}/qa.log",
+    shell:
+        "sfh-pipeline trainset qa --store {params.store:q} --output {output:q} 2> {log:q}"
