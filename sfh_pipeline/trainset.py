@@ -356,6 +356,8 @@ def check_complete(store: str | os.PathLike, markers: list[str | os.PathLike]) -
     n_chunks = group.attrs["n_spectra"] // config["chunk_size"]
     by_index = {}
     for path in markers:
+        if not Path(path).exists():
+            continue
         info = json.loads(Path(path).read_text())
         by_index[info["chunk"]] = info
     problems = []

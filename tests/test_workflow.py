@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+import zarr
 
 from sfh_pipeline.fetch import sha256_of
 from sfh_pipeline.ssp import load_ssp
@@ -29,9 +31,15 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def write_config(path: Path, **ssp_overrides) -> Path:
+def job_counts(dry_run_stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", dry_run_stdout, re.M) if rule != "total"}
+
+
+def write_config(path: Path, trainset: dict | None = None, **ssp_overrides) -> Path:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["ssp"].update(ssp_overrides)
+    config["trainset"].update(trainset or {})
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -81,13 +89,28 @@ def test_misspelled_nested_key_and_unknown_source_type(tmp_path):
     assert proc.returncode != 0 and "'ftp'" in proc.stdout + proc.stderr
 
 
-def test_ssp_from_local_file_and_checksum_failure(tmp_path):
+def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     grid = fx.write_bc03(tmp_path / "grid.fits")
-    good = write_config(tmp_path / "good.yaml", name="fixture",
+    good = write_config(tmp_path / "good.yaml", name="fixture", trainset={"name": "tiny", "n_spectra": 600, "chunk_size": 200},
                         source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
-    snakemake(tmp_path, "resources/ssp/fixture.zarr", "--configfile", str(good))
+    snakemake(tmp_path, "--configfile", str(good))
     lib = load_ssp(tmp_path / "resources/ssp/fixture.zarr")
     assert lib.attrs["sha256"] == sha256_of(grid) and lib.shape[0] == 3
+    report = json.loads((tmp_path / "resources/trainsets/tiny/trainset.json").read_text())
+    assert report["n_spectra"] == 600 and report["n_chunks"] == 3
+    assert (tmp_path / "results/qa/trainset_tiny.png").stat().st_size > 10_000
+    store = zarr.open_group(tmp_path / "resources/trainsets/tiny/trainset.zarr", mode="r")
+    before = np.asarray(store["flux"][200:400])
+
+    # the run died with chunk 1's job (its node failed) before the final check: a rerun
+    # regenerates that chunk alone, bit-identical, and completes the set
+    (tmp_path / "resources/trainsets/tiny/chunks/00001.json").unlink()
+    (tmp_path / "resources/trainsets/tiny/trainset.json").unlink()
+    dry = snakemake(tmp_path, "-n", "--configfile", str(good))
+    counts = job_counts(dry.stdout)
+    assert counts["trainset_chunk"] == 1 and "trainset_init" not in counts and "ssp_convert" not in counts
+    snakemake(tmp_path, "--configfile", str(good))
+    np.testing.assert_array_equal(np.asarray(store["flux"][200:400]), before)
 
     bad = write_config(tmp_path / "bad.yaml", name="corrupt",
                        source={"type": "file", "path": str(grid), "sha256": "f" * 64})

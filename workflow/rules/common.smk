@@ -61,9 +61,19 @@ def trainset_report(name):
     return f"{trainset_dir(name)}/trainset.json"
 
 
+def trainset_layout(name):
+    """Written by trainset_init once the store exists with the configured size."""
+    return f"{trainset_dir(name)}/layout.json"
+
+
+def trainset_marker(name, chunk):
+    """Written last by the job of chunk `chunk` (a zero-padded index)."""
+    return f"{trainset_dir(name)}/chunks/{chunk}.json"
+
+
 def trainset_markers(name):
     n_chunks = TRAINSET["n_spectra"] // TRAINSET["chunk_size"]
-    return [f"{trainset_dir(name)}/chunks/{i:05d}.json" for i in range(n_chunks)]
+    return [trainset_marker(name, f"{i:05d}") for i in range(n_chunks)]
 
 
 def shell_json(value):

@@ -5,7 +5,7 @@ rule trainset_init:
     input:
         ssp=ancient(ssp_store(SSP_NAME)),
     output:
-        trainset_dir("{trainset}") + "/layout.json",
+        trainset_layout("{trainset}"),
     params:
         config=lambda wc: shell_json(TRAINSET),
         store=lambda wc: trainset_store(wc.trainset),
@@ -21,10 +21,10 @@ rule trainset_init:
 
 rule trainset_chunk:
     input:
-        layout=ancient(trainset_dir("{trainset}") + "/layout.json"),
+        layout=ancient(trainset_layout("{trainset}")),
         ssp=ancient(ssp_store(SSP_NAME)),
     output:
-        trainset_dir("{trainset}") + "/chunks/{chunk}.json",
+        trainset_marker("{trainset}", "{chunk}"),
     params:
         # the generator's settings: a change regenerates every chunk; growing n_spectra does not
         generator=lambda wc: TRAINSET_DIGEST,

@@ -1,0 +1,191 @@
+"""The training-set store: determinism, completeness, the split, labels and bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from sfh_pipeline import trainset as ts
+from sfh_pipeline.filters import PHANGS_FILTERS
+from sfh_pipeline.ssp import write_store
+
+from .ssp_fixtures import analytic_library
+
+
+@pytest.fixture(scope="module")
+def ssp_store(tmp_path_factory):
+    return write_store(analytic_library(), tmp_path_factory.mktemp("ssp") / "analytic.zarr")
+
+
+def small_config(**overrides):
+    return ts.resolve_config({"n_spectra": 60, "chunk_size": 30, **overrides})
+
+
+def build(tmp_path, ssp_store, name="set", **overrides):
+    config = small_config(**overrides)
+    store = tmp_path / f"{name}.zarr"
+    ts.init_store(store, config, ssp_store, PHANGS_FILTERS)
+    markers = [ts.write_chunk(store, i, ssp_store, tmp_path / name / f"{i:05d}.json") and tmp_path / name / f"{i:05d}.json"
+               for i in range(config["n_spectra"] // config["chunk_size"])]
+    return store, markers
+
+
+def read_chunk(store, i, size=30):
+    group = zarr.open_group(store, mode="r")
+    return {name: np.asarray(group[name][i * size:(i + 1) * size]) for name in ts.CHUNK_ARRAYS}
+
+
+def test_chunks_are_bit_identical_when_regenerated_and_differ_between_chunks(tmp_path, ssp_store):
+    a, _ = build(tmp_path, ssp_store, "a")
+    config = small_config()
+    b = tmp_path / "b.zarr"
+    ts.init_store(b, config, ssp_store, PHANGS_FILTERS)
+    ts.write_chunk(b, 1, ssp_store, tmp_path / "b1.json")  # chunk 1 alone, without chunk 0
+    first, again = read_chunk(a, 1), read_chunk(b, 1)
+    for name in ts.CHUNK_ARRAYS:
+        assert first[name].tobytes() == again[name].tobytes(), name
+    other = read_chunk(a, 0)
+    assert not np.array_equal(other["flux"], first["flux"])
+    assert not np.array_equal(other["sfh"], first["sfh"])
+
+
+def test_complete_set_finalizes_with_a_split_that_survives_growth(tmp_path, ssp_store):
+    store, markers = build(tmp_path, ssp_store)
+    assert ts.check_complete(store, markers) == []
+    summary = ts.finalize(store, markers, tmp_path / "report.json")
+    assert sum(summary["split_counts"].values()) == 60
+    split_before = np.asarray(zarr.open_group(store)["split"][:])
+    flux_before = read_chunk(store, 1)["flux"]
+
+    grown = small_config(n_spectra=120)
+    ts.init_store(store, grown, ssp_store, PHANGS_FILTERS)  # resized, not rebuilt
+    group = zarr.open_group(store, mode="r")
+    assert group["flux"].shape[0] == 120
+    np.testing.assert_array_equal(read_chunk(store, 1)["flux"], flux_before)
+    assert ts.check_complete(store, markers)[0].startswith("chunk 2: no marker")
+    markers += [tmp_path / f"new{i}.json" for i in (2, 3)]
+    for i in (2, 3):
+        ts.write_chunk(store, i, ssp_store, tmp_path / f"new{i}.json")
+    ts.finalize(store, markers, tmp_path / "report.json")
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(store)["split"][:60]), split_before)
+
+
+def test_split_assignment_is_stable_and_has_the_right_fractions():
+    split = ts.split_assignment(7, np.arange(200_000), {"validation": 0.1, "test": 0.15})
+    counts = np.bincount(split, minlength=3) / split.size
+    np.testing.assert_allclose(counts, [0.75, 0.10, 0.15], atol=0.005)
+    np.testing.assert_array_equal(ts.split_assignment(7, np.arange(1000, 2000), {"validation": 0.1, "test": 0.15}),
+                                  split[1000:2000])
+
+
+def test_interrupted_or_stale_chunks_fail_the_check(tmp_path, ssp_store):
+    store, markers = build(tmp_path, ssp_store)
+    group = zarr.open_group(store, mode="r+")
+    # a job that died after writing some arrays of chunk 0, before its marker
+    markers[0].unlink()
+    problems = ts.check_complete(store, markers)
+    assert problems == ["chunk 0: no marker (job never finished)"]
+    with pytest.raises(ValueError, match="incomplete"):
+        ts.finalize(store, markers, tmp_path / "report.json")
+    # a marker whose chunk was partly overwritten by an interrupted rerun
+    ts.write_chunk(store, 0, ssp_store, markers[0])
+    group["flux"][0:5] = np.zeros((5, group["flux"].shape[1]), dtype=np.float32)
+    assert ts.check_complete(store, markers) == ["chunk 0: data differ from its marker (interrupted or overwritten)"]
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_killed_chunk_job_leaves_no_passing_chunk_and_a_rerun_completes(tmp_path, ssp_store):
+    config = ts.resolve_config({"n_spectra": 3000, "chunk_size": 3000})
+    store = tmp_path / "big.zarr"
+    ts.init_store(store, config, ssp_store, PHANGS_FILTERS)
+    marker = tmp_path / "chunks" / "00000.json"
+    cmd = [sys.executable, "-m", "sfh_pipeline", "trainset", "chunk", "--store", str(store), "--index", "0",
+           "--ssp", str(ssp_store), "--marker", str(marker)]
+    job = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    flux_chunk = store / "flux" / "c" / "0" / "0"
+    deadline = time.time() + 300
+    while not flux_chunk.exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    assert flux_chunk.exists(), "the job was killed before it wrote anything: nothing was tested"
+    assert not marker.exists()
+    assert ts.check_complete(store, [])[0] == "chunk 0: no marker (job never finished)"
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert ts.check_complete(store, [marker]) == []
+
+
+def test_labels_and_noise(tmp_path, ssp_store):
+    store, _ = build(tmp_path, ssp_store, n_spectra=400, chunk_size=400)
+    g = zarr.open_group(store, mode="r")
+    sfh = np.asarray(g["sfh"][:])
+    np.testing.assert_allclose(sfh.sum(1), 1.0, rtol=1e-5)
+    assert np.all(sfh >= 0)
+    flux, error, mask = (np.asarray(g[name][:]) for name in ("flux", "error", "mask"))
+    snr = np.asarray(g["snr"][:])
+    measured = np.median(flux / error, axis=1)
+    np.testing.assert_allclose(measured, snr, rtol=0.15)
+    wave = np.asarray(g["wavelength_aa"][:])
+    halpha = np.argmin(np.abs(wave - 6562.8))
+    assert np.all(mask[:, halpha] & ts.MASK_EMISSION)
+    gap = np.any(mask & ts.MASK_LASER_GAP, axis=1).mean()
+    assert 0.2 < gap < 0.4
+    window = (wave >= 5400) & (wave <= 5600)
+    np.testing.assert_allclose(np.mean(np.where(mask[:, window] == 0, flux[:, window], np.nan), axis=1), 1.0, rtol=1e-4)
+    phot, phot_error = np.asarray(g["phot"][:]), np.asarray(g["phot_error"][:])
+    assert phot.shape == (400, 8) and np.all(phot_error > 0)
+    rel = phot_error / np.abs(phot)
+    assert 0.015 < np.median(rel) < 0.11
+    assert np.all(g["lw_age"][:] <= 10.2) and np.all(g["mw_age"][:] >= 6.0)
+    assert list(g.attrs["filters"]) == list(PHANGS_FILTERS)
+
+
+def test_population_averages():
+    bin_age = np.array([1e7, 1e8, 1e9, 1e10])
+    old = np.array([[0.0, 0.0, 0.0, 1.0]])
+    light = np.array([[1.0, 1.0, 1.0, 1.0]])
+    logz = np.array([[0.1, 0.0, -0.2, -0.5]])
+    pure = ts.population_averages(bin_age, old, logz, light * old)
+    assert pure["lw_age"][0] == pytest.approx(10.0) and pure["mw_age"][0] == pytest.approx(10.0)
+    assert pure["mw_logz"][0] == pytest.approx(-0.5)
+    # young stars outshine old ones per unit mass: light-weighted age is younger
+    mixed = ts.population_averages(bin_age, np.array([[0.05, 0, 0, 0.95]]), logz, np.array([[0.05 * 50, 0, 0, 0.95]]))
+    assert mixed["lw_age"][0] < mixed["mw_age"][0]
+    assert mixed["lw_logz"][0] > mixed["mw_logz"][0]
+
+
+def test_bad_settings_are_named(tmp_path, ssp_store):
+    with pytest.raises(ValueError, match="unknown key trainset.n_spectrum"):
+        ts.resolve_config({"n_spectrum": 10})
+    with pytest.raises(ValueError, match="multiple of trainset.chunk_size"):
+        ts.resolve_config({"n_spectra": 100, "chunk_size": 30})
+    with pytest.raises(ValueError, match="age_bin_edges_yr"):
+        ts.init_store(tmp_path / "x.zarr", small_config(age_bin_edges_yr=[0, 1e9, 2e10]), ssp_store, PHANGS_FILTERS)
+    with pytest.raises(ValueError, match="trainset.wavelength"):
+        ts.init_store(tmp_path / "x.zarr", small_config(wavelength={"start_aa": 4800, "stop_aa": 9990, "step_aa": 1.25}),
+                      ssp_store, PHANGS_FILTERS)
+    with pytest.raises(ValueError, match="unknown filter key 'acs-wfc_f999w'"):
+        ts.init_store(tmp_path / "x.zarr", small_config(), ssp_store, ["acs-wfc_f999w"])
+    empty = tmp_path / "empty.zarr"
+    zarr.open_group(empty, mode="w")
+    with pytest.raises(ValueError, match="lacks array"):
+        ts.init_store(tmp_path / "x.zarr", small_config(), empty, PHANGS_FILTERS)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_report_json_is_written(tmp_path, ssp_store):
+    store, markers = build(tmp_path, ssp_store)
+    ts.finalize(store, markers, tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n_chunks"] == 2 and report["ssp"]["name"] == "analytic"
+    assert Path(report["store"]) == store
