@@ -95,3 +95,19 @@ def plot_trainset_prior(store: str | os.PathLike, output: str | os.PathLike, max
     fig.suptitle(f"training-set prior: {group.attrs['n_spectra']} spectra, SSP {group.attrs['ssp']['name']}")
     fig.tight_layout()
     return save_figure_atomically(fig, output)
+
+
+def plot_learning_curves(history: list[dict[str, float]], output: str | os.PathLike) -> Path:
+    """Training and validation loss per epoch, total and per term."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="total loss")
+    axes[0].legend()
+    for key in (k[len("val_"):] for k in history[0] if k.startswith("val_") and k != "val_loss"):
+        axes[1].plot(epochs, [h[f"val_{key}"] for h in history], "o-", label=key)
+    axes[1].set(xlabel="epoch", ylabel="validation loss term", yscale="symlog")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure_atomically(fig, output)

@@ -1,0 +1,217 @@
+"""The network: a 1-D residual CNN with self-attention for the spectrum, an MLP for the HST
+fluxes, a shared latent space, and heads for the SFH, the metallicity history and the
+light-/mass-weighted ages and metallicities with their uncertainties.
+
+In the spirit of Galceran et al. (2026): convolutions + attention + a shared latent space
+predicting 16 SFH bins and 16 metallicities jointly. Choices of ours: GroupNorm (no
+dependence on batch size, identical in training and inference), a learned attention pooling
+over the feature sequence, and heteroscedastic heads for the four summary quantities whose
+widths are calibrated on the validation split after training.
+
+Inputs (see :func:`encode_spectrum`, :func:`encode_photometry`):
+
+* spectrum: (B, 3, n_wave) = normalised flux, log10 error + 1.5, valid-pixel flag; masked
+  pixels carry zeros in the first two channels;
+* photometry: (B, 3 * n_filters) = per band log10(flux / norm), relative error, present flag
+  (zeros for an absent band).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUMMARY_KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+LOSS_TERMS = ("sfh_cross_entropy", "sfh_cumulative_l1", "logz_mass_weighted", "summary_nll")
+#: Offsets subtracted from the summary targets so that the heads start near zero.
+SUMMARY_OFFSETS = {"lw_age": 9.0, "mw_age": 9.5, "lw_logz": -0.5, "mw_logz": -0.5}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture; stored in every checkpoint so that a mismatch is caught on loading."""
+
+    n_wave: int = 1761
+    n_filters: int = 8
+    n_bins: int = 16
+    logz_range: tuple[float, float] = (-2.3, 0.7)
+    stem_channels: int = 16
+    stem_stride: int = 2
+    channels: tuple[int, ...] = (24, 32, 48, 64)
+    blocks_per_stage: int = 1
+    kernel_size: int = 7
+    attention_dim: int = 64
+    attention_heads: int = 4
+    attention_layers: int = 1
+    photometry_dim: int = 64
+    latent_dim: int = 128
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(values)
+        for key in ("channels", "logz_range"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def encode_spectrum(flux: np.ndarray, error: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Network input of normalised spectra: (B, 3, n_wave) float32.
+
+    ``mask`` non-zero marks pixels to ignore (emission lines, gaps); NaN flux or non-positive
+    error are ignored too.
+    """
+    flux = np.asarray(flux, dtype=np.float32)
+    error = np.asarray(error, dtype=np.float32)
+    valid = (np.asarray(mask) == 0) & np.isfinite(flux) & np.isfinite(error) & (error > 0)
+    out = np.zeros(flux.shape[:-1] + (3, flux.shape[-1]), dtype=np.float32)
+    out[..., 0, :] = np.where(valid, flux, 0.0)
+    out[..., 1, :] = np.where(valid, np.log10(np.where(valid, error, 1.0)) + 1.5, 0.0)
+    out[..., 2, :] = valid
+    return out
+
+
+def encode_photometry(phot: np.ndarray, phot_error: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Network input of normalised HST fluxes: (B, 3 * n_filters) float32; absent bands are zeros."""
+    phot = np.asarray(phot, dtype=np.float32)
+    err = np.asarray(phot_error, dtype=np.float32)
+    present = np.asarray(present, dtype=bool) & np.isfinite(phot) & np.isfinite(err)
+    positive = np.where(present, np.maximum(phot, 1e-4), 1.0)
+    rel = np.where(present, np.clip(err / positive, 0.0, 1.0), 0.0)
+    out = np.stack([np.where(present, np.log10(positive), 0.0), rel, present.astype(np.float32)], axis=-1)
+    return out.reshape(*phot.shape[:-1], -1).astype(np.float32)
+
+
+class ResidualBlock(nn.Module):
+    """Conv-norm-GELU-conv-norm with a (strided 1x1) skip connection."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        pad = kernel // 2
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad)
+        self.norm1 = nn.GroupNorm(math.gcd(8, c_out), c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel, padding=pad)
+        self.norm2 = nn.GroupNorm(math.gcd(8, c_out), c_out)
+        self.skip = (
+            nn.Identity() if (c_in == c_out and stride == 1) else nn.Conv1d(c_in, c_out, 1, stride=stride)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.gelu(y + self.skip(x))
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: table[:, 1::2].shape[1]])
+    return table
+
+
+class SFHNet(nn.Module):
+    """Spectrum + photometry -> SFH (mass fractions), log Z per bin, summary means and sigmas."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        k = config.kernel_size
+        self.stem = nn.Sequential(
+            nn.Conv1d(3, config.stem_channels, k, stride=config.stem_stride, padding=k // 2), nn.GELU()
+        )
+        stages, c_in = [], config.stem_channels
+        for c_out in c:
+            stages.append(ResidualBlock(c_in, c_out, k, 2))
+            stages += [ResidualBlock(c_out, c_out, k, 1) for _ in range(config.blocks_per_stage - 1)]
+            c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        length = (config.n_wave + 2 * (k // 2) - k) // config.stem_stride + 1
+        for _ in c:
+            length = (length + 2 * (k // 2) - k) // 2 + 1
+        d = config.attention_dim
+        self.project = nn.Linear(c[-1], d)
+        self.register_buffer("positions", sinusoidal_positions(length, d), persistent=False)
+        layer = nn.TransformerEncoderLayer(d, config.attention_heads, 2 * d, config.dropout, batch_first=True,
+                                           activation="gelu", norm_first=True)
+        self.encoder = (nn.TransformerEncoder(layer, config.attention_layers, enable_nested_tensor=False)
+                        if config.attention_layers > 0 else nn.Identity())
+        self.pool_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pool = nn.MultiheadAttention(d, config.attention_heads, batch_first=True)
+        p = config.photometry_dim
+        self.photometry = nn.Sequential(nn.Linear(3 * config.n_filters, p), nn.GELU(), nn.Linear(p, p), nn.GELU())
+        self.fuse = nn.Sequential(
+            nn.Linear(d + p, 2 * config.latent_dim), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(2 * config.latent_dim, config.latent_dim), nn.GELU(),
+        )
+        self.sfh_head = nn.Linear(config.latent_dim, config.n_bins)
+        self.logz_head = nn.Linear(config.latent_dim, config.n_bins)
+        self.summary_head = nn.Linear(config.latent_dim, 2 * len(SUMMARY_KEYS))
+        self.register_buffer("summary_offsets", torch.tensor([SUMMARY_OFFSETS[k] for k in SUMMARY_KEYS]), persistent=False)
+
+    def forward(self, spectrum: torch.Tensor, photometry: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.stages(self.stem(spectrum))  # (B, C, L)
+        x = self.project(x.transpose(1, 2)) + self.positions  # (B, L, d)
+        x = self.encoder(x)
+        pooled, _ = self.pool(self.pool_query.expand(x.shape[0], -1, -1), x, x)
+        latent = self.fuse(torch.cat([pooled[:, 0], self.photometry(photometry)], dim=1))
+        lo, hi = self.config.logz_range
+        summary = self.summary_head(latent)
+        n = len(SUMMARY_KEYS)
+        return {
+            "sfh_logits": self.sfh_head(latent),
+            "logz": lo + (hi - lo) * torch.sigmoid(self.logz_head(latent)),
+            "summary": summary[:, :n] + self.summary_offsets,
+            "summary_log_sigma": summary[:, n:].clamp(-7.0, 3.0),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms (config: model.loss)."""
+
+    sfh_cross_entropy: float = 1.0
+    sfh_cumulative_l1: float = 1.0
+    logz_mass_weighted: float = 1.0
+    summary_nll: float = 0.5
+
+
+def loss_terms(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-term losses (means over the batch).
+
+    * SFH: cross-entropy of the predicted mass fractions against the true ones (= KL up to
+      a constant) plus the L1 distance of the cumulative mass fractions (an earth-mover-like
+      term that rewards putting mass in the neighbouring bin rather than far away);
+    * metallicity: squared error per bin weighted by the bin's true mass fraction
+      (metallicity is undefined where no mass formed);
+    * summaries: Gaussian negative log-likelihood with predicted sigmas.
+    """
+    log_p = F.log_softmax(outputs["sfh_logits"].float(), dim=1)
+    truth = targets["sfh"]
+    ce = -(truth * log_p).sum(1).mean()
+    cum = (torch.cumsum(log_p.exp(), 1) - torch.cumsum(truth, 1)).abs().sum(1).mean()
+    logz = ((outputs["logz"].float() - targets["logzsol"]) ** 2 * truth).sum(1).mean()
+    mu, log_sigma = outputs["summary"].float(), outputs["summary_log_sigma"].float()
+    z = (targets["summary"] - mu) * torch.exp(-log_sigma)
+    nll = (0.5 * z**2 + log_sigma).mean()
+    return {"sfh_cross_entropy": ce, "sfh_cumulative_l1": cum, "logz_mass_weighted": logz, "summary_nll": nll}
+
+
+def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    return sum(getattr(weights, name) * value for name, value in terms.items())

@@ -1,0 +1,480 @@
+"""Training: chunk-wise reading of the zarr training set, band dropout, CPU/GPU/DDP, resumable.
+
+* Data are read one zarr chunk at a time (never the whole set); the chunk order and the
+  shuffling inside a buffer of chunks depend only on (seed, epoch), so an interrupted run
+  that resumes sees exactly the batches it would have seen.
+* The device is chosen automatically (CUDA, then Apple MPS, then CPU); on CUDA the forward
+  pass runs in mixed precision (``torch.autocast`` + ``GradScaler``). Under ``torchrun`` (or
+  SLURM with ``srun torchrun``) the model is wrapped in DistributedDataParallel (NCCL on
+  GPUs, gloo on CPUs) and every rank reads its own chunks.
+* After every epoch a checkpoint (model, optimiser, scheduler, scaler, all RNG states,
+  epoch, early-stopping state, history) is written atomically; a restarted job resumes
+  from it and ends with the same weights as an uninterrupted run.
+* The uncertainties of the summary heads are calibrated on the validation split after
+  training: each predicted sigma is multiplied by the factor that makes 68.27 % of the
+  validation truths fall within +-1 sigma.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import zarr
+
+from .atomic import atomic_path, write_json_atomically
+from .model import LOSS_TERMS, SUMMARY_KEYS, LossWeights, ModelConfig, SFHNet, encode_photometry, encode_spectrum, loss_terms, total_loss
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "sfh-pipeline-model/1"
+SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (config: model.training)."""
+
+    seed: int = 1
+    batch_size: int = 128
+    max_epochs: int = 30
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    patience: int = 6
+    grad_clip: float = 1.0
+    band_keep_probability: float = 0.7
+    no_bands_probability: float = 0.1
+    shuffle_buffer_chunks: int = 2
+    max_train_batches_per_epoch: int | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class TrainsetReader:
+    """Reads the training set of :mod:`sfh_pipeline.trainset` one zarr chunk at a time."""
+
+    def __init__(self, store: str | os.PathLike) -> None:
+        self.store = Path(store)
+        self.group = zarr.open_group(self.store, mode="r")
+        attrs = self.group.attrs
+        if "split" not in self.group or "chunk_size" not in attrs:
+            raise ValueError(f"{store} is not a finalized training set (run the trainset stage)")
+        self.attrs = dict(attrs)
+        self.chunk_size = int(attrs["chunk_size"])
+        self.n = int(attrs["n_spectra"])
+        self.n_chunks = self.n // self.chunk_size
+        self.split = np.asarray(self.group["split"][:])
+        self.wavelength_aa = np.asarray(self.group["wavelength_aa"][:])
+
+    def count(self, split: str, chunks: list[int]) -> int:
+        code = SPLIT_CODES[split]
+        return int(sum(np.count_nonzero(self.split[c * self.chunk_size:(c + 1) * self.chunk_size] == code) for c in chunks))
+
+    def read_chunk(self, chunk: int, split: str) -> dict[str, np.ndarray]:
+        """The samples of one chunk that belong to ``split``, as numpy arrays."""
+        sl = slice(chunk * self.chunk_size, (chunk + 1) * self.chunk_size)
+        keep = self.split[sl] == SPLIT_CODES[split]
+        names = ("flux", "error", "mask", "phot", "phot_error", "sfh", "logzsol", "snr", *SUMMARY_KEYS)
+        return {name: np.asarray(self.group[name][sl])[keep] for name in names}
+
+
+def shard_chunks(n_chunks: int, seed: int, epoch: int, rank: int, world: int, shuffle: bool) -> list[int]:
+    """The chunks rank ``rank`` reads in ``epoch``: a (seed, epoch)-shuffled order, dealt round-robin."""
+    order = np.arange(n_chunks)
+    if shuffle:
+        np.random.default_rng([seed, epoch, 7]).shuffle(order)
+    return [int(c) for c in order[rank::world]]
+
+
+def make_batch(arrays: dict[str, np.ndarray], present: np.ndarray) -> dict[str, torch.Tensor]:
+    """Network inputs and targets of a batch of samples."""
+    return {
+        "spectrum": torch.from_numpy(encode_spectrum(arrays["flux"], arrays["error"], arrays["mask"])),
+        "photometry": torch.from_numpy(encode_photometry(arrays["phot"], arrays["phot_error"], present)),
+        "sfh": torch.from_numpy(arrays["sfh"].astype(np.float32)),
+        "logzsol": torch.from_numpy(arrays["logzsol"].astype(np.float32)),
+        "summary": torch.from_numpy(np.stack([arrays[k] for k in SUMMARY_KEYS], 1).astype(np.float32)),
+    }
+
+
+def band_dropout(rng: np.random.Generator, n: int, n_filters: int, keep: float, none: float) -> np.ndarray:
+    """Random band availability: each band kept with probability ``keep``; all dropped with ``none``."""
+    present = rng.uniform(size=(n, n_filters)) < keep
+    present[rng.uniform(size=n) < none] = False
+    return present
+
+
+def iterate_batches(
+    reader: TrainsetReader,
+    split: str,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    train: bool = True,
+    config: TrainConfig | None = None,
+    max_batches: int | None = None,
+) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]]:
+    """Yield (batch tensors, raw arrays) of ``split``, reading chunks in a prefetching thread.
+
+    Training batches are shuffled within a buffer of chunks and get band dropout; every
+    rank yields the same number of batches (DDP needs equal steps), the rest is dropped.
+    Evaluation batches keep every band and every sample, in order.
+    """
+    config = config or TrainConfig()
+    chunks = shard_chunks(reader.n_chunks, seed, epoch, rank, world, shuffle=train)
+    rng = np.random.default_rng([seed, epoch, rank, 11])
+    n_filters = len(reader.attrs["filters"])
+    if train:
+        per_rank = [reader.count(split, shard_chunks(reader.n_chunks, seed, epoch, r, world, True)) for r in range(world)]
+        limit = min(per_rank) // batch_size
+        if max_batches is not None:
+            limit = min(limit, max_batches)
+    else:
+        limit = math.inf
+    buffer_size = max(1, config.shuffle_buffer_chunks) if train else 1
+    yielded = 0
+    pending: dict[str, np.ndarray] | None = None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        futures = [pool.submit(reader.read_chunk, c, split) for c in chunks[:buffer_size]]
+        next_chunk = buffer_size
+        while futures and yielded < limit:
+            arrays = [f.result() for f in futures]
+            futures = [pool.submit(reader.read_chunk, c, split) for c in chunks[next_chunk:next_chunk + buffer_size]]
+            next_chunk += buffer_size
+            block = {k: np.concatenate(([pending[k]] if pending else []) + [a[k] for a in arrays]) for k in arrays[0]}
+            n = len(block["flux"])
+            order = rng.permutation(n) if train else np.arange(n)
+            last = futures == []
+            stop = n if (last and not train) else (n // batch_size) * batch_size
+            for start in range(0, stop, batch_size):
+                if yielded >= limit:
+                    return
+                idx = order[start:start + batch_size]
+                sub = {k: v[idx] for k, v in block.items()}
+                present = (band_dropout(rng, len(idx), n_filters, config.band_keep_probability, config.no_bands_probability)
+                           if train else np.ones((len(idx), n_filters), bool))
+                yield make_batch(sub, present), sub
+                yielded += 1
+            pending = {k: v[order[stop:]] for k, v in block.items()} if stop < n else None
+
+
+# ----------------------------------------------------------------------------- devices, DDP
+
+
+def pick_device(local_rank: int = 0) -> torch.device:
+    """CUDA (this rank's GPU) if present, else Apple MPS, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank}")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; initialises the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return rank, world, local_rank
+
+
+def _all_reduce_sum(values: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomically(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    """torch.save via a temporary file and a rename (a killed job never leaves half a file)."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[SFHNet, dict[str, Any]]:
+    """A trained model and its metadata from ``model.pt``; mismatches are clear errors."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"model file {path} does not exist: run the train stage first")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file
+        raise ValueError(f"{path} is not a readable sfh-pipeline model file ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not an sfh-pipeline model file (format {MODEL_FORMAT} expected)")
+    net = SFHNet(ModelConfig.from_dict(payload["model_config"]))
+    result = net.load_state_dict(payload["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{path}: weights do not fit the architecture recorded in the file "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+    net.eval()
+    return net, payload
+
+
+def _restore_model(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"checkpoint {path} was written by another architecture than model settings now "
+            f"configured; delete it or restore the settings ({str(err).splitlines()[0]})"
+        ) from err
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _learning_rate_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def evaluate_split(net: torch.nn.Module, reader: TrainsetReader, split: str, device: torch.device,
+                   batch_size: int = 256, rank: int = 0, world: int = 1) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Mean loss terms over a split and the raw predictions (this rank's share)."""
+    net.eval()
+    sums = torch.zeros(5, dtype=torch.float64)
+    preds: dict[str, list[np.ndarray]] = {k: [] for k in ("sfh", "logz", "summary", "summary_sigma")}
+    truth: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for batch, raw in iterate_batches(reader, split, batch_size, 0, 0, rank=rank, world=world, train=False):
+            out = net(batch["spectrum"].to(device), batch["photometry"].to(device))
+            terms = loss_terms(out, {k: batch[k].to(device) for k in ("sfh", "logzsol", "summary")})
+            n = len(raw["flux"])
+            sums += torch.tensor([n, *[float(v) * n for v in terms.values()]], dtype=torch.float64)
+            preds["sfh"].append(torch.softmax(out["sfh_logits"].float(), 1).cpu().numpy())
+            preds["logz"].append(out["logz"].float().cpu().numpy())
+            preds["summary"].append(out["summary"].float().cpu().numpy())
+            preds["summary_sigma"].append(torch.exp(out["summary_log_sigma"].float()).cpu().numpy())
+            for key in ("sfh", "logzsol", "snr", *SUMMARY_KEYS):
+                truth.setdefault(key, []).append(raw[key])
+    sums = _all_reduce_sum(sums, world)
+    means = {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(LOSS_TERMS)}
+    collected = {f"pred_{k}": np.concatenate(v) for k, v in preds.items() if v}
+    collected.update({f"true_{k}": np.concatenate(v) for k, v in truth.items()})
+    return means, collected
+
+
+def calibrate_sigmas(predictions: dict[str, np.ndarray]) -> dict[str, float]:
+    """Factor per summary quantity making 68.27 % of |truth - mean| <= factor * sigma."""
+    scales = {}
+    for i, key in enumerate(SUMMARY_KEYS):
+        z = np.abs(predictions[f"true_{key}"] - predictions["pred_summary"][:, i]) / predictions["pred_summary_sigma"][:, i]
+        scales[key] = float(np.quantile(z, 0.6827)) if z.size else 1.0
+    return scales
+
+
+def train(
+    trainset_store: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    loss_weights: LossWeights = LossWeights(),
+    *,
+    model_name: str = "model",
+    progress: bool | None = None,
+) -> dict[str, Any] | None:
+    """Train (or resume training) and write ``model.pt`` and the learning curves to ``out_dir``.
+
+    Checkpoints go to ``out_dir/checkpoints/last.pt``; an existing one is resumed. Returns
+    the model-file payload on rank 0 (None on other ranks).
+    """
+    out_dir = Path(out_dir)
+    rank, world, local_rank = distributed_context()
+    device = pick_device(local_rank)
+    reader = TrainsetReader(trainset_store)
+    attrs = reader.attrs
+    expected = {"n_wave": reader.wavelength_aa.size, "n_filters": len(attrs["filters"]),
+                "n_bins": len(attrs["age_bin_edges_yr"]) - 1, "logz_range": tuple(attrs["logzsol_range"])}
+    mismatched = {k: (getattr(model_config, k), v) for k, v in expected.items() if getattr(model_config, k) != v}
+    if mismatched:
+        log.info("input and output sizes taken from the training set: %s", mismatched)
+        model_config = dataclasses.replace(model_config, **expected)
+
+    torch.manual_seed(train_config.seed)
+    np.random.seed(train_config.seed)
+    random.seed(train_config.seed)
+    net = SFHNet(model_config).to(device)
+    module = net
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
+    optimiser = torch.optim.AdamW(module.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
+    per_rank = min(reader.count("train", shard_chunks(reader.n_chunks, 0, 0, r, world, False)) for r in range(world))
+    steps_per_epoch = max(1, per_rank // train_config.batch_size)
+    if train_config.max_train_batches_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, train_config.max_train_batches_per_epoch)
+    warmup = max(1, int(train_config.warmup_epochs * steps_per_epoch))
+    total = train_config.max_epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _learning_rate_factor(step, warmup, total))
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    checkpoint_path = out_dir / "checkpoints" / "last.pt"
+    state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": [], "best_state": None}
+    if checkpoint_path.exists():
+        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if ckpt.get("model_config") != model_config.to_dict():
+            raise ValueError(
+                f"checkpoint {checkpoint_path} was written by another architecture than model settings now "
+                "configured; delete it or restore the settings"
+            )
+        _restore_model(module, ckpt["model"], checkpoint_path)
+        optimiser.load_state_dict(ckpt["optimiser"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        state = {k: ckpt[k] for k in state}
+        log.info("resuming %s from epoch %d (%s)", model_name, state["epoch"], checkpoint_path)
+
+    show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
+    while state["epoch"] < train_config.max_epochs and state["bad_epochs"] < train_config.patience:
+        epoch = state["epoch"]
+        net.train()
+        started = time.perf_counter()
+        sums = torch.zeros(5, dtype=torch.float64)
+        batches = iterate_batches(reader, "train", train_config.batch_size, epoch, train_config.seed, rank=rank,
+                                  world=world, train=True, config=train_config, max_batches=steps_per_epoch)
+        if show:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train_config.max_epochs}", leave=False)
+        for batch, _ in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                out = net(batch["spectrum"], batch["photometry"])
+            terms = loss_terms(out, batch)
+            loss = total_loss(terms, loss_weights)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimiser)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), train_config.grad_clip)
+            scaler.step(optimiser)
+            scaler.update()
+            scheduler.step()
+            n = batch["sfh"].shape[0]
+            sums += torch.tensor([n, *[float(v.detach()) * n for v in terms.values()]], dtype=torch.float64)
+        sums = _all_reduce_sum(sums, world)
+        train_terms = {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(LOSS_TERMS)}
+        val_terms, _ = evaluate_split(module, reader, "validation", device, rank=rank, world=world)
+        val_loss = sum(getattr(loss_weights, k) * v for k, v in val_terms.items())
+        train_loss = sum(getattr(loss_weights, k) * v for k, v in train_terms.items())
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                  **{f"train_{k}": v for k, v in train_terms.items()}, **{f"val_{k}": v for k, v in val_terms.items()},
+                  "learning_rate": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        state["history"].append(record)
+        if val_loss < state["best_val"] - 1e-6:
+            state["best_val"], state["bad_epochs"] = val_loss, 0
+            state["best_state"] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if rank == 0:
+            log.info("epoch %d: train %.4f  validation %.4f  (%.1f s)", epoch + 1, train_loss, val_loss, record["seconds"])
+            save_atomically({
+                "model": module.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": _rng_state(), "model_config": model_config.to_dict(),
+                "train_config": dataclasses.asdict(train_config), **state,
+            }, checkpoint_path)
+        if world > 1:
+            dist.barrier()
+
+    if rank != 0:
+        return None
+    module.load_state_dict(state["best_state"])
+    _, val_predictions = evaluate_split(module, reader, "validation", device)
+    payload = {
+        "format": MODEL_FORMAT,
+        "name": model_name,
+        "model_config": model_config.to_dict(),
+        "train_config": dataclasses.asdict(train_config),
+        "loss_weights": dataclasses.asdict(loss_weights),
+        "state_dict": {k: v.cpu() for k, v in module.state_dict().items()},
+        "sigma_scale": calibrate_sigmas(val_predictions),
+        "trainset": {
+            "store": str(trainset_store),
+            "generator_digest": attrs["generator_digest"],
+            "wavelength_aa": reader.wavelength_aa.tolist(),
+            "filters": list(attrs["filters"]),
+            "age_bin_edges_yr": attrs["age_bin_edges_yr"],
+            "bin_age_yr": attrs["bin_age_yr"],
+            "logzsol_range": attrs["logzsol_range"],
+            "norm_window_aa": attrs["config"]["norm_window_aa"],
+            "emission_lines_aa": attrs["emission_lines_aa"],
+            "emission_mask_halfwidth_kms": attrs["config"]["emission_mask_halfwidth_kms"],
+            "ssp": attrs["ssp"],
+        },
+        "history": state["history"],
+        "best_validation_loss": state["best_val"],
+        "epochs_run": state["epoch"],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_atomically(payload, out_dir / "model.pt")
+    write_history(state["history"], out_dir)
+    return payload
+
+
+def write_history(history: list[dict[str, float]], out_dir: Path) -> None:
+    """history.csv, history.json and learning_curve.png of the epochs run."""
+    if not history:
+        return
+    with atomic_path(out_dir / "history.csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    write_json_atomically(out_dir / "history.json", {"epochs": history})
+    from .qa import plot_learning_curves
+
+    plot_learning_curves(history, out_dir / "learning_curve.png")
+
