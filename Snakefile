@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/ssp.smk"
 include: "workflow/rules/filters.smk"
 include: "workflow/rules/trainset.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -27,3 +28,4 @@ rule all:
         FILTER_CHECK,
         trainset_report(TRAINSET_NAME),
         f"results/qa/trainset_{TRAINSET_NAME}.png",
+        model_file(MODEL_NAME, "metrics.json"),

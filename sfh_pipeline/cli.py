@@ -92,6 +92,32 @@ def _trainset_qa(args: argparse.Namespace) -> None:
     plot_trainset_prior(args.store, args.output)
 
 
+def _train(args: argparse.Namespace) -> None:
+    from .model import LossWeights, ModelConfig
+    from .training import TrainConfig, train
+
+    settings = args.config
+    train(
+        args.trainset,
+        args.out,
+        ModelConfig.from_dict(settings.get("architecture") or {}),
+        TrainConfig.from_dict(settings.get("training") or {}),
+        LossWeights(**(settings.get("loss") or {})),
+        model_name=args.name,
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_model
+
+    metrics = evaluate_model(args.model, args.trainset, args.out)
+    log.info(
+        "test split (%d spectra): %s", metrics["n_test"],
+        ", ".join(f"{k} bias {metrics[k]['bias_dex']:+.3f} scatter {metrics[k]['scatter_dex']:.3f} dex"
+                  for k in ("lw_age", "mw_age", "lw_logz", "mw_logz")),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfh-pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -145,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     tqa.add_argument("--store", required=True)
     tqa.add_argument("--output", required=True)
     tqa.set_defaults(func=_trainset_qa)
+
+    tr = stages.add_parser("train", help="train (or resume training) the network")
+    tr.add_argument("--trainset", required=True, help="finalized training-set store")
+    tr.add_argument("--out", required=True, help="model folder: model.pt, history, checkpoints/")
+    tr.add_argument("--config", type=_json_arg, required=True, help="model section of the config, as JSON")
+    tr.add_argument("--name", required=True)
+    tr.set_defaults(func=_train)
+    ev = stages.add_parser("evaluate", help="metrics and figures on the test split")
+    ev.add_argument("--model", required=True, help="model.pt")
+    ev.add_argument("--trainset", required=True)
+    ev.add_argument("--out", required=True, help="folder for metrics.json and the figures")
+    ev.set_defaults(func=_evaluate)
 
     filt = stages.add_parser("filters", help="HST throughput table and synthetic-photometry check")
     filt.add_argument("--keys", nargs="+", required=True, help="filter keys, e.g. wfc3-uvis_f275w")

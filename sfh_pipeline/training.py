@@ -251,12 +251,13 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not an sfh-pipeline model file (format {MODEL_FORMAT} expected)")
     net = SFHNet(ModelConfig.from_dict(payload["model_config"]))
-    result = net.load_state_dict(payload["state_dict"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
         raise ValueError(
-            f"{path}: weights do not fit the architecture recorded in the file "
-            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-        )
+            f"{path}: the weights do not fit the architecture recorded in the file "
+            f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})"
+        ) from err
     net.eval()
     return net, payload
 
@@ -457,6 +458,8 @@ def train(
         },
         "history": state["history"],
         "best_validation_loss": state["best_val"],
+        "world_size": world,
+        "device": str(device),
         "epochs_run": state["epoch"],
     }
     out_dir.mkdir(parents=True, exist_ok=True)

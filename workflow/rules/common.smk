@@ -76,6 +76,18 @@ def trainset_markers(name):
     return [trainset_marker(name, f"{i:05d}") for i in range(n_chunks)]
 
 
+MODEL_NAME = config["model"]["name"]
+
+
+def model_dir(name):
+    """Folder of model `name`: model.pt, history, learning curves, metrics and checkpoints/."""
+    return f"results/models/{name}"
+
+
+def model_file(name, filename):
+    return f"{model_dir(name)}/{filename}"
+
+
 def shell_json(value):
     """A config entry as one shell-quoted JSON argument."""
     return shlex.quote(json.dumps(value, sort_keys=True))

@@ -1,0 +1,489 @@
+"""The public predictor: SFHs and metallicities of observed spectra with a trained model file.
+
+>>> from sfh_pipeline import load_predictor
+>>> predictor = load_predictor("results/models/<name>/model.pt")
+>>> result = predictor.predict(wave, flux, error, photometry={"wfc3-uvis_f555w": (f, e)}, z=0.0023)
+>>> result["sfh"], result["lw_age"], result["lw_age_err"]
+
+:meth:`Predictor.predict` repeats, on any input, exactly what the training set did to its
+spectra (:mod:`sfh_pipeline.trainset`), then calls :meth:`Predictor.predict_normalised`,
+the batch path on data already on the training grid and normalised (the stored training
+set, or the tiled inference of cubes):
+
+1. **Rest frame** — lambda_rest = lambda_obs / (1 + z).
+2. **Resampling onto the training grid** (default 4800-7000 A at 1.25 A) by
+   *flux-conserving rebinning*: each output pixel gets the overlap-weighted mean of
+   f_lambda over the input pixels it overlaps (pixel edges at the midpoints between
+   centres, as :func:`sfh_pipeline.spectral.pixel_edges`), and the error
+   sigma_out = sqrt(sum (w_i sigma_i)^2) / sum w_i (input pixels independent).
+   Why not linear interpolation: for input finer than the grid (e.g. 1.0 A, or MUSE's
+   1.25 A observed = 1.244 A in the rest frame) interpolation would use only the two nearest
+   pixels, discarding the rest of the signal, and its interpolated error would not be the
+   noise of the value it returns; rebinning uses every input pixel once, keeps the mean flux
+   (and hence the normalisation) unchanged, and propagates the noise consistently, giving
+   the per-pixel S/N the network saw in training. On the training grid itself (z = 0)
+   rebinning is the identity. For input coarser than the grid the result is piecewise
+   constant, and neighbouring output pixels share one input pixel's error (correlated).
+   Output pixels overlapping any NaN, user-masked or non-positive-error input pixel are
+   masked; the end pixels may be partly covered (mean over the covered part).
+3. **Emission lines** — the model file's :func:`sfh_pipeline.trainset.emission_line_mask`
+   (same half-width as in training) is added to the mask.
+4. **Normalisation** — flux, error and photometry are divided by ``norm``, the mean of the
+   unmasked rebinned flux in the training set's normalisation window (rest frame).
+5. **Encoding and network** — :func:`sfh_pipeline.model.encode_spectrum` /
+   :func:`~sfh_pipeline.model.encode_photometry`, eval mode, no gradients, in batches.
+
+Bad input raises :class:`ValueError` naming what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+import torch
+
+from .model import SUMMARY_KEYS, encode_photometry, encode_spectrum
+from .spectral import pixel_edges
+from .training import load_model_file, pick_device
+from .trainset import MASK_EMISSION, emission_line_mask
+
+#: Mask bit of pixels of the training grid without valid input (NaN, user mask, error <= 0).
+MASK_BAD_INPUT = 4
+#: A training-grid pixel is masked when at least this fraction of its (covered) width lies on bad
+#: input pixels; below it, it is the mean over its good part (with the larger error that implies).
+MAX_BAD_FRACTION = 0.5
+#: Overlaps below this fraction of an output pixel are rounding noise, not coverage.
+_OVERLAP_TOLERANCE = 1e-6
+_TRAINSET_KEYS = ("wavelength_aa", "filters", "age_bin_edges_yr", "bin_age_yr", "logzsol_range",
+                  "norm_window_aa", "emission_mask_halfwidth_kms")
+
+
+def load_predictor(path: str | os.PathLike, device: str | torch.device | None = None) -> Predictor:
+    """The predictor of a model file (``model.pt`` written by the train stage).
+
+    Parameters
+    ----------
+    path : path-like
+        The model file.
+    device : str or torch.device, optional
+        Where the network runs; default :func:`sfh_pipeline.training.pick_device` (CUDA,
+        then Apple MPS, then CPU).
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, not a model file, or its weights do not fit the architecture
+        it records (e.g. written by another version of the code); the message names the file.
+    """
+    return Predictor(path, device=device)
+
+
+def rebin_matrix(edges_in: np.ndarray, edges_out: np.ndarray) -> scipy.sparse.csr_matrix:
+    """Sparse (n_out, n_in) matrix of the overlaps (A) of output pixels with input pixels.
+
+    Both edge arrays must increase. Overlaps smaller than ``_OVERLAP_TOLERANCE`` of the
+    output pixel width are dropped.
+    """
+    n_out = edges_out.size - 1
+    lo = np.clip(np.searchsorted(edges_in, edges_out[:-1], side="right") - 1, 0, edges_in.size - 2)
+    hi = np.clip(np.searchsorted(edges_in, edges_out[1:], side="left"), lo + 1, edges_in.size - 1)
+    counts = hi - lo
+    rows = np.repeat(np.arange(n_out), counts)
+    cols = lo[rows] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    overlap = (np.minimum(edges_out[rows + 1], edges_in[cols + 1]) - np.maximum(edges_out[rows], edges_in[cols]))
+    keep = overlap > _OVERLAP_TOLERANCE * (edges_out[rows + 1] - edges_out[rows])
+    return scipy.sparse.csr_matrix((overlap[keep], (rows[keep], cols[keep])), shape=(n_out, edges_in.size - 1))
+
+
+def _range(lo: float, hi: float) -> str:
+    return f"{lo:.1f}-{hi:.1f} A"
+
+
+class Predictor:
+    """A trained model with the preprocessing of its training set (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None) -> None:
+        self.path = Path(path)
+        try:
+            net, payload = load_model_file(self.path, map_location="cpu")
+        except ValueError as err:
+            message = str(err)
+            if str(self.path) not in message:
+                message = f"model file {self.path}: {message}"
+            raise ValueError(message) from err
+        except RuntimeError as err:  # size mismatches of load_state_dict
+            detail = " ".join(line.strip() for line in str(err).splitlines()[:2])
+            raise ValueError(
+                f"model file {self.path} holds weights of another architecture than the one recorded in it "
+                f"(model_config); it was written by another version of the code or edited: retrain the model "
+                f"with this version ({detail})"
+            ) from err
+        trainset = payload.get("trainset")
+        missing = [k for k in _TRAINSET_KEYS if not isinstance(trainset, dict) or k not in trainset]
+        if missing or not isinstance(payload.get("sigma_scale"), dict):
+            raise ValueError(
+                f"model file {self.path} lacks the training-set metadata needed for prediction "
+                f"(missing trainset keys {missing} or sigma_scale); retrain it with this version of the code"
+            )
+        config = net.config
+        self._wave = np.asarray(trainset["wavelength_aa"], dtype=float)
+        self._filters = tuple(str(f) for f in trainset["filters"])
+        self._edges = np.asarray(trainset["age_bin_edges_yr"], dtype=float)
+        self._bin_age = np.asarray(trainset["bin_age_yr"], dtype=float)
+        sizes = {"n_wave": (config.n_wave, self._wave.size), "n_filters": (config.n_filters, len(self._filters)),
+                 "n_bins": (config.n_bins, self._edges.size - 1)}
+        bad = {k: v for k, v in sizes.items() if v[0] != v[1]}
+        if bad:
+            raise ValueError(f"model file {self.path}: network sizes {bad} (network, training set) do not match "
+                             "its training-set metadata; the file is corrupt: retrain the model")
+        for array in (self._wave, self._edges, self._bin_age):
+            array.flags.writeable = False
+        self.logzsol_range = tuple(float(v) for v in trainset["logzsol_range"])
+        self.norm_window_aa = tuple(float(v) for v in trainset["norm_window_aa"])
+        self.emission_mask_halfwidth_kms = float(trainset["emission_mask_halfwidth_kms"])
+        self.sigma_scale = {k: float(payload["sigma_scale"].get(k, 1.0)) for k in SUMMARY_KEYS}
+        self.name = payload.get("name", self.path.stem)
+        self.model_config = config
+        self.device = torch.device(device) if device is not None else pick_device()
+        self.net = net.to(self.device).eval()
+        self._edges_out = pixel_edges(self._wave)
+        self._emission = emission_line_mask(self._wave, self.emission_mask_halfwidth_kms)
+        self._window = (self._wave >= self.norm_window_aa[0]) & (self._wave <= self.norm_window_aa[1])
+        if not self._window.any():
+            raise ValueError(f"model file {self.path}: normalisation window {self.norm_window_aa} lies outside "
+                             "the training grid; the file is corrupt: retrain the model")
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def wavelength_aa(self) -> np.ndarray:
+        """Rest-frame training grid (pixel centres), A."""
+        return self._wave
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """Keys of the HST bands the model knows, in the network's order."""
+        return self._filters
+
+    @property
+    def age_bin_edges_yr(self) -> np.ndarray:
+        return self._edges
+
+    @property
+    def bin_age_yr(self) -> np.ndarray:
+        return self._bin_age
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.name!r}, {self.path}, {self._wave[0]:.1f}-{self._wave[-1]:.1f} A rest, "
+                f"{len(self._filters)} bands, device={self.device})")
+
+    # ------------------------------------------------------------------ observed -> training grid
+
+    def prepare(
+        self,
+        wave: np.ndarray,
+        flux: np.ndarray,
+        error: np.ndarray,
+        photometry: dict[str, tuple[Any, Any]] | None = None,
+        z: float | np.ndarray = 0.0,
+        mask: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Observed spectra (and fluxes) -> normalised arrays on the training grid.
+
+        Arguments as :meth:`predict`. Returns 2-D arrays (leading axis n): ``flux``,
+        ``error``, ``mask`` (uint8; bit 1 emission line, bit 4 no valid input), ``phot``,
+        ``phot_error``, ``present`` (bool), and ``norm`` (n,) in the input units.
+        """
+        wave = np.asarray(wave, dtype=float)
+        if wave.ndim != 1 or wave.size < 2:
+            raise ValueError(f"wave must be a 1-D array of at least 2 wavelengths (A), got shape {wave.shape}")
+        if not np.all(np.isfinite(wave)):
+            raise ValueError("wave contains NaN or infinite values; give the wavelength of every pixel (A)")
+        if np.any(np.diff(wave) <= 0):
+            raise ValueError("wave must be strictly increasing (A); sort the pixels (and flux, error, mask) by wavelength")
+        flux = np.asarray(flux, dtype=float)
+        error = np.asarray(error, dtype=float)
+        if flux.ndim not in (1, 2):
+            raise ValueError(f"flux must have shape (n_wave,) or (n_spectra, n_wave), got {flux.shape}")
+        if flux.shape[-1] != wave.size:
+            raise ValueError(f"flux has {flux.shape[-1]} wavelength pixels but wave has {wave.size}: "
+                             "give flux (and error, mask) on the wave grid, wavelength along the last axis")
+        if error.shape != flux.shape:
+            raise ValueError(f"error has shape {error.shape} but flux has {flux.shape}; give one error per flux pixel")
+        flux2, error2 = np.atleast_2d(flux), np.atleast_2d(error)
+        n = flux2.shape[0]
+        if n == 0:
+            raise ValueError("no spectra given (flux has 0 rows)")
+        if mask is None:
+            user_bad = np.zeros(flux2.shape, dtype=bool)
+        else:
+            mask = np.asarray(mask)
+            if mask.shape not in (flux.shape, (wave.size,)):
+                raise ValueError(f"mask has shape {mask.shape}; give it the shape of flux {flux.shape} "
+                                 f"or of wave ({wave.size},), non-zero = bad pixel")
+            user_bad = np.broadcast_to(mask != 0, flux2.shape)
+        negative = np.isfinite(error2) & (error2 < 0)
+        if negative.any():
+            rows, cols = np.nonzero(negative)
+            raise ValueError(
+                f"error has {negative.sum()} negative value(s) (first: spectrum {rows[0]}, {wave[cols[0]]:.2f} A); "
+                "errors must be 1-sigma uncertainties >= 0 (not variances or signed values); "
+                "mark unusable pixels with NaN or the mask instead"
+            )
+
+        z_arr = np.asarray(z, dtype=float)
+        if z_arr.ndim > 1 or (z_arr.ndim == 1 and z_arr.size != n):
+            raise ValueError(f"z must be a number or one per spectrum ({n},), got shape {z_arr.shape}")
+        z_arr = np.broadcast_to(z_arr, (n,))
+        if not np.all(np.isfinite(z_arr)) or np.any(z_arr <= -1):
+            raise ValueError(f"redshift z must be finite and > -1, got {z}")
+
+        good_in = np.isfinite(flux2) & np.isfinite(error2) & (error2 > 0) & ~user_bad
+        edges_in_obs = pixel_edges(wave)
+        out_flux = np.empty((n, self._wave.size))
+        out_var = np.empty((n, self._wave.size))
+        out_bad = np.empty((n, self._wave.size), dtype=bool)
+        for zi in np.unique(z_arr):
+            rows = np.nonzero(z_arr == zi)[0]
+            edges_in = edges_in_obs / (1.0 + zi)
+            self._check_coverage(edges_in, zi, rows, n)
+            w = rebin_matrix(edges_in, self._edges_out)
+            cover = np.asarray(w.sum(axis=1)).ravel()
+            cover = np.where(cover > 0, cover, np.nan)  # cannot happen once the coverage check passed
+            g = good_in[rows].T.astype(float)  # (n_in, k)
+            f = np.where(good_in[rows], flux2[rows], 0.0).T
+            v = np.where(good_in[rows], error2[rows], 0.0).T ** 2
+            good_cover = np.asarray(w @ g)
+            bad = good_cover <= (1.0 - MAX_BAD_FRACTION) * cover[:, None]
+            good_cover = np.where(bad, 1.0, good_cover)
+            out_flux[rows] = (np.asarray(w @ f) / good_cover).T
+            out_var[rows] = (np.asarray(w.multiply(w) @ v) / good_cover**2).T
+            out_bad[rows] = bad.T
+
+        mask_out = np.where(self._emission, MASK_EMISSION, 0)[None, :] | np.where(out_bad, MASK_BAD_INPUT, 0)
+        mask_out = mask_out.astype(np.uint8)
+        valid = mask_out == 0
+        empty = ~valid.any(axis=1)
+        if empty.any():
+            raise ValueError(
+                f"spectrum/spectra {self._rows(empty, n)} have no valid pixel in the training window "
+                f"{_range(self._wave[0], self._wave[-1])} (rest frame): all NaN, masked, zero-error or on emission "
+                "lines; check flux, error and mask, or drop those spectra"
+            )
+        in_window = valid & self._window[None, :]
+        no_norm = ~in_window.any(axis=1)
+        if no_norm.any():
+            raise ValueError(
+                f"spectrum/spectra {self._rows(no_norm, n)} have no valid pixel in the normalisation window "
+                f"{_range(*self.norm_window_aa)} (rest frame), so they cannot be normalised as in training; "
+                "unmask that range or drop those spectra"
+            )
+        norm = np.where(in_window, out_flux, 0.0).sum(1) / in_window.sum(1)
+        if np.any(norm <= 0):
+            raise ValueError(
+                f"spectrum/spectra {self._rows(norm <= 0, n)} have a mean flux <= 0 in the normalisation window "
+                f"{_range(*self.norm_window_aa)} (rest frame; norm = {norm[norm <= 0][:3].tolist()}); the model needs "
+                "a positive continuum there: check sky/background subtraction, units and z, or bin to higher S/N"
+            )
+        out_flux = np.where(out_bad, np.nan, out_flux)
+        out_err = np.where(out_bad, np.nan, np.sqrt(out_var))
+        phot, phot_err, present = self._photometry(photometry, n, flux.ndim == 1)
+        return {
+            "flux": out_flux / norm[:, None],
+            "error": out_err / norm[:, None],
+            "mask": mask_out,
+            "phot": phot / norm[:, None],
+            "phot_error": phot_err / norm[:, None],
+            "present": present,
+            "norm": norm,
+        }
+
+    @staticmethod
+    def _rows(flags: np.ndarray, n: int) -> str:
+        idx = np.nonzero(flags)[0]
+        if n == 1:
+            return "(the input spectrum)"
+        shown = ", ".join(str(i) for i in idx[:10])
+        return f"[{shown}{', ...' if idx.size > 10 else ''}] ({idx.size} of {n})"
+
+    def _check_coverage(self, edges_in: np.ndarray, z: float, rows: np.ndarray, n: int) -> None:
+        """The input (rest frame) must reach the centres of the first and last training pixels."""
+        need_lo, need_hi = float(self._wave[0]), float(self._wave[-1])
+        have_lo, have_hi = float(edges_in[0]), float(edges_in[-1])
+        missing = []
+        if have_lo > need_lo:
+            missing.append(f"blue end {_range(need_lo, have_lo)} rest = {_range(need_lo * (1 + z), have_lo * (1 + z))} observed")
+        if have_hi < need_hi:
+            missing.append(f"red end {_range(have_hi, need_hi)} rest = {_range(have_hi * (1 + z), need_hi * (1 + z))} observed")
+        if have_lo >= need_hi or have_hi <= need_lo:
+            missing = [f"all of it: the input covers {_range(have_lo, have_hi)} rest"]
+        if missing:
+            which = f"spectra {self._rows(np.isin(np.arange(n), rows), n)}" if n > 1 else "the spectrum"
+            raise ValueError(
+                f"wavelength coverage of {which} at z={z:g} does not reach the training window "
+                f"{_range(need_lo, need_hi)} rest frame ({_range(need_lo * (1 + z), need_hi * (1 + z))} observed): "
+                f"missing {'; '.join(missing)}. Give a spectrum covering the window, or check z and that wave is "
+                "in Angstrom (observed frame)"
+            )
+
+    def _photometry(self, photometry: dict[str, tuple[Any, Any]] | None, n: int,
+                    single: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = len(self._filters)
+        phot = np.zeros((n, k))
+        err = np.zeros((n, k))
+        present = np.zeros((n, k), dtype=bool)
+        if photometry is None:
+            return phot, err, present
+        if not isinstance(photometry, dict):
+            raise ValueError("photometry must be a dict {filter_key: (flux, error)} in the spectrum's f_lambda units, or None")
+        for key, value in photometry.items():
+            if key not in self._filters:
+                raise ValueError(f"unknown filter key {key!r} in photometry; this model knows {list(self._filters)}")
+            try:
+                f, e = value
+            except (TypeError, ValueError):
+                raise ValueError(f"photometry[{key!r}] must be a pair (flux, error), got {value!r}") from None
+            f = np.asarray(f, dtype=float)
+            e = np.asarray(e, dtype=float)
+            allowed = [(), (n,)]
+            if f.shape not in allowed or e.shape not in allowed:
+                want = "numbers" if single else f"numbers or arrays of shape ({n},), one per spectrum"
+                raise ValueError(f"photometry[{key!r}] flux/error have shapes {f.shape}/{e.shape}; give {want}")
+            if np.any(np.isfinite(e) & (e < 0)):
+                raise ValueError(f"photometry[{key!r}] has a negative error; errors are 1-sigma uncertainties >= 0")
+            j = self._filters.index(key)
+            ok = np.broadcast_to(np.isfinite(f) & np.isfinite(e), (n,))
+            phot[:, j] = np.where(ok, f, 0.0)
+            err[:, j] = np.where(ok, e, 0.0)
+            present[:, j] = ok
+        return phot, err, present
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict(
+        self,
+        wave: np.ndarray,
+        flux: np.ndarray,
+        error: np.ndarray,
+        photometry: dict[str, tuple[Any, Any]] | None = None,
+        z: float | np.ndarray = 0.0,
+        mask: np.ndarray | None = None,
+        batch_size: int = 1024,
+    ) -> dict[str, Any]:
+        """SFH, metallicity history and summary quantities of observed spectra.
+
+        Parameters
+        ----------
+        wave : numpy.ndarray
+            Observed-frame wavelengths (A) of the pixel centres, (n_wave_in,), strictly
+            increasing; any sampling.
+        flux, error : numpy.ndarray
+            f_lambda and its 1-sigma error in any (common) units, (n_wave_in,) or
+            (n, n_wave_in). NaN flux/error or error 0 marks a bad pixel.
+        photometry : dict, optional
+            ``{filter_key: (flux, error)}``: photon-weighted mean f_lambda in the band, in the
+            units of ``flux`` (numbers, or arrays (n,) for a stack; NaN = band absent). Bands
+            not given are absent (the model was trained with band dropout).
+        z : float or numpy.ndarray
+            Redshift (one, or one per spectrum).
+        mask : numpy.ndarray, optional
+            Non-zero = bad pixel; shape of ``flux`` or ``(n_wave_in,)``.
+
+        Returns
+        -------
+        dict
+            ``sfh`` (n, n_bins) mass fractions (sum 1), ``logzsol`` (n, n_bins), for each of
+            ``lw_age, mw_age, lw_logz, mw_logz`` the value and ``<key>_err`` (calibrated
+            1-sigma), ``norm`` (n,) in the input units, and ``age_bin_edges_yr``. For a 1-D
+            input the leading axis is dropped (scalars and (n_bins,) arrays).
+        """
+        prepared = self.prepare(wave, flux, error, photometry=photometry, z=z, mask=mask)
+        result = self.predict_normalised(prepared["flux"], prepared["error"], prepared["mask"], prepared["phot"],
+                                         prepared["phot_error"], prepared["present"], batch_size=batch_size)
+        result["norm"] = prepared["norm"]
+        if np.ndim(flux) == 1:
+            result = {k: (v if k == "age_bin_edges_yr" else v[0]) for k, v in result.items()}
+        return result
+
+    def predict_normalised(
+        self,
+        flux: np.ndarray,
+        error: np.ndarray,
+        mask: np.ndarray | None,
+        phot: np.ndarray | None = None,
+        phot_error: np.ndarray | None = None,
+        present: np.ndarray | None = None,
+        batch_size: int = 1024,
+    ) -> dict[str, np.ndarray]:
+        """Predictions for spectra already on the training grid and normalised.
+
+        ``flux``, ``error``, ``mask`` (n, n_wave) as stored in the training set (mask
+        non-zero = ignore; the emission-line mask is added again, which changes nothing for
+        data prepared as in training); ``phot``, ``phot_error`` (n, n_filters) divided by the
+        same norm, or None (no bands); ``present`` (n, n_filters) bool, default: every band
+        with finite flux and error. Returns the keys of :meth:`predict` except ``norm``,
+        always with the leading axis n.
+        """
+        n_wave, k = self._wave.size, len(self._filters)
+        flux = np.asarray(flux)
+        error = np.asarray(error)
+        if flux.ndim != 2 or flux.shape[1] != n_wave:
+            raise ValueError(f"flux must have shape (n, {n_wave}) on the training grid, got {flux.shape}; "
+                             "use predict() for spectra on other grids")
+        n = flux.shape[0]
+        if error.shape != flux.shape:
+            raise ValueError(f"error has shape {error.shape} but flux has {flux.shape}")
+        mask = np.zeros(flux.shape, dtype=np.uint8) if mask is None else np.asarray(mask)
+        if mask.shape != flux.shape:
+            raise ValueError(f"mask has shape {mask.shape} but flux has {flux.shape}")
+        mask = (mask != 0) | self._emission[None, :]
+        if phot is None:
+            if phot_error is not None or (present is not None and np.any(present)):
+                raise ValueError("phot_error/present given without phot")
+            phot = np.zeros((n, k), dtype=np.float32)
+            phot_error = np.zeros((n, k), dtype=np.float32)
+            present = np.zeros((n, k), dtype=bool)
+        else:
+            phot = np.asarray(phot)
+            if phot_error is None:
+                raise ValueError("phot given without phot_error; give both (normalised like the spectrum)")
+            phot_error = np.asarray(phot_error)
+            if phot.shape != (n, k) or phot_error.shape != (n, k):
+                raise ValueError(f"phot and phot_error must have shape ({n}, {k}) (bands {list(self._filters)}), "
+                                 f"got {phot.shape} and {phot_error.shape}")
+            present = (np.isfinite(phot) & np.isfinite(phot_error)) if present is None else np.asarray(present, bool)
+            if present.shape != (n, k):
+                raise ValueError(f"present must have shape ({n}, {k}), got {present.shape}")
+        spectrum = encode_spectrum(flux, error, mask)
+        empty = spectrum[:, 2, :].sum(1) == 0
+        if empty.any():
+            raise ValueError(f"spectra {self._rows(empty, n)} have no valid pixel (all masked, NaN or error <= 0); "
+                             "drop them before predicting")
+        photometry = encode_photometry(phot, phot_error, present)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        parts: dict[str, list[np.ndarray]] = {"sfh": [], "logz": [], "summary": [], "sigma": []}
+        self.net.eval()
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                out = self.net(torch.from_numpy(spectrum[start:start + batch_size]).to(self.device),
+                               torch.from_numpy(photometry[start:start + batch_size]).to(self.device))
+                parts["sfh"].append(torch.softmax(out["sfh_logits"].float().cpu().double(), dim=1).numpy())
+                parts["logz"].append(out["logz"].float().cpu().double().numpy())
+                parts["summary"].append(out["summary"].float().cpu().double().numpy())
+                parts["sigma"].append(torch.exp(out["summary_log_sigma"].float().cpu().double()).numpy())
+        if n == 0:
+            joined = {"sfh": np.zeros((0, len(self._bin_age))), "logz": np.zeros((0, len(self._bin_age))),
+                      "summary": np.zeros((0, len(SUMMARY_KEYS))), "sigma": np.zeros((0, len(SUMMARY_KEYS)))}
+        else:
+            joined = {key: np.concatenate(value) for key, value in parts.items()}
+        result: dict[str, np.ndarray] = {"sfh": joined["sfh"], "logzsol": joined["logz"]}
+        for i, key in enumerate(SUMMARY_KEYS):
+            result[key] = joined["summary"][:, i]
+            result[f"{key}_err"] = joined["sigma"][:, i] * self.sigma_scale[key]
+        result["age_bin_edges_yr"] = self._edges.copy()
+        return result

@@ -1,0 +1,372 @@
+"""The public predictor: same answers as the batch path, resampling, invariants and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import sfh_pipeline
+from sfh_pipeline.model import SUMMARY_KEYS
+from sfh_pipeline.predict import Predictor, load_predictor, rebin_matrix
+from sfh_pipeline.spectral import pixel_edges
+
+#: An arbitrary flux unit (erg/s/cm2/A-like) to turn the normalised training spectra into "observed" ones.
+UNIT = 3.7e-17
+OUTPUT_KEYS = ("sfh", "logzsol", *SUMMARY_KEYS, *(f"{k}_err" for k in SUMMARY_KEYS))
+#: Every 7th spectrum of the set: some with the laser-notch gap, all splits.
+INDICES = np.arange(0, 600, 7)
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model) -> Predictor:
+    return load_predictor(tiny_model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def stored(small_trainset) -> dict[str, np.ndarray]:
+    group = zarr.open_group(small_trainset, mode="r")
+    return {name: np.asarray(group[name][:])[INDICES] for name in ("flux", "error", "mask", "phot", "phot_error", "norm")}
+
+
+def photometry_dict(predictor, stored, scale=UNIT):
+    return {key: (stored["phot"][:, j] * scale, stored["phot_error"][:, j] * scale)
+            for j, key in enumerate(predictor.filters)}
+
+
+def batch_reference(predictor, stored, bands: bool):
+    return predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"],
+                                        stored["phot"] if bands else None, stored["phot_error"] if bands else None)
+
+
+def max_differences(a, b):
+    return {key: float(np.max(np.abs(np.asarray(a[key]) - np.asarray(b[key])))) for key in OUTPUT_KEYS}
+
+
+# ----------------------------------------------------------------------------- API and metadata
+
+
+def test_public_api_and_metadata(predictor, tiny_model, small_trainset):
+    assert sfh_pipeline.load_predictor is load_predictor
+    group = zarr.open_group(small_trainset, mode="r")
+    np.testing.assert_array_equal(predictor.wavelength_aa, np.asarray(group["wavelength_aa"][:]))
+    assert list(predictor.filters) == list(group.attrs["filters"])
+    np.testing.assert_allclose(predictor.age_bin_edges_yr, group.attrs["age_bin_edges_yr"])
+    np.testing.assert_allclose(predictor.bin_age_yr, group.attrs["bin_age_yr"])
+    assert predictor.device == torch.device("cpu") and not predictor.net.training
+    assert str(tiny_model) in repr(predictor)
+    with pytest.raises(ValueError):  # metadata are read-only
+        predictor.wavelength_aa[0] = 0.0
+
+
+# ----------------------------------------------------------------------------- same as the batch path
+
+
+@pytest.mark.parametrize("bands", [True, False], ids=["all-bands", "no-bands"])
+def test_predict_on_training_grid_equals_batch_path(predictor, stored, bands):
+    """An "observed" training spectrum (x UNIT, z = 0, training grid) = the stored arrays' prediction."""
+    reference = batch_reference(predictor, stored, bands)
+    out = predictor.predict(predictor.wavelength_aa, stored["flux"] * UNIT, stored["error"] * UNIT,
+                            photometry=photometry_dict(predictor, stored) if bands else None, z=0.0,
+                            mask=stored["mask"])
+    differences = max_differences(out, reference)
+    assert max(differences.values()) < 1e-5, differences  # measured: <= 1e-6 (float32)
+    np.testing.assert_allclose(out["norm"], UNIT, rtol=1e-6)
+    np.testing.assert_array_equal(out["age_bin_edges_yr"], predictor.age_bin_edges_yr)
+    assert out["sfh"].shape == (INDICES.size, 16) and out["lw_age"].shape == (INDICES.size,)
+
+    # One spectrum (1-D input): the same row, with scalars for the summaries.
+    i = 3
+    photometry = ({key: (float(f[i]), float(e[i])) for key, (f, e) in photometry_dict(predictor, stored).items()}
+                  if bands else None)
+    single = predictor.predict(predictor.wavelength_aa, stored["flux"][i] * UNIT, stored["error"][i] * UNIT,
+                               photometry=photometry, mask=stored["mask"][i])
+    assert single["sfh"].shape == (16,) and np.ndim(single["lw_age"]) == 0 and np.ndim(single["norm"]) == 0
+    for key in OUTPUT_KEYS:
+        np.testing.assert_allclose(single[key], out[key][i], atol=1e-6, err_msg=key)
+
+
+def test_training_set_norm_is_recovered(predictor, stored):
+    """The stored spectra in their original units (L_sun/A) give back the stored norm."""
+    flux = stored["flux"] * stored["norm"][:, None]
+    error = stored["error"] * stored["norm"][:, None]
+    prepared = predictor.prepare(predictor.wavelength_aa, flux, error, mask=stored["mask"])
+    np.testing.assert_allclose(prepared["norm"], stored["norm"], rtol=1e-6)
+    np.testing.assert_array_equal(prepared["mask"] != 0, stored["mask"] != 0)
+    valid = stored["mask"] == 0
+    np.testing.assert_allclose(prepared["flux"][valid], stored["flux"][valid], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(prepared["error"][valid], stored["error"][valid], rtol=1e-6)
+
+
+def muse_like(predictor, stored, z, step_aa=1.0):
+    """The stored spectra at redshift z on an observed grid 4750-9350 A of ``step_aa`` (linear interpolation).
+
+    Outside the training range the flux is NaN (as beyond a model's grid); errors are scaled
+    to the same noise per unit wavelength (sigma ~ 1/sqrt(pixel width)); the mask is carried
+    over by nearest pixel.
+    """
+    wave = predictor.wavelength_aa
+    observed = np.arange(4750.0, 9350.0 + step_aa / 2, step_aa)
+    rest = observed / (1 + z)
+
+    def resample(values, fill=np.nan):
+        return np.stack([np.interp(rest, wave, row, left=fill, right=fill) for row in values])
+
+    density = np.sqrt(1.25 / (step_aa / (1 + z)))
+    mask = resample((stored["mask"] != 0).astype(float), fill=0.0) >= 0.5
+    return observed, resample(stored["flux"]) * UNIT, resample(stored["error"]) * UNIT * density, mask
+
+
+@pytest.mark.parametrize("bands", [True, False], ids=["all-bands", "no-bands"])
+def test_redshifted_and_resampled_spectrum_gives_nearly_the_same(predictor, stored, bands):
+    """z = 0.005 on a MUSE-like 1.0 A grid (4750-9350 A) ~ the stored spectra.
+
+    Measured with the tiny model over 86 spectra (max |difference|): sfh 2.0e-4, logzsol
+    2.9e-4, lw_age 9.7e-4, mw_age 1.4e-4, lw/mw_logz 1.9e-4, the *_err <= 9.1e-4, norm
+    9e-4 relative. The difference comes from interpolating the noisy test spectrum (it
+    smooths the noise), not from the predictor: tolerances are ~5x the measured values.
+    """
+    z = 0.005
+    reference = batch_reference(predictor, stored, bands)
+    observed, flux, error, mask = muse_like(predictor, stored, z)
+    out = predictor.predict(observed, flux, error, photometry=photometry_dict(predictor, stored) if bands else None,
+                            z=z, mask=mask)
+    differences = max_differences(out, reference)
+    tolerance = {"sfh": 1e-3, "logzsol": 1.5e-3, **{k: 5e-3 for k in OUTPUT_KEYS[2:]}}
+    assert all(differences[k] < tolerance[k] for k in OUTPUT_KEYS), differences
+    np.testing.assert_allclose(out["norm"], UNIT, rtol=3e-3)
+    # Much closer than two different spectra are to each other (the test is not vacuous).
+    between = np.mean(np.abs(reference["sfh"][1:] - reference["sfh"][:-1]))
+    assert np.mean(np.abs(out["sfh"] - reference["sfh"])) < 0.01 * between
+
+
+def test_redshift_per_spectrum(predictor, stored):
+    """z may be one value per spectrum of a stack; the result is that of separate calls."""
+    rows = []
+    for z in (0.0, 0.005):
+        observed, flux, error, mask = muse_like(predictor, {k: v[:1] for k, v in stored.items()}, z)
+        rows.append((flux[0], error[0], mask[0]))
+    flux, error, mask = (np.stack(parts) for parts in zip(*rows))
+    stack = predictor.predict(observed, flux, error, z=np.array([0.0, 0.005]), mask=mask)
+    for i, z in enumerate((0.0, 0.005)):
+        alone = predictor.predict(observed, flux[i], error[i], z=z, mask=mask[i])
+        for key in OUTPUT_KEYS:
+            np.testing.assert_allclose(stack[key][i], alone[key], atol=1e-6, err_msg=key)
+    assert abs(stack["lw_age"][0] - stack["lw_age"][1]) < 5e-3  # same spectrum at two redshifts
+
+
+# ----------------------------------------------------------------------------- resampling
+
+
+def test_rebinning_conserves_flux_and_propagates_errors(predictor):
+    """Flux-conserving rebinning: linear f_lambda kept exactly, sigma / sqrt(pixels averaged)."""
+    step = 0.25  # five input pixels per training pixel
+    wave = np.arange(4700.0, 7100.0, step)
+    flux = 2.0 + 1e-4 * (wave - 5000.0)
+    error = np.full_like(wave, 0.1)
+    prepared = predictor.prepare(wave, flux, error)
+    grid = predictor.wavelength_aa
+    expected = 2.0 + 1e-4 * (grid - 5000.0)
+    norm = prepared["norm"][0]
+    np.testing.assert_allclose(prepared["flux"][0] * norm, expected, rtol=1e-10)
+    np.testing.assert_allclose(prepared["error"][0] * norm, 0.1 / np.sqrt(1.25 / step), rtol=1e-9)
+    # The rebinning matrix of a grid onto itself is the identity (the z = 0 path above is exact).
+    edges = pixel_edges(grid)
+    np.testing.assert_array_equal(rebin_matrix(edges, edges).toarray() / np.diff(edges)[:, None], np.eye(grid.size))
+
+
+def test_bad_input_pixels_mask_the_training_pixels_they_cover(predictor, stored):
+    flux, error, mask = stored["flux"][0] * UNIT, stored["error"][0] * UNIT, stored["mask"][0]
+    wave = predictor.wavelength_aa
+    flux, error = flux.copy(), error.copy()
+    flux[100:110] = np.nan
+    error[300:305] = 0.0
+    user = np.zeros(wave.size, np.uint8)
+    user[600:620] = 1
+    prepared = predictor.prepare(wave, flux, error, mask=np.maximum(mask, user))
+    bad = prepared["mask"][0] != 0
+    assert bad[100:110].all() and bad[300:305].all() and bad[600:620].all()
+    assert not bad[110:120].any() and not bad[90:100].any()
+    assert np.all(np.isnan(prepared["flux"][0][100:110]))
+
+
+# ----------------------------------------------------------------------------- invariants
+
+
+def test_invariants_with_heavy_masking_and_no_bands(predictor, stored):
+    rng = np.random.default_rng(3)
+    wave = predictor.wavelength_aa
+    mask = stored["mask"].copy()
+    mask[rng.uniform(size=mask.shape) < 0.9] = 1  # 90 % of the pixels masked
+    window = (wave >= 5400) & (wave <= 5600)
+    mask[:, np.nonzero(window)[0][::10]] = 0  # a few left to normalise with
+    for photometry in (None, photometry_dict(predictor, stored)):
+        out = predictor.predict(wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=photometry, mask=mask)
+        for key in OUTPUT_KEYS:
+            assert np.all(np.isfinite(out[key])), key
+        np.testing.assert_allclose(out["sfh"].sum(1), 1.0, atol=1e-9)
+        assert np.all(out["sfh"] >= 0)
+        lo, hi = predictor.logzsol_range
+        assert np.all((out["logzsol"] >= lo) & (out["logzsol"] <= hi))
+        for key in SUMMARY_KEYS:
+            assert np.all(out[f"{key}_err"] > 0)
+    # Some bands only, and NaN fluxes marking a band absent for one spectrum.
+    partial = photometry_dict(predictor, stored)
+    partial = {key: partial[key] for key in predictor.filters[:3]}
+    first = partial[predictor.filters[0]]
+    partial[predictor.filters[0]] = (np.where(np.arange(INDICES.size) == 0, np.nan, first[0]), first[1])
+    out = predictor.predict(wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=partial, mask=stored["mask"])
+    assert all(np.all(np.isfinite(out[key])) for key in OUTPUT_KEYS)
+
+
+def test_batch_size_does_not_change_results(predictor, stored):
+    a = predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"], batch_size=7)
+    b = predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"], batch_size=1024)
+    assert max(max_differences(a, b).values()) < 1e-5
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def one(predictor, stored):
+    """(wave, flux, error, mask) of one observed spectrum on the training grid."""
+    return predictor.wavelength_aa, stored["flux"][0] * UNIT, stored["error"][0] * UNIT, stored["mask"][0]
+
+
+def test_all_pixels_nan_or_masked(predictor, one):
+    wave, flux, error, mask = one
+    with pytest.raises(ValueError, match="no valid pixel in the training window"):
+        predictor.predict(wave, np.full_like(flux, np.nan), error)
+    with pytest.raises(ValueError, match="no valid pixel in the training window"):
+        predictor.predict(wave, flux, error, mask=np.ones_like(mask))
+    with pytest.raises(ValueError, match=r"no valid pixel in the normalisation window 5400.0-5600.0 A"):
+        predictor.predict(wave, flux, error, mask=((wave > 5300) & (wave < 5700)).astype(int))
+    stack = np.stack([flux, np.full_like(flux, np.nan), flux])
+    with pytest.raises(ValueError, match=r"\[1\] \(1 of 3\)"):  # names the spectrum of a stack
+        predictor.predict(wave, stack, np.stack([error] * 3))
+
+
+def test_negative_errors(predictor, one):
+    wave, flux, error, _ = one
+    bad = error.copy()
+    bad[50] = -bad[50]
+    with pytest.raises(ValueError, match=r"negative.*4862.50 A.*uncertainties >= 0"):
+        predictor.predict(wave, flux, bad)
+
+
+def test_wavelength_coverage(predictor, one):
+    wave, flux, error, _ = one
+    keep = wave >= 5000
+    with pytest.raises(ValueError, match=r"missing blue end 4800.0-4999.4 A rest = 4800.0-4999.4 A observed"):
+        predictor.predict(wave[keep], flux[keep], error[keep])
+    keep = wave <= 6500
+    with pytest.raises(ValueError, match=r"missing red end 6500.6-7000.0 A rest"):
+        predictor.predict(wave[keep], flux[keep], error[keep])
+    # MUSE-like coverage but z too high: the red end of the window is beyond 9350 A observed.
+    observed = np.arange(4750.0, 9350.5, 1.25)
+    with pytest.raises(ValueError, match=r"z=0.4 .*6679.0-7000.0 A rest = 9350.6-9800.0 A observed"):
+        predictor.predict(observed, np.ones_like(observed), np.ones_like(observed), z=0.4)
+    with pytest.raises(ValueError, match="all of it"):  # wave in microns
+        predictor.predict(observed / 1e4, np.ones_like(observed), np.ones_like(observed))
+
+
+def test_shapes_that_do_not_match(predictor, one):
+    wave, flux, error, mask = one
+    with pytest.raises(ValueError, match="flux has 1761 wavelength pixels but wave has 1760"):
+        predictor.predict(wave[:-1], flux, error)
+    with pytest.raises(ValueError, match=r"error has shape \(1760,\) but flux has \(1761,\)"):
+        predictor.predict(wave, flux, error[:-1])
+    with pytest.raises(ValueError, match="mask has shape"):
+        predictor.predict(wave, flux, error, mask=mask[:-1])
+    with pytest.raises(ValueError, match=r"flux must have shape \(n_wave,\) or \(n_spectra, n_wave\)"):
+        predictor.predict(wave, flux[None, None], error[None, None])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        predictor.predict(wave[::-1], flux, error)
+    with pytest.raises(ValueError, match=r"z must be a number or one per spectrum \(2,\)"):
+        predictor.predict(wave, np.stack([flux, flux]), np.stack([error, error]), z=[0.0, 0.1, 0.2])
+    key = predictor.filters[0]
+    with pytest.raises(ValueError, match=rf"photometry\['{key}'\] flux/error have shapes \(3,\)"):
+        predictor.predict(wave, np.stack([flux, flux]), np.stack([error, error]), photometry={key: ([1, 2, 3], [1, 2, 3])})
+    with pytest.raises(ValueError, match=rf"photometry\['{key}'\] must be a pair"):
+        predictor.predict(wave, flux, error, photometry={key: 1.0})
+    with pytest.raises(ValueError, match=r"flux must have shape \(n, 1761\) on the training grid"):
+        predictor.predict_normalised(flux[None, :-1], error[None, :-1], mask[None, :-1])
+    with pytest.raises(ValueError, match=r"phot and phot_error must have shape \(1, 8\)"):
+        predictor.predict_normalised(flux[None], error[None], mask[None], np.ones((1, 7)), np.ones((1, 7)))
+
+
+def test_unknown_filter_and_negative_photometric_error(predictor, one):
+    wave, flux, error, _ = one
+    with pytest.raises(ValueError, match=r"unknown filter key 'wfc3-uvis_f999w'.*'wfc3-uvis_f275w'"):
+        predictor.predict(wave, flux, error, photometry={"wfc3-uvis_f999w": (1.0, 0.1)})
+    with pytest.raises(ValueError, match="negative error"):
+        predictor.predict(wave, flux, error, photometry={predictor.filters[1]: (1.0, -0.1)})
+
+
+def test_norm_not_positive(predictor, one):
+    wave, flux, error, _ = one
+    with pytest.raises(ValueError, match=r"mean flux <= 0 in the normalisation window.*sky/background subtraction"):
+        predictor.predict(wave, -flux, error)
+    with pytest.raises(ValueError, match="mean flux <= 0"):
+        predictor.predict(wave, np.zeros_like(flux), error)
+
+
+def test_predict_normalised_rejects_empty_rows(predictor, stored):
+    mask = stored["mask"][:3].copy()
+    mask[2] = 1
+    with pytest.raises(ValueError, match=r"spectra \[2\] \(1 of 3\) have no valid pixel"):
+        predictor.predict_normalised(stored["flux"][:3], stored["error"][:3], mask)
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+def test_model_file_of_another_architecture_names_the_file(tiny_model, tmp_path):
+    payload = torch.load(tiny_model, map_location="cpu", weights_only=False)
+
+    wrong_shape = dict(payload, state_dict=dict(payload["state_dict"]))
+    weight = wrong_shape["state_dict"]["sfh_head.weight"]
+    wrong_shape["state_dict"]["sfh_head.weight"] = torch.zeros(weight.shape[0] + 1, weight.shape[1])
+    path = tmp_path / "wrong_shape.pt"
+    torch.save(wrong_shape, path)
+    with pytest.raises(ValueError, match=r"another architecture") as info:
+        load_predictor(path)
+    assert str(path) in str(info.value) and "sfh_head.weight" in str(info.value)
+
+    other_config = dict(payload, model_config=dict(payload["model_config"], latent_dim=48))
+    path = tmp_path / "other_config.pt"
+    torch.save(other_config, path)
+    with pytest.raises(ValueError, match="another architecture") as info:
+        load_predictor(path)
+    assert str(path) in str(info.value)
+
+    other_depth = dict(payload, model_config=dict(payload["model_config"], blocks_per_stage=2))
+    path = tmp_path / "other_depth.pt"
+    torch.save(other_depth, path)
+    with pytest.raises(ValueError, match="do not fit the architecture") as info:
+        load_predictor(path)
+    assert str(path) in str(info.value)
+
+    unknown_setting = dict(payload, model_config=dict(payload["model_config"], wings=2))
+    path = tmp_path / "unknown_setting.pt"
+    torch.save(unknown_setting, path)
+    with pytest.raises(ValueError, match=r"unknown model setting\(s\) \['wings'\]") as info:
+        load_predictor(path)
+    assert str(path) in str(info.value)
+
+    no_metadata = {k: v for k, v in payload.items() if k != "sigma_scale"}
+    path = tmp_path / "no_metadata.pt"
+    torch.save(no_metadata, path)
+    with pytest.raises(ValueError, match="lacks the training-set metadata") as info:
+        load_predictor(path)
+    assert str(path) in str(info.value)
+
+    path = tmp_path / "notes.txt"
+    path.write_text("not a model")
+    with pytest.raises(ValueError, match="not a readable sfh-pipeline model file") as info:
+        load_predictor(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_predictor(tmp_path / "missing.pt")

@@ -1,0 +1,146 @@
+"""The network and its training: invariants, resume after a kill, DDP on CPU (gloo), bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sfh_pipeline.model import ModelConfig, SFHNet, encode_photometry, encode_spectrum
+from sfh_pipeline.training import (
+    TrainConfig,
+    TrainsetReader,
+    iterate_batches,
+    load_model_file,
+    shard_chunks,
+    train,
+)
+
+from .conftest import TINY_MODEL
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    return ModelConfig(**{**TINY_MODEL, **overrides})
+
+
+def test_outputs_respect_invariants_even_for_masked_spectra_and_missing_bands():
+    torch.manual_seed(0)
+    net = SFHNet(tiny_config(n_wave=500)).eval()
+    rng = np.random.default_rng(0)
+    flux = rng.normal(1, 0.1, (4, 500))
+    error = np.full((4, 500), 0.05)
+    mask = np.zeros((4, 500), np.uint8)
+    mask[1] = 1  # every pixel masked
+    flux[2, :200] = np.nan  # NaNs are ignored like masked pixels
+    spectrum = encode_spectrum(flux, error, mask)
+    assert np.all(np.isfinite(spectrum)) and spectrum[1].sum() == 0
+    present = np.ones((4, 8), bool)
+    present[3] = False  # no band at all
+    photometry = encode_photometry(rng.uniform(0.2, 2, (4, 8)), np.full((4, 8), 0.05), present)
+    assert np.all(photometry[3] == 0)
+    with torch.no_grad():
+        out = net(torch.from_numpy(spectrum), torch.from_numpy(photometry))
+    sfh = torch.softmax(out["sfh_logits"], 1)
+    torch.testing.assert_close(sfh.sum(1), torch.ones(4))
+    lo, hi = net.config.logz_range
+    assert torch.all(out["logz"] >= lo) and torch.all(out["logz"] <= hi)
+    for value in out.values():
+        assert torch.all(torch.isfinite(value))
+
+
+def test_reader_batches_cover_the_split_once_and_shards_are_disjoint(small_trainset):
+    reader = TrainsetReader(small_trainset)
+    n_test = int((reader.split == 2).sum())
+    seen = sum(len(raw["flux"]) for _, raw in iterate_batches(reader, "test", 50, 0, 0, train=False))
+    assert seen == n_test
+    a, b = shard_chunks(reader.n_chunks, 3, 1, 0, 2, True), shard_chunks(reader.n_chunks, 3, 1, 1, 2, True)
+    assert not set(a) & set(b) and sorted(a + b) == list(range(reader.n_chunks))
+    # DDP: both ranks see the same number of training batches
+    counts = [sum(1 for _ in iterate_batches(reader, "train", 32, 1, 3, rank=r, world=2)) for r in (0, 1)]
+    assert counts[0] == counts[1] > 0
+    # band dropout leaves some batches with absent bands
+    batch, _ = next(iterate_batches(reader, "train", 64, 0, 3))
+    present = batch["photometry"].reshape(64, 8, 3)[..., 2]
+    assert 0.4 < present.float().mean() < 0.9
+
+
+def run_train_cli(trainset, out, settings, env=None, launcher=None):
+    cmd = (launcher or [sys.executable, "-m", "sfh_pipeline"]) + [
+        "train", "--trainset", str(trainset), "--out", str(out), "--config", json.dumps(settings), "--name", "t"]
+    return cmd, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+
+
+SETTINGS = {"architecture": TINY_MODEL, "training": {"max_epochs": 5, "batch_size": 16, "seed": 3, "patience": 10}}
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_weights(small_trainset, tmp_path):
+    straight = tmp_path / "straight"
+    _, job = run_train_cli(small_trainset, straight, SETTINGS)
+    assert job.wait() == 0, job.stderr.read()
+
+    resumed = tmp_path / "resumed"
+    cmd, job = run_train_cli(small_trainset, resumed, SETTINGS)
+    checkpoint = resumed / "checkpoints" / "last.pt"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not (resumed / "model.pt").exists(), "the job finished before it was killed: nothing was tested"
+    epoch_at_kill = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert 1 <= epoch_at_kill < 5
+    _, job = run_train_cli(small_trainset, resumed, SETTINGS)
+    assert job.wait() == 0
+    a, b = torch.load(straight / "model.pt", weights_only=False), torch.load(resumed / "model.pt", weights_only=False)
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-5, atol=1e-6)
+    assert [h["val_loss"] for h in a["history"]] == pytest.approx([h["val_loss"] for h in b["history"]], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_gloo_and_two_processes(small_trainset, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    assert torchrun, "torchrun ships with torch"
+    settings = {**SETTINGS, "training": {**SETTINGS["training"], "max_epochs": 2}}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    _, job = run_train_cli(small_trainset, tmp_path, settings, env=env,
+                           launcher=[torchrun, "--standalone", "--nproc_per_node=2", "-m", "sfh_pipeline"])
+    assert job.wait(timeout=900) == 0, job.stderr.read()
+    net, payload = load_model_file(tmp_path / "model.pt")
+    assert payload["world_size"] == 2 and payload["device"] == "cpu"
+    assert len(payload["history"]) == 2
+
+
+def test_training_learns_and_writes_its_products(tiny_model):
+    net, payload = load_model_file(tiny_model)
+    history = payload["history"]
+    assert len(history) == 2 and history[-1]["val_loss"] < history[0]["train_loss"]
+    assert set(payload["sigma_scale"]) == {"lw_age", "mw_age", "lw_logz", "mw_logz"}
+    folder = Path(tiny_model).parent
+    for name in ("history.csv", "history.json", "learning_curve.png", "checkpoints/last.pt"):
+        assert (folder / name).exists(), name
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(small_trainset, tiny_model, tmp_path):
+    shutil.copytree(Path(tiny_model).parent / "checkpoints", tmp_path / "checkpoints")
+    with pytest.raises(ValueError, match="another architecture"):
+        train(small_trainset, tmp_path, tiny_config(latent_dim=48), TrainConfig(max_epochs=3))
+    payload = torch.load(tiny_model, weights_only=False)
+    payload["state_dict"]["sfh_head.weight"] = torch.zeros(16, 7)
+    torch.save(payload, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="broken.pt"):
+        load_model_file(tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_model_file(tmp_path / "absent.pt")
+    with pytest.raises(ValueError, match="unknown model setting"):
+        ModelConfig.from_dict({"chanels": [8]})

@@ -1,0 +1,59 @@
+# Stage `train`: the CNN on the training set; resumes from results/models/<model>/checkpoints/.
+
+
+rule train:
+    input:
+        trainset_report(TRAINSET_NAME),
+    output:
+        model=model_file("{model}", "model.pt"),
+        history=model_file("{model}", "history.csv"),
+        curve=report(model_file("{model}", "learning_curve.png"), caption="../report/learning_curve.rst", category="Model"),
+    params:
+        settings=lambda wc: shell_json({k: v for k, v in config["model"].items() if k != "name"}),
+        store=trainset_store(TRAINSET_NAME),
+        out=lambda wc: model_dir(wc.model),
+        # several GPUs (resources gpu > 1): one DDP process per GPU
+        launcher=lambda wc, resources: (
+            f"torchrun --standalone --nproc_per_node={resources.gpu} -m sfh_pipeline"
+            if int(resources.gpu) > 1
+            else "sfh-pipeline"
+        ),
+    threads: workflow.cores
+    resources:
+        gpu=config["model"].get("gpus", 1),
+        mem_mb=8000,
+        runtime=720,
+    conda:
+        SFH_ENV
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "benchmarks/train/{model}.tsv"
+    shell:
+        "{params.launcher} train --trainset {params.store:q} --out {params.out:q}"
+        " --config {params.settings} --name {wildcards.model} 2> {log:q}"
+
+
+rule evaluate:
+    input:
+        model=model_file("{model}", "model.pt"),
+        trainset=trainset_report(TRAINSET_NAME),
+    output:
+        metrics=model_file("{model}", "metrics.json"),
+        figures=report(
+            expand(model_file("{{model}}", "{figure}.png"), figure=["pred_vs_true", "sfh_bins", "age_metallicity"]),
+            caption="../report/evaluation.rst",
+            category="Model",
+        ),
+    params:
+        store=trainset_store(TRAINSET_NAME),
+        out=lambda wc: model_dir(wc.model),
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+    conda:
+        SFH_ENV
+    log:
+        "logs/evaluate/{model}.log",
+    shell:
+        "sfh-pipeline evaluate --model {input.model:q} --trainset {params.store:q} --out {params.out:q} 2> {log:q}"
