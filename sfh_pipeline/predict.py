@@ -24,8 +24,11 @@ set, or the tiled inference of cubes):
    the per-pixel S/N the network saw in training. On the training grid itself (z = 0)
    rebinning is the identity. For input coarser than the grid the result is piecewise
    constant, and neighbouring output pixels share one input pixel's error (correlated).
-   Output pixels overlapping any NaN, user-masked or non-positive-error input pixel are
-   masked; the end pixels may be partly covered (mean over the covered part).
+   A training pixel is masked when at least half of it (:data:`MAX_BAD_FRACTION`) lies on
+   NaN, user-masked or zero-error input pixels; otherwise it is the mean over its good part
+   (whose smaller coverage the error reflects). Masking on *any* overlap instead would widen
+   every masked region (laser gap, bad columns) by up to a pixel on each side, a mask pattern
+   the network never saw in training. The end pixels may be partly covered likewise.
 3. **Emission lines** — the model file's :func:`sfh_pipeline.trainset.emission_line_mask`
    (same half-width as in training) is added to the mask.
 4. **Normalisation** — flux, error and photometry are divided by ``norm``, the mean of the
@@ -40,16 +43,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse
-import torch
 
-from .model import SUMMARY_KEYS, encode_photometry, encode_spectrum
 from .spectral import pixel_edges
-from .training import load_model_file, pick_device
-from .trainset import MASK_EMISSION, emission_line_mask
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, the network and the training-set code are imported when a predictor is made, not
+# with the package (``sfh_pipeline/__init__`` exports load_predictor; the workflow's other
+# jobs should not pay for importing torch).
 
 #: Mask bit of pixels of the training grid without valid input (NaN, user mask, error <= 0).
 MASK_BAD_INPUT = 4
@@ -58,6 +64,8 @@ MASK_BAD_INPUT = 4
 MAX_BAD_FRACTION = 0.5
 #: Overlaps below this fraction of an output pixel are rounding noise, not coverage.
 _OVERLAP_TOLERANCE = 1e-6
+#: Spectra rebinned at a time.
+_REBIN_BLOCK = 2048
 _TRAINSET_KEYS = ("wavelength_aa", "filters", "age_bin_edges_yr", "bin_age_yr", "logzsol_range",
                   "norm_window_aa", "emission_mask_halfwidth_kms")
 
@@ -107,6 +115,13 @@ class Predictor:
     """A trained model with the preprocessing of its training set (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None) -> None:
+        import torch
+
+        from .model import SUMMARY_KEYS
+        from .training import load_model_file, pick_device
+        from .instrument import C_KMS
+        from .trainset import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
+
         self.path = Path(path)
         try:
             net, payload = load_model_file(self.path, map_location="cpu")
@@ -114,6 +129,9 @@ class Predictor:
             message = str(err)
             if str(self.path) not in message:
                 message = f"model file {self.path}: {message}"
+            if ("architecture" in message or "model setting" in message) and "retrain" not in message:
+                message += ("; the file was written by another version of the code (or edited): retrain the "
+                            "model with this version, or predict with the version that wrote it")
             raise ValueError(message) from err
         except RuntimeError as err:  # size mismatches of load_state_dict
             detail = " ".join(line.strip() for line in str(err).splitlines()[:2])
@@ -151,7 +169,14 @@ class Predictor:
         self.device = torch.device(device) if device is not None else pick_device()
         self.net = net.to(self.device).eval()
         self._edges_out = pixel_edges(self._wave)
-        self._emission = emission_line_mask(self._wave, self.emission_mask_halfwidth_kms)
+        lines = trainset.get("emission_lines_aa", EMISSION_LINES_AA)
+        if dict(lines) == EMISSION_LINES_AA:
+            self._emission = emission_line_mask(self._wave, self.emission_mask_halfwidth_kms)
+        else:  # a model trained with another line list: the same rule with the file's lines
+            centres = np.array([float(v) for v in dict(lines).values()])[None, :]
+            self._emission = np.any(np.abs(self._wave[:, None] / centres - 1) * C_KMS
+                                    <= self.emission_mask_halfwidth_kms, axis=1)
+        self._emission_bit = MASK_EMISSION
         self._window = (self._wave >= self.norm_window_aa[0]) & (self._wave <= self.norm_window_aa[1])
         if not self._window.any():
             raise ValueError(f"model file {self.path}: normalisation window {self.norm_window_aa} lies outside "
@@ -226,6 +251,7 @@ class Predictor:
                 raise ValueError(f"mask has shape {mask.shape}; give it the shape of flux {flux.shape} "
                                  f"or of wave ({wave.size},), non-zero = bad pixel")
             user_bad = np.broadcast_to(mask != 0, flux2.shape)
+        phot, phot_err, present = self._photometry(photometry, n, flux.ndim == 1)
         negative = np.isfinite(error2) & (error2 < 0)
         if negative.any():
             rows, cols = np.nonzero(negative)
@@ -252,25 +278,27 @@ class Predictor:
             edges_in = edges_in_obs / (1.0 + zi)
             self._check_coverage(edges_in, zi, rows, n)
             w = rebin_matrix(edges_in, self._edges_out)
-            cover = np.asarray(w.sum(axis=1)).ravel()
-            cover = np.where(cover > 0, cover, np.nan)  # cannot happen once the coverage check passed
-            g = good_in[rows].T.astype(float)  # (n_in, k)
-            f = np.where(good_in[rows], flux2[rows], 0.0).T
-            v = np.where(good_in[rows], error2[rows], 0.0).T ** 2
-            good_cover = np.asarray(w @ g)
-            bad = good_cover <= (1.0 - MAX_BAD_FRACTION) * cover[:, None]
-            good_cover = np.where(bad, 1.0, good_cover)
-            out_flux[rows] = (np.asarray(w @ f) / good_cover).T
-            out_var[rows] = (np.asarray(w.multiply(w) @ v) / good_cover**2).T
-            out_bad[rows] = bad.T
+            w2 = w.multiply(w).tocsr()
+            cover = np.asarray(w.sum(axis=1))  # (n_out, 1), > 0 once the coverage check passed
+            for start in range(0, rows.size, _REBIN_BLOCK):  # bounded memory for large stacks
+                block = rows[start:start + _REBIN_BLOCK]
+                good = good_in[block].T  # (n_in, k)
+                good_cover = np.asarray(w @ good.astype(float))
+                bad = ~(good_cover > (1.0 - MAX_BAD_FRACTION) * cover)
+                good_cover = np.where(bad, 1.0, good_cover)
+                f = np.where(good, flux2[block].T, 0.0)
+                v = np.where(good, error2[block].T, 0.0) ** 2
+                out_flux[block] = (np.asarray(w @ f) / good_cover).T
+                out_var[block] = (np.asarray(w2 @ v) / good_cover**2).T
+                out_bad[block] = bad.T
 
-        mask_out = np.where(self._emission, MASK_EMISSION, 0)[None, :] | np.where(out_bad, MASK_BAD_INPUT, 0)
+        mask_out = np.where(self._emission, self._emission_bit, 0)[None, :] | np.where(out_bad, MASK_BAD_INPUT, 0)
         mask_out = mask_out.astype(np.uint8)
         valid = mask_out == 0
         empty = ~valid.any(axis=1)
         if empty.any():
             raise ValueError(
-                f"spectrum/spectra {self._rows(empty, n)} have no valid pixel in the training window "
+                f"{self._which(empty, n)}: no valid pixel in the training window "
                 f"{_range(self._wave[0], self._wave[-1])} (rest frame): all NaN, masked, zero-error or on emission "
                 "lines; check flux, error and mask, or drop those spectra"
             )
@@ -278,20 +306,19 @@ class Predictor:
         no_norm = ~in_window.any(axis=1)
         if no_norm.any():
             raise ValueError(
-                f"spectrum/spectra {self._rows(no_norm, n)} have no valid pixel in the normalisation window "
-                f"{_range(*self.norm_window_aa)} (rest frame), so they cannot be normalised as in training; "
+                f"{self._which(no_norm, n)}: no valid pixel in the normalisation window "
+                f"{_range(*self.norm_window_aa)} (rest frame), so it cannot be normalised as in training; "
                 "unmask that range or drop those spectra"
             )
         norm = np.where(in_window, out_flux, 0.0).sum(1) / in_window.sum(1)
         if np.any(norm <= 0):
             raise ValueError(
-                f"spectrum/spectra {self._rows(norm <= 0, n)} have a mean flux <= 0 in the normalisation window "
+                f"{self._which(norm <= 0, n)}: mean flux <= 0 in the normalisation window "
                 f"{_range(*self.norm_window_aa)} (rest frame; norm = {norm[norm <= 0][:3].tolist()}); the model needs "
                 "a positive continuum there: check sky/background subtraction, units and z, or bin to higher S/N"
             )
         out_flux = np.where(out_bad, np.nan, out_flux)
         out_err = np.where(out_bad, np.nan, np.sqrt(out_var))
-        phot, phot_err, present = self._photometry(photometry, n, flux.ndim == 1)
         return {
             "flux": out_flux / norm[:, None],
             "error": out_err / norm[:, None],
@@ -303,12 +330,13 @@ class Predictor:
         }
 
     @staticmethod
-    def _rows(flags: np.ndarray, n: int) -> str:
+    def _which(flags: np.ndarray, n: int) -> str:
+        """"the spectrum", or "spectra [i, j, ...] (k of n)" of a stack."""
         idx = np.nonzero(flags)[0]
         if n == 1:
-            return "(the input spectrum)"
+            return "the spectrum"
         shown = ", ".join(str(i) for i in idx[:10])
-        return f"[{shown}{', ...' if idx.size > 10 else ''}] ({idx.size} of {n})"
+        return f"spectra [{shown}{', ...' if idx.size > 10 else ''}] ({idx.size} of {n})"
 
     def _check_coverage(self, edges_in: np.ndarray, z: float, rows: np.ndarray, n: int) -> None:
         """The input (rest frame) must reach the centres of the first and last training pixels."""
@@ -322,7 +350,7 @@ class Predictor:
         if have_lo >= need_hi or have_hi <= need_lo:
             missing = [f"all of it: the input covers {_range(have_lo, have_hi)} rest"]
         if missing:
-            which = f"spectra {self._rows(np.isin(np.arange(n), rows), n)}" if n > 1 else "the spectrum"
+            which = self._which(np.isin(np.arange(n), rows), n)
             raise ValueError(
                 f"wavelength coverage of {which} at z={z:g} does not reach the training window "
                 f"{_range(need_lo, need_hi)} rest frame ({_range(need_lo * (1 + z), need_hi * (1 + z))} observed): "
@@ -428,6 +456,10 @@ class Predictor:
         with finite flux and error. Returns the keys of :meth:`predict` except ``norm``,
         always with the leading axis n.
         """
+        import torch
+
+        from .model import SUMMARY_KEYS, encode_photometry, encode_spectrum
+
         n_wave, k = self._wave.size, len(self._filters)
         flux = np.asarray(flux)
         error = np.asarray(error)
@@ -461,7 +493,7 @@ class Predictor:
         spectrum = encode_spectrum(flux, error, mask)
         empty = spectrum[:, 2, :].sum(1) == 0
         if empty.any():
-            raise ValueError(f"spectra {self._rows(empty, n)} have no valid pixel (all masked, NaN or error <= 0); "
+            raise ValueError(f"{self._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); "
                              "drop them before predicting")
         photometry = encode_photometry(phot, phot_error, present)
         if batch_size < 1:

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy.stats import spearmanr
 import zarr
 
+import sfh_pipeline
 from sfh_pipeline.fetch import sha256_of
 from sfh_pipeline.ssp import load_ssp
 
@@ -145,6 +147,20 @@ def test_default_workflow_with_real_bc03(tmp_path):
     for key, row in check.items():
         assert abs(row["pivot_aa"] - row["reference_pivot_aa"]) < 2.0, key
     assert (tmp_path / "results/qa/ssp_bc03_miles.png").stat().st_size > 10_000
+
+    # the demo network learns: validation loss well below its first value, and the
+    # light-weighted ages of the held-out spectra correlate with the truth
+    history = json.loads((tmp_path / "results/models/demo/history.json").read_text())["epochs"]
+    assert history[-1]["val_loss"] < 0.85 * history[0]["val_loss"]
+    metrics = json.loads((tmp_path / "results/models/demo/metrics.json").read_text())
+    assert metrics["n_test"] > 1000
+    store = zarr.open_group(tmp_path / "resources/trainsets/demo/trainset.zarr", mode="r")
+    test = np.flatnonzero(np.asarray(store["split"][:]) == 2)
+    data = {k: np.asarray(store[k].get_orthogonal_selection((test,))) for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age")}
+    predicted = sfh_pipeline.load_predictor(tmp_path / "results/models/demo/model.pt").predict_normalised(
+        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"], np.ones_like(data["phot"], bool))
+    assert spearmanr(predicted["lw_age"], data["lw_age"]).statistic > 0.8
+    assert metrics["lw_age"]["scatter_dex"] < 0.5 * np.std(data["lw_age"])
     # nothing to do on a rerun
     rerun = snakemake(tmp_path, "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr

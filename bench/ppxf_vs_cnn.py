@@ -1,0 +1,138 @@
+"""pPXF against the CNN on the same held-out spectra, same CPU, printed as JSON.
+
+Usage:
+    python bench/ppxf_vs_cnn.py [--model results/models/demo/model.pt]
+        [--trainset resources/trainsets/demo/trainset.zarr] [--ssp resources/ssp/bc03_miles.zarr]
+        [--n 200] [--regul 5]
+
+Same model space for both: the pPXF templates are the 16 age-bin spectra (constant SFR
+within each bin, the same bin-averaged SSPs as the training set, convolved to the MUSE LSF)
+at each of the library's metallicities (16 x 7 = 112 templates for BC03), normalised per
+unit mass formed. pPXF fits stellar kinematics (V, sigma) together with a regularised
+(``regul``, second-order, over the 16 x 7 grid, as in PHANGS) population mix, with an
+8th-degree multiplicative polynomial standing in for dust, on the same masked pixels.
+Mass weights are pPXF's weights; light weights are weights x template flux in the
+normalisation window. Timing: pPXF wall time per spectrum (one core, sequential), CNN
+batched inference of all spectra (best of three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import zarr
+from ppxf import ppxf_util
+from ppxf.ppxf import ppxf
+from threadpoolctl import threadpool_limits
+
+import sfh_pipeline
+from sfh_pipeline.evaluation import summary_metrics
+from sfh_pipeline.forward import ForwardModel
+from sfh_pipeline.instrument import C_KMS, linear_grid
+from sfh_pipeline.ssp import load_ssp
+
+QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+
+
+def bin_templates(ssp_store: str, edges_yr, wave_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n_wave, n_bins, n_Z) bin spectra on ``wave_out`` per unit mass formed, and the grids."""
+    model = ForwardModel(load_ssp(ssp_store), edges_yr, wavelength_aa=wave_out, max_velocity_kms=300.0)
+    n_bins, n_z = model.n_bins, model.logzsol.size
+    templates = np.empty((wave_out.size, n_bins, n_z))
+    for k in range(n_bins):
+        x = np.zeros((n_z, n_bins))
+        x[:, k] = 1.0
+        logz = np.repeat(model.logzsol[:, None], n_bins, axis=1)
+        templates[:, k, :] = model.model(x, logz, np.zeros(n_z), np.zeros(n_z)).flux.T
+    return templates, model.bin_age_yr, model.logzsol
+
+
+def fit_ppxf(galaxy_wave, flux, error, mask, templates, template_wave, bin_age_yr, logzsol, window, regul):
+    """Light- and mass-weighted <log age> and <log Z> of one pPXF fit."""
+    galaxy, ln_lam, velscale = ppxf_util.log_rebin(galaxy_wave[[0, -1]], flux)
+    noise, _, _ = ppxf_util.log_rebin(galaxy_wave[[0, -1]], error**2)
+    noise = np.sqrt(np.clip(noise, 1e-12, None))
+    bad, _, _ = ppxf_util.log_rebin(galaxy_wave[[0, -1]], (mask != 0).astype(float))
+    good = (bad < 1e-3) & np.isfinite(galaxy) & (noise > 0)
+    shape = templates.shape
+    log_templates, ln_lam_temp, _ = ppxf_util.log_rebin(template_wave[[0, -1]], templates.reshape(shape[0], -1),
+                                                        velscale=velscale)
+    scale = np.median(log_templates)
+    pp = ppxf(log_templates / scale, galaxy, noise, velscale, start=[0.0, 100.0], moments=2, degree=-1, mdegree=8,
+              regul=regul, reg_dim=shape[1:], mask=good, bounds=[[-300.0, 300.0], [1.0, 600.0]], lam=np.exp(ln_lam), lam_temp=np.exp(ln_lam_temp), quiet=True)
+    weights = pp.weights.reshape(shape[1:])  # (n_bins, n_Z), per unit mass formed
+    light = weights * templates[window].mean(0)
+    log_age = np.log10(bin_age_yr)[:, None]
+    logz = logzsol[None, :]
+    return {
+        "lw_age": float((light * log_age).sum() / light.sum()),
+        "mw_age": float((weights * log_age).sum() / weights.sum()),
+        "lw_logz": float((light * logz).sum() / light.sum()),
+        "mw_logz": float((weights * logz).sum() / weights.sum()),
+        "velocity_kms": float(pp.sol[0]),
+        "sigma_kms": float(pp.sol[1]),
+        "chi2": float(pp.chi2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="results/models/demo/model.pt")
+    parser.add_argument("--trainset", default="resources/trainsets/demo/trainset.zarr")
+    parser.add_argument("--ssp", default="resources/ssp/bc03_miles.zarr")
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--regul", type=float, default=5.0)
+    args = parser.parse_args()
+
+    group = zarr.open_group(args.trainset, mode="r")
+    test = np.flatnonzero(np.asarray(group["split"][:]) == 2)[: args.n]
+    data = {name: np.asarray(group[name].get_orthogonal_selection((test,)))
+            for name in ("flux", "error", "mask", "phot", "phot_error", "snr", *QUANTITIES)}
+    wave = np.asarray(group["wavelength_aa"][:])
+    window = tuple(group.attrs["config"]["norm_window_aa"])
+
+    predictor = sfh_pipeline.load_predictor(args.model)
+    present = np.ones_like(data["phot"], dtype=bool)
+    cnn_seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        cnn = predictor.predict_normalised(data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"], present)
+        cnn_seconds.append(time.perf_counter() - start)
+
+    margin = 1500.0 / C_KMS  # pPXF wants templates beyond the galaxy by its velocity bounds + 900 km/s
+    template_wave = linear_grid(wave[0] * (1 - margin) // 1, wave[-1] * (1 + margin) // 1 + 1, 1.25)
+    templates, bin_age, logzsol = bin_templates(args.ssp, group.attrs["age_bin_edges_yr"], template_wave)
+    in_window = (template_wave >= window[0]) & (template_wave <= window[1])
+
+    fits, seconds = [], []
+    with threadpool_limits(limits=1):
+        for i in range(test.size):
+            start = time.perf_counter()
+            fits.append(fit_ppxf(wave, data["flux"][i], data["error"][i], data["mask"][i], templates, template_wave,
+                                 bin_age, logzsol, in_window, args.regul))
+            seconds.append(time.perf_counter() - start)
+
+    ppxf_s = float(np.mean(seconds))
+    cnn_rate = test.size / min(cnn_seconds)
+    result = {
+        "n_spectra": int(test.size),
+        "templates": f"{templates.shape[1]} age bins x {templates.shape[2]} metallicities = "
+                     f"{templates.shape[1] * templates.shape[2]}",
+        "regul": args.regul,
+        "ppxf_s_per_spectrum": round(ppxf_s, 3),
+        "cnn_spectra_per_s": round(cnn_rate, 1),
+        "speed_ratio": round(ppxf_s * cnn_rate, 1),
+        "ppxf": {q: summary_metrics(np.array([f[q] for f in fits]), data[q]) for q in QUANTITIES},
+        "cnn": {q: summary_metrics(np.asarray(cnn[q]), data[q], np.asarray(cnn[f"{q}_err"])) for q in QUANTITIES},
+        "median_snr": float(np.median(data["snr"])),
+        "model": args.model,
+        "cpu_threads_cnn": __import__("torch").get_num_threads(),
+    }
+    print(json.dumps(result, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
