@@ -58,15 +58,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(known)}")
         values = dict(values)
         for key in ("channels", "logz_range"):
             if key in values:
                 values[key] = tuple(values[key])
-        return cls(**values)
+        return settings_from_dict(cls, values, "model setting")
+
+
+def settings_from_dict(cls, values: dict[str, Any], what: str):
+    """``cls(**values)`` for a settings dataclass; unknown keys are an error that lists the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**values)
 
 
 def encode_spectrum(flux: np.ndarray, error: np.ndarray, mask: np.ndarray) -> np.ndarray:

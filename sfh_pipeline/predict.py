@@ -117,9 +117,9 @@ class Predictor:
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None) -> None:
         import torch
 
+        from .instrument import C_KMS
         from .model import SUMMARY_KEYS
         from .training import load_model_file, pick_device
-        from .instrument import C_KMS
         from .trainset import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
 
         self.path = Path(path)

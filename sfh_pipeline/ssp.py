@@ -27,8 +27,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np

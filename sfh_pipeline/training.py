@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -37,7 +36,18 @@ import torch.distributed as dist
 import zarr
 
 from .atomic import atomic_path, write_json_atomically
-from .model import LOSS_TERMS, SUMMARY_KEYS, LossWeights, ModelConfig, SFHNet, encode_photometry, encode_spectrum, loss_terms, total_loss
+from .model import (
+    LOSS_TERMS,
+    SUMMARY_KEYS,
+    LossWeights,
+    ModelConfig,
+    SFHNet,
+    encode_photometry,
+    encode_spectrum,
+    loss_terms,
+    settings_from_dict,
+    total_loss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +74,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**values)
+        return settings_from_dict(cls, values, "training setting")
 
 
 # ----------------------------------------------------------------------------- data

@@ -7,7 +7,11 @@ import pytest
 
 from sfh_pipeline.dust import attenuation_curve, calzetti2000_k
 from sfh_pipeline.filters import PHANGS_FILTERS, PhotometryOperator, load_throughputs
-from sfh_pipeline.forward import ForwardModel, bin_average_matrix, validate_age_bin_edges
+from sfh_pipeline.forward import (
+    ForwardModel,
+    bin_average_matrix,
+    validate_age_bin_edges,
+)
 from sfh_pipeline.instrument import C_KMS, linear_grid
 from sfh_pipeline.spectral import pixel_edges
 

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from sfh_pipeline.instrument import FWHM_PER_SIGMA, linear_grid, muse_lsf_fwhm_aa
-from sfh_pipeline.spectral import broaden_to_fwhm, gaussian_kernel_matrix, velocity_sigma_to_aa
+from sfh_pipeline.spectral import (
+    broaden_to_fwhm,
+    gaussian_kernel_matrix,
+    velocity_sigma_to_aa,
+)
 
 
 def gaussian_line(wave, centre, sigma, flux=1.0):

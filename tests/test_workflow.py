@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from scipy.stats import spearmanr
 import zarr
+from scipy.stats import spearmanr
 
 import sfh_pipeline
 from sfh_pipeline.fetch import sha256_of
