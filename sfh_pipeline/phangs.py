@@ -1,0 +1,170 @@
+"""Readers of PHANGS-MUSE DR1 cubes and PHANGS-HST images, with units checked through astropy.
+
+MUSE cubes (``<GAL>_PHANGS_DATACUBE_copt_<fwhm>asec.fits``) have HDUs ``DATA`` and ``STAT``
+(variance), BUNIT ``10**(-20)*erg/s/cm**2/Angstrom`` and a linear wavelength axis
+(CRVAL3, CD3_3 or CDELT3, CRPIX3). They are 10-40 GB, so :class:`MuseCube` never reads one
+whole: :meth:`MuseCube.read_tile` reads a spatial tile of every wavelength with fitsio's
+partial reads. PHANGS-HST images (``..._exp-drc-sci.fits`` in electrons/s, with PHOTFLAM
+or PHOTFNU; ``..._err-drc-wht.fits`` inverse variance) are read whole (they are 2-D).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import astropy.units as u
+import fitsio
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+FLAM = u.erg / u.s / u.cm**2 / u.AA
+C_AA_PER_S = 2.99792458e18
+
+
+class DataError(ValueError):
+    """An input file that cannot be used; the message names the file and the fix."""
+
+
+def _open_hdu(path: Path, name: str) -> fitsio.hdu.base.HDUBase:
+    try:
+        fits_file = fitsio.FITS(str(path))
+    except OSError as err:
+        raise DataError(f"{path}: not a readable FITS file ({err}); download it again") from err
+    if name not in fits_file:
+        names = [hdu.get_extname() for hdu in fits_file]
+        raise DataError(f"{path}: no HDU {name!r} (found {names}); is this a PHANGS-MUSE DR1 cube?")
+    return fits_file[name]
+
+
+def flux_density_scale(bunit: str, where: str) -> float:
+    """Factor turning values of unit ``bunit`` into erg s^-1 cm^-2 A^-1."""
+    try:
+        unit = u.Unit(bunit, format="fits")
+        return float(unit.to(FLAM))
+    except (ValueError, u.UnitConversionError, TypeError) as err:
+        raise DataError(f"{where}: BUNIT {bunit!r} is not a flux density per Angstrom ({err})") from err
+
+
+@dataclasses.dataclass
+class MuseCube:
+    """A PHANGS-MUSE cube opened for tiled reading.
+
+    Attributes
+    ----------
+    path : Path
+    wavelength_aa : numpy.ndarray
+        Observed (air) wavelengths of the planes, A.
+    shape : (ny, nx)
+        Spatial size in spaxels.
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the spaxel grid.
+    flux_scale : float
+        Factor from stored values to erg s^-1 cm^-2 A^-1 (1e-20 for DR1).
+    """
+
+    path: Path
+    wavelength_aa: np.ndarray
+    shape: tuple[int, int]
+    wcs: WCS
+    flux_scale: float
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> MuseCube:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"MUSE cube {path} does not exist (config key sample.muse_dir)")
+        data = _open_hdu(path, "DATA")
+        _open_hdu(path, "STAT")
+        header = data.read_header()
+        if header.get("NAXIS") != 3:
+            raise DataError(f"{path}[DATA]: expected a 3-D cube, got NAXIS={header.get('NAXIS')}")
+        step = header.get("CD3_3", header.get("CDELT3"))
+        if step is None or "CRVAL3" not in header:
+            raise DataError(f"{path}[DATA]: no linear wavelength axis (CRVAL3 and CD3_3 or CDELT3)")
+        n_wave = int(header["NAXIS3"])
+        wave = header["CRVAL3"] + step * (np.arange(n_wave) + 1 - header.get("CRPIX3", 1.0))
+        if str(header.get("CUNIT3", "Angstrom")).strip().lower() in ("m", "meter"):
+            wave = wave * 1e10
+        astropy_header = fits.Header.fromstring(str(_as_astropy_header(header)))
+        return cls(
+            path=path,
+            wavelength_aa=wave,
+            shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
+            wcs=WCS(astropy_header).celestial,
+            flux_scale=flux_density_scale(str(header.get("BUNIT", "")), f"{path}[DATA]"),
+        )
+
+    def read_tile(self, y: slice, x: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Flux and variance of a spatial tile, (n_wave, ny, nx), in erg s^-1 cm^-2 A^-1 (and squared).
+
+        Only the tile is read from disk (fitsio partial read), whatever the cube's size.
+        """
+        with fitsio.FITS(str(self.path)) as fits_file:
+            flux = fits_file["DATA"][:, y, x].astype(np.float64) * self.flux_scale
+            var = fits_file["STAT"][:, y, x].astype(np.float64) * self.flux_scale**2
+        return flux, var
+
+
+def _as_astropy_header(header: fitsio.FITSHDR) -> fits.Header:
+    out = fits.Header()
+    for record in header.records():
+        name = record["name"]
+        if name and name not in ("COMMENT", "HISTORY", "") and record.get("value") is not None:
+            try:
+                out[name] = record["value"]
+            except (ValueError, KeyError):
+                continue
+    return out
+
+
+@dataclasses.dataclass
+class HstImage:
+    """A PHANGS-HST band: flux density and its error in erg s^-1 cm^-2 A^-1 per pixel, with WCS."""
+
+    key: str
+    flux: np.ndarray
+    error: np.ndarray
+    wcs: WCS
+    pivot_aa: float
+
+    @classmethod
+    def read(cls, key: str, sci_path: str | os.PathLike, wht_path: str | os.PathLike) -> HstImage:
+        """Read the ``exp-drc-sci`` (electrons/s) and ``err-drc-wht`` (inverse variance) pair.
+
+        Electrons/s are converted with PHOTFLAM (erg s^-1 cm^-2 A^-1 per e-/s) or, if only
+        PHOTFNU (Jy per e-/s) is given, with PHOTFNU and PHOTPLAM; pixels with zero weight
+        or non-finite values become NaN.
+        """
+        sci_path, wht_path = Path(sci_path), Path(wht_path)
+        for path in (sci_path, wht_path):
+            if not path.exists():
+                raise DataError(f"HST image {path} ({key}) does not exist (config key sample.hst_dir)")
+        with fits.open(sci_path) as hdul:
+            hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
+            if hdu is None:
+                raise DataError(f"{sci_path}: no 2-D image HDU")
+            header = {**dict(hdul[0].header), **dict(hdu.header)}
+            sci = np.asarray(hdu.data, dtype=np.float64)
+            wcs = WCS(hdu.header).celestial
+        with fits.open(wht_path) as hdul:
+            hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
+            if hdu is None or hdu.data.shape != sci.shape:
+                raise DataError(f"{wht_path}: no weight image of the science image's shape {sci.shape}")
+            wht = np.asarray(hdu.data, dtype=np.float64)
+        bunit = str(header.get("BUNIT", "ELECTRONS/S")).upper().replace(" ", "")
+        if bunit not in ("ELECTRONS/S", "ELECTRON/S", "E-/S"):
+            raise DataError(f"{sci_path}: BUNIT {header.get('BUNIT')!r}, expected electrons/s (exp-drc-sci)")
+        pivot = header.get("PHOTPLAM")
+        if header.get("PHOTFLAM"):
+            scale = float(header["PHOTFLAM"])
+        elif header.get("PHOTFNU") and pivot:
+            scale = float(header["PHOTFNU"]) * 1e-23 * C_AA_PER_S / float(pivot) ** 2
+        else:
+            raise DataError(f"{sci_path}: neither PHOTFLAM nor PHOTFNU with PHOTPLAM in the header")
+        good = np.isfinite(sci) & np.isfinite(wht) & (wht > 0)
+        flux = np.where(good, sci * scale, np.nan)
+        error = np.where(good, scale / np.sqrt(np.where(good, wht, 1.0)), np.nan)
+        return cls(key=key, flux=flux, error=error, wcs=wcs, pivot_aa=float(pivot) if pivot else float("nan"))
