@@ -44,7 +44,7 @@ def test_cube_reader_tiles_and_units(tmp_path):
     flux, var = cube.read_tile(slice(3, 9), slice(5, 17))
     assert flux.shape == (40, 6, 12)
     np.testing.assert_allclose(flux, data[:, 3:9, 5:17] * 1e-20, rtol=1e-6)
-    np.testing.assert_allclose(var, (data[:, 3:9, 5:17] * 0.01) * 1e-40, rtol=1e-5)
+    np.testing.assert_allclose(var, (data[:, 3:9, 5:17] * np.float32(0.01)).astype(float) * 1e-40, rtol=1e-6)
     ra, dec = cube.wcs.pixel_to_world_values(9, 7)
     assert (ra, dec) == pytest.approx((170.0625, 12.9915))
 
