@@ -50,13 +50,20 @@ LN10_OVER_2P5 = np.log(10.0) / 2.5
 def validate_age_bin_edges(edges_yr, ssp_ages_yr: np.ndarray) -> np.ndarray:
     """The bin edges (yr) as an array, checked against the library's ages.
 
-    Edges must increase from >= 0; the last may not exceed the oldest SSP (ages beyond the
-    library cannot be modelled). Errors name the config key ``trainset.age_bin_edges_yr``.
+    Edges must increase from >= 0; the first bin must contain an SSP and the last edge may
+    not exceed the oldest SSP (ages beyond the library cannot be modelled). Errors name the
+    config key ``trainset.age_bin_edges_yr``.
     """
     edges = np.asarray(edges_yr, dtype=float)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
         raise ValueError(f"trainset.age_bin_edges_yr must increase from >= 0 yr, got {edges.tolist()}")
-    oldest = float(np.max(ssp_ages_yr))
+    oldest, youngest = float(np.max(ssp_ages_yr)), float(np.min(ssp_ages_yr))
+    if youngest > edges[1] * (1 + 1e-6):
+        raise ValueError(
+            f"the SSP library's youngest age {youngest:.4g} yr is older than the first bin "
+            f"({edges[0]:.4g}-{edges[1]:.4g} yr) of trainset.age_bin_edges_yr: start the edges at "
+            "the library's youngest age or use a library with younger SSPs"
+        )
     if edges[-1] > oldest * (1 + 1e-6):
         raise ValueError(
             f"trainset.age_bin_edges_yr ends at {edges[-1]:.4g} yr, beyond the SSP library's oldest "

@@ -129,6 +129,8 @@ def test_photometry_agrees_with_the_filters_stage(model, library):
 def test_bad_settings_name_the_key(library):
     with pytest.raises(ValueError, match="age_bin_edges_yr.*oldest"):
         validate_age_bin_edges([0, 1e9, 2e10], library.ages_yr)
+    with pytest.raises(ValueError, match="youngest age"):
+        validate_age_bin_edges([0, 1e5, 1e9], library.ages_yr)
     with pytest.raises(ValueError, match="increase"):
         validate_age_bin_edges([0, 1e9, 1e8], library.ages_yr)
     with pytest.raises(ValueError, match="outside the SSP library"):
