@@ -57,6 +57,14 @@ def test_dry_run_default_config(tmp_path):
         assert rule in proc.stdout
 
 
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_profiles_are_valid(tmp_path, profile, monkeypatch):
+    monkeypatch.setenv("SFH_SLURM_PARTITION", "debug")
+    monkeypatch.setenv("SFH_SLURM_ACCOUNT", "phangs")
+    proc = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / profile))
+    assert "ssp_fetch" in proc.stdout and "train" in proc.stdout
+
+
 def test_dry_run_phangs_names_missing_files(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "phangs.yaml"))
     log = proc.stdout + proc.stderr
