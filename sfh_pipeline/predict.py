@@ -400,7 +400,7 @@ class Predictor:
         photometry: dict[str, tuple[Any, Any]] | None = None,
         z: float | np.ndarray = 0.0,
         mask: np.ndarray | None = None,
-        batch_size: int = 1024,
+        batch_size: int = 128,
     ) -> dict[str, Any]:
         """SFH, metallicity history and summary quantities of observed spectra.
 
@@ -445,7 +445,7 @@ class Predictor:
         phot: np.ndarray | None = None,
         phot_error: np.ndarray | None = None,
         present: np.ndarray | None = None,
-        batch_size: int = 1024,
+        batch_size: int = 128,
     ) -> dict[str, np.ndarray]:
         """Predictions for spectra already on the training grid and normalised.
 
