@@ -97,14 +97,15 @@ class MuseCube:
             flux_scale=flux_density_scale(str(header.get("BUNIT", "")), f"{path}[DATA]"),
         )
 
-    def read_tile(self, y: slice, x: slice) -> tuple[np.ndarray, np.ndarray]:
-        """Flux and variance of a spatial tile, (n_wave, ny, nx), in erg s^-1 cm^-2 A^-1 (and squared).
+    def read_tile(self, y: slice, x: slice, planes: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Flux and variance of a spatial tile, (n_planes, ny, nx), in erg s^-1 cm^-2 A^-1 (and squared).
 
-        Only the tile is read from disk (fitsio partial read), whatever the cube's size.
+        Only the tile (and only ``planes`` of the wavelength axis) is read from disk (fitsio
+        partial read), whatever the cube's size.
         """
         with fitsio.FITS(str(self.path)) as fits_file:
-            flux = fits_file["DATA"][:, y, x].astype(np.float64) * self.flux_scale
-            var = fits_file["STAT"][:, y, x].astype(np.float64) * self.flux_scale**2
+            flux = fits_file["DATA"][planes, y, x].astype(np.float64) * self.flux_scale
+            var = fits_file["STAT"][planes, y, x].astype(np.float64) * self.flux_scale**2
         return flux, var
 
 

@@ -1,0 +1,140 @@
+"""The per-galaxy maps file (DESIGN.md contract) and painting bin values onto spaxels.
+
+``results/<galaxy>/maps/<galaxy>_maps.fits`` and ``resources/mock/<galaxy>/truth.fits``
+share one layout: an empty primary HDU with the metadata, then one image HDU per quantity,
+every one with the MUSE celestial WCS:
+
+=============== ========== ===================================================
+HDU             planes     value
+=============== ========== ===================================================
+BIN_ID          1          Voronoi bin of the spaxel, -1 = not binned (int32)
+SNR             1          continuum S/N of the bin
+LW_AGE, MW_AGE  1          light- / mass-weighted <log10 age/yr>
+LW_LOGZ, MW_LOGZ 1         light- / mass-weighted <log10 Z/Z_sun>
+<each>_ERR      1          1-sigma uncertainty of the four above (dex)
+SFH             n_bins     mass fraction formed per lookback-time bin (youngest first)
+ZH              n_bins     log10 Z/Z_sun per bin
+MASS_DENSITY    1          log10 present-day stellar mass surface density, M_sun kpc^-2
+CHI2            1          reduced chi^2 of the forward-model check
+=============== ========== ===================================================
+
+Header keywords of the primary HDU: ``AGEBIN00`` ... ``AGEBINnn`` (bin edges, yr),
+``NAGEBIN``, ``GALAXY``, ``DIST_MPC``, ``MODEL`` and ``MODELSHA`` (name and sha256 of the
+model file, or "truth"), ``ZSUN_REF``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from .atomic import atomic_path
+
+SUMMARY_HDUS = ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ")
+#: Every image HDU of a maps file, in order, with its BUNIT.
+MAP_HDUS = {
+    "BIN_ID": "",
+    "SNR": "",
+    **{name: unit for key in SUMMARY_HDUS
+       for name, unit in ((key, "dex"), (f"{key}_ERR", "dex"))},
+    "SFH": "",
+    "ZH": "dex",
+    "MASS_DENSITY": "dex(solMass / kpc2)",
+    "CHI2": "",
+}
+DESCRIPTIONS = {
+    "BIN_ID": "Voronoi bin index of the spaxel; -1 = not binned",
+    "SNR": "continuum signal-to-noise ratio of the bin",
+    "LW_AGE": "light-weighted <log10 age/yr>",
+    "MW_AGE": "mass-weighted <log10 age/yr>",
+    "LW_LOGZ": "light-weighted <log10 Z/Zsun>",
+    "MW_LOGZ": "mass-weighted <log10 Z/Zsun>",
+    "SFH": "mass fraction formed per lookback-time bin (plane i: AGEBIN(i)-AGEBIN(i+1))",
+    "ZH": "log10 Z/Zsun per lookback-time bin",
+    "MASS_DENSITY": "log10 present-day stellar mass per kpc^2",
+    "CHI2": "reduced chi^2 of the forward-model check (spectrum rebuilt from SFH and ZH)",
+}
+
+
+def paint(bin_id: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Spaxel images of per-bin values.
+
+    Parameters
+    ----------
+    bin_id : (ny, nx) int array, -1 for spaxels in no bin.
+    values : (n_bins_voronoi,) or (n_bins_voronoi, k) array, row i = bin i.
+
+    Returns
+    -------
+    (ny, nx) or (k, ny, nx) float32 images, NaN where ``bin_id`` is -1.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    inside = bin_id >= 0
+    if values.ndim == 1:
+        out = np.full(bin_id.shape, np.nan, dtype=np.float32)
+        out[inside] = values[bin_id[inside]]
+        return out
+    out = np.full((values.shape[1],) + bin_id.shape, np.nan, dtype=np.float32)
+    out[:, inside] = values[bin_id[inside]].T
+    return out
+
+
+def write_maps(path: str | os.PathLike, images: Mapping[str, np.ndarray], wcs: WCS,
+               age_bin_edges_yr: np.ndarray, meta: Mapping[str, Any]) -> None:
+    """Write a maps file atomically.
+
+    Parameters
+    ----------
+    images : every key of :data:`MAP_HDUS`; 2-D (ny, nx) images, ``SFH`` and ``ZH``
+        (n_bins, ny, nx).
+    wcs : the celestial WCS of the spaxel grid.
+    age_bin_edges_yr : (n_bins + 1,) lookback-time bin edges, yr.
+    meta : extra primary-header keywords (``GALAXY``, ``DIST_MPC``, ``MODEL``, ...).
+    """
+    missing = [name for name in MAP_HDUS if name not in images]
+    if missing:
+        raise ValueError(f"maps for {path}: missing {missing}")
+    edges = np.asarray(age_bin_edges_yr, dtype=float)
+    shape = np.shape(images["BIN_ID"])
+    primary = fits.PrimaryHDU()
+    primary.header["NAGEBIN"] = (edges.size - 1, "number of lookback-time bins")
+    for i, edge in enumerate(edges):
+        primary.header[f"AGEBIN{i:02d}"] = (float(edge), "lookback-time bin edge, yr")
+    for key, value in meta.items():
+        primary.header[key] = value
+    hdus = [primary]
+    celestial = wcs.celestial.to_header()
+    for name, unit in MAP_HDUS.items():
+        data = np.asarray(images[name])
+        expected = (edges.size - 1,) + tuple(shape) if name in ("SFH", "ZH") else tuple(shape)
+        if data.shape != expected:
+            raise ValueError(f"maps for {path}: {name} has shape {data.shape}, expected {expected}")
+        data = data.astype(np.int32 if name == "BIN_ID" else np.float32)
+        hdu = fits.ImageHDU(data, header=celestial.copy(), name=name)
+        hdu.header["BUNIT"] = unit
+        hdu.header["COMMENT"] = DESCRIPTIONS.get(name, DESCRIPTIONS.get(name.removesuffix("_ERR"), "")) + (
+            " (1-sigma uncertainty)" if name.endswith("_ERR") else "")
+        hdus.append(hdu)
+    with atomic_path(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+
+
+def read_maps(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WCS, np.ndarray, fits.Header]:
+    """Images, celestial WCS, age-bin edges (yr) and primary header of a maps file."""
+    path = Path(path)
+    with fits.open(path) as hdul:
+        header = hdul[0].header.copy()
+        names = [h.name for h in hdul[1:]]
+        missing = [name for name in MAP_HDUS if name not in names]
+        if missing:
+            raise ValueError(f"{path}: not a maps file, missing HDUs {missing}")
+        images = {name: np.array(hdul[name].data) for name in MAP_HDUS}
+        wcs = WCS(hdul["BIN_ID"].header).celestial
+    edges = np.array([header[f"AGEBIN{i:02d}"] for i in range(header["NAGEBIN"] + 1)])
+    return images, wcs, edges, header
