@@ -54,3 +54,18 @@ def attenuation_curve(wavelength_aa: np.ndarray, law: str = "calzetti2000", rv: 
             f"{lam.min():.0f}-{lam.max():.0f} A; choose another law or narrow ssp.wavelength_range_aa"
         )
     return np.asarray(model(x / u.micron), dtype=float)
+
+
+GALACTIC_RV = 3.1
+
+
+def galactic_transmission(wavelength_aa: np.ndarray, ebv: float) -> np.ndarray:
+    """Fraction of light transmitted by the Milky-Way foreground, F99 with R_V = 3.1.
+
+    ``ebv`` is the Galactic E(B-V) (mag) of the sample sheet; observed fluxes are divided by
+    this to correct them.
+    """
+    if not np.isfinite(ebv) or ebv < 0:
+        raise ValueError(f"Galactic E(B-V) must be a non-negative number (sample sheet column ebv_galactic), got {ebv}")
+    a_lambda = attenuation_curve(wavelength_aa, "F99", GALACTIC_RV) * GALACTIC_RV * ebv
+    return 10.0 ** (-0.4 * a_lambda)

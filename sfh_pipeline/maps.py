@@ -138,3 +138,56 @@ def read_maps(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WCS, np.n
         wcs = WCS(hdul["BIN_ID"].header).celestial
     edges = np.array([header[f"AGEBIN{i:02d}"] for i in range(header["NAGEBIN"] + 1)])
     return images, wcs, edges, header
+
+
+def spaxel_area_kpc2(wcs: WCS, distance_mpc: float) -> float:
+    """Area of one spaxel at the galaxy's distance, kpc^2."""
+    from .psf import pixel_scale_arcsec
+
+    side_kpc = pixel_scale_arcsec(wcs) * np.pi / 648000.0 * distance_mpc * 1e3
+    return side_kpc**2
+
+
+def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_path, out_path) -> dict[str, Any]:
+    """Paint the per-bin results of every tile onto the spaxels and write the maps file.
+
+    Every bin of ``bins_path`` must appear in exactly one tile table. Returns a summary
+    (bins, median chi^2).
+    """
+    import hashlib
+
+    from .infer import read_tile_tables
+    from .observe import read_bins
+    from .phangs import DataError
+
+    bin_id, bin_snr, _ = read_bins(bins_path)
+    with fits.open(bins_path) as hdul:
+        wcs = WCS(hdul["BIN_ID"].header).celestial
+    rows = read_tile_tables(tile_tables)
+    n_bins = bin_snr.size
+    ids = rows["BIN_ID"]
+    if ids.size != n_bins or not np.array_equal(np.sort(ids), np.arange(n_bins)):
+        missing = np.setdiff1d(np.arange(n_bins), ids)
+        raise DataError(f"tile tables of {bins_path} do not cover every bin once (missing {missing[:10].tolist()}, "
+                        f"{ids.size} rows for {n_bins} bins): rerun the infer jobs of this galaxy")
+    order = np.argsort(ids)
+    per_bin = {name: values[order] for name, values in rows.items()}
+    area = spaxel_area_kpc2(wcs, float(row["distance_mpc"])) * per_bin["N_SPAXELS"]
+    images = {"BIN_ID": bin_id, "SNR": paint(bin_id, bin_snr),
+              "MASS_DENSITY": paint(bin_id, per_bin["LOG_MSTAR"] - np.log10(area)),
+              "CHI2": paint(bin_id, per_bin["CHI2"]),
+              "SFH": paint(bin_id, per_bin["SFH"]), "ZH": paint(bin_id, per_bin["ZH"])}
+    for key in SUMMARY_HDUS:
+        images[key] = paint(bin_id, per_bin[key])
+        images[f"{key}_ERR"] = paint(bin_id, per_bin[f"{key}_ERR"])
+    with fits.open(tile_tables[0]) as hdul:
+        header = hdul["BINS"].header
+        edges = np.array([header[f"AGEBIN{i:02d}"] for i in range(header["NAGEBIN"] + 1)])
+    digest = hashlib.sha256(open(model_path, "rb").read()).hexdigest()
+    meta = {"GALAXY": str(row["galaxy"]), "DIST_MPC": (float(row["distance_mpc"]), "distance, Mpc"),
+            "MODEL": (os.path.basename(os.path.dirname(os.path.abspath(model_path))), "model name"),
+            "MODELSHA": (digest[:16], "sha256 of model.pt (first 16 hex digits)"),
+            "VSYS": (float(row["systemic_velocity_kms"]), "systemic velocity, km/s"),
+            "EBV_GAL": (float(row["ebv_galactic"]), "Galactic E(B-V) corrected, mag")}
+    write_maps(out_path, images, wcs, edges, meta)
+    return {"n_bins": int(n_bins), "median_chi2": float(np.nanmedian(per_bin["CHI2"])) if n_bins else None}

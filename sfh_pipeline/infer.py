@@ -1,0 +1,160 @@
+"""The ``infer`` stage: binned spectra + HST fluxes of one tile -> SFH, metallicities, checks.
+
+For the bins a tile owns (:mod:`sfh_pipeline.extract`): sum the cube's spectra and the
+PSF-matched HST fluxes, correct both for Galactic extinction, measure each bin's
+line-of-sight velocity (around the systemic one), predict with the trained network in the
+bin's rest frame, run the forward-model check and convert the check's mass into solar
+masses with the galaxy's distance. The result is one FITS table per tile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from .atomic import atomic_path
+from .dust import galactic_transmission
+from .extract import bin_geometry, extract_bin_spectra, sum_bins, wavelength_planes
+from .instrument import C_KMS
+from .observe import read_bins, read_hst_on_muse
+from .phangs import MuseCube
+
+log = logging.getLogger(__name__)
+
+L_SUN_ERG_S = 3.828e33
+MPC_CM = 3.0856775814913673e24
+SUMMARY_KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+
+
+def velocity_template(ssp_store, age_bin_edges_yr, wave_aa: np.ndarray) -> np.ndarray:
+    """A rest-frame template for velocities: constant SFR over all bins, solar metallicity,
+    convolved to the MUSE LSF, on ``wave_aa`` (L_sun/A per M_sun)."""
+    from .forward import ForwardModel
+    from .ssp import load_ssp
+
+    model = ForwardModel(load_ssp(ssp_store), age_bin_edges_yr, wavelength_aa=wave_aa, max_velocity_kms=300.0)
+    widths = np.diff(model.edges_yr)[None, :]
+    return model.model(widths / widths.sum(), np.zeros((1, model.n_bins)), np.zeros(1), np.zeros(1)).flux[0]
+
+
+def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str, row: dict[str, Any],
+               settings: dict[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:
+    """Predict every bin owned by ``tile`` and write its table (see module docstring).
+
+    ``row``: the galaxy's sample-sheet row (``systemic_velocity_kms``, ``ebv_galactic``,
+    ``distance_mpc``); ``settings``: ``tile_spaxels``, ``velocity_range_kms``,
+    ``batch_size``. Table columns: BIN_ID, N_SPAXELS, VELOCITY (km/s, c ln(1+z)),
+    VELOCITY_ERR, the four summaries and their ``_ERR`` (dex), SFH and ZH (n_bins each),
+    LOG_MSTAR (log10 present-day stellar mass, M_sun), CHI2, AV (mag), SIGMA (km/s),
+    N_BANDS (HST bands used), NORM (erg s^-1 cm^-2 A^-1).
+    """
+    from .forward_check import ForwardCheck
+    from .kinematics import measure_velocities
+    from .predict import load_predictor
+
+    cube = MuseCube.open(cube_path)
+    bin_id, _, _ = read_bins(bins_path)
+    if bin_id.shape != cube.shape:
+        raise ValueError(f"{bins_path}: bin map {bin_id.shape} does not match the cube {cube.shape}; rerun observe")
+    geometry = bin_geometry(bin_id, settings["tile_spaxels"])
+    owned = geometry.owned_by(tile)
+    predictor = load_predictor(model_path)
+    rest = predictor.wavelength_aa
+    v_sys = float(row["systemic_velocity_kms"])
+    v_range = float(settings["velocity_range_kms"])
+    planes = wavelength_planes(cube.wavelength_aa, (rest[0], rest[-1]), (v_sys - v_range, v_sys + v_range))
+    wave = cube.wavelength_aa[planes]
+
+    flux, var = extract_bin_spectra(cube, bin_id, owned, geometry, planes)
+    transmission = galactic_transmission(wave, float(row["ebv_galactic"]))
+    flux = flux / transmission
+    error = np.sqrt(var) / transmission
+
+    photometry = {}
+    box = geometry.box[owned] if owned.size else None
+    for band, (image, variance, pivot) in read_hst_on_muse(hst_path).items():
+        if band not in predictor.filters:
+            log.warning("band %s is not one the model was trained with; ignored", band)
+            continue
+        if box is None:
+            continue
+        ys = slice(int(box[:, 0].min()), int(box[:, 1].max()))
+        xs = slice(int(box[:, 2].min()), int(box[:, 3].max()))
+        sums = sum_bins(bin_id, owned, np.stack([image[ys, xs], variance[ys, xs]]), (ys.start, xs.start))
+        t = float(galactic_transmission(np.array([pivot]), float(row["ebv_galactic"]))[0])
+        photometry[band] = (sums[:, 0] / t, np.sqrt(sums[:, 1]) / t)
+
+    n = owned.size
+    columns: dict[str, np.ndarray] = {"BIN_ID": owned.astype(np.int32), "N_SPAXELS": geometry.n_spaxels[owned]}
+    n_bins = predictor.age_bin_edges_yr.size - 1
+    if n:
+        template_wave = np.arange(rest[0] - 100.0, rest[-1] + 100.0, 1.0)
+        template = velocity_template(ssp_store, predictor.age_bin_edges_yr, template_wave)
+        velocity, velocity_err = measure_velocities(wave, flux, error, template_wave, template, v_sys, v_range)
+        lost = ~np.isfinite(velocity)
+        if lost.any():
+            log.warning("%d bins without a velocity measurement use the systemic velocity", int(lost.sum()))
+            velocity = np.where(lost, v_sys, velocity)
+        z = np.exp(velocity / C_KMS) - 1.0
+        prepared = predictor.prepare(wave, flux, error, photometry=photometry, z=z)
+        result = predictor.predict_normalised(prepared["flux"], prepared["error"], prepared["mask"], prepared["phot"],
+                                              prepared["phot_error"], prepared["present"],
+                                              batch_size=int(settings["batch_size"]))
+        check = ForwardCheck(ssp_store, predictor.age_bin_edges_yr, rest).fit(
+            prepared["flux"], prepared["error"], prepared["mask"], result["sfh"], result["logzsol"])
+        distance_cm = float(row["distance_mpc"]) * MPC_CM
+        # normalised flux unit = norm erg/s/cm2/A -> L_sun/A at the galaxy's distance
+        unit_lsun = prepared["norm"] * 4 * np.pi * distance_cm**2 / L_SUN_ERG_S
+        mstar = check["mass_formed"] * unit_lsun * check["surviving_fraction"]
+        columns.update({
+            "VELOCITY": velocity, "VELOCITY_ERR": velocity_err,
+            **{key.upper(): result[key] for key in SUMMARY_KEYS},
+            **{f"{key.upper()}_ERR": result[f"{key}_err"] for key in SUMMARY_KEYS},
+            "SFH": result["sfh"], "ZH": result["logzsol"],
+            "LOG_MSTAR": np.log10(np.where(mstar > 0, mstar, np.nan)),
+            "CHI2": check["chi2"], "AV": check["av"], "SIGMA": check["sigma_kms"],
+            "N_BANDS": prepared["present"].sum(1), "NORM": prepared["norm"],
+        })
+    else:
+        empty = np.zeros(0)
+        columns.update({name: empty for name in ("VELOCITY", "VELOCITY_ERR", "LOG_MSTAR", "CHI2", "AV", "SIGMA",
+                                                  "N_BANDS", "NORM", *(k.upper() for k in SUMMARY_KEYS),
+                                                  *(f"{k.upper()}_ERR" for k in SUMMARY_KEYS))})
+        columns["SFH"] = columns["ZH"] = np.zeros((0, n_bins))
+    write_tile_table(out_path, columns, tile, model_path, predictor.age_bin_edges_yr)
+    return {"tile": tile, "n_bins": int(n)}
+
+
+def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path, age_bin_edges_yr) -> None:
+    cols = []
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if values.ndim == 2:
+            cols.append(fits.Column(name, f"{values.shape[1]}E", array=values.astype(np.float32)))
+        elif name in ("BIN_ID", "N_SPAXELS", "N_BANDS"):
+            cols.append(fits.Column(name, "J", array=values.astype(np.int32)))
+        else:
+            cols.append(fits.Column(name, "D", array=values.astype(np.float64)))
+    hdu = fits.BinTableHDU.from_columns(cols, name="BINS")
+    hdu.header["TILE"] = tile
+    hdu.header["MODEL"] = str(model_path)
+    hdu.header["NAGEBIN"] = len(age_bin_edges_yr) - 1
+    for i, edge in enumerate(age_bin_edges_yr):
+        hdu.header[f"AGEBIN{i:02d}"] = (float(edge), "lookback-time bin edge, yr")
+    with atomic_path(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
+
+
+def read_tile_tables(paths) -> dict[str, np.ndarray]:
+    """Rows of several tile tables concatenated, as arrays by column name."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for path in paths:
+        with fits.open(path) as hdul:
+            data = hdul["BINS"].data
+            for name in data.columns.names:
+                parts.setdefault(name, []).append(np.asarray(data[name]))
+    return {name: np.concatenate(values) for name, values in parts.items()}
