@@ -115,7 +115,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,8 +206,8 @@ ROW_COLUMNS = ("galaxy", "muse_psf_fwhm_arcsec", "distance_mpc", "systemic_veloc
 BULGE_START_YR, BULGE_STOP_YR, BULGE_TAU_YR = 1.2e10, 1.0e10, 5e8
 DISC_START_YR = 1.1e10
 ARM_BURST_YR, ARM_TAU_YR = 1e8, 5e7
-#: Mean HST throughput-weighted pivot etc. use filters.Throughput; the age at which the
-#: age-metallicity term starts (yr).
+#: Bins younger than this (yr) have the present-day metallicity; the age-metallicity term
+#: grows linearly in log age from here to the bulge's formation (12 Gyr), reaching amr_dex.
 AMR_START_YR = 1e8
 
 
@@ -398,18 +397,26 @@ def _convolve2d(data: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ files
 
-def _muse_header(wcs: WCS) -> fits.Header:
-    header = wcs.to_header()
-    # a 3-D header: the celestial CD matrix plus the linear wavelength axis
+def _celestial_cards(wcs: WCS) -> fits.Header:
+    """TAN WCS cards with a CD matrix, as in PHANGS-MUSE and drizzled HST files."""
     out = fits.Header()
-    for key in ("CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2"):
-        out[key] = header[key]
-    out["CD1_1"], out["CD1_2"] = wcs.wcs.cd[0]
-    out["CD2_1"], out["CD2_2"] = wcs.wcs.cd[1]
+    for i in (0, 1):
+        out[f"CTYPE{i + 1}"] = wcs.wcs.ctype[i]
+        out[f"CUNIT{i + 1}"] = "deg"
+        out[f"CRVAL{i + 1}"] = float(wcs.wcs.crval[i])
+        out[f"CRPIX{i + 1}"] = float(wcs.wcs.crpix[i])
+    out["CD1_1"], out["CD1_2"] = (float(v) for v in wcs.wcs.cd[0])
+    out["CD2_1"], out["CD2_2"] = (float(v) for v in wcs.wcs.cd[1])
+    out["RADESYS"] = "ICRS"
+    return out
+
+
+def _muse_header(wcs: WCS) -> fits.Header:
+    # a 3-D header: the celestial CD matrix plus the linear wavelength axis
+    out = _celestial_cards(wcs)
     out["CTYPE3"], out["CUNIT3"] = "AWAV", "Angstrom"
     out["CRVAL3"], out["CRPIX3"], out["CD3_3"] = MUSE_CRVAL3, 1.0, MUSE_CD3_3
     out["CD1_3"] = out["CD2_3"] = out["CD3_1"] = out["CD3_2"] = 0.0
-    out["RADESYS"] = "ICRS"
     out["BUNIT"] = MUSE_BUNIT
     return out
 
@@ -433,7 +440,7 @@ def _write_cube(path, galaxy: str, data: np.ndarray, var: np.ndarray, header: fi
 def _write_hst(sci_path, wht_path, key: str, galaxy: str, sci: np.ndarray, wht: np.ndarray, wcs: WCS,
                photflam: float, pivot: float, exptime: float) -> None:
     instrument, filt = key.split("_")
-    header = wcs.to_header()
+    header = _celestial_cards(wcs)
     header["TELESCOP"] = "HST"
     header["INSTRUME"], header["DETECTOR"] = ("WFC3", "UVIS") if instrument == "wfc3-uvis" else ("ACS", "WFC")
     header["FILTER"] = filt.upper()
