@@ -27,9 +27,9 @@ Method = Literal["auto", "powerbin", "vorbin"]
 
 #: Largest number of spaxels to bin (after masking) that ``method="auto"`` bins as one
 #: block; above it the map is binned in independent tiles of ``AUTO_TILE_SIZE`` spaxels.
-AUTO_MAX_WHOLE = 100_000
+AUTO_MAX_WHOLE = 1_500_000
 #: Tile side (spaxels) ``method="auto"`` uses for maps larger than ``AUTO_MAX_WHOLE``.
-AUTO_TILE_SIZE = 200
+AUTO_TILE_SIZE = 256
 
 
 def continuum_snr(
@@ -141,14 +141,28 @@ def voronoi_bins(
     ``target_sn`` all together, they form one bin below the target (its S/N is in
     ``bin_snr``: cut on it if needed) rather than being dropped.
 
-    Scaling (measured on 1 core of a shared 2-core machine, exponential-disc S/N maps from
-    ~100 at the centre to ~1 at the edge, ``target_sn=35``, ``min_sn=1``; see
-    ``bench/binning.py``). vorbin as one block: 5.3 s for 1e4 spaxels, 25 s for 4e4, 116 s
-    for 1e5 (~N^1.3), so >= 40 min for a 1e6-spaxel PHANGS mosaic. powerbin as one block:
-    1.3 s, 4.7 s, 17 s (see the benchmark for 1e6). Tiled binning keeps the cost linear in
-    the number of tiles, at the price of bins cut at tile edges: a bin never crosses a tile
-    edge, so bins along edges are less round and a tile's left-over spaxels may form one
-    bin below the target.
+    Scaling (``bench/binning.py``: one process, 1 BLAS thread, on a 2-core machine shared with
+    other jobs, so +-30 % noise; exponential-disc S/N maps from ~100 at the centre to ~1 at
+    the edge with holes, ``target_sn=35``, ``min_sn=1``; ~75 % of spaxels are binned, the
+    rest masked; spaxels above the target are split off before the library is called):
+
+    ============  ========  =========  ========  ===========
+    spaxels       powerbin  powerbin   vorbin    vorbin
+                            tiles 128            tiles 128
+    ============  ========  =========  ========  ===========
+    1e4           1.7 s     1.1 s      4.0 s     3.0 s
+    1e5           13 s      9.9 s      189 s     49 s
+    1e6           ~210 s*   see bench  > 40 min  ~8 min (projected)
+    ============  ========  =========  ========  ===========
+
+    (* measured separately on a constant-noise disc, 7.8e5 binned spaxels, 95k bins.)
+    vorbin grows ~N^1.3 (an earlier run: 5.3 s, 25 s, 116 s at 1e4, 4e4, 1e5 without
+    splitting off the bright spaxels) and is impractical for a whole PHANGS mosaic; powerbin
+    bins 1e6 spaxels as one block in a few minutes, with the S/N of 96-98 % of its
+    multi-spaxel bins within 20 % of the target (vorbin: 99 %). Tiled binning keeps the
+    cost linear in the number of tiles, at the price of bins cut at tile edges: a bin never
+    crosses a tile edge, so bins along edges are less round and a tile's left-over spaxels
+    may form one bin below the target.
 
     Parameters
     ----------
@@ -160,10 +174,11 @@ def voronoi_bins(
         Spaxels below this S/N are masked before binning (PHANGS-MUSE/GIST practice: they
         add noise without adding signal).
     method : {"auto", "powerbin", "vorbin"}
-        Binning library. ``"auto"`` uses powerbin, as one block when at most
-        ``AUTO_MAX_WHOLE`` spaxels are to be binned and in tiles of ``AUTO_TILE_SIZE``
-        otherwise (unless ``tile_size`` is given). powerbin is the faster and the
-        recommended successor of vorbin (which emits a deprecation warning).
+        Binning library. ``"auto"`` (default) uses powerbin, as one block when at most
+        ``AUTO_MAX_WHOLE`` (1.5e6) spaxels are to be binned, which covers a whole PHANGS
+        mosaic in minutes, and in tiles of ``AUTO_TILE_SIZE`` (256) otherwise (unless
+        ``tile_size`` is given). powerbin is faster at every size measured, makes rounder
+        bins, and is its author's recommended successor of vorbin (deprecated).
     tile_size : int, optional
         Bin in independent square tiles of this side (spaxels), aligned on (0, 0); bin ids are
         offset per tile. None bins the whole map as one block (``"auto"`` may still tile).
