@@ -152,13 +152,14 @@ def voronoi_bins(
     ============  ========  =========  ========  ===========
     1e4           1.7 s     1.1 s      4.0 s     3.0 s
     1e5           13 s      9.9 s      189 s     49 s
-    1e6           ~210 s*   see bench  > 40 min  ~8 min (projected)
+    1e6           141 s     79 s       > 40 min  ~8 min
     ============  ========  =========  ========  ===========
 
-    (* measured separately on a constant-noise disc, 7.8e5 binned spaxels, 95k bins.)
+    (vorbin at 1e6 was not run: projected 63 min from N^1.3; its tiled 1e6 time is
+    projected from its 1e5 tiled time. powerbin at 1e6: 7.5e5 binned spaxels, 91k bins.)
     vorbin grows ~N^1.3 (an earlier run: 5.3 s, 25 s, 116 s at 1e4, 4e4, 1e5 without
     splitting off the bright spaxels) and is impractical for a whole PHANGS mosaic; powerbin
-    bins 1e6 spaxels as one block in a few minutes, with the S/N of 96-98 % of its
+    bins 1e6 spaxels as one block in under 3 minutes, with the S/N of 95-98 % of its
     multi-spaxel bins within 20 % of the target (vorbin: 99 %). Tiled binning keeps the
     cost linear in the number of tiles, at the price of bins cut at tile edges: a bin never
     crosses a tile edge, so bins along edges are less round and a tile's left-over spaxels
