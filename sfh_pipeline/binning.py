@@ -287,7 +287,11 @@ def _powerbin(x: np.ndarray, y: np.ndarray, s: np.ndarray, n: np.ndarray, target
     xy = np.column_stack([x, y]).astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # its scatter summary of < 2 multi-spaxel bins
-        result = PowerBin(xy, (s / n) ** 2, target_capacity=target_sn**2, pixelsize=1.0, verbose=0)
+        try:
+            result = PowerBin(xy, (s / n) ** 2, target_capacity=target_sn**2, pixelsize=1.0, verbose=0)
+        except IndexError:
+            # powerbin 1.1.12 fails like vorbin when accretion makes no bin (scattered faint spaxels)
+            return np.zeros(x.size, dtype=np.int64)
     return np.asarray(result.bin_num, dtype=np.int64)
 
 
@@ -296,6 +300,11 @@ def _vorbin(x: np.ndarray, y: np.ndarray, s: np.ndarray, n: np.ndarray, target_s
         warnings.filterwarnings("ignore", message=".*[Dd]eprecat.*", category=UserWarning)
         from vorbin.voronoi_2d_binning import voronoi_2d_binning
 
-        classes, *_ = voronoi_2d_binning(x.astype(np.float64), y.astype(np.float64), s, n, target_sn,
-                                         pixelsize=1.0, plot=False, quiet=True)
+        try:
+            classes, *_ = voronoi_2d_binning(x.astype(np.float64), y.astype(np.float64), s, n, target_sn,
+                                             pixelsize=1.0, plot=False, quiet=True)
+        except IndexError:
+            # vorbin 3.2.1 fails when its accretion makes no bin of >= 0.8 target_sn (scattered
+            # faint spaxels, e.g. a tile's corner): like a sub-target remainder, one bin
+            return np.zeros(x.size, dtype=np.int64)
     return np.asarray(classes, dtype=np.int64)

@@ -210,3 +210,14 @@ def test_small_and_degenerate_maps():
         voronoi_bins(signal, noise[:1], 30.0)
     with pytest.raises(ValueError, match="method"):
         voronoi_bins(signal, noise, 30.0, method="voronoi")
+
+
+@pytest.mark.parametrize("method", ["powerbin", "vorbin"])
+def test_scattered_faint_spaxels_form_one_bin(method):
+    """Far-apart spaxels reaching the target only all together (vorbin's accretion finds no bin)."""
+    signal = np.full((30, 30), np.nan)
+    noise = np.ones((30, 30))
+    for y, x in ((2, 2), (2, 27), (27, 2), (27, 27)):
+        signal[y, x] = 10.0
+    result = voronoi_bins(signal, noise, 19.0, 1.0, method=method)
+    assert result.n_bins >= 1 and np.all(result.bin_id[np.isfinite(signal)] >= 0)
