@@ -18,6 +18,9 @@ include: "workflow/rules/ssp.smk"
 include: "workflow/rules/filters.smk"
 include: "workflow/rules/trainset.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/observe.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/maps.smk"
 
 
 rule all:
@@ -29,3 +32,6 @@ rule all:
         trainset_report(TRAINSET_NAME),
         f"results/qa/trainset_{TRAINSET_NAME}.png",
         model_file(MODEL_NAME, "metrics.json"),
+        [maps_file(galaxy) for galaxy in GALAXIES],
+        [galaxy_file(galaxy, "maps", f"{galaxy}_vs_truth.json") for galaxy in MOCK_GALAXIES],
+        "results/atlas/atlas.png" if GALAXIES else [],

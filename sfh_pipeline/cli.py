@@ -118,6 +118,97 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def _galaxy_row(args: argparse.Namespace) -> dict:
+    from .samples import read_sample_sheet, select_galaxies
+
+    sheet = read_sample_sheet(args.sheet)
+    (name,) = select_galaxies(sheet, [args.galaxy], args.sheet)
+    return sheet.loc[name].to_dict()
+
+
+def _galaxy_files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The galaxy's sheet row and input files (muse_cube, <band>_sci, <band>_wht)."""
+    from .samples import galaxy_input_files
+
+    row = _galaxy_row(args)
+    return row, galaxy_input_files(row, args.muse_dir, args.hst_dir)
+
+
+def _hst_bands(row: dict, files: dict) -> dict:
+    from .samples import hst_band_keys
+
+    return {key: (files[f"{key}_sci"], files[f"{key}_wht"]) for key in hst_band_keys(row)}
+
+
+def _mock(args: argparse.Namespace) -> None:
+    from .mock import write_mock_galaxy
+    from .samples import hst_band_keys
+
+    row, files = _galaxy_files(args)
+    summary = write_mock_galaxy(row, args.recipe, args.ssp, args.age_bin_edges, hst_band_keys(row),
+                                files["muse_cube"], _hst_bands(row, files), args.truth)
+    log.info("mock galaxy %s: %s", args.galaxy, summary)
+
+
+def _observe_hst(args: argparse.Namespace) -> None:
+    from .observe import hst_on_muse
+
+    row, files = _galaxy_files(args)
+    coverage = hst_on_muse(files["muse_cube"], _hst_bands(row, files), float(row["muse_psf_fwhm_arcsec"]),
+                           args.hst_psf_fwhm, args.out)
+    log.info("%s: HST coverage of the MUSE field per band: %s", args.galaxy, coverage)
+
+
+def _observe_bins(args: argparse.Namespace) -> None:
+    from .observe import bin_galaxy
+
+    row, files = _galaxy_files(args)
+    summary = bin_galaxy(files["muse_cube"], float(row["systemic_velocity_kms"]), args.settings, args.bins, args.tiles)
+    log.info("%s: %s", args.galaxy, summary)
+
+
+def _infer(args: argparse.Namespace) -> None:
+    from .infer import infer_tile
+
+    row, files = _galaxy_files(args)
+    summary = infer_tile(files["muse_cube"], args.bins, args.hst, args.model, args.ssp, args.tile, row,
+                         args.settings, args.out)
+    log.info("%s tile %s: %d bins", args.galaxy, args.tile, summary["n_bins"])
+
+
+def _maps_assemble(args: argparse.Namespace) -> None:
+    from .atlas import quicklook
+    from .maps import assemble_maps
+
+    summary = assemble_maps(args.bins, args.tables, _galaxy_row(args), args.model, args.out)
+    quicklook(args.out, args.png)
+    log.info("%s: %s", args.galaxy, summary)
+
+
+def _maps_compare(args: argparse.Namespace) -> None:
+    from .atomic import write_json_atomically
+    from .maps import compare_with_truth
+
+    result = compare_with_truth(args.maps, args.truth, args.bins, _galaxy_row(args))
+    write_json_atomically(args.out, result)
+    log.info("%s against truth: lw_age rho %.3f, median |d| %.3f dex", args.galaxy,
+             result["lw_age"]["spearman_rho"], result["lw_age"]["median_abs_dex"])
+
+
+def _maps_atlas(args: argparse.Namespace) -> None:
+    from .atlas import sample_atlas
+
+    sample_atlas(args.maps, args.png, args.json)
+
+
+def _add_galaxy_args(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    parser.add_argument("--sheet", required=True, help="sample sheet (TSV)")
+    parser.add_argument("--galaxy", required=True)
+    if data:
+        parser.add_argument("--muse-dir", required=True)
+        parser.add_argument("--hst-dir", required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfh-pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -184,6 +275,60 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="folder for metrics.json and the figures")
     ev.set_defaults(func=_evaluate)
 
+    mock = stages.add_parser("mock", help="write a mock galaxy in the PHANGS file layouts, and its truth")
+    _add_galaxy_args(mock)
+    mock.add_argument("--recipe", type=_json_arg, required=True, help="the galaxy's mock recipe, as JSON")
+    mock.add_argument("--ssp", required=True)
+    mock.add_argument("--age-bin-edges", type=float, nargs="+", required=True, help="lookback-time bin edges, yr")
+    mock.add_argument("--truth", required=True, help="truth.fits to write")
+    mock.set_defaults(func=_mock)
+
+    observe = stages.add_parser("observe", help="galaxy ingest stage").add_subparsers(dest="step", required=True)
+    hst = observe.add_parser("hst", help="PSF-match and reproject the HST bands onto the MUSE grid")
+    _add_galaxy_args(hst)
+    hst.add_argument("--hst-psf-fwhm", type=float, required=True, help="HST PSF FWHM, arcsec")
+    hst.add_argument("--out", required=True)
+    hst.set_defaults(func=_observe_hst)
+    bins = observe.add_parser("bins", help="S/N map and Voronoi bins; list the tiles that own bins")
+    _add_galaxy_args(bins)
+    bins.add_argument("--settings", type=_json_arg, required=True, help="observe section of the config, as JSON")
+    bins.add_argument("--bins", required=True)
+    bins.add_argument("--tiles", required=True)
+    bins.set_defaults(func=_observe_bins)
+
+    inf = stages.add_parser("infer", help="predict the bins owned by one tile")
+    _add_galaxy_args(inf)
+    inf.add_argument("--bins", required=True)
+    inf.add_argument("--hst", required=True, help="hst_on_muse.fits")
+    inf.add_argument("--model", required=True)
+    inf.add_argument("--ssp", required=True)
+    inf.add_argument("--tile", required=True)
+    inf.add_argument("--settings", type=_json_arg, required=True, help="infer settings, as JSON")
+    inf.add_argument("--out", required=True)
+    inf.set_defaults(func=_infer)
+
+    maps = stages.add_parser("maps", help="maps stage").add_subparsers(dest="step", required=True)
+    assemble = maps.add_parser("assemble", help="paint the tile tables onto the spaxels: maps FITS + PNG")
+    _add_galaxy_args(assemble, data=False)
+    assemble.add_argument("--bins", required=True)
+    assemble.add_argument("--tables", nargs="+", required=True)
+    assemble.add_argument("--model", required=True)
+    assemble.add_argument("--out", required=True)
+    assemble.add_argument("--png", required=True)
+    assemble.set_defaults(func=_maps_assemble)
+    compare = maps.add_parser("compare", help="maps of a mock galaxy against its truth")
+    _add_galaxy_args(compare, data=False)
+    compare.add_argument("--maps", required=True)
+    compare.add_argument("--truth", required=True)
+    compare.add_argument("--bins", required=True)
+    compare.add_argument("--out", required=True, help="JSON")
+    compare.set_defaults(func=_maps_compare)
+    atlas = maps.add_parser("atlas", help="all galaxies side by side")
+    atlas.add_argument("--maps", nargs="+", required=True)
+    atlas.add_argument("--png", required=True)
+    atlas.add_argument("--json", required=True)
+    atlas.set_defaults(func=_maps_atlas)
+
     filt = stages.add_parser("filters", help="HST throughput table and synthetic-photometry check")
     filt.add_argument("--keys", nargs="+", required=True, help="filter keys, e.g. wfc3-uvis_f275w")
     filt.add_argument("--table", required=True, help="FITS table of throughputs to write")
@@ -195,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; known failures print one clear line and exit 1 (no traceback)."""
     from .fetch import FetchError
+    from .phangs import DataError
     from .ssp import SSPError
 
     args = build_parser().parse_args(argv)
@@ -204,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (FetchError, SSPError, ValueError, FileNotFoundError) as err:
+    except (FetchError, SSPError, DataError, ValueError, FileNotFoundError) as err:
         print(f"sfh-pipeline {args.stage}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -93,12 +93,41 @@ def shell_json(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+def galaxy_file(galaxy, stage, filename):
+    """Product `filename` of stage `stage` (observe, tiles, maps) of `galaxy`."""
+    return f"results/{galaxy}/{stage}/{filename}"
+
+
+def maps_file(galaxy):
+    """The per-galaxy maps (DESIGN.md contract)."""
+    return galaxy_file(galaxy, "maps", f"{galaxy}_maps.fits")
+
+
+def mock_truth(galaxy):
+    return f"resources/mock/{galaxy}/truth.fits"
+
+
+def galaxy_inputs(galaxy):
+    """The MUSE cube and HST images of `galaxy` as named inputs."""
+    files = samples.galaxy_input_files(SAMPLE.loc[galaxy], config["sample"]["muse_dir"], config["sample"]["hst_dir"])
+    return {key: str(path) for key, path in files.items()}
+
+
+def galaxy_data_args(galaxy):
+    """CLI arguments naming a galaxy, its sample sheet and its data folders."""
+    return (
+        f"--sheet {shlex.quote(workflow_path(config['sample']['sheet']))} --galaxy {shlex.quote(galaxy)}"
+        f" --muse-dir {shlex.quote(config['sample']['muse_dir'])} --hst-dir {shlex.quote(config['sample']['hst_dir'])}"
+    )
+
+
 if "sample" in config:
     SAMPLE = samples.read_sample_sheet(workflow_path(config["sample"]["sheet"]))
     validate(SAMPLE, "../schemas/galaxies.schema.yaml")
     GALAXIES = samples.select_galaxies(SAMPLE, config.get("galaxies"), config["sample"]["sheet"])
     _missing = samples.missing_input_files(
-        SAMPLE, GALAXIES, config["sample"]["muse_dir"], config["sample"]["hst_dir"]
+        SAMPLE, [g for g in GALAXIES if g not in (config.get("mock") or {})],
+        config["sample"]["muse_dir"], config["sample"]["hst_dir"],
     )
     if _missing:
         logger.warning(
@@ -106,3 +135,4 @@ if "sample" in config:
         )
 else:
     SAMPLE, GALAXIES = None, []
+MOCK_GALAXIES = [g for g in GALAXIES if g in (config.get("mock") or {})]

@@ -1,0 +1,92 @@
+"""observe and maps on a small mock galaxy: HST onto MUSE, bins and tiles, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from sfh_pipeline.maps import assemble_maps
+from sfh_pipeline.observe import bin_galaxy, hst_on_muse, read_bins, read_hst_on_muse
+from sfh_pipeline.phangs import DataError
+
+from .test_mock import write
+
+SETTINGS = {"snr_window_aa": [5300, 5500], "target_snr": 20, "min_snr": 2, "binning_method": "auto",
+            "binning_tile_spaxels": 256, "tile_spaxels": 8}
+
+
+@pytest.fixture(scope="module")
+def galaxy(tmp_path_factory, analytic_ssp_store):
+    root = tmp_path_factory.mktemp("observe")
+    row, files, bands, recipe, summary = write(root, analytic_ssp_store)
+    return root, row, files, bands
+
+
+def band_files(files, bands):
+    return {b: (files[f"{b}_sci"], files[f"{b}_wht"]) for b in bands}
+
+
+def test_hst_on_muse_conserves_flux_and_leaves_gaps_nan(galaxy, tmp_path):
+    root, row, files, bands = galaxy
+    out = tmp_path / "hst_on_muse.fits"
+    coverage = hst_on_muse(files["muse_cube"], band_files(files, bands), row["muse_psf_fwhm_arcsec"], 0.08, out)
+    images = read_hst_on_muse(out)
+    assert set(images) == set(bands)
+    assert coverage["acs-wfc_f435w"] < 0.9 and all(coverage[b] == 1.0 for b in bands if b != "acs-wfc_f435w")
+    for band in bands:
+        flux, var, pivot = images[band]
+        assert flux.shape == (20, 20) and pivot > 2000
+        with fits.open(files[f"{band}_sci"]) as hdul:
+            total_hst = np.nansum(hdul[0].data) * hdul[0].header["PHOTFLAM"]
+        if band != "acs-wfc_f435w":
+            # PSF matching spreads light beyond the MUSE field's edge: only a few per cent
+            assert np.nansum(flux) == pytest.approx(total_hst, rel=0.05)
+            assert np.all(var > 0)
+
+
+def test_hst_image_that_does_not_overlap_the_cube(galaxy, tmp_path):
+    root, row, files, bands = galaxy
+    band = bands[0]
+    moved = tmp_path / "moved_sci.fits"
+    with fits.open(files[f"{band}_sci"]) as hdul:
+        hdul[0].header["CRVAL2"] += 1.0  # one degree north
+        hdul.writeto(moved)
+    with pytest.raises(DataError, match="does not overlap"):
+        hst_on_muse(files["muse_cube"], {band: (moved, files[f"{band}_wht"])}, 0.9, 0.08, tmp_path / "x.fits")
+    assert not (tmp_path / "x.fits").exists()
+
+
+def test_bins_tiles_and_a_tile_of_nans(galaxy, tmp_path):
+    root, row, files, bands = galaxy
+    bins, tiles = tmp_path / "bins.fits", tmp_path / "tiles.json"
+    summary = bin_galaxy(files["muse_cube"], row["systemic_velocity_kms"], SETTINGS, bins, tiles)
+    bin_id, bin_snr, header = read_bins(bins)
+    assert summary["n_bins"] == bin_snr.size == bin_id.max() + 1
+    assert header["TARGETSN"] == 20
+    with fits.open(bins) as hdul:
+        owners = set(hdul["BINS"].data["OWNER"])
+    listed = json.loads(tiles.read_text())["tiles"]
+    assert set(listed) == owners and "y001x001" in listed  # only tiles that own bins get a job
+    # the cube loses a whole tile (NaN, as outside a mosaic): no bin there, no job for that tile
+    cube = tmp_path / "holed.fits"
+    with fits.open(files["muse_cube"]) as hdul:
+        hdul["DATA"].data[:, 8:16, 8:16] = np.nan
+        hdul.writeto(cube)
+    bin_galaxy(cube, row["systemic_velocity_kms"], SETTINGS, tmp_path / "b2.fits", tmp_path / "t2.json")
+    holed, _, _ = read_bins(tmp_path / "b2.fits")
+    assert np.all(holed[8:16, 8:16] == -1)
+    assert "y001x001" not in json.loads((tmp_path / "t2.json").read_text())["tiles"]
+
+
+def test_maps_refuse_missing_tiles(galaxy, tmp_path):
+    root, row, files, bands = galaxy
+    bin_galaxy(files["muse_cube"], row["systemic_velocity_kms"], SETTINGS, tmp_path / "bins.fits", tmp_path / "t.json")
+    table = tmp_path / "one.fits"
+    cols = [fits.Column("BIN_ID", "J", array=np.array([0], np.int32))]
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="BINS")]).writeto(table)
+    with pytest.raises(DataError, match="do not cover every bin"):
+        assemble_maps(tmp_path / "bins.fits", [table], row, tmp_path / "model.pt", tmp_path / "maps.fits")
+    assert not (tmp_path / "maps.fits").exists()

@@ -1,0 +1,29 @@
+# Stage `infer`: one job per tile that owns Voronoi bins: extract, predict, forward-model check.
+
+
+rule infer_tile:
+    input:
+        cube=lambda wc: galaxy_inputs(wc.galaxy)["muse_cube"],
+        bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
+        hst=galaxy_file("{galaxy}", "observe", "hst_on_muse.fits"),
+        model=model_file(MODEL_NAME, "model.pt"),
+        ssp=ancient(ssp_store(SSP_NAME)),
+    output:
+        galaxy_file("{galaxy}", "tiles", "{tile}.fits"),
+    params:
+        args=lambda wc: galaxy_data_args(wc.galaxy),
+        settings=shell_json(config["infer"]),
+    wildcard_constraints:
+        tile=r"y\d+x\d+",
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        SFH_ENV
+    log:
+        "logs/infer/{galaxy}/{tile}.log",
+    benchmark:
+        "benchmarks/infer/{galaxy}/{tile}.tsv"
+    shell:
+        "sfh-pipeline infer {params.args} --bins {input.bins:q} --hst {input.hst:q} --model {input.model:q}"
+        " --ssp {input.ssp:q} --tile {wildcards.tile} --settings {params.settings} --out {output:q} 2> {log:q}"

@@ -1,0 +1,61 @@
+# Stage `maps`: tiles painted into the per-galaxy maps, checks against mock truths, the atlas.
+
+
+def tile_tables(wildcards):
+    """Tables of every tile that owns bins (known once the galaxy is binned)."""
+    from sfh_pipeline.observe import read_tiles
+
+    tiles = read_tiles(checkpoints.observe_bins.get(galaxy=wildcards.galaxy).output.tiles)
+    return [galaxy_file(wildcards.galaxy, "tiles", f"{tile}.fits") for tile in tiles]
+
+
+rule maps:
+    input:
+        bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
+        tables=tile_tables,
+        model=model_file(MODEL_NAME, "model.pt"),
+    output:
+        maps=maps_file("{galaxy}"),
+        png=report(galaxy_file("{galaxy}", "maps", "{galaxy}_maps.png"), caption="../report/maps.rst",
+                   category="Galaxies", subcategory="{galaxy}"),
+    params:
+        sheet=workflow_path(config["sample"]["sheet"]) if "sample" in config else "",
+    conda:
+        SFH_ENV
+    log:
+        "logs/maps/{galaxy}.log",
+    shell:
+        "sfh-pipeline maps assemble --sheet {params.sheet:q} --galaxy {wildcards.galaxy} --bins {input.bins:q}"
+        " --tables {input.tables:q} --model {input.model:q} --out {output.maps:q} --png {output.png:q} 2> {log:q}"
+
+
+rule maps_vs_truth:
+    input:
+        maps=maps_file("{galaxy}"),
+        truth=mock_truth("{galaxy}"),
+        bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
+    output:
+        galaxy_file("{galaxy}", "maps", "{galaxy}_vs_truth.json"),
+    params:
+        sheet=workflow_path(config["sample"]["sheet"]) if "sample" in config else "",
+    conda:
+        SFH_ENV
+    log:
+        "logs/maps/{galaxy}_vs_truth.log",
+    shell:
+        "sfh-pipeline maps compare --sheet {params.sheet:q} --galaxy {wildcards.galaxy} --maps {input.maps:q}"
+        " --truth {input.truth:q} --bins {input.bins:q} --out {output:q} 2> {log:q}"
+
+
+rule atlas:
+    input:
+        [maps_file(galaxy) for galaxy in GALAXIES],
+    output:
+        png=report("results/atlas/atlas.png", caption="../report/atlas.rst", category="Galaxies"),
+        summary="results/atlas/summary.json",
+    conda:
+        SFH_ENV
+    log:
+        "logs/maps/atlas.log",
+    shell:
+        "sfh-pipeline maps atlas --maps {input:q} --png {output.png:q} --json {output.summary:q} 2> {log:q}"

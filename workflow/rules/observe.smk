@@ -1,0 +1,63 @@
+# Stage `observe`: mock galaxies (embedded default), HST onto the MUSE grid, S/N map, Voronoi bins.
+
+for _galaxy in MOCK_GALAXIES:
+
+    rule:
+        name:
+            f"mock_{_galaxy.replace('-', '_')}"
+        input:
+            ssp=ancient(ssp_store(SSP_NAME)),
+        output:
+            **galaxy_inputs(_galaxy),
+            truth=mock_truth(_galaxy),
+        params:
+            args=galaxy_data_args(_galaxy),
+            recipe=shell_json(config["mock"][_galaxy]),
+            edges=" ".join(str(e) for e in TRAINSET["age_bin_edges_yr"]),
+        conda:
+            SFH_ENV
+        log:
+            f"logs/mock/{_galaxy}.log",
+        shell:
+            "sfh-pipeline mock {params.args} --recipe {params.recipe} --ssp {input.ssp:q}"
+            " --age-bin-edges {params.edges} --truth {output.truth:q} 2> {log:q}"
+
+
+rule observe_hst:
+    input:
+        unpack(lambda wc: galaxy_inputs(wc.galaxy)),
+    output:
+        galaxy_file("{galaxy}", "observe", "hst_on_muse.fits"),
+    params:
+        args=lambda wc: galaxy_data_args(wc.galaxy),
+        psf=config["observe"]["hst_psf_fwhm_arcsec"],
+    resources:
+        mem_mb=8000,
+    conda:
+        SFH_ENV
+    log:
+        "logs/observe/{galaxy}/hst.log",
+    shell:
+        "sfh-pipeline observe hst {params.args} --hst-psf-fwhm {params.psf} --out {output:q} 2> {log:q}"
+
+
+checkpoint observe_bins:
+    input:
+        cube=lambda wc: galaxy_inputs(wc.galaxy)["muse_cube"],
+    output:
+        bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
+        tiles=galaxy_file("{galaxy}", "observe", "tiles.json"),
+    params:
+        args=lambda wc: galaxy_data_args(wc.galaxy),
+        settings=shell_json({**config["observe"], "tile_spaxels": config["infer"]["tile_spaxels"]}),
+    resources:
+        mem_mb=4000,
+    conda:
+        SFH_ENV
+    log:
+        "logs/observe/{galaxy}/bins.log",
+    benchmark:
+        "benchmarks/observe/{galaxy}/bins.tsv"
+    shell:
+        "sfh-pipeline observe bins {params.args} --settings {params.settings}"
+        " --bins {output.bins:q} --tiles {output.tiles:q} 2> {log:q}"
