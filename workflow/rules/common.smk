@@ -121,6 +121,14 @@ def galaxy_data_args(galaxy):
     )
 
 
+def tile_tables(wildcards):
+    """Tables of every tile that owns bins (known once the galaxy is binned)."""
+    from sfh_pipeline.observe import read_tiles
+
+    tiles = read_tiles(checkpoints.observe_bins.get(galaxy=wildcards.galaxy).output.tiles)
+    return [galaxy_file(wildcards.galaxy, "tiles", f"{tile}.fits") for tile in tiles]
+
+
 if "sample" in config:
     SAMPLE = samples.read_sample_sheet(workflow_path(config["sample"]["sheet"]))
     validate(SAMPLE, "../schemas/galaxies.schema.yaml")

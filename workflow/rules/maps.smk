@@ -1,14 +1,6 @@
 # Stage `maps`: tiles painted into the per-galaxy maps, checks against mock truths, the atlas.
 
 
-def tile_tables(wildcards):
-    """Tables of every tile that owns bins (known once the galaxy is binned)."""
-    from sfh_pipeline.observe import read_tiles
-
-    tiles = read_tiles(checkpoints.observe_bins.get(galaxy=wildcards.galaxy).output.tiles)
-    return [galaxy_file(wildcards.galaxy, "tiles", f"{tile}.fits") for tile in tiles]
-
-
 rule maps:
     input:
         bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
