@@ -49,7 +49,8 @@ def hst_on_muse(cube_path: str | os.PathLike, bands: dict[str, tuple[str, str]],
     hdus = [fits.PrimaryHDU()]
     coverage = {}
     for key, (sci, wht) in bands.items():
-        image = HstImage.read(key, sci, wht)
+        # the PSF-matching kernel reaches ~3 FWHM: read that much beyond the MUSE field
+        image = HstImage.read(key, sci, wht, around=(cube.wcs, cube.shape, 3.0 * muse_psf_fwhm_arcsec))
         smoothed, var = match_psf(image.flux, image.error**2, pixel_scale_arcsec(image.wcs),
                                   hst_psf_fwhm_arcsec, muse_psf_fwhm_arcsec)
         flux, var = reproject_flux(smoothed, var, image.wcs, cube.wcs, cube.shape)

@@ -132,29 +132,42 @@ class HstImage:
     pivot_aa: float
 
     @classmethod
-    def read(cls, key: str, sci_path: str | os.PathLike, wht_path: str | os.PathLike) -> HstImage:
+    def read(cls, key: str, sci_path: str | os.PathLike, wht_path: str | os.PathLike,
+             around: tuple[WCS, tuple[int, int], float] | None = None) -> HstImage:
         """Read the ``exp-drc-sci`` (electrons/s) and ``err-drc-wht`` (inverse variance) pair.
 
         Electrons/s are converted with PHOTFLAM (erg s^-1 cm^-2 A^-1 per e-/s) or, if only
         PHOTFNU (Jy per e-/s) is given, with PHOTFNU and PHOTPLAM; pixels with zero weight
         or non-finite values become NaN.
+
+        ``around = (wcs, (ny, nx), margin_arcsec)`` reads only the part of the images that
+        covers that pixel grid plus the margin (memory-mapped section), so that a large
+        mosaic is never loaded whole; the WCS is that of the cutout. A cutout that misses
+        the image entirely is an error.
         """
         sci_path, wht_path = Path(sci_path), Path(wht_path)
         for path in (sci_path, wht_path):
             if not path.exists():
                 raise DataError(f"HST image {path} ({key}) does not exist (config key sample.hst_dir)")
-        with fits.open(sci_path) as hdul:
-            hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
-            if hdu is None:
-                raise DataError(f"{sci_path}: no 2-D image HDU")
-            header = {**dict(hdul[0].header), **dict(hdu.header)}
-            sci = np.asarray(hdu.data, dtype=np.float64)
-            wcs = WCS(hdu.header).celestial
-        with fits.open(wht_path) as hdul:
-            hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
-            if hdu is None or hdu.data.shape != sci.shape:
-                raise DataError(f"{wht_path}: no weight image of the science image's shape {sci.shape}")
-            wht = np.asarray(hdu.data, dtype=np.float64)
+        try:
+            with fits.open(sci_path, memmap=True) as hdul:
+                hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS") == 2), None)
+                if hdu is None:
+                    raise DataError(f"{sci_path}: no 2-D image HDU")
+                header = {**dict(hdul[0].header), **dict(hdu.header)}
+                wcs = WCS(hdu.header).celestial
+                shape = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
+                ys, xs = (slice(0, shape[0]), slice(0, shape[1])) if around is None else \
+                    _cutout(wcs, shape, *around, where=f"{sci_path} ({key})")
+                sci = np.asarray(hdu.section[ys, xs], dtype=np.float64)
+                wcs = wcs[ys, xs]
+            with fits.open(wht_path, memmap=True) as hdul:
+                hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS") == 2), None)
+                if hdu is None or (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"])) != shape:
+                    raise DataError(f"{wht_path}: no weight image of the science image's shape {shape}")
+                wht = np.asarray(hdu.section[ys, xs], dtype=np.float64)
+        except (OSError, TypeError, KeyError) as err:
+            raise DataError(f"{sci_path} / {wht_path} ({key}): not readable FITS images ({err}); download them again") from err
         bunit = str(header.get("BUNIT", "ELECTRONS/S")).upper().replace(" ", "")
         if bunit not in ("ELECTRONS/S", "ELECTRON/S", "E-/S"):
             raise DataError(f"{sci_path}: BUNIT {header.get('BUNIT')!r}, expected electrons/s (exp-drc-sci)")
@@ -169,3 +182,23 @@ class HstImage:
         flux = np.where(good, sci * scale, np.nan)
         error = np.where(good, scale / np.sqrt(np.where(good, wht, 1.0)), np.nan)
         return cls(key=key, flux=flux, error=error, wcs=wcs, pivot_aa=float(pivot) if pivot else float("nan"))
+
+
+def _cutout(wcs: WCS, shape: tuple[int, int], target_wcs: WCS, target_shape: tuple[int, int], margin_arcsec: float,
+            where: str) -> tuple[slice, slice]:
+    """Pixel slices of an image (``wcs``, ``shape``) covering a target grid plus a margin."""
+    ny, nx = target_shape
+    # the target's outline, sampled finely enough for any rotation or distortion
+    ty = np.concatenate([np.linspace(-0.5, ny - 0.5, 50), np.full(50, ny - 0.5), np.linspace(-0.5, ny - 0.5, 50), np.full(50, -0.5)])
+    tx = np.concatenate([np.full(50, -0.5), np.linspace(-0.5, nx - 0.5, 50), np.full(50, nx - 0.5), np.linspace(-0.5, nx - 0.5, 50)])
+    ra, dec = target_wcs.celestial.pixel_to_world_values(tx, ty)
+    x, y = wcs.world_to_pixel_values(ra, dec)
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    margin = margin_arcsec / (np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)
+    y0, y1 = int(np.floor(np.nanmin(y) - margin)), int(np.ceil(np.nanmax(y) + margin)) + 1
+    x0, x1 = int(np.floor(np.nanmin(x) - margin)), int(np.ceil(np.nanmax(x) + margin)) + 1
+    y0, y1, x0, x1 = max(y0, 0), min(y1, shape[0]), max(x0, 0), min(x1, shape[1])
+    if y0 >= y1 or x0 >= x1:
+        raise DataError(f"HST image {where} does not overlap the MUSE cube: check the files of this galaxy in the sample sheet")
+    return slice(y0, y1), slice(x0, x1)

@@ -90,3 +90,28 @@ def test_maps_refuse_missing_tiles(galaxy, tmp_path):
     with pytest.raises(DataError, match="do not cover every bin"):
         assemble_maps(tmp_path / "bins.fits", [table], row, tmp_path / "model.pt", tmp_path / "maps.fits")
     assert not (tmp_path / "maps.fits").exists()
+
+
+def test_hst_read_only_around_the_cube(galaxy):
+    from sfh_pipeline.phangs import HstImage, MuseCube
+
+    root, row, files, bands = galaxy
+    band = bands[0]
+    cube = MuseCube.open(files["muse_cube"])
+    full = HstImage.read(band, files[f"{band}_sci"], files[f"{band}_wht"])
+    cut = HstImage.read(band, files[f"{band}_sci"], files[f"{band}_wht"], around=(cube.wcs, cube.shape, 0.2))
+    assert cut.flux.size < full.flux.size
+    # same sky position, same value
+    ra, dec = cube.wcs.pixel_to_world_values(10, 10)
+    xf, yf = (int(round(float(v))) for v in full.wcs.world_to_pixel_values(ra, dec))
+    xc, yc = (int(round(float(v))) for v in cut.wcs.world_to_pixel_values(ra, dec))
+    assert cut.flux[yc, xc] == full.flux[yf, xf]
+
+
+def test_corrupted_hst_file(galaxy, tmp_path):
+    root, row, files, bands = galaxy
+    band = bands[0]
+    broken = tmp_path / "broken_sci.fits"
+    broken.write_bytes(files[f"{band}_sci"].read_bytes()[:5000])
+    with pytest.raises(DataError, match="not readable"):
+        hst_on_muse(files["muse_cube"], {band: (broken, files[f"{band}_wht"])}, 0.9, 0.08, tmp_path / "x.fits")
