@@ -32,6 +32,6 @@ rule all:
         trainset_report(TRAINSET_NAME),
         f"results/qa/trainset_{TRAINSET_NAME}.png",
         model_file(MODEL_NAME, "metrics.json"),
-        [maps_file(galaxy) for galaxy in GALAXIES],
+        [maps_file(target) for target in TARGETS],
         [galaxy_file(galaxy, "maps", f"{galaxy}_vs_truth.json") for galaxy in MOCK_GALAXIES],
         "results/atlas/atlas.png" if GALAXIES else [],

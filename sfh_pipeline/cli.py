@@ -195,6 +195,15 @@ def _maps_compare(args: argparse.Namespace) -> None:
              result["lw_age"]["spearman_rho"], result["lw_age"]["median_abs_dex"])
 
 
+def _maps_mosaic(args: argparse.Namespace) -> None:
+    from .atlas import quicklook
+    from .maps import mosaic_maps
+
+    summary = mosaic_maps(args.maps, args.out, args.galaxy)
+    quicklook(args.out, args.png)
+    log.info("%s: %s", args.galaxy, summary)
+
+
 def _maps_atlas(args: argparse.Namespace) -> None:
     from .atlas import sample_atlas
 
@@ -323,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--bins", required=True)
     compare.add_argument("--out", required=True, help="JSON")
     compare.set_defaults(func=_maps_compare)
+    mos = maps.add_parser("mosaic", help="combine the maps of several pointings onto one WCS")
+    mos.add_argument("--galaxy", required=True, help="name of the combined galaxy")
+    mos.add_argument("--maps", nargs="+", required=True, help="maps files of the pointings (first wins in overlaps)")
+    mos.add_argument("--out", required=True)
+    mos.add_argument("--png", required=True)
+    mos.set_defaults(func=_maps_mosaic)
     atlas = maps.add_parser("atlas", help="all galaxies side by side")
     atlas.add_argument("--maps", nargs="+", required=True)
     atlas.add_argument("--png", required=True)

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import astropy.units as u
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
@@ -257,3 +258,49 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
             result[key.lower()]["gradient_true_dex_per_arcsec"] = float(np.polyfit(r_bin[ok], true[ok], 1)[0])
             result[key.lower()]["gradient_recovered_dex_per_arcsec"] = float(np.polyfit(r_bin[ok], recovered[ok], 1)[0])
     return result
+
+
+def mosaic_maps(paths: list, out_path, galaxy: str) -> dict[str, Any]:
+    """Combine the maps of several pointings of one galaxy onto one celestial WCS.
+
+    The output grid is the optimal TAN grid covering every pointing at the finest pixel
+    scale (``reproject.mosaicking.find_optimal_celestial_wcs``). Each pointing is reprojected
+    with nearest-neighbour interpolation (values are constant within a bin, so nothing is
+    blended across bins), and where pointings overlap the first one in ``paths`` that has a
+    binned spaxel there wins for every map at once, so ``BIN_ID`` and the values stay
+    consistent. Bin ids of later pointings are offset by the bins of the earlier ones.
+    """
+    from reproject import reproject_interp
+    from reproject.mosaicking import find_optimal_celestial_wcs
+
+    from .psf import pixel_scale_arcsec
+
+    pointings = [read_maps(p) for p in paths]
+    edges = pointings[0][2]
+    for path, (_, _, other, _) in zip(paths, pointings):
+        if not np.array_equal(other, edges):
+            raise ValueError(f"{path}: age bins differ from those of {paths[0]}; were they made by the same model?")
+    scale = min(pixel_scale_arcsec(wcs) for _, wcs, _, _ in pointings)
+    wcs_out, shape_out = find_optimal_celestial_wcs(
+        [(images["BIN_ID"].shape, wcs) for images, wcs, _, _ in pointings], resolution=scale * u.arcsec)
+    out = {name: np.full(((edges.size - 1,) if name in ("SFH", "ZH") else ()) + tuple(shape_out), np.nan, np.float32)
+           for name in MAP_HDUS}
+    out["BIN_ID"] = np.full(shape_out, -1, dtype=np.int64)
+    offset = 0
+    for images, wcs, _, _ in pointings:
+        ids, _ = reproject_interp((images["BIN_ID"].astype(float), wcs), wcs_out, shape_out=shape_out,
+                                  order="nearest-neighbor")
+        take = np.isfinite(ids) & (ids >= 0) & (out["BIN_ID"] < 0)
+        out["BIN_ID"][take] = ids[take].astype(np.int64) + offset
+        for name in MAP_HDUS:
+            if name == "BIN_ID":
+                continue
+            values, _ = reproject_interp((images[name].astype(float), wcs), wcs_out, shape_out=shape_out,
+                                         order="nearest-neighbor")
+            out[name][..., take] = values[..., take]
+        offset += int(images["BIN_ID"].max()) + 1
+    header = pointings[0][3]
+    meta = {key: header[key] for key in ("DIST_MPC", "MODEL", "MODELSHA") if key in header}
+    meta.update({"GALAXY": galaxy, "NPOINT": (len(paths), "pointings combined")})
+    write_maps(out_path, out, wcs_out, edges, meta)
+    return {"shape": list(shape_out), "pointings": len(paths), "n_bins": offset}

@@ -80,3 +80,19 @@ def describe_missing(missing: dict[str, list[Path]], muse_dir: str, hst_dir: str
     for galaxy, paths in missing.items():
         lines.append(f"  {galaxy}: " + " ".join(p.name for p in paths))
     return "\n".join(lines)
+
+
+def mosaics(sheet: pd.DataFrame, galaxies: list[str]) -> dict[str, list[str]]:
+    """``{mosaic name: [pointing, ...]}`` of the selected rows whose ``mosaic`` column is set
+    (sheet order); a mosaic name that is also a galaxy name is an error."""
+    if "mosaic" not in sheet.columns:
+        return {}
+    groups: dict[str, list[str]] = {}
+    for galaxy in galaxies:
+        name = sheet.loc[galaxy, "mosaic"]
+        if isinstance(name, str) and name.strip():
+            groups.setdefault(name.strip(), []).append(galaxy)
+    clash = sorted(set(groups) & set(sheet.index))
+    if clash:
+        raise ValueError(f"sample sheet: mosaic names {clash} are also galaxy names; rename the mosaics")
+    return groups

@@ -240,3 +240,21 @@ def test_default_workflow_with_real_bc03(tmp_path):
     # nothing to do on a rerun
     rerun = snakemake(tmp_path, "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+def test_dry_run_mosaic_of_two_pointings(tmp_path):
+    """Rows that share a `mosaic` name are processed one by one and combined; the atlas shows the mosaic."""
+    sheet = (REPO / "config" / "mock_galaxies.tsv").read_text().splitlines()
+    header, uvis = sheet[0].split("\t"), sheet[1].split("\t")
+    second = dict(zip(header, uvis), galaxy="MOCK-UVIS-B", muse_cube="MOCK-UVIS-B_PHANGS_DATACUBE_copt_0.90asec.fits",
+                  hst_target="mock-uvis-b")
+    rows = ["\t".join(header + ["mosaic"]), "\t".join(uvis + ["MOCK-UVIS-ALL"]),
+            "\t".join([second[k] for k in header] + ["MOCK-UVIS-ALL"])]
+    (tmp_path / "pointings.tsv").write_text("\n".join(rows) + "\n")
+    config = write_config(tmp_path / "mosaic.yaml", extra={"sample": {"sheet": str(tmp_path / "pointings.tsv")}})
+    config_dict = yaml.safe_load(config.read_text())
+    config_dict["mock"] = {"MOCK-UVIS": {"seed": 1}, "MOCK-UVIS-B": {"seed": 2}}
+    config.write_text(yaml.safe_dump(config_dict))
+    counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(config)).stdout)
+    assert counts["mosaic"] == 1 and counts["maps"] == 2 and counts["atlas"] == 1
+    assert counts["mock_MOCK_UVIS"] == 1 and counts["mock_MOCK_UVIS_B"] == 1

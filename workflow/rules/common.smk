@@ -144,3 +144,14 @@ if "sample" in config:
 else:
     SAMPLE, GALAXIES = None, []
 MOCK_GALAXIES = [g for g in GALAXIES if g in (config.get("mock") or {})]
+MOSAICS = samples.mosaics(SAMPLE, GALAXIES) if SAMPLE is not None else {}
+# what the atlas shows: mosaics in place of their pointings
+TARGETS = list(MOSAICS) + [g for g in GALAXIES if not any(g in p for p in MOSAICS.values())]
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly `names` (and nothing when there are none)."""
+    import re
+
+    return "|".join(re.escape(n) for n in names) or "(?!x)x"
+

@@ -12,6 +12,8 @@ rule maps:
                    category="Galaxies", subcategory="{galaxy}"),
     params:
         sheet=workflow_path(config["sample"]["sheet"]) if "sample" in config else "",
+    wildcard_constraints:
+        galaxy=name_pattern(GALAXIES),
     conda:
         SFH_ENV
     log:
@@ -39,9 +41,27 @@ rule maps_vs_truth:
         " --truth {input.truth:q} --bins {input.bins:q} --out {output:q} 2> {log:q}"
 
 
+rule mosaic:
+    input:
+        lambda wc: [maps_file(pointing) for pointing in MOSAICS[wc.galaxy]],
+    output:
+        maps=maps_file("{galaxy}"),
+        png=report(galaxy_file("{galaxy}", "maps", "{galaxy}_maps.png"), caption="../report/maps.rst",
+                   category="Galaxies", subcategory="{galaxy}"),
+    wildcard_constraints:
+        galaxy=name_pattern(MOSAICS),
+    conda:
+        SFH_ENV
+    log:
+        "logs/maps/{galaxy}.log",
+    shell:
+        "sfh-pipeline maps mosaic --galaxy {wildcards.galaxy} --maps {input:q} --out {output.maps:q}"
+        " --png {output.png:q} 2> {log:q}"
+
+
 rule atlas:
     input:
-        [maps_file(galaxy) for galaxy in GALAXIES],
+        [maps_file(target) for target in TARGETS],
     output:
         png=report("results/atlas/atlas.png", caption="../report/atlas.rst", category="Galaxies"),
         summary="results/atlas/summary.json",
