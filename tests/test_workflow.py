@@ -129,6 +129,11 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     good = write_config(tmp_path / "good.yaml", name="fixture", trainset={"name": "tiny", "n_spectra": 600, "chunk_size": 200},
                         extra={**SMALL_GALAXIES, "model": {"training": {"max_epochs": 2, "batch_size": 64}}},
                         source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
+    snakemake(tmp_path, "--configfile", str(good), "--config", "galaxies=MOCK-UVIS")
+    check_galaxy_products(tmp_path, ["MOCK-UVIS"])
+    # a galaxy added to the run: only its jobs (and the atlas) run
+    counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(good)).stdout)
+    assert counts == {"mock_MOCK_ACS": 1, "observe_bins": 1, "maps": 1, "maps_vs_truth": 1, "atlas": 1, "all": 1}
     snakemake(tmp_path, "--configfile", str(good))
     check_galaxy_products(tmp_path, ["MOCK-UVIS", "MOCK-ACS"])
 
