@@ -161,9 +161,11 @@ def _observe_hst(args: argparse.Namespace) -> None:
 
 def _observe_bins(args: argparse.Namespace) -> None:
     from .observe import bin_galaxy
+    from .samples import require_columns
 
     row, files = _galaxy_files(args)
-    summary = bin_galaxy(files["muse_cube"], float(row["systemic_velocity_kms"]), args.settings, args.bins, args.tiles)
+    (v_sys,) = require_columns(row, ("systemic_velocity_kms",))
+    summary = bin_galaxy(files["muse_cube"], v_sys, args.settings, args.bins, args.tiles)
     log.info("%s: %s", args.galaxy, summary)
 
 

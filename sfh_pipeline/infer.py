@@ -18,10 +18,11 @@ from astropy.io import fits
 
 from .atomic import atomic_path
 from .dust import galactic_transmission
-from .extract import bin_geometry, extract_bin_spectra, sum_bins, wavelength_planes
+from .extract import bin_geometry, extract_bin_spectra, read_box, sum_bins, wavelength_planes
 from .instrument import C_KMS
 from .observe import read_bins, read_hst_on_muse
 from .phangs import MuseCube
+from .samples import require_columns
 
 log = logging.getLogger(__name__)
 
@@ -62,71 +63,60 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
         raise ValueError(f"{bins_path}: bin map {bin_id.shape} does not match the cube {cube.shape}; rerun observe")
     geometry = bin_geometry(bin_id, settings["tile_spaxels"])
     owned = geometry.owned_by(tile)
+    if owned.size == 0:
+        raise ValueError(f"tile {tile} owns no bin of {bins_path}; the tiles with bins are listed in tiles.json beside it")
+    v_sys, ebv, distance_mpc = require_columns(row, ("systemic_velocity_kms", "ebv_galactic", "distance_mpc"))
     predictor = load_predictor(model_path)
     rest = predictor.wavelength_aa
-    v_sys = float(row["systemic_velocity_kms"])
     v_range = float(settings["velocity_range_kms"])
     planes = wavelength_planes(cube.wavelength_aa, (rest[0], rest[-1]), (v_sys - v_range, v_sys + v_range))
     wave = cube.wavelength_aa[planes]
 
     flux, var = extract_bin_spectra(cube, bin_id, owned, geometry, planes)
-    transmission = galactic_transmission(wave, float(row["ebv_galactic"]))
+    transmission = galactic_transmission(wave, ebv)
     flux = flux / transmission
     error = np.sqrt(var) / transmission
 
     photometry = {}
-    box = geometry.box[owned] if owned.size else None
+    ys, xs = read_box(owned, geometry)
     for band, (image, variance, pivot) in read_hst_on_muse(hst_path).items():
         if band not in predictor.filters:
             log.warning("band %s is not one the model was trained with; ignored", band)
             continue
-        if box is None:
-            continue
-        ys = slice(int(box[:, 0].min()), int(box[:, 1].max()))
-        xs = slice(int(box[:, 2].min()), int(box[:, 3].max()))
         sums = sum_bins(bin_id, owned, np.stack([image[ys, xs], variance[ys, xs]]), (ys.start, xs.start))
-        t = float(galactic_transmission(np.array([pivot]), float(row["ebv_galactic"]))[0])
+        t = float(galactic_transmission(np.array([pivot]), ebv)[0])
         photometry[band] = (sums[:, 0] / t, np.sqrt(sums[:, 1]) / t)
 
-    n = owned.size
-    columns: dict[str, np.ndarray] = {"BIN_ID": owned.astype(np.int32), "N_SPAXELS": geometry.n_spaxels[owned]}
-    n_bins = predictor.age_bin_edges_yr.size - 1
-    if n:
-        template_wave = np.arange(rest[0] - 100.0, rest[-1] + 100.0, 1.0)
-        template = velocity_template(ssp_store, predictor.age_bin_edges_yr, template_wave)
-        velocity, velocity_err = measure_velocities(wave, flux, error, template_wave, template, v_sys, v_range)
-        lost = ~np.isfinite(velocity)
-        if lost.any():
-            log.warning("%d bins without a velocity measurement use the systemic velocity", int(lost.sum()))
-            velocity = np.where(lost, v_sys, velocity)
-        z = np.exp(velocity / C_KMS) - 1.0
-        prepared = predictor.prepare(wave, flux, error, photometry=photometry, z=z)
-        result = predictor.predict_normalised(prepared["flux"], prepared["error"], prepared["mask"], prepared["phot"],
-                                              prepared["phot_error"], prepared["present"],
-                                              batch_size=int(settings["batch_size"]))
-        check = ForwardCheck(ssp_store, predictor.age_bin_edges_yr, rest).fit(
-            prepared["flux"], prepared["error"], prepared["mask"], result["sfh"], result["logzsol"])
-        distance_cm = float(row["distance_mpc"]) * MPC_CM
-        # normalised flux unit = norm erg/s/cm2/A -> L_sun/A at the galaxy's distance
-        unit_lsun = prepared["norm"] * 4 * np.pi * distance_cm**2 / L_SUN_ERG_S
-        mstar = check["mass_formed"] * unit_lsun * check["surviving_fraction"]
-        columns.update({
-            "VELOCITY": velocity, "VELOCITY_ERR": velocity_err,
-            **{key.upper(): result[key] for key in SUMMARY_KEYS},
-            **{f"{key.upper()}_ERR": result[f"{key}_err"] for key in SUMMARY_KEYS},
-            "SFH": result["sfh"], "ZH": result["logzsol"],
-            "LOG_MSTAR": np.log10(np.where(mstar > 0, mstar, np.nan)),
-            "CHI2": check["chi2"], "AV": check["av"], "SIGMA": check["sigma_kms"],
-            "N_BANDS": prepared["present"].sum(1), "NORM": prepared["norm"],
-        })
-    else:
-        empty = np.zeros(0)
-        columns.update({name: empty for name in ("VELOCITY", "VELOCITY_ERR", "LOG_MSTAR", "CHI2", "AV", "SIGMA",
-                                                  "N_BANDS", "NORM", *(k.upper() for k in SUMMARY_KEYS),
-                                                  *(f"{k.upper()}_ERR" for k in SUMMARY_KEYS))})
-        columns["SFH"] = columns["ZH"] = np.zeros((0, n_bins))
+    template_wave = np.arange(rest[0] - 100.0, rest[-1] + 100.0, 1.0)
+    template = velocity_template(ssp_store, predictor.age_bin_edges_yr, template_wave)
+    velocity, velocity_err = measure_velocities(wave, flux, error, template_wave, template, v_sys, v_range)
+    lost = ~np.isfinite(velocity)
+    if lost.any():
+        log.warning("%d bins without a velocity measurement use the systemic velocity", int(lost.sum()))
+        velocity = np.where(lost, v_sys, velocity)
+    z = np.exp(velocity / C_KMS) - 1.0
+    prepared = predictor.prepare(wave, flux, error, photometry=photometry, z=z)
+    result = predictor.predict_normalised(prepared["flux"], prepared["error"], prepared["mask"], prepared["phot"],
+                                          prepared["phot_error"], prepared["present"],
+                                          batch_size=int(settings["batch_size"]))
+    check = ForwardCheck(ssp_store, predictor.age_bin_edges_yr, rest).fit(
+        prepared["flux"], prepared["error"], prepared["mask"], result["sfh"], result["logzsol"])
+    distance_cm = distance_mpc * MPC_CM
+    # normalised flux unit = norm erg/s/cm2/A -> L_sun/A at the galaxy's distance
+    unit_lsun = prepared["norm"] * 4 * np.pi * distance_cm**2 / L_SUN_ERG_S
+    mstar = check["mass_formed"] * unit_lsun * check["surviving_fraction"]
+    columns = {
+        "BIN_ID": owned.astype(np.int32), "N_SPAXELS": geometry.n_spaxels[owned],
+        "VELOCITY": velocity, "VELOCITY_ERR": velocity_err,
+        **{key.upper(): result[key] for key in SUMMARY_KEYS},
+        **{f"{key.upper()}_ERR": result[f"{key}_err"] for key in SUMMARY_KEYS},
+        "SFH": result["sfh"], "ZH": result["logzsol"],
+        "LOG_MSTAR": np.log10(np.where(mstar > 0, mstar, np.nan)),
+        "CHI2": check["chi2"], "AV": check["av"], "SIGMA": check["sigma_kms"],
+        "N_BANDS": prepared["present"].sum(1), "NORM": prepared["norm"],
+    }
     write_tile_table(out_path, columns, tile, model_path, predictor.age_bin_edges_yr)
-    return {"tile": tile, "n_bins": int(n)}
+    return {"tile": tile, "n_bins": int(owned.size)}
 
 
 def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path, age_bin_edges_yr) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 #: PHANGS-HST HLSP file name; ``kind`` is ``exp-drc-sci`` (e-/s) or ``err-drc-wht`` (inverse variance).
@@ -96,3 +97,19 @@ def mosaics(sheet: pd.DataFrame, galaxies: list[str]) -> dict[str, list[str]]:
     if clash:
         raise ValueError(f"sample sheet: mosaic names {clash} are also galaxy names; rename the mosaics")
     return groups
+
+
+def require_columns(row, columns: tuple[str, ...]) -> tuple[float, ...]:
+    """The numeric values of ``columns`` in a sheet row; an empty one is an error naming it."""
+    values = []
+    for column in columns:
+        value = row.get(column)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value):
+            raise ValueError(f"galaxy {row.get('galaxy')}: column {column!r} of the sample sheet is empty or not a "
+                             "number; fill it in (see docs/phangs_sample.md)")
+        values.append(value)
+    return tuple(values)

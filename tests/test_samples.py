@@ -74,3 +74,14 @@ def test_duplicate_galaxy_rejected(tmp_path):
     bad.write_text("\n".join([lines[0], lines[1], lines[1]]) + "\n")
     with pytest.raises(ValueError, match="twice"):
         samples.read_sample_sheet(bad)
+
+
+def test_require_columns_names_the_empty_one():
+    from sfh_pipeline.samples import require_columns
+
+    row = {"galaxy": "NGC3627", "distance_mpc": 11.32, "ebv_galactic": float("nan"), "systemic_velocity_kms": None}
+    assert require_columns(row, ("distance_mpc",)) == (11.32,)
+    with pytest.raises(ValueError, match="'ebv_galactic'"):
+        require_columns(row, ("distance_mpc", "ebv_galactic"))
+    with pytest.raises(ValueError, match="'systemic_velocity_kms'"):
+        require_columns(row, ("systemic_velocity_kms",))
