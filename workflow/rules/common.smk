@@ -88,6 +88,12 @@ def model_file(name, filename):
     return f"{model_dir(name)}/{filename}"
 
 
+def memory_mb(base_mb):
+    """Memory request that grows with the attempt: a job killed for exceeding it is retried
+    (restart-times in the profiles) with twice, then three times as much."""
+    return lambda wildcards, attempt: base_mb * attempt
+
+
 def shell_json(value):
     """A config entry as one shell-quoted JSON argument."""
     return shlex.quote(json.dumps(value, sort_keys=True))

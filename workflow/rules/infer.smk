@@ -17,7 +17,8 @@ rule infer_tile:
         tile=r"y\d+x\d+",
     threads: 1
     resources:
-        mem_mb=4000,
+        gpu=config["infer"]["gpus"],
+        mem_mb=memory_mb(4000),
     conda:
         SFH_ENV
     log:

@@ -32,7 +32,7 @@ rule observe_hst:
         args=lambda wc: galaxy_data_args(wc.galaxy),
         psf=config["observe"]["hst_psf_fwhm_arcsec"],
     resources:
-        mem_mb=8000,
+        mem_mb=memory_mb(8000),
     conda:
         SFH_ENV
     log:
@@ -51,7 +51,7 @@ checkpoint observe_bins:
         args=lambda wc: galaxy_data_args(wc.galaxy),
         settings=shell_json({**config["observe"], "tile_spaxels": config["infer"]["tile_spaxels"]}),
     resources:
-        mem_mb=4000,
+        mem_mb=memory_mb(4000),
     conda:
         SFH_ENV
     log:

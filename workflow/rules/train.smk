@@ -18,10 +18,10 @@ rule train:
             if int(resources.gpu) > 1
             else "sfh-pipeline"
         ),
-    threads: workflow.cores
+    threads: config["model"]["threads"]
     resources:
-        gpu=config["model"].get("gpus", 1),
-        mem_mb=8000,
+        gpu=config["model"]["gpus"],
+        mem_mb=memory_mb(8000),
         runtime=720,
     conda:
         SFH_ENV
@@ -48,9 +48,9 @@ rule evaluate:
     params:
         store=trainset_store(TRAINSET_NAME),
         out=lambda wc: model_dir(wc.model),
-    threads: workflow.cores
+    threads: config["model"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=memory_mb(8000),
     conda:
         SFH_ENV
     log:

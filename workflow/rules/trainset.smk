@@ -38,7 +38,7 @@ rule trainset_chunk:
     benchmark:
         "benchmarks/trainset/{trainset}/chunk_{chunk}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=memory_mb(2000),
         runtime=30,
     shell:
         "sfh-pipeline trainset chunk --store {params.store:q} --index {wildcards.chunk}"

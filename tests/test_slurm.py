@@ -1,0 +1,104 @@
+"""The workflow through profiles/slurm on a real single-node SLURM cluster (see slurm_cluster.py).
+
+A tiny configuration of the embedded default (fixture SSP library, 600 training spectra, two
+16 x 16-spaxel mock galaxies) runs job by job through sbatch. The training job is cancelled
+with scancel after its first checkpoint; rerunning the workflow resumes it from that
+checkpoint and regenerates nothing upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sfh_pipeline.fetch import sha256_of
+
+from . import ssp_fixtures as fx
+from .slurm_cluster import slurm_cluster
+from .test_workflow import REPO, check_galaxy_products
+
+pytestmark = pytest.mark.slow
+
+# the test cluster has no sacct (no accounting) and is small: poll quickly with squeue
+FAST_POLLING = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+                "--seconds-between-status-checks", "3", "--latency-wait", "15"]
+
+
+def tiny_config(path: Path, grid: Path) -> Path:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ssp"].update(name="fixture", source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
+    config["trainset"].update(name="tiny", n_spectra=600, chunk_size=200)
+    config["model"].update(gpus=0, threads=1, training={"max_epochs": 6, "batch_size": 32, "patience": 10})
+    config["model"]["architecture"].update(stem_channels=8, channels=[8, 12, 16, 16], attention_dim=16,
+                                           attention_heads=2, photometry_dim=16, latent_dim=32)
+    config["mock"] = {"MOCK-UVIS": {"seed": 11, "size_spaxels": [16, 16]},
+                      "MOCK-ACS": {"seed": 12, "size_spaxels": [16, 16], "uncovered_band": "wfc3-uvis_f275w"}}
+    config["observe"]["target_snr"] = 20
+    config["infer"].update(tile_spaxels=8, gpus=0)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def squeue(env: dict) -> list[tuple[str, str, str]]:
+    """(job id, state, comment) of every job in the queue."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], env=env, capture_output=True, text=True, check=True)
+    return [tuple(line.split("|", 2)) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_workflow_through_the_slurm_profile_with_a_cancelled_training(tmp_path):
+    with slurm_cluster(tmp_path / "cluster") as cluster:
+        work = tmp_path / "work"
+        work.mkdir()
+        grid = fx.write_bc03(tmp_path / "grid.fits")
+        config = tiny_config(tmp_path / "tiny.yaml", grid)
+        env = {**os.environ, "SLURM_CONF": cluster["SLURM_CONF"], "SFH_SLURM_PARTITION": cluster["partition"],
+               "SFH_SLURM_ACCOUNT": "sfh"}
+        # the jobs run the `sfh-pipeline` of this interpreter's environment
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+               "--profile", str(REPO / "profiles" / "slurm"), *FAST_POLLING, "--configfile", str(config)]
+
+        # first run: no retries, so the cancelled training ends the run
+        first = subprocess.Popen([*cmd[:-2], "--restart-times", "0", *cmd[-2:]], env=env,
+                                 stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
+        checkpoint = work / "results/models/demo/checkpoints/last.pt"
+        cancelled = None
+        deadline = time.monotonic() + 900
+        while cancelled is None and first.poll() is None and time.monotonic() < deadline:
+            training = [job for job, state, comment in squeue(env) if comment.startswith("rule_train") and state == "RUNNING"]
+            if training and checkpoint.exists():
+                subprocess.run(["scancel", training[0]], env=env, check=True)
+                cancelled = training[0]
+            time.sleep(1)
+        first.wait(timeout=600)
+        log = (tmp_path / "first.log").read_text()
+        assert cancelled is not None, f"never saw the training job running with a checkpoint:\n{log[-4000:]}"
+        assert first.returncode != 0, log[-3000:]
+        assert not (work / "results/models/demo/model.pt").exists()
+        markers = sorted((work / "resources/trainsets/tiny/chunks").glob("*.json"))
+        assert len(markers) == 3
+        mtimes = [m.stat().st_mtime_ns for m in markers]
+
+        # the rerun resumes the training from its checkpoint and regenerates nothing upstream
+        dry = subprocess.run([*cmd, "-n"], env=env, capture_output=True, text=True, check=True)
+        assert "trainset_chunk" not in dry.stdout and "ssp_convert" not in dry.stdout
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
+        assert [m.stat().st_mtime_ns for m in markers] == mtimes
+        train_log = (work / "logs/train/demo.log").read_text()
+        assert "resum" in train_log.lower(), train_log[-2000:]
+        history = json.loads((work / "results/models/demo/history.json").read_text())["epochs"]
+        assert len(history) == 6 and [e["epoch"] for e in history] == list(range(1, 7))
+
+        metrics = json.loads((work / "results/models/demo/metrics.json").read_text())
+        assert metrics["n_test"] > 0
+        check_galaxy_products(work, ["MOCK-UVIS", "MOCK-ACS"])
+        # every job went through sbatch: SLURM's own logs are kept per rule
+        assert any((work / "logs/slurm").rglob("*.log"))
