@@ -126,8 +126,11 @@ SMALL_GALAXIES = {
 
 def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     grid = fx.write_bc03(tmp_path / "grid.fits")
+    sheet = tmp_path / "sheet.tsv"  # a copy of the mock sheet, edited below
+    sheet.write_text((REPO / "config" / "mock_galaxies.tsv").read_text())
     good = write_config(tmp_path / "good.yaml", name="fixture", trainset={"name": "tiny", "n_spectra": 600, "chunk_size": 200},
-                        extra={**SMALL_GALAXIES, "model": {"training": {"max_epochs": 2, "batch_size": 64}}},
+                        extra={**SMALL_GALAXIES, "model": {"training": {"max_epochs": 2, "batch_size": 64}},
+                               "sample": {"sheet": str(sheet)}},
                         source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
     snakemake(tmp_path, "--configfile", str(good), "--config", "galaxies=MOCK-UVIS")
     check_galaxy_products(tmp_path, ["MOCK-UVIS"])
@@ -137,11 +140,12 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     snakemake(tmp_path, "--configfile", str(good))
     check_galaxy_products(tmp_path, ["MOCK-UVIS", "MOCK-ACS"])
 
-    # one galaxy again after a change of its inputs: only its jobs rerun
-    (tmp_path / "results/MOCK-ACS/observe/bins.fits").touch()
+    # one galaxy binned to another target S/N (sheet column target_snr): only its jobs rerun
+    lines = sheet.read_text().splitlines()
+    sheet.write_text("\n".join([lines[0] + "\ttarget_snr", lines[1] + "\t", lines[2] + "\t15"]) + "\n")
     counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(good)).stdout)
-    assert counts.get("maps") == 1 and counts.get("maps_vs_truth") == 1 and counts.get("atlas") == 1
-    assert "observe_hst" not in counts and not any(r.startswith("mock_") for r in counts)
+    assert counts == {"observe_bins": 1, "maps": 1, "maps_vs_truth": 1, "atlas": 1, "all": 1}, counts
+    assert "MOCK-ACS" in snakemake(tmp_path, "-n", "--configfile", str(good)).stdout
     counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(good), "--config", "galaxies=MOCK-UVIS").stdout)
     assert "maps" not in counts  # MOCK-ACS is out of this run, MOCK-UVIS is up to date
     snakemake(tmp_path, "--configfile", str(good))

@@ -119,6 +119,15 @@ def galaxy_inputs(galaxy):
     return {key: str(path) for key, path in files.items()}
 
 
+def observe_settings(galaxy):
+    """Binning settings of `galaxy`: the config's, with the sheet's target_snr if it has one."""
+    settings = {**config["observe"], "tile_spaxels": config["infer"]["tile_spaxels"]}
+    own = SAMPLE.loc[galaxy].get("target_snr") if "target_snr" in SAMPLE.columns else None
+    if own is not None and own == own:  # not NaN
+        settings["target_snr"] = float(own)
+    return settings
+
+
 def galaxy_data_args(galaxy):
     """CLI arguments naming a galaxy, its sample sheet and its data folders."""
     return (

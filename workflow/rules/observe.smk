@@ -49,7 +49,7 @@ checkpoint observe_bins:
         tiles=galaxy_file("{galaxy}", "observe", "tiles.json"),
     params:
         args=lambda wc: galaxy_data_args(wc.galaxy),
-        settings=shell_json({**config["observe"], "tile_spaxels": config["infer"]["tile_spaxels"]}),
+        settings=lambda wc: shell_json(observe_settings(wc.galaxy)),
     resources:
         mem_mb=memory_mb(4000),
     conda:
