@@ -167,6 +167,13 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     snakemake(tmp_path, "--configfile", str(good))
     np.testing.assert_array_equal(np.asarray(store["flux"][200:400]), before)
 
+    # the HTML report holds the maps, the evaluation figures and the QA plots
+    snakemake(tmp_path, "--configfile", str(good), "--report", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    for name in ("MOCK-ACS_maps.png", "atlas.png", "pred_vs_true.png", "learning_curve.png", "trainset_tiny.png",
+                 "ssp_fixture.png"):
+        assert name in html, name
+
     bad = write_config(tmp_path / "bad.yaml", name="corrupt",
                        source={"type": "file", "path": str(grid), "sha256": "f" * 64})
     proc = snakemake(tmp_path, "resources/ssp/corrupt.zarr", "--configfile", str(bad), check=False)
@@ -267,3 +274,36 @@ def test_dry_run_mosaic_of_two_pointings(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(config)).stdout)
     assert counts["mosaic"] == 1 and counts["maps"] == 2 and counts["atlas"] == 1
     assert counts["mock_MOCK_UVIS"] == 1 and counts["mock_MOCK_UVIS_B"] == 1
+
+
+def readme_cluster_commands() -> list[str]:
+    """The `snakemake --profile profiles/slurm ...` commands of README's cluster table."""
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"`(snakemake --profile profiles/slurm [^`]*)`", text)
+
+
+def test_readme_cluster_commands_dry_run(tmp_path, monkeypatch):
+    from sfh_pipeline.samples import galaxy_input_files, read_sample_sheet
+
+    commands = readme_cluster_commands()
+    assert len(commands) >= 2
+    sheet = read_sample_sheet(REPO / "config" / "galaxies.tsv")
+    for galaxy in sheet.index:  # empty stand-ins for the PHANGS files: a dry run only checks they exist
+        for path in galaxy_input_files(sheet.loc[galaxy], tmp_path / "data/phangs/muse", tmp_path / "data/phangs/hst").values():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    monkeypatch.setenv("SFH_SLURM_PARTITION", "batch")
+    monkeypatch.setenv("SFH_SLURM_ACCOUNT", "phangs")
+    for command in commands:
+        args = command.split()[1:]
+        args = [str(REPO / a) if a.startswith(("profiles/", "config/")) else a for a in args]
+        if "--config" in args:  # snakemake's --config/--configfile take several values: keep them last
+            i = args.index("--config")
+            args = args[:i] + args[i + 2:] + args[i:i + 2]
+        counts = job_counts(snakemake(tmp_path, "-n", *args).stdout)
+        n_galaxies = 1 if "galaxies=NGC3627" in command else 19
+        assert counts["observe_bins"] == n_galaxies and counts["maps"] == n_galaxies, (command, counts)
+        assert counts["train"] == 1
+    forced = job_counts(snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles/slurm"), "--forcerun", "train",
+                                  "--configfile", str(REPO / "config/phangs.yaml"), "--config", "galaxies=NGC3627").stdout)
+    assert forced["train"] == 1 and forced["evaluate"] == 1 and forced["maps"] == 1

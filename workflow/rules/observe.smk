@@ -37,6 +37,8 @@ rule observe_hst:
         SFH_ENV
     log:
         "logs/observe/{galaxy}/hst.log",
+    benchmark:
+        "benchmarks/observe/{galaxy}/hst.tsv"
     shell:
         "sfh-pipeline observe hst {params.args} --hst-psf-fwhm {params.psf} --out {output:q} 2> {log:q}"
 

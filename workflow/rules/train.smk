@@ -55,5 +55,7 @@ rule evaluate:
         SFH_ENV
     log:
         "logs/evaluate/{model}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}.tsv"
     shell:
         "sfh-pipeline evaluate --model {input.model:q} --trainset {params.store:q} --out {params.out:q} 2> {log:q}"
