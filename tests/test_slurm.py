@@ -65,6 +65,12 @@ def test_workflow_through_the_slurm_profile_with_a_cancelled_training(tmp_path):
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
                "--profile", str(REPO / "profiles" / "slurm"), *FAST_POLLING, "--configfile", str(config)]
 
+        # a partition that does not exist: SLURM's own refusal reaches the user
+        wrong = subprocess.run([*cmd[:-2], "resources/ssp/fixture.zarr", *cmd[-2:]], capture_output=True, text=True,
+                               env={**env, "SFH_SLURM_PARTITION": "nosuchpartition"})
+        assert wrong.returncode != 0
+        assert "nosuchpartition" in wrong.stdout + wrong.stderr and "partition" in (wrong.stdout + wrong.stderr).lower()
+
         # first run: no retries, so the cancelled training ends the run
         first = subprocess.Popen([*cmd[:-2], "--restart-times", "0", *cmd[-2:]], env=env,
                                  stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)

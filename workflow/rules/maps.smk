@@ -1,5 +1,8 @@
 # Stage `maps`: tiles painted into the per-galaxy maps, checks against mock truths, the atlas.
 
+# seconds of work each: not worth a trip through a batch queue
+localrules: maps_vs_truth, atlas
+
 
 rule maps:
     input:

@@ -1,6 +1,6 @@
 # Stage `ssp`: fetch an SSP library (checksummed) and convert it to the standard zarr store.
 
-localrules: ssp_fetch
+localrules: ssp_fetch, ssp_qa
 
 
 rule ssp_fetch:

@@ -1,5 +1,7 @@
 # Stage `trainset`: synthetic spectra + photometry + labels, one job per chunk, into one zarr store.
 
+localrules: trainset_qa
+
 
 rule trainset_init:
     input:
