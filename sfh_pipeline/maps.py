@@ -155,8 +155,7 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
     Every bin of ``bins_path`` must appear in exactly one tile table. Returns a summary
     (bins, median chi^2).
     """
-    import hashlib
-
+    from .fetch import sha256_of
     from .infer import read_tile_tables
     from .observe import read_bins
     from .phangs import DataError
@@ -184,7 +183,7 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
     with fits.open(tile_tables[0]) as hdul:
         header = hdul["BINS"].header
         edges = np.array([header[f"AGEBIN{i:02d}"] for i in range(header["NAGEBIN"] + 1)])
-    digest = hashlib.sha256(open(model_path, "rb").read()).hexdigest()
+    digest = sha256_of(model_path)
     meta = {"GALAXY": str(row["galaxy"]), "DIST_MPC": (float(row["distance_mpc"]), "distance, Mpc"),
             "MODEL": (os.path.basename(os.path.dirname(os.path.abspath(model_path))), "model name"),
             "MODELSHA": (digest[:16], "sha256 of model.pt (first 16 hex digits)"),
