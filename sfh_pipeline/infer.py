@@ -20,6 +20,8 @@ from .atomic import atomic_path
 from .dust import galactic_transmission
 from .extract import bin_geometry, extract_bin_spectra, read_box, sum_bins, wavelength_planes
 from .instrument import C_KMS
+from .maps import write_age_bin_edges
+from .model import SUMMARY_KEYS
 from .observe import read_bins, read_hst_on_muse
 from .phangs import MuseCube
 from .samples import require_columns
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 
 L_SUN_ERG_S = 3.828e33
 MPC_CM = 3.0856775814913673e24
-SUMMARY_KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")
 
 
 def velocity_template(ssp_store, age_bin_edges_yr, wave_aa: np.ndarray) -> np.ndarray:
@@ -132,9 +133,7 @@ def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path
     hdu = fits.BinTableHDU.from_columns(cols, name="BINS")
     hdu.header["TILE"] = tile
     hdu.header["MODEL"] = str(model_path)
-    hdu.header["NAGEBIN"] = len(age_bin_edges_yr) - 1
-    for i, edge in enumerate(age_bin_edges_yr):
-        hdu.header[f"AGEBIN{i:02d}"] = (float(edge), "lookback-time bin edge, yr")
+    write_age_bin_edges(hdu.header, age_bin_edges_yr)
     with atomic_path(path) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
 

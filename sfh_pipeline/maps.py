@@ -63,6 +63,18 @@ DESCRIPTIONS = {
 }
 
 
+def write_age_bin_edges(header: fits.Header, edges_yr) -> None:
+    """Store lookback-time bin edges (yr) as ``NAGEBIN`` and ``AGEBIN00``... keywords."""
+    header["NAGEBIN"] = (len(edges_yr) - 1, "number of lookback-time bins")
+    for i, edge in enumerate(edges_yr):
+        header[f"AGEBIN{i:02d}"] = (float(edge), "lookback-time bin edge, yr")
+
+
+def read_age_bin_edges(header: fits.Header) -> np.ndarray:
+    """Lookback-time bin edges (yr) written by :func:`write_age_bin_edges`."""
+    return np.array([header[f"AGEBIN{i:02d}"] for i in range(header["NAGEBIN"] + 1)])
+
+
 def paint(bin_id: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Spaxel images of per-bin values.
 
@@ -104,9 +116,7 @@ def write_maps(path: str | os.PathLike, images: Mapping[str, np.ndarray], wcs: W
     edges = np.asarray(age_bin_edges_yr, dtype=float)
     shape = np.shape(images["BIN_ID"])
     primary = fits.PrimaryHDU()
-    primary.header["NAGEBIN"] = (edges.size - 1, "number of lookback-time bins")
-    for i, edge in enumerate(edges):
-        primary.header[f"AGEBIN{i:02d}"] = (float(edge), "lookback-time bin edge, yr")
+    write_age_bin_edges(primary.header, edges)
     for key, value in meta.items():
         primary.header[key] = value
     hdus = [primary]
@@ -137,8 +147,7 @@ def read_maps(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WCS, np.n
             raise ValueError(f"{path}: not a maps file, missing HDUs {missing}")
         images = {name: np.array(hdul[name].data) for name in MAP_HDUS}
         wcs = WCS(hdul["BIN_ID"].header).celestial
-    edges = np.array([header[f"AGEBIN{i:02d}"] for i in range(header["NAGEBIN"] + 1)])
-    return images, wcs, edges, header
+    return images, wcs, read_age_bin_edges(header), header
 
 
 def spaxel_area_kpc2(wcs: WCS, distance_mpc: float) -> float:
@@ -181,8 +190,7 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
         images[key] = paint(bin_id, per_bin[key])
         images[f"{key}_ERR"] = paint(bin_id, per_bin[f"{key}_ERR"])
     with fits.open(tile_tables[0]) as hdul:
-        header = hdul["BINS"].header
-        edges = np.array([header[f"AGEBIN{i:02d}"] for i in range(header["NAGEBIN"] + 1)])
+        edges = read_age_bin_edges(hdul["BINS"].header)
     digest = sha256_of(model_path)
     meta = {"GALAXY": str(row["galaxy"]), "DIST_MPC": (float(row["distance_mpc"]), "distance, Mpc"),
             "MODEL": (os.path.basename(os.path.dirname(os.path.abspath(model_path))), "model name"),
