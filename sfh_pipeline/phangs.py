@@ -20,8 +20,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from .filters import C_AA_PER_S
+
 FLAM = u.erg / u.s / u.cm**2 / u.AA
-C_AA_PER_S = 2.99792458e18
 
 
 class DataError(ValueError):

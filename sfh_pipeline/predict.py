@@ -90,6 +90,35 @@ def load_predictor(path: str | os.PathLike, device: str | torch.device | None = 
     return Predictor(path, device=device)
 
 
+def reuse_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of returning it to the OS (process-wide).
+
+    CPU inference allocates and frees activations of a few MB per batch; with glibc's defaults
+    each comes from fresh pages (~6,600 page faults per 1,000 spectra with the fast network),
+    which costs ~25 % of the throughput. PyTorch's CPU performance guide gets the same by
+    preloading jemalloc or tcmalloc; this needs no install. Blocks above 64 MiB are still
+    mapped and unmapped as usual, and up to 512 MiB of freed heap is kept. Returns whether it
+    applied (False where ``mallopt`` is unavailable, e.g. macOS).
+    """
+    global _MEMORY_REUSE
+    if _MEMORY_REUSE is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            _MEMORY_REUSE = False
+        else:
+            m_trim_threshold, m_mmap_threshold = -1, -3  # glibc malloc.h
+            _MEMORY_REUSE = bool(mallopt(m_mmap_threshold, 64 << 20)) and bool(mallopt(m_trim_threshold, 512 << 20))
+    return _MEMORY_REUSE
+
+
+_MEMORY_REUSE: bool | None = None
+
+
 def rebin_matrix(edges_in: np.ndarray, edges_out: np.ndarray) -> scipy.sparse.csr_matrix:
     """Sparse (n_out, n_in) matrix of the overlaps (A) of output pixels with input pixels.
 
@@ -168,6 +197,8 @@ class Predictor:
         self.model_config = config
         self.device = torch.device(device) if device is not None else pick_device()
         self.net = net.to(self.device).eval()
+        if self.device.type == "cpu":
+            reuse_freed_memory()
         self._edges_out = pixel_edges(self._wave)
         lines = trainset.get("emission_lines_aa", EMISSION_LINES_AA)
         if dict(lines) == EMISSION_LINES_AA:
@@ -490,24 +521,27 @@ class Predictor:
             present = (np.isfinite(phot) & np.isfinite(phot_error)) if present is None else np.asarray(present, bool)
             if present.shape != (n, k):
                 raise ValueError(f"present must have shape ({n}, {k}), got {present.shape}")
-        spectrum = encode_spectrum(flux, error, mask)
-        empty = spectrum[:, 2, :].sum(1) == 0
-        if empty.any():
-            raise ValueError(f"{self._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); "
-                             "drop them before predicting")
-        photometry = encode_photometry(phot, phot_error, present)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        photometry = encode_photometry(phot, phot_error, present)
         parts: dict[str, list[np.ndarray]] = {"sfh": [], "logz": [], "summary": [], "sigma": []}
+        empty = np.zeros(n, dtype=bool)
         self.net.eval()
         with torch.inference_mode():
+            # Encoded batch by batch: the encoded spectra stay in cache for the network.
             for start in range(0, n, batch_size):
-                out = self.net(torch.from_numpy(spectrum[start:start + batch_size]).to(self.device),
-                               torch.from_numpy(photometry[start:start + batch_size]).to(self.device))
+                batch = slice(start, start + batch_size)
+                spectrum = encode_spectrum(flux[batch], error[batch], mask[batch])
+                empty[batch] = ~spectrum[:, 2, :].any(1)
+                out = self.net(torch.from_numpy(spectrum).to(self.device),
+                               torch.from_numpy(photometry[batch]).to(self.device))
                 parts["sfh"].append(torch.softmax(out["sfh_logits"].float().cpu().double(), dim=1).numpy())
                 parts["logz"].append(out["logz"].float().cpu().double().numpy())
                 parts["summary"].append(out["summary"].float().cpu().double().numpy())
                 parts["sigma"].append(torch.exp(out["summary_log_sigma"].float().cpu().double()).numpy())
+        if empty.any():
+            raise ValueError(f"{self._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); "
+                             "drop them before predicting")
         if n == 0:
             joined = {"sfh": np.zeros((0, len(self._bin_age))), "logz": np.zeros((0, len(self._bin_age))),
                       "summary": np.zeros((0, len(SUMMARY_KEYS))), "sigma": np.zeros((0, len(SUMMARY_KEYS)))}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from sfh_pipeline.phangs import C_AA_PER_S, DataError, HstImage, MuseCube
+from sfh_pipeline.filters import C_AA_PER_S
+from sfh_pipeline.phangs import DataError, HstImage, MuseCube
 
 
 def celestial(header, crval=(170.0625, 12.9915), scale_deg=0.2 / 3600):

@@ -57,6 +57,19 @@ def test_outputs_respect_invariants_even_for_masked_spectra_and_missing_bands():
         assert torch.all(torch.isfinite(value))
 
 
+def test_spectrum_encoding_zeroes_every_kind_of_bad_pixel_and_keeps_the_good_ones():
+    flux = np.array([[1.0, np.nan, np.inf, 2.0, 3.0, 4.0, 5.0, 0.5]], np.float32)
+    error = np.array([[0.1, 0.1, 0.1, 0.0, -0.2, np.nan, np.inf, 1e-3]], np.float32)
+    mask = np.array([[0, 0, 0, 0, 0, 0, 0, 1]], np.uint8)
+    error.flags.writeable = False  # as read from zarr
+    out = encode_spectrum(flux, error, mask)
+    np.testing.assert_array_equal(out[0, 2], [1, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(out[0, :2, 1:], 0.0)
+    np.testing.assert_allclose(out[0, :, 0], [1.0, np.log10(0.1) + 1.5, 1.0], rtol=1e-6)
+    single = encode_spectrum(flux[0], error[0], mask[0])  # one spectrum: (3, n_wave)
+    np.testing.assert_array_equal(single, out[0])
+
+
 def test_reader_batches_cover_the_split_once_and_shards_are_disjoint(small_trainset):
     reader = TrainsetReader(small_trainset)
     n_test = int((reader.split == 2).sum())
