@@ -3,7 +3,7 @@
 Usage:
     python bench/ppxf_vs_cnn.py [--model results/models/demo/model.pt]
         [--trainset resources/trainsets/demo/trainset.zarr] [--ssp resources/ssp/bc03_miles.zarr]
-        [--n 200] [--regul 5] [--batch-size 256] [--processes N]
+        [--n 200] [--regul 5] [--batch-size 1024] [--processes N]
 
 Same model space for both: the pPXF templates are the 16 age-bin spectra (constant SFR
 within each bin, the same bin-averaged SSPs as the training set, convolved to the MUSE LSF)
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--ssp", default="resources/ssp/bc03_miles.zarr")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--regul", type=float, default=5.0)
-    parser.add_argument("--batch-size", type=int, default=256, help="CNN inference batch size")
+    parser.add_argument("--batch-size", type=int, default=1024, help="CNN inference batch size")
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)),
                         help="pPXF processes and CNN threads (default: the usable cores)")
     parser.add_argument("--cnn-timing-n", type=int, default=8192, help="spectra per timed CNN pass")
