@@ -1,0 +1,36 @@
+"""bench/ppxf_vs_cnn.py end to end on the test fixtures: the pPXF pool, the CNN timing, the JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "ppxf_vs_cnn.py"
+
+
+def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, small_trainset, analytic_ssp_store):
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--model", str(tiny_model), "--trainset", str(small_trainset),
+         "--ssp", str(analytic_ssp_store), "--n", "4", "--processes", "2", "--cnn-timing-n", "64"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["n_spectra"] == 4 and result["processes"] == 2
+    bins, metallicities, templates = map(int, re.fullmatch(r"(\d+) age bins x (\d+) metallicities = (\d+)",
+                                                           result["templates"]).groups())
+    assert bins == 16 and metallicities > 1 and templates == bins * metallicities
+    np.testing.assert_allclose(result["speed_ratio"], result["cnn_spectra_per_s"] / result["ppxf_spectra_per_s"],
+                               rtol=1e-3)
+    np.testing.assert_allclose(result["speed_ratio_one_core"],
+                               result["cnn_spectra_per_s_one_core"] * result["ppxf_s_per_spectrum"], rtol=1e-2)
+    # two processes fit in parallel: the pool's throughput beats one process's
+    assert result["ppxf_spectra_per_s"] > 1.0 / result["ppxf_s_per_spectrum"]
+    for method in ("ppxf", "cnn"):
+        for quantity in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+            assert np.isfinite(result[method][quantity]["scatter_dex"])
+    assert 0.0 <= result["cnn"]["lw_age"]["coverage_68"] <= 1.0
