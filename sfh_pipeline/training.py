@@ -370,13 +370,20 @@ def train(
 
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
     state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": [], "best_state": None}
-    if checkpoint_path.exists():
-        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if ckpt.get("model_config") != model_config.to_dict():
-            raise ValueError(
-                f"checkpoint {checkpoint_path} was written by another architecture than model settings now "
-                "configured; delete it or restore the settings"
-            )
+    # what a resumed run must share with the checkpoint's run to end as if it had not stopped
+    run = {"train_config": dataclasses.asdict(train_config), "loss_weights": dataclasses.asdict(loss_weights),
+           "trainset": {"generator_digest": attrs["generator_digest"], "n_spectra": reader.n}}
+    ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.exists() else None
+    if ckpt is not None and ckpt.get("model_config") != model_config.to_dict():
+        raise ValueError(
+            f"checkpoint {checkpoint_path} was written by another architecture than model settings now "
+            "configured; delete it or restore the settings"
+        )
+    changed = [key for key in run if ckpt is not None and ckpt.get(key) != run[key]]
+    if changed:  # e.g. a grown training set or new training settings: the old run is not resumed
+        log.warning("checkpoint %s is of another training run (%s differ): training from the start",
+                    checkpoint_path, ", ".join(changed))
+    elif ckpt is not None:
         _restore_model(module, ckpt["model"], checkpoint_path)
         optimiser.load_state_dict(ckpt["optimiser"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -432,7 +439,7 @@ def train(
             save_atomically({
                 "model": module.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "rng": _rng_state(), "model_config": model_config.to_dict(),
-                "train_config": dataclasses.asdict(train_config), **state,
+                **run, **state,
             }, checkpoint_path)
         if world > 1:
             dist.barrier()

@@ -144,6 +144,16 @@ def test_training_learns_and_writes_its_products(tiny_model):
         assert (folder / name).exists(), name
 
 
+def test_checkpoint_of_another_training_run_is_not_resumed(small_trainset, tiny_model, tmp_path, caplog):
+    shutil.copytree(Path(tiny_model).parent / "checkpoints", tmp_path / "checkpoints")
+    finished = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert finished["epoch"] == 2  # resuming it with max_epochs=1 would train nothing
+    payload = train(small_trainset, tmp_path, tiny_config(),
+                    TrainConfig(max_epochs=1, batch_size=32, learning_rate=finished["train_config"]["learning_rate"] / 2))
+    assert payload["epochs_run"] == 1 and len(payload["history"]) == 1
+    assert "another training run (train_config differ)" in caplog.text
+
+
 def test_checkpoint_of_another_architecture_is_a_clear_error(small_trainset, tiny_model, tmp_path):
     shutil.copytree(Path(tiny_model).parent / "checkpoints", tmp_path / "checkpoints")
     with pytest.raises(ValueError, match="another architecture"):

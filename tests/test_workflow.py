@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 import zarr
 from astropy.io import fits
@@ -184,6 +185,23 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
         (tmp_path / "resources/downloads/ssp/corrupt").iterdir()
     )
     assert not (tmp_path / "resources/ssp/corrupt.zarr").exists()
+
+    # a larger training set: one run re-creates the layout, makes the new chunk, retrains
+    grown = write_config(tmp_path / "grown.yaml", name="fixture", trainset={"name": "tiny", "n_spectra": 800, "chunk_size": 200},
+                         extra={**SMALL_GALAXIES, "model": {"training": {"max_epochs": 2, "batch_size": 64}},
+                                "sample": {"sheet": str(sheet)}},
+                         source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
+    model_file = tmp_path / "results/models/demo/model.pt"
+    weights_before = torch.load(model_file, weights_only=False)["state_dict"]["sfh_head.weight"]
+    snakemake(tmp_path, "results/models/demo/model.pt", "--configfile", str(grown))
+    # trained afresh on the grown set, not resumed from the finished checkpoint of the old one
+    assert not torch.equal(torch.load(model_file, weights_only=False)["state_dict"]["sfh_head.weight"], weights_before)
+    report = json.loads((tmp_path / "resources/trainsets/tiny/trainset.json").read_text())
+    assert report["n_spectra"] == 800 and report["n_chunks"] == 4
+    store = zarr.open_group(tmp_path / "resources/trainsets/tiny/trainset.zarr", mode="r")
+    assert np.isfinite(np.asarray(store["flux"][600:800])).any(axis=1).all()
+    np.testing.assert_array_equal(np.asarray(store["flux"][200:400]), before)
+    assert job_counts(snakemake(tmp_path, "-n", "results/models/demo/model.pt", "--configfile", str(grown)).stdout) == {}
 
 
 def check_galaxy_products(workdir: Path, galaxies: list[str]) -> dict[str, dict]:

@@ -23,12 +23,14 @@ rule trainset_init:
 
 rule trainset_chunk:
     input:
-        layout=ancient(trainset_layout("{trainset}")),
+        # Not ancient(): with an ancient layout, Snakemake 9 drops the new chunks' jobs from a run
+        # that re-creates the layout (snakemake/snakemake#4166), so growing n_spectra needed two
+        # runs. Growing it therefore regenerates the existing chunks too (bit-identical, seeded).
+        layout=trainset_layout("{trainset}"),
         ssp=ancient(ssp_store(SSP_NAME)),
     output:
         trainset_marker("{trainset}", "{chunk}"),
     params:
-        # the generator's settings: a change regenerates every chunk; growing n_spectra does not
         generator=lambda wc: TRAINSET_DIGEST,
         store=lambda wc: trainset_store(wc.trainset),
     wildcard_constraints:
