@@ -21,7 +21,6 @@ from .dust import galactic_transmission
 from .extract import bin_geometry, extract_bin_spectra, read_box, sum_bins, wavelength_planes
 from .instrument import C_KMS
 from .maps import write_age_bin_edges
-from .model import SUMMARY_KEYS
 from .observe import read_bins, read_hst_on_muse
 from .phangs import MuseCube
 from .samples import require_columns
@@ -56,6 +55,7 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     """
     from .forward_check import ForwardCheck
     from .kinematics import measure_velocities
+    from .model import SUMMARY_KEYS  # imports torch: only here, not for read_tile_tables (maps jobs)
     from .predict import load_predictor
 
     cube = MuseCube.open(cube_path)

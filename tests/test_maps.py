@@ -70,3 +70,13 @@ def test_mosaic_of_two_overlapping_pointings(tmp_path):
     for original in np.unique(full_ids):
         assert np.unique(ids[full_ids == original]).size == 1
     assert summary["n_bins"] == 6 * 12 + 6 * 12
+
+
+def test_maps_stage_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom sfh_pipeline.maps import assemble_maps\nfrom sfh_pipeline.infer import read_tile_tables\n"
+            "from sfh_pipeline.atlas import quicklook, sample_atlas\nprint('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"  # seconds of start-up per maps job otherwise
