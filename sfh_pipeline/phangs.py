@@ -95,7 +95,7 @@ class MuseCube:
             wavelength_aa=wave,
             shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
             wcs=WCS(astropy_header).celestial,
-            flux_scale=flux_density_scale(str(header.get("BUNIT", "")), f"{path}[DATA]"),
+            flux_scale=flux_density_scale(_cube_bunit(path, header), f"{path}[DATA]"),
         )
 
     def read_tile(self, y: slice, x: slice, planes: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +108,18 @@ class MuseCube:
             flux = fits_file["DATA"][planes, y, x].astype(np.float64) * self.flux_scale
             var = fits_file["STAT"][planes, y, x].astype(np.float64) * self.flux_scale**2
         return flux, var
+
+
+def _cube_bunit(path: Path, data_header: fitsio.FITSHDR) -> str:
+    """BUNIT of the DATA extension or, as in some MUSE products (e.g. cut-outs), of the primary header."""
+    bunit = str(data_header.get("BUNIT", "") or "").strip()
+    if not bunit:
+        with fitsio.FITS(str(path)) as fits_file:
+            bunit = str(fits_file[0].read_header().get("BUNIT", "") or "").strip()
+    if not bunit:
+        raise DataError(f"{path}: no BUNIT in the DATA or primary header; set it to the flux unit of the cube "
+                        "(MUSE: '10**(-20)*erg/s/cm**2/Angstrom')")
+    return bunit
 
 
 def _as_astropy_header(header: fitsio.FITSHDR) -> fits.Header:

@@ -19,11 +19,14 @@ def celestial(header, crval=(170.0625, 12.9915), scale_deg=0.2 / 3600):
     return header
 
 
-def write_cube(path, *, bunit="10**(-20)*erg/s/cm**2/Angstrom", with_stat=True, shape=(40, 15, 20)):
+def write_cube(path, *, bunit="10**(-20)*erg/s/cm**2/Angstrom", with_stat=True, shape=(40, 15, 20),
+               primary_bunit=None):
     rng = np.random.default_rng(1)
     data = rng.uniform(50, 100, shape).astype(np.float32)
     data[:, 0, 0] = np.nan  # a spaxel outside the mosaic
     hdus = [fits.PrimaryHDU()]
+    if primary_bunit:
+        hdus[0].header["BUNIT"] = primary_bunit
     for name, values in (("DATA", data), ("STAT", data * 0.01)):
         if name == "STAT" and not with_stat:
             continue
@@ -31,7 +34,8 @@ def write_cube(path, *, bunit="10**(-20)*erg/s/cm**2/Angstrom", with_stat=True, 
         h = celestial(hdu.header)
         h["CTYPE3"], h["CUNIT3"] = "AWAV", "Angstrom"
         h["CRVAL3"], h["CD3_3"], h["CRPIX3"] = 4749.75, 1.25, 1.0
-        h["BUNIT"] = bunit
+        if bunit:
+            h["BUNIT"] = bunit
         hdus.append(hdu)
     fits.HDUList(hdus).writeto(path)
     return data
@@ -52,12 +56,19 @@ def test_cube_reader_tiles_and_units(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"with_stat": False}, "no HDU 'STAT'"), ({"bunit": "Jy"}, "BUNIT 'Jy'")],
+    [({"with_stat": False}, "no HDU 'STAT'"), ({"bunit": "Jy"}, "BUNIT 'Jy'"),
+     ({"bunit": None}, "no BUNIT in the DATA or primary header")],
 )
 def test_cube_bad_input(tmp_path, kwargs, message):
     write_cube(tmp_path / "c.fits", **kwargs)
     with pytest.raises(DataError, match=message):
         MuseCube.open(tmp_path / "c.fits")
+
+
+def test_cube_unit_from_primary_header(tmp_path):
+    """MUSE cut-outs (e.g. the Abell 478 minicube) keep BUNIT in the primary header only."""
+    write_cube(tmp_path / "c.fits", bunit=None, primary_bunit="10**(-17)*erg/s/cm**2/Angstrom")
+    assert MuseCube.open(tmp_path / "c.fits").flux_scale == pytest.approx(1e-17)
 
 
 def test_corrupted_and_missing_cube(tmp_path):
