@@ -34,4 +34,5 @@ rule all:
         model_file(MODEL_NAME, "metrics.json"),
         [maps_file(target) for target in TARGETS],
         [galaxy_file(galaxy, "maps", f"{galaxy}_vs_truth.json") for galaxy in MOCK_GALAXIES],
+        [validation_file(galaxy, "agreement.json") for galaxy in REAL_GALAXIES],
         "results/atlas/atlas.png" if GALAXIES else [],

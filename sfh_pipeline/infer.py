@@ -27,6 +27,8 @@ from .samples import require_columns
 
 log = logging.getLogger(__name__)
 
+#: FLAG bit of a bin whose stellar velocity could not be measured within the allowed range.
+FLAG_NO_VELOCITY = 1
 L_SUN_ERG_S = 3.828e33
 MPC_CM = 3.0856775814913673e24
 
@@ -42,6 +44,17 @@ def velocity_template(ssp_store, age_bin_edges_yr, wave_aa: np.ndarray) -> np.nd
     return model.model(widths / widths.sum(), np.zeros((1, model.n_bins)), np.zeros(1), np.zeros(1)).flux[0]
 
 
+def velocity_range_kms(row: dict[str, Any], settings: dict[str, Any]) -> float:
+    """Half-width (km/s) of the bin-velocity search: the sheet's ``velocity_range_kms`` of the
+    galaxy when given, else ``settings['velocity_range_kms']``."""
+    own = row.get("velocity_range_kms")
+    try:
+        own = float(own)
+    except (TypeError, ValueError):
+        own = float("nan")
+    return own if np.isfinite(own) and own > 0 else float(settings["velocity_range_kms"])
+
+
 def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str, row: dict[str, Any],
                settings: dict[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:
     """Predict every bin owned by ``tile`` and write its table (see module docstring).
@@ -51,7 +64,9 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     ``batch_size``. Table columns: BIN_ID, N_SPAXELS, VELOCITY (km/s, c ln(1+z)),
     VELOCITY_ERR, the four summaries and their ``_ERR`` (dex), SFH and ZH (n_bins each),
     LOG_MSTAR (log10 present-day stellar mass, M_sun), CHI2, AV (mag), SIGMA (km/s),
-    N_BANDS (HST bands used), NORM (erg s^-1 cm^-2 A^-1).
+    N_BANDS (HST bands used), NORM (erg s^-1 cm^-2 A^-1), FLAG (bit 1: no stellar velocity
+    within the search range; the bin's results are then NaN). ``row`` may carry
+    ``velocity_range_kms`` (see :func:`velocity_range_kms`).
     """
     from .forward_check import ForwardCheck
     from .kinematics import measure_velocities
@@ -69,7 +84,7 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     v_sys, ebv, distance_mpc = require_columns(row, ("systemic_velocity_kms", "ebv_galactic", "distance_mpc"))
     predictor = load_predictor(model_path)
     rest = predictor.wavelength_aa
-    v_range = float(settings["velocity_range_kms"])
+    v_range = velocity_range_kms(row, settings)
     planes = wavelength_planes(cube.wavelength_aa, (rest[0], rest[-1]), (v_sys - v_range, v_sys + v_range))
     wave = cube.wavelength_aa[planes]
 
@@ -93,9 +108,10 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     velocity, velocity_err = measure_velocities(wave, flux, error, template_wave, template, v_sys, v_range)
     lost = ~np.isfinite(velocity)
     if lost.any():
-        log.warning("%d bins without a velocity measurement use the systemic velocity", int(lost.sum()))
-        velocity = np.where(lost, v_sys, velocity)
-    z = np.exp(velocity / C_KMS) - 1.0
+        # A prediction at a wrong velocity looks like a population: these bins get NaN and a flag.
+        log.warning("%d of %d bins without a stellar velocity within %.0f +- %.0f km/s: their results are NaN "
+                    "(FLAG %d)", int(lost.sum()), lost.size, v_sys, v_range, FLAG_NO_VELOCITY)
+    z = np.exp(np.where(lost, v_sys, velocity) / C_KMS) - 1.0
     prepared = predictor.prepare(wave, flux, error, photometry=photometry, z=z)
     result = predictor.predict_normalised(prepared["flux"], prepared["error"], prepared["mask"], prepared["phot"],
                                           prepared["phot_error"], prepared["present"],
@@ -116,6 +132,10 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
         "CHI2": check["chi2"], "AV": check["av"], "SIGMA": check["sigma_kms"],
         "N_BANDS": prepared["present"].sum(1), "NORM": prepared["norm"],
     }
+    for name, values in columns.items():
+        if name not in ("BIN_ID", "N_SPAXELS", "N_BANDS", "VELOCITY", "VELOCITY_ERR"):
+            values[lost] = np.nan
+    columns["FLAG"] = np.where(lost, FLAG_NO_VELOCITY, 0)
     write_tile_table(out_path, columns, tile, model_path, predictor.age_bin_edges_yr)
     return {"tile": tile, "n_bins": int(owned.size)}
 
@@ -126,7 +146,7 @@ def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path
         values = np.asarray(values)
         if values.ndim == 2:
             cols.append(fits.Column(name, f"{values.shape[1]}E", array=values.astype(np.float32)))
-        elif name in ("BIN_ID", "N_SPAXELS", "N_BANDS"):
+        elif name in ("BIN_ID", "N_SPAXELS", "N_BANDS", "FLAG"):
             cols.append(fits.Column(name, "J", array=values.astype(np.int32)))
         else:
             cols.append(fits.Column(name, "D", array=values.astype(np.float64)))

@@ -44,13 +44,25 @@ def select_galaxies(sheet: pd.DataFrame, requested: str | list[str] | None, shee
 
 
 def hst_band_keys(row: pd.Series) -> list[str]:
-    """The ``<instrument>_<filter>`` keys of a sheet row, e.g. ``['wfc3-uvis_f275w', ...]``."""
-    return [key.strip() for key in str(row["hst_bands"]).split(",") if key.strip()]
+    """The ``<instrument>_<filter>`` keys of a sheet row, e.g. ``['wfc3-uvis_f275w', ...]``;
+    none for an empty cell (spectrum-only galaxies)."""
+    bands = row.get("hst_bands")
+    if not isinstance(bands, str):
+        return []
+    return [key.strip() for key in bands.split(",") if key.strip()]
+
+
+def muse_cube_path(row: pd.Series, muse_dir: str | os.PathLike) -> Path:
+    """The MUSE cube of a sheet row: a bare file name lies in ``muse_dir``; a name with a folder
+    (``resources/real/A478/minicube.fits``) or an absolute path is used as given, for cubes
+    not named like PHANGS-MUSE DR1."""
+    name = Path(str(row["muse_cube"]))
+    return name if name.is_absolute() or name.parent != Path(".") else Path(muse_dir) / name
 
 
 def galaxy_input_files(row: pd.Series, muse_dir: str | os.PathLike, hst_dir: str | os.PathLike) -> dict[str, Path]:
     """Input files of one galaxy: ``muse_cube`` and ``<band>_sci`` / ``<band>_wht`` per HST band."""
-    files = {"muse_cube": Path(muse_dir) / row["muse_cube"]}
+    files = {"muse_cube": muse_cube_path(row, muse_dir)}
     for key in hst_band_keys(row):
         instrument, filt = key.split("_")
         for kind, suffix in (("exp-drc-sci", "sci"), ("err-drc-wht", "wht")):
@@ -60,12 +72,16 @@ def galaxy_input_files(row: pd.Series, muse_dir: str | os.PathLike, hst_dir: str
 
 
 def missing_input_files(
-    sheet: pd.DataFrame, galaxies: list[str], muse_dir: str | os.PathLike, hst_dir: str | os.PathLike
+    sheet: pd.DataFrame, galaxies: list[str], muse_dir: str | os.PathLike, hst_dir: str | os.PathLike,
+    downloaded=(),
 ) -> dict[str, list[Path]]:
-    """Per galaxy, the input files that do not exist (galaxies with none missing are left out)."""
+    """Per galaxy, the input files that do not exist and are not among the paths ``downloaded``
+    by the workflow (galaxies with none missing are left out)."""
+    fetched = {Path(p) for p in downloaded}
     missing = {}
     for galaxy in galaxies:
-        absent = [p for p in galaxy_input_files(sheet.loc[galaxy], muse_dir, hst_dir).values() if not p.exists()]
+        absent = [p for p in galaxy_input_files(sheet.loc[galaxy], muse_dir, hst_dir).values()
+                  if not p.exists() and p not in fetched]
         if absent:
             missing[galaxy] = absent
     return missing

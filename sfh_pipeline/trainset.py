@@ -57,6 +57,11 @@ EMISSION_LINES_AA = {
     "[NII]6548": 6548.05, "Halpha": 6562.80, "[NII]6583": 6583.45, "[SII]6716": 6716.44,
     "[SII]6731": 6730.82,
 }
+#: Nebular lines added to spectra with emission (``realism.emission_fraction``): rest air
+#: wavelength (A) and the ratio that sets its flux (see :func:`nebular_emission`). He I 6678
+#: is not masked: the network has to live with weak unmasked lines and with the wings of
+#: strong ones beyond the mask (broad or velocity-offset gas, as in cluster central galaxies).
+NEBULAR_LINES_AA = {**EMISSION_LINES_AA, "HeI6678": 6678.15}
 MASK_EMISSION, MASK_LASER_GAP = 1, 2
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -81,6 +86,16 @@ DEFAULTS: dict[str, Any] = {
     "norm_window_aa": [5400.0, 5600.0],
     "split_fractions": {"validation": 0.1, "test": 0.1},
     "velscale_kms": 15.0,
+    # What real spectra have and our forward model does not (issue 11): off by default.
+    "realism": {
+        "emission_fraction": 0.0,          # share of spectra with nebular lines added before masking
+        "halpha_ew_aa": [0.5, 100.0],      # H alpha equivalent width (emission), log-uniform, A
+        "gas_velocity_sd_kms": 150.0,      # gas - stars velocity offset, Gaussian sd, km/s
+        "gas_sigma_kms": [20.0, 400.0],    # gas dispersion, log-uniform, km/s
+        "continuum_distortion_rms": 0.0,   # rms of a smooth multiplicative error (flux calibration)
+        "continuum_distortion_degree": 4,  # Legendre degree of that error
+        "sky_residuals_per_spectrum": 0.0,  # mean number of sky-subtraction residual spikes
+    },
 }
 
 
@@ -148,6 +163,94 @@ def population_averages(
     }
 
 
+def nebular_emission(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.random.Generator,
+                     present: np.ndarray, settings: dict[str, Any], stellar_velocity_kms: np.ndarray) -> np.ndarray:
+    """Emission-line spectra (n, n_wave) in the units of ``continuum`` (zero where not ``present``).
+
+    Line fluxes are tied to H alpha, whose equivalent width (A, against the noise-free
+    continuum at 6540-6590 A) is drawn log-uniformly in ``halpha_ew_aa``; the ratios span
+    star-forming, LINER and Seyfert gas (log-uniform): [N II]6583/Ha 0.1-3, Ha/Hb 2.86-8,
+    [O III]5007/Hb 0.1-10, [S II]6716+6731/Ha 0.1-1.2 (6716/6731 0.45-1.45), [O I]6300/Ha
+    0.01-0.5, He I 5876/Ha 0-0.05, He I 6678/Ha 0-0.02, [N I]/Hb 0-0.3; doublets at their
+    atomic ratios ([O III] 2.98, [N II] 3.05, [O I] 3.05). The gas moves at the stellar
+    velocity plus a Gaussian offset (``gas_velocity_sd_kms``) with its own dispersion
+    (``gas_sigma_kms``, log-uniform), broadened by the MUSE LSF. Every draw happens for all
+    n spectra, so the sequence of random numbers does not depend on ``present``.
+    """
+    from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
+
+    lam = np.asarray(wavelength_aa, dtype=float)
+    n = continuum.shape[0]
+
+    def log_uniform(lo, hi):
+        return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+
+    ew = log_uniform(*settings["halpha_ew_aa"])
+    v_gas = stellar_velocity_kms + rng.normal(0.0, settings["gas_velocity_sd_kms"], n)
+    sigma_gas = log_uniform(*settings["gas_sigma_kms"])
+    nii = log_uniform(0.1, 3.0)
+    balmer = log_uniform(2.86, 8.0)
+    oiii = log_uniform(0.1, 10.0)
+    sii = log_uniform(0.1, 1.2)
+    sii_ratio = rng.uniform(0.45, 1.45, n)
+    oi = log_uniform(0.01, 0.5)
+    hei5876 = rng.uniform(0.0, 0.05, n)
+    hei6678 = rng.uniform(0.0, 0.02, n)
+    ni = rng.uniform(0.0, 0.3, n)
+    window = (lam >= 6540.0) & (lam <= 6590.0)
+    halpha = ew * continuum[:, window].mean(1)
+    hbeta = halpha / balmer
+    sii_6731 = sii * halpha / (1 + sii_ratio)
+    fluxes = {
+        "Halpha": halpha, "Hbeta": hbeta, "[NII]6583": nii * halpha, "[NII]6548": nii * halpha / 3.05,
+        "[OIII]5007": oiii * hbeta, "[OIII]4959": oiii * hbeta / 2.98, "[SII]6731": sii_6731,
+        "[SII]6716": sii_6731 * sii_ratio, "[OI]6300": oi * halpha, "[OI]6364": oi * halpha / 3.05,
+        "HeI5876": hei5876 * halpha, "HeI6678": hei6678 * halpha,
+        "[NI]5198": 0.6 * ni * hbeta, "[NI]5200": 0.4 * ni * hbeta,
+    }
+    shift = np.exp(v_gas / C_KMS)[:, None]
+    emission = np.zeros_like(continuum)
+    for name, rest in NEBULAR_LINES_AA.items():
+        centre = rest * shift
+        width = np.hypot(rest * sigma_gas[:, None] / C_KMS, muse_lsf_fwhm_aa(rest) / FWHM_PER_SIGMA)
+        emission += fluxes[name][:, None] / (np.sqrt(2 * np.pi) * width) * np.exp(-0.5 * ((lam - centre) / width) ** 2)
+    return np.where(np.asarray(present)[:, None], emission, 0.0)
+
+
+def continuum_distortion(wavelength_aa: np.ndarray, rng: np.random.Generator, n: int, rms: float,
+                         degree: int) -> np.ndarray:
+    """Smooth multiplicative factors (n, n_wave) around 1: Legendre series of degree ``degree``
+    (orders 1..degree, Gaussian coefficients) with ``rms`` fractional rms over the window,
+    the size of MUSE's relative flux-calibration and sky-continuum errors (a few per cent)."""
+    x = np.linspace(-1.0, 1.0, np.asarray(wavelength_aa).size)
+    coeff = rng.standard_normal((n, degree + 1))
+    coeff[:, 0] = 0.0
+    # Legendre P_k has rms 1/sqrt(2k+1) over [-1, 1]: scale so every order carries equal power
+    scale = np.sqrt(2 * np.arange(degree + 1) + 1) / np.sqrt(max(degree, 1))
+    shape = np.polynomial.legendre.legval(x, (coeff * scale).T)
+    return 1.0 + rms * shape
+
+
+def sky_residuals(error: np.ndarray, rng: np.random.Generator, rate: float, wavelength_aa: np.ndarray) -> np.ndarray:
+    """Sky-subtraction residuals (n, n_wave): on average ``rate`` unresolved spikes per
+    spectrum at random wavelengths, each of amplitude +-(3-30) times the local error, with the
+    LSF's width (2.6 A FWHM); the error spectrum does not know about them, as in real cubes."""
+    n, n_wave = error.shape
+    counts = rng.poisson(rate, n)
+    where = rng.integers(0, n_wave, (n, 8))
+    amplitude = rng.choice((-1.0, 1.0), (n, 8)) * np.exp(rng.uniform(np.log(3.0), np.log(30.0), (n, 8)))
+    lam = np.asarray(wavelength_aa, dtype=float)
+    width = 2.6 / 2.3548
+    out = np.zeros_like(error)
+    for k in range(8):
+        on = counts > k
+        if not on.any():
+            continue
+        centre = lam[where[on, k]][:, None]
+        out[on] += (amplitude[on, k] * error[on, where[on, k]])[:, None] * np.exp(-0.5 * ((lam - centre) / width) ** 2)
+    return out
+
+
 def chunk_rng(seed: int, chunk_index: int) -> np.random.Generator:
     """The generator of one chunk: a function of (set seed, chunk index) only."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(chunk_index)]))
@@ -178,12 +281,27 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
     noise = rng.standard_normal((n, model.wavelength_aa.size))
     phot_noise = rng.standard_normal((n, len(model.filters)))
 
+    # Drawn after everything above, so a set without realism keeps its spectra bit for bit.
+    real = config["realism"]
+    has_emission = rng.uniform(size=n) < real["emission_fraction"]
+    emission_rng = np.random.default_rng(rng.integers(2**63))
+    distortion_rng = np.random.default_rng(rng.integers(2**63))
+    sky_rng = np.random.default_rng(rng.integers(2**63))
+
     out = model.model(sfh.mass_fractions, logz, av, sigma, velocity, bc_extra)
     mass = 10.0**log_mass
     flux = out.flux * mass[:, None]
     phot = out.photometry * mass[:, None]
     error = np.median(flux, axis=1, keepdims=True) / snr[:, None] * muse_noise_shape(model.wavelength_aa, slope)
-    noisy = flux + error * noise
+    observed = flux
+    if real["emission_fraction"] > 0:
+        observed = observed + nebular_emission(model.wavelength_aa, flux, emission_rng, has_emission, real, velocity)
+    if real["continuum_distortion_rms"] > 0:
+        observed = observed * continuum_distortion(model.wavelength_aa, distortion_rng, n,
+                                                   real["continuum_distortion_rms"], int(real["continuum_distortion_degree"]))
+    if real["sky_residuals_per_spectrum"] > 0:
+        observed = observed + sky_residuals(error, sky_rng, real["sky_residuals_per_spectrum"], model.wavelength_aa)
+    noisy = observed + error * noise
     phot_error = phot * phot_frac
     noisy_phot = phot + phot_error * phot_noise
 

@@ -16,7 +16,7 @@ from sfh_pipeline.phangs import HstImage, MuseCube
 from sfh_pipeline.samples import galaxy_input_files, hst_band_keys, read_sample_sheet
 from sfh_pipeline.ssp import load_ssp
 
-SHEET = Path(__file__).resolve().parents[1] / "config" / "mock_galaxies.tsv"
+SHEET = Path(__file__).resolve().parents[1] / "config" / "default_galaxies.tsv"
 SIZE = [20, 20]
 UNCOVERED = "acs-wfc_f435w"
 

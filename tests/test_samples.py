@@ -85,3 +85,20 @@ def test_require_columns_names_the_empty_one():
         require_columns(row, ("distance_mpc", "ebv_galactic"))
     with pytest.raises(ValueError, match="'systemic_velocity_kms'"):
         require_columns(row, ("systemic_velocity_kms",))
+
+
+def test_default_sheet_names_a_real_spectrum_only_galaxy(tmp_path, monkeypatch):
+    """The embedded default's real galaxy: a cube path with a folder, no HST bands, and the cube
+    is fetched by the workflow (config downloads), so it is not reported missing."""
+    monkeypatch.chdir(tmp_path)  # a working directory without the fetched cube
+    default = samples.read_sample_sheet(REPO / "config" / "default_galaxies.tsv")
+    validate(default, str(REPO / "workflow" / "schemas" / "galaxies.schema.yaml"))
+    row = default.loc["A478"]
+    assert samples.hst_band_keys(row) == []
+    files = samples.galaxy_input_files(row, tmp_path / "muse", tmp_path / "hst")
+    assert files == {"muse_cube": Path("resources/real/A478/minicube.fits")}
+    assert samples.galaxy_input_files(default.loc["MOCK-UVIS"], "m", "h")["muse_cube"] == \
+        Path("m/MOCK-UVIS_PHANGS_DATACUBE_copt_0.90asec.fits")
+    downloads = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["downloads"]
+    assert samples.missing_input_files(default, ["A478"], "m", "h", downloaded=downloads) == {}
+    assert samples.missing_input_files(default, ["A478"], "m", "h") == {"A478": [files["muse_cube"]]}

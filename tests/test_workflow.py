@@ -128,7 +128,7 @@ SMALL_GALAXIES = {
 def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     grid = fx.write_bc03(tmp_path / "grid.fits")
     sheet = tmp_path / "sheet.tsv"  # a copy of the mock sheet, edited below
-    sheet.write_text((REPO / "config" / "mock_galaxies.tsv").read_text())
+    sheet.write_text((REPO / "config" / "default_galaxies.tsv").read_text())
     good = write_config(tmp_path / "good.yaml", name="fixture", trainset={"name": "tiny", "n_spectra": 600, "chunk_size": 200},
                         extra={**SMALL_GALAXIES, "model": {"training": {"max_epochs": 2, "batch_size": 64}},
                                "sample": {"sheet": str(sheet)}},
@@ -278,7 +278,7 @@ def test_default_workflow_with_real_bc03(tmp_path):
 
 def test_dry_run_mosaic_of_two_pointings(tmp_path):
     """Rows that share a `mosaic` name are processed one by one and combined; the atlas shows the mosaic."""
-    sheet = (REPO / "config" / "mock_galaxies.tsv").read_text().splitlines()
+    sheet = (REPO / "config" / "default_galaxies.tsv").read_text().splitlines()
     header, uvis = sheet[0].split("\t"), sheet[1].split("\t")
     second = dict(zip(header, uvis), galaxy="MOCK-UVIS-B", muse_cube="MOCK-UVIS-B_PHANGS_DATACUBE_copt_0.90asec.fits",
                   hst_target="mock-uvis-b")

@@ -1,6 +1,7 @@
 # Configuration and sample-sheet validation, and the path helpers every stage uses.
 import json
 import os
+import re
 import shlex
 
 from snakemake.utils import validate
@@ -109,6 +110,11 @@ def maps_file(galaxy):
     return galaxy_file(galaxy, "maps", f"{galaxy}_maps.fits")
 
 
+def validation_file(galaxy, filename):
+    """Product of the validate stage (DESIGN.md contract: agreement.json)."""
+    return f"results/validation/{galaxy}/{filename}"
+
+
 def mock_truth(galaxy):
     return f"resources/mock/{galaxy}/truth.fits"
 
@@ -150,7 +156,7 @@ if "sample" in config:
     GALAXIES = samples.select_galaxies(SAMPLE, config.get("galaxies"), config["sample"]["sheet"])
     _missing = samples.missing_input_files(
         SAMPLE, [g for g in GALAXIES if g not in (config.get("mock") or {})],
-        config["sample"]["muse_dir"], config["sample"]["hst_dir"],
+        config["sample"]["muse_dir"], config["sample"]["hst_dir"], downloaded=config.get("downloads") or {},
     )
     if _missing:
         logger.warning(
@@ -159,6 +165,8 @@ if "sample" in config:
 else:
     SAMPLE, GALAXIES = None, []
 MOCK_GALAXIES = [g for g in GALAXIES if g in (config.get("mock") or {})]
+# real galaxies are validated against full spectral fitting when the config has a validate section
+REAL_GALAXIES = [g for g in GALAXIES if g not in MOCK_GALAXIES] if config.get("validate") else []
 MOSAICS = samples.mosaics(SAMPLE, GALAXIES) if SAMPLE is not None else {}
 # what the atlas shows: mosaics in place of their pointings
 TARGETS = list(MOSAICS) + [g for g in GALAXIES if not any(g in p for p in MOSAICS.values())]

@@ -74,3 +74,36 @@ rule atlas:
         "logs/maps/atlas.log",
     shell:
         "sfh-pipeline maps atlas --maps {input:q} --png {output.png:q} --json {output.summary:q} 2> {log:q}"
+
+
+rule validate:
+    input:
+        cube=lambda wc: galaxy_inputs(wc.galaxy)["muse_cube"],
+        bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
+        tables=tile_tables,
+        model=model_file(MODEL_NAME, "model.pt"),
+        ssp=ancient(ssp_store(SSP_NAME)),
+    output:
+        agreement=validation_file("{galaxy}", "agreement.json"),
+        table=validation_file("{galaxy}", "bins.fits"),
+        png=report(validation_file("{galaxy}", "maps.png"), caption="../report/validation.rst",
+                   category="Validation", subcategory="{galaxy}"),
+    params:
+        args=lambda wc: galaxy_data_args(wc.galaxy),
+        settings=shell_json({**config["validate"], "tile_spaxels": config["infer"]["tile_spaxels"]}),
+        out_dir=lambda wc: os.path.dirname(validation_file(wc.galaxy, "agreement.json")),
+    wildcard_constraints:
+        galaxy=name_pattern(REAL_GALAXIES),
+    threads: 2
+    resources:
+        mem_mb=memory_mb(4000),
+    conda:
+        SFH_ENV
+    log:
+        "logs/validate/{galaxy}.log",
+    benchmark:
+        "benchmarks/validate/{galaxy}.tsv"
+    shell:
+        "sfh-pipeline validate {params.args} --bins {input.bins:q} --tables {input.tables:q} --model {input.model:q}"
+        " --ssp {input.ssp:q} --settings {params.settings} --processes {threads} --out-dir {params.out_dir:q}"
+        " 2> {log:q}"

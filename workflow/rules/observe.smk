@@ -1,4 +1,25 @@
-# Stage `observe`: mock galaxies (embedded default), HST onto the MUSE grid, S/N map, Voronoi bins.
+# Stage `observe`: input downloads, mock galaxies (embedded default), HST onto the MUSE grid,
+# S/N map, Voronoi bins.
+
+for _path, _source in (config.get("downloads") or {}).items():
+    _name = re.sub(r"[^A-Za-z0-9]+", "_", _path).strip("_")
+
+    rule:
+        name:
+            f"fetch_{_name}"
+        output:
+            _path,
+        params:
+            source=shell_json(_source),
+            cache_dir=config["cache_dir"],
+        localrule: True
+        conda:
+            SFH_ENV
+        log:
+            f"logs/fetch/{_name}.log",
+        shell:
+            "sfh-pipeline fetch --source {params.source} --cache-dir {params.cache_dir:q} --output {output:q} 2> {log:q}"
+
 
 for _galaxy in MOCK_GALAXIES:
 

@@ -1,0 +1,469 @@
+"""Full-spectrum fitting as the reference for the network on real spectra (the ``validate`` stage).
+
+On real galaxies there is no truth; the reference is what a careful astronomer would do with
+the same SSP library the network was trained on: a pPXF fit of every bin with the whole
+library grid (every age above ``age_min_yr`` and every metallicity) as templates, free
+line-of-sight velocity and dispersion, a multiplicative Legendre polynomial of degree
+``mdegree`` (which absorbs flux-calibration and dust shape, as the PHANGS DAP does) and the
+emission lines masked. Two solutions per spectrum:
+
+* **unregularised** — the plain non-negative least-squares weights;
+* **regularised** — pPXF's linear regularisation over the (age, metallicity) grid with
+  strength ``regul``, after rescaling the errors so that the unregularised fit has
+  chi^2/dof = 1 (the usual recipe, Cappellari 2017, sect. 3.5; PHANGS DAP, Emsellem et al.
+  2022, uses regularised fits for its population maps).
+
+Templates are normalised to a mean of 1 in the network's normalisation window
+(5400-5600 A rest), so pPXF's weights are light fractions in the same window the training
+set uses for its light weights; dividing by each template's mean flux per solar mass formed
+gives the mass fractions formed. Ages are the SSP ages (log10 yr); metallicities log10 Z/Z_sun.
+
+Uncertainties of the reference come from a wild bootstrap of the unregularised fit
+(residuals multiplied by random signs, Kacharov et al. 2018) with the kinematics held fixed:
+``n_bootstrap`` refits, standard deviation of each average.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from ppxf import ppxf_util
+from ppxf.ppxf import ppxf
+
+from .instrument import C_KMS, muse_lsf_fwhm_aa
+from .ssp import load_ssp
+
+log = logging.getLogger(__name__)
+
+#: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
+QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "age_min_yr": 3.0e7,       # youngest template (E-MILES starts at 6.3e7)
+    "age_stride": 1,           # every n-th library age (with the oldest always kept)
+    "mdegree": 8,              # multiplicative Legendre polynomial
+    "regul": 100.0,            # pPXF regularisation strength (1 / allowed weight wiggle)
+    "n_bootstrap": 8,          # wild-bootstrap refits for the reference's errors
+    "emission_mask_kms": 400.0,
+    "velocity_bounds_kms": 500.0,  # |residual velocity| allowed around the given z
+    "seed": 1,
+    # the validate stage (validate_galaxy)
+    "min_snr": 20.0,           # bins below this S/N are not fitted
+    "max_bins": 300,           # at most this many bins per galaxy (a seeded random subset)
+    "tile_spaxels": 32,        # cube read in tiles of this size (infer.tile_spaxels)
+}
+
+#: Rest-frame air wavelengths (A) of nebular lines masked in the fits (Balmer, [O III],
+#: [N I], He I, [O I], [N II], [S II]).
+GAS_LINES_AA = (4861.33, 4958.91, 5006.84, 5197.90, 5200.26, 5875.62, 6300.30, 6363.78, 6548.05,
+                6562.80, 6583.45, 6716.44, 6730.82)
+
+
+def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """``settings`` over :data:`DEFAULT_SETTINGS`; unknown keys are errors."""
+    merged = dict(DEFAULT_SETTINGS)
+    for key, value in (settings or {}).items():
+        if key not in merged:
+            raise ValueError(f"unknown validate setting {key!r}; known: {', '.join(sorted(merged))}")
+        merged[key] = value
+    return merged
+
+
+def gas_mask(rest_wave_aa: np.ndarray, half_width_kms: float) -> np.ndarray:
+    """True for rest-frame wavelengths within ``half_width_kms`` of a line of :data:`GAS_LINES_AA`."""
+    lam = np.asarray(rest_wave_aa, dtype=float)[:, None]
+    return np.any(np.abs(np.log(lam / np.array(GAS_LINES_AA)[None, :])) * C_KMS <= half_width_kms, axis=1)
+
+
+def population_averages(light_weights: np.ndarray, log_age: np.ndarray, logz: np.ndarray,
+                        mass_per_light: np.ndarray) -> dict[str, float]:
+    """Light- and mass-weighted <log10 age/yr> and <log10 Z/Z_sun> of weights on the
+    (age, Z) grid. ``light_weights``, ``mass_per_light``: (n_age, n_Z); ``log_age``: (n_age,);
+    ``logz``: (n_Z,)."""
+    w = np.asarray(light_weights, dtype=float)
+    m = w * mass_per_light
+    if w.sum() <= 0:
+        return {key: np.nan for key in QUANTITIES}
+    age = np.broadcast_to(np.asarray(log_age)[:, None], w.shape)
+    z = np.broadcast_to(np.asarray(logz)[None, :], w.shape)
+    return {
+        "lw_age": float((w * age).sum() / w.sum()), "mw_age": float((m * age).sum() / m.sum()),
+        "lw_logz": float((w * z).sum() / w.sum()), "mw_logz": float((m * z).sum() / m.sum()),
+    }
+
+
+def log_rebin_with_errors(wave_aa: np.ndarray, flux: np.ndarray, error: np.ndarray, bad: np.ndarray):
+    """Flux-conserving rebinning onto a grid uniform in ln lambda with as many pixels.
+
+    Each output pixel is the overlap-weighted mean of the good input pixels it covers, with the
+    error of that mean (input pixels independent), unlike log-rebinning the variance, which
+    overstates the error of merged pixels. Returns flux, error, the bad fraction of each output
+    pixel, ln lambda of the centres and the velocity step (km/s).
+    """
+    from .predict import rebin_matrix
+    from .spectral import pixel_edges
+
+    edges_in = pixel_edges(wave_aa)
+    ln_edges = np.linspace(np.log(edges_in[0]), np.log(edges_in[-1]), wave_aa.size + 1)
+    overlap = rebin_matrix(edges_in, np.exp(ln_edges))
+    good = ~np.asarray(bad, bool)
+    covered = overlap @ good.astype(float)
+    total = overlap @ np.ones(wave_aa.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out_flux = overlap @ np.where(good, flux, 0.0) / covered
+        out_error = np.sqrt(overlap.power(2) @ np.where(good, error, 0.0) ** 2) / covered
+    bad_fraction = 1.0 - covered / total
+    out_flux = np.where(covered > 0, out_flux, 0.0)
+    out_error = np.where(covered > 0, out_error, 0.0)
+    velscale = C_KMS * (ln_edges[1] - ln_edges[0])
+    return out_flux, out_error, bad_fraction, 0.5 * (ln_edges[1:] + ln_edges[:-1]), velscale
+
+
+class FullGridFit:
+    """pPXF fits of rest-frame spectra with a whole SSP grid (see the module docstring).
+
+    Parameters
+    ----------
+    ssp_store : path of an SSP store (:func:`sfh_pipeline.ssp.load_ssp`).
+    rest_range_aa : (float, float)
+        Rest-frame window fitted, A (the network's window, so both see the same pixels).
+    redshift : float
+        Redshift of the galaxy: the instrumental LSF (observed frame) is ``FWHM(lambda (1+z))
+        / (1+z)`` in the rest frame, A.
+    settings : dict
+        Keys of :data:`DEFAULT_SETTINGS`.
+    norm_window_aa : (float, float)
+        Rest-frame window of the light weights, A.
+    lsf_fwhm_aa : callable
+        Instrumental FWHM (A) as a function of observed wavelength (A).
+    """
+
+    def __init__(self, ssp_store, rest_range_aa=(4800.0, 7000.0), redshift: float = 0.0,
+                 settings: dict[str, Any] | None = None, norm_window_aa=(5400.0, 5600.0),
+                 lsf_fwhm_aa=muse_lsf_fwhm_aa) -> None:
+        self.settings = resolve_settings(settings)
+        margin = 1.0 + (self.settings["velocity_bounds_kms"] + 2000.0) / C_KMS
+        lo, hi = rest_range_aa[0] / margin, rest_range_aa[1] * margin
+        ssp = load_ssp(ssp_store, wavelength_range_aa=(lo, hi),
+                       age_range_yr=(float(self.settings["age_min_yr"]), np.inf))
+        keep = np.arange(0, ssp.ages_yr.size, int(self.settings["age_stride"]))
+        keep = np.unique(np.r_[keep, ssp.ages_yr.size - 1])
+        z = float(redshift)
+        ssp = ssp.broadened(lambda lam: lsf_fwhm_aa(lam * (1 + z)) / (1 + z))
+        self.rest_range_aa = (float(rest_range_aa[0]), float(rest_range_aa[1]))
+        self.ages_yr = ssp.ages_yr[keep]
+        self.log_age = np.log10(self.ages_yr)
+        self.logzsol = np.asarray(ssp.logzsol, dtype=float)
+        self.library_name = str(ssp.attrs.get("name", ssp_store))
+        flux = ssp.flux[:, keep, :].astype(np.float64)  # (n_Z, n_age, n_lam)
+        window = (ssp.wavelength_aa >= norm_window_aa[0]) & (ssp.wavelength_aa <= norm_window_aa[1])
+        # mean L_sun/A per M_sun formed in the window: light weight -> mass formed
+        self.light_per_mass = flux[..., window].mean(-1).T  # (n_age, n_Z)
+        self._lib_wave = ssp.wavelength_aa
+        self._lib_flux = flux / self.light_per_mass.T[..., None]
+        self._templates: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _log_templates(self, velscale: float) -> tuple[np.ndarray, np.ndarray]:
+        """Templates log-rebinned at ``velscale`` km/s: (n_pix, n_age, n_Z) and their ln lambda."""
+        key = round(float(velscale), 6)
+        if key not in self._templates:
+            ends = self._lib_wave[[0, -1]]
+            step = float(np.min(np.diff(self._lib_wave)))
+            linear = np.arange(ends[0], ends[1], step)
+            flat = self._lib_flux.reshape(-1, self._lib_wave.size)
+            resampled = np.array([np.interp(linear, self._lib_wave, f) for f in flat])
+            rebinned, ln_lam, _ = ppxf_util.log_rebin(linear[[0, -1]], resampled.T, velscale=velscale)
+            n_z, n_age = self._lib_flux.shape[:2]
+            templates = rebinned.reshape(-1, n_z, n_age).transpose(0, 2, 1)
+            self._templates[key] = (np.ascontiguousarray(templates), ln_lam)
+        return self._templates[key]
+
+    def fit(self, rest_wave_aa: np.ndarray, flux: np.ndarray, error: np.ndarray,
+            mask: np.ndarray | None = None, return_spectra: bool = False) -> dict[str, Any]:
+        """Fit one rest-frame spectrum (any linear sampling; f_lambda in any unit).
+
+        ``mask`` non-zero = pixel not fitted (gas lines are masked in addition).
+        Returns, for the regularised fit, each of :data:`QUANTITIES`; the unregularised fit's as
+        ``<key>_unreg``; bootstrap errors as ``<key>_err`` (dex); ``velocity_kms`` and
+        ``sigma_kms`` (relative to the rest frame given), ``chi2`` (reduced, unregularised),
+        ``n_good`` pixels and, with ``return_spectra``, ``wave``/``galaxy``/``bestfit``/``good``
+        on pPXF's log grid. NaN everywhere when fewer than 100 pixels are usable.
+        """
+        s = self.settings
+        out: dict[str, Any] = {key: np.nan for key in QUANTITIES}
+        out.update({f"{key}_unreg": np.nan for key in QUANTITIES})
+        out.update({f"{key}_err": np.nan for key in QUANTITIES})
+        out.update(velocity_kms=np.nan, sigma_kms=np.nan, chi2=np.nan, n_good=0)
+        wave = np.asarray(rest_wave_aa, dtype=float)
+        inside = (wave >= self.rest_range_aa[0]) & (wave <= self.rest_range_aa[1])
+        if inside.sum() < 100:
+            return out
+        wave, flux, error = wave[inside], np.asarray(flux, float)[inside], np.asarray(error, float)[inside]
+        bad = ~np.isfinite(flux) | ~np.isfinite(error) | (error <= 0)
+        if mask is not None:
+            bad |= np.asarray(mask)[inside] != 0
+        galaxy, sigma, bad_fraction, ln_lam, velscale = log_rebin_with_errors(wave, flux, error, bad)
+        variance = sigma**2
+        lam = np.exp(ln_lam)
+        good = (bad_fraction < 1e-3) & (variance > 0) & ~gas_mask(lam, s["emission_mask_kms"])
+        out["n_good"] = int(good.sum())
+        if good.sum() < 100:
+            return out
+        scale = float(np.median(galaxy[good]))
+        if not scale > 0:
+            return out
+        galaxy = galaxy / scale
+        noise = np.sqrt(np.where(good, variance, np.median(variance[good]))) / scale
+        templates, ln_lam_temp = self._log_templates(velscale)
+        n_age, n_z = templates.shape[1:]
+        bounds = [[-s["velocity_bounds_kms"], s["velocity_bounds_kms"]], [5.0, 1000.0]]
+        common = dict(degree=-1, mdegree=int(s["mdegree"]), mask=good, lam=lam, lam_temp=np.exp(ln_lam_temp),
+                      bounds=bounds, quiet=True)
+        pp = ppxf(templates, galaxy, noise, velscale, start=[0.0, 150.0], moments=2, **common)
+        mass_per_light = 1.0 / self.light_per_mass
+        weights = pp.weights.reshape(n_age, n_z)
+        for key, value in population_averages(weights, self.log_age, self.logzsol, mass_per_light).items():
+            out[f"{key}_unreg"] = value
+        out.update(velocity_kms=float(pp.sol[0]), sigma_kms=float(pp.sol[1]), chi2=float(pp.chi2))
+        noise_scaled = noise * np.sqrt(max(pp.chi2, 1e-12))
+        fixed = dict(start=list(pp.sol[:2]), moments=2, fixed=[1, 1])
+        reg = ppxf(templates, galaxy, noise_scaled, velscale, regul=float(s["regul"]), reg_dim=(n_age, n_z),
+                   **fixed, **common)
+        out.update(population_averages(reg.weights.reshape(n_age, n_z), self.log_age, self.logzsol,
+                                       mass_per_light))
+        if int(s["n_bootstrap"]) > 1:
+            rng = np.random.default_rng(int(s["seed"]))
+            residual = galaxy - pp.bestfit
+            draws = []
+            for _ in range(int(s["n_bootstrap"])):
+                resampled = pp.bestfit + residual * rng.choice((-1.0, 1.0), residual.size)
+                boot = ppxf(templates, resampled, noise, velscale, **fixed, **common)
+                draws.append(population_averages(boot.weights.reshape(n_age, n_z), self.log_age, self.logzsol,
+                                                 mass_per_light))
+            for key in QUANTITIES:
+                out[f"{key}_err"] = float(np.std([d[key] for d in draws], ddof=1))
+        if return_spectra:
+            out.update(wave=lam, galaxy=galaxy * scale, bestfit=pp.bestfit * scale, good=good)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The validate stage: every bin of a real galaxy, network against the full-grid reference.
+
+#: Strongest night-sky emission lines and telluric bands in the MUSE range (observed air
+#: wavelengths, A): sky-subtraction residuals there are masked in the reference fits.
+SKY_LINES_AA = (5577.34, 5889.95, 5895.92, 6300.30, 6363.78, 6498.73, 6533.04, 6553.62, 6863.96, 6923.19,
+                7276.41, 7316.28, 7340.89, 7369.25, 7401.69, 7524.12, 7571.75, 7750.64, 7794.11, 7821.50,
+                7913.71, 7993.33, 8344.60, 8399.17, 8430.17, 8465.36, 8827.10, 8885.85, 8919.63, 8958.10)
+TELLURIC_BANDS_AA = ((6864.0, 6935.0), (7160.0, 7340.0), (7590.0, 7700.0))
+SKY_HALF_WIDTH_AA = 3.0
+
+
+def sky_mask(wave_obs_aa: np.ndarray) -> np.ndarray:
+    """True for observed wavelengths within :data:`SKY_HALF_WIDTH_AA` of a bright sky line or
+    inside a telluric absorption band."""
+    lam = np.asarray(wave_obs_aa, dtype=float)
+    bad = np.any(np.abs(lam[:, None] - np.array(SKY_LINES_AA)[None, :]) <= SKY_HALF_WIDTH_AA, axis=1)
+    for lo, hi in TELLURIC_BANDS_AA:
+        bad |= (lam >= lo) & (lam <= hi)
+    return bad
+
+
+def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Network against reference per quantity of :data:`QUANTITIES`, over bins where both are finite.
+
+    ``network`` and ``reference`` hold ``<key>`` and ``<key>_err`` arrays (dex). Returns per key
+    ``median_delta_dex`` (median of network - reference), ``scatter_dex`` (1.4826 MAD of the
+    difference), ``pull_within_1sigma`` (fraction of bins with |difference| <= the two errors
+    added in quadrature) and ``n``.
+    """
+    out: dict[str, Any] = {}
+    for key in QUANTITIES:
+        delta = np.asarray(network[key], float) - np.asarray(reference[key], float)
+        sigma = np.hypot(np.asarray(network[f"{key}_err"], float), np.nan_to_num(reference[f"{key}_err"]))
+        ok = np.isfinite(delta) & np.isfinite(sigma)
+        if not ok.any():
+            out[key] = {"median_delta_dex": None, "scatter_dex": None, "pull_within_1sigma": None, "n": 0}
+            continue
+        d = delta[ok]
+        out[key] = {
+            "median_delta_dex": float(np.median(d)),
+            "scatter_dex": float(1.4826 * np.median(np.abs(d - np.median(d)))),
+            "pull_within_1sigma": float(np.mean(np.abs(d) <= sigma[ok])),
+            "n": int(ok.sum()),
+        }
+    return out
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(ssp_store, rest_range_aa, redshift, settings, norm_window_aa) -> None:
+    import os
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    _WORKER["fit"] = FullGridFit(ssp_store, rest_range_aa, redshift, settings, norm_window_aa)
+
+
+def _fit_one(args) -> dict[str, Any]:
+    rest, flux, error, mask = args
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _WORKER["fit"].fit(rest, flux, error, mask)
+
+
+def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_path, row: dict[str, Any],
+                    settings: dict[str, Any], out_dir, processes: int = 1) -> dict[str, Any]:
+    """Full-grid reference fits of a real galaxy's bins and their agreement with the network.
+
+    Bins with S/N >= ``settings['min_snr']`` and a measured velocity are fitted (at most
+    ``settings['max_bins']``, a seeded random subset beyond that), each in its rest frame (the
+    velocity of its tile table), corrected for Galactic extinction like the network's input,
+    with sky lines and telluric bands masked. Writes into ``out_dir``: ``agreement.json``
+    (:func:`agreement` of the regularised reference, the unregularised one under
+    ``unregularised``, the brightest bin, the settings), ``bins.fits`` (table ``BINS``: per-bin
+    network and reference values) and ``maps.png`` (side-by-side maps). Returns the agreement.
+    """
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from .atomic import atomic_path, write_json_atomically
+    from .dust import galactic_transmission
+    from .extract import bin_geometry, extract_bin_spectra, wavelength_planes
+    from .infer import read_tile_tables, velocity_range_kms
+    from .observe import read_bins
+    from .phangs import MuseCube
+    from .predict import load_predictor
+    from .samples import require_columns
+
+    s = resolve_settings(settings)
+    out_dir = Path(out_dir)
+    v_sys, ebv = require_columns(row, ("systemic_velocity_kms", "ebv_galactic"))
+    v_range = velocity_range_kms(row, {"velocity_range_kms": s["velocity_bounds_kms"]})
+    bin_id, bin_snr, _ = read_bins(bins_path)
+    table = read_tile_tables(tile_tables)
+    order = np.argsort(table["BIN_ID"])
+    table = {name: values[order] for name, values in table.items()}
+    velocity = table["VELOCITY"]
+    chosen = np.flatnonzero((bin_snr[table["BIN_ID"]] >= s["min_snr"]) & np.isfinite(velocity))
+    if chosen.size > s["max_bins"]:
+        chosen = np.sort(np.random.default_rng(int(s["seed"])).choice(chosen, int(s["max_bins"]), replace=False))
+    predictor = load_predictor(model_path, device="cpu")
+    rest_range = (float(predictor.wavelength_aa[0]), float(predictor.wavelength_aa[-1]))
+
+    cube = MuseCube.open(cube_path)
+    geometry = bin_geometry(bin_id, int(s["tile_spaxels"]))
+    planes = wavelength_planes(cube.wavelength_aa, rest_range, (v_sys - v_range, v_sys + v_range))
+    wave = cube.wavelength_aa[planes]
+    transmission = galactic_transmission(wave, ebv)
+    sky = sky_mask(wave)
+    ids = table["BIN_ID"][chosen]
+    jobs = []
+    for tile in sorted(set(np.asarray(geometry.owner)[ids])):
+        members = ids[np.asarray(geometry.owner)[ids] == tile]
+        flux, var = extract_bin_spectra(cube, bin_id, members, geometry, planes)
+        for b, f, v in zip(members, flux, var):
+            z = np.exp(velocity[b] / C_KMS) - 1.0
+            jobs.append((b, (wave / (1 + z), f / transmission, np.sqrt(v) / transmission, sky)))
+    jobs.sort(key=lambda job: job[0])
+    z_sys = float(np.exp(v_sys / C_KMS) - 1.0)
+    init = (ssp_store, rest_range, z_sys, s, predictor.norm_window_aa)
+    if processes > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(processes, _init_worker, init) as pool:
+            fits_out = pool.map(_fit_one, [job[1] for job in jobs], chunksize=1)
+    else:
+        _init_worker(*init)
+        fits_out = [_fit_one(job[1]) for job in jobs]
+
+    fitted = np.array([job[0] for job in jobs], dtype=int)
+    network = {k: table[k.upper()][fitted] for k in QUANTITIES}
+    network.update({f"{k}_err": table[f"{k.upper()}_ERR"][fitted] for k in QUANTITIES})
+    reference = {k: np.array([r[k] for r in fits_out], float) for k in fits_out[0]} if fits_out else \
+        {f"{k}{suffix}": np.zeros(0) for k in QUANTITIES for suffix in ("", "_err", "_unreg")}
+    unregularised = {k: reference[f"{k}_unreg"] for k in QUANTITIES}
+    unregularised.update({f"{k}_err": reference[f"{k}_err"] for k in QUANTITIES})
+    result: dict[str, Any] = {
+        "galaxy": str(row.get("galaxy")),
+        "model": str(model_path),
+        "reference": {"method": "pPXF, full SSP grid, regularised (regul) after chi2 rescaling; "
+                                "unregularised below; multiplicative polynomial, gas and sky masked",
+                      "library": Path(ssp_store).stem, "settings": s},
+        "n_bins": int(fitted.size),
+        **agreement(network, reference),
+        "unregularised": agreement(network, unregularised),
+    }
+    if fitted.size:
+        best = int(np.argmax(bin_snr[fitted]))
+        result["brightest_bin"] = {
+            "bin_id": int(fitted[best]), "snr": float(bin_snr[fitted[best]]),
+            "network": {k: float(network[k][best]) for k in QUANTITIES},
+            "reference": {k: float(reference[k][best]) for k in QUANTITIES},
+            "reference_unregularised": {k: float(reference[f"{k}_unreg"][best]) for k in QUANTITIES},
+        }
+    columns = [fits.Column("BIN_ID", "J", array=fitted), fits.Column("SNR", "E", array=bin_snr[fitted]),
+               fits.Column("VELOCITY", "D", array=velocity[fitted])]
+    for k in QUANTITIES:
+        for name, values in ((f"NET_{k.upper()}", network[k]), (f"NET_{k.upper()}_ERR", network[f"{k}_err"]),
+                             (f"REF_{k.upper()}", reference[k]), (f"REF_{k.upper()}_ERR", reference[f"{k}_err"]),
+                             (f"REF_{k.upper()}_UNREG", reference[f"{k}_unreg"])):
+            columns.append(fits.Column(name, "D", array=np.asarray(values, float)))
+    for name in ("velocity_kms", "sigma_kms", "chi2"):
+        columns.append(fits.Column(f"REF_{name.upper()}", "D", array=np.asarray(reference.get(name, []), float)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "bins.fits") as tmp:
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns, name="BINS")]).writeto(tmp)
+    plot_validation(bin_id, fitted, network, reference, out_dir / "maps.png", title=str(row.get("galaxy")))
+    write_json_atomically(out_dir / "agreement.json", result)
+    return result
+
+
+def plot_validation(bin_id: np.ndarray, fitted: np.ndarray, network: dict, reference: dict, out_png,
+                    title: str = "") -> None:
+    """Maps of the network, the reference and their difference for LW age and LW log Z, and the
+    one-to-one diagrams of all four quantities."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_path
+
+    lookup = np.full(int(bin_id.max(initial=-1)) + 1, -1)
+    lookup[fitted] = np.arange(fitted.size)
+    fig, axes = plt.subplots(3, 4, figsize=(14, 10))
+    for row_axes, key, label in ((axes[0], "lw_age", "LW log age / yr"), (axes[1], "lw_logz", "LW log Z/Z$_\\odot$")):
+        values = {"network": network[key], "pPXF": reference[key], "network - pPXF": network[key] - reference[key]}
+        for ax, (name, v) in zip(row_axes[:3], values.items()):
+            per_bin = np.full(lookup.size, np.nan)
+            per_bin[lookup >= 0] = np.asarray(v, float)[lookup[lookup >= 0]]
+            image = np.where(bin_id >= 0, per_bin[np.clip(bin_id, 0, None)], np.nan) if lookup.size else \
+                np.full(bin_id.shape, np.nan)
+            diff = name.startswith("network -")
+            im = ax.imshow(image, origin="lower", cmap="RdBu_r" if diff else "viridis",
+                           vmin=-0.5 if diff else None, vmax=0.5 if diff else None, interpolation="nearest")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+            ax.set_title(f"{label}: {name}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row_axes[3].axis("off")
+    for ax, key in zip(axes[2], QUANTITIES):
+        x, y = np.asarray(reference[key], float), np.asarray(network[key], float)
+        ax.errorbar(x, y, xerr=reference[f"{key}_err"], yerr=network[f"{key}_err"], fmt="o", ms=3, alpha=0.6)
+        finite = np.isfinite(x) & np.isfinite(y)
+        if finite.any():
+            lo, hi = min(x[finite].min(), y[finite].min()), max(x[finite].max(), y[finite].max())
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel(f"pPXF {key}", fontsize=8)
+        ax.set_ylabel(f"network {key}", fontsize=8)
+    fig.suptitle(f"{title}: network against full-grid pPXF ({fitted.size} bins)")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,102 @@
+"""The full-grid reference fit and the agreement figures of the validate stage, on known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sfh_pipeline.instrument import C_KMS
+from sfh_pipeline.ssp import SSPLibrary, write_store
+from sfh_pipeline.validate import FullGridFit, agreement, gas_mask, sky_mask
+
+AGES = np.geomspace(5e7, 1.3e10, 12)
+LOGZ = np.array([-1.0, -0.4, 0.0, 0.3])
+#: two sets of lines: one deepens with age, the other with metallicity (so both are measurable
+#: with a multiplicative polynomial that removes the continuum shape)
+AGE_LINES = np.arange(4830.0, 7000.0, 61.0)
+Z_LINES = np.arange(4851.0, 7000.0, 47.0)
+
+
+def line_library() -> SSPLibrary:
+    wave = np.arange(4000.0, 8000.0, 0.5)
+    flux = np.empty((LOGZ.size, AGES.size, wave.size))
+    for i, z in enumerate(LOGZ):
+        for j, age in enumerate(AGES):
+            t = np.log10(age / AGES[0]) / np.log10(AGES[-1] / AGES[0])
+            lines = 0.35 * t * np.exp(-0.5 * ((wave[:, None] - AGE_LINES) / 1.5) ** 2).sum(1)
+            lines += 0.25 * (z + 1.2) * np.exp(-0.5 * ((wave[:, None] - Z_LINES) / 1.5) ** 2).sum(1)
+            flux[i, j] = (wave / 5500.0) ** (-1.0 + t) * (1.0 - 0.3 * t) * (1.0 - lines)
+    return SSPLibrary(flux=flux.astype(np.float32), ages_yr=AGES, metallicity_z=0.02 * 10**LOGZ, logzsol=LOGZ,
+                      wavelength_aa=wave, surviving_mass_fraction=np.full((LOGZ.size, AGES.size), 0.7),
+                      fwhm_aa=np.full(wave.size, 1.0), attrs={"name": "lines"})
+
+
+@pytest.fixture(scope="module")
+def line_store(tmp_path_factory):
+    return write_store(line_library(), tmp_path_factory.mktemp("ssp") / "lines.zarr")
+
+
+def observed(library: SSPLibrary, iz: int, ia: int, velocity_kms: float, sigma_kms: float, snr: float, seed: int):
+    """One SSP, broadened (sigma + 2.6 A FWHM), shifted, tilted by a smooth calibration error,
+    on a 1.25 A rest grid with Gaussian noise of the given S/N."""
+    from scipy.ndimage import gaussian_filter1d
+
+    lam = library.wavelength_aa
+    step = lam[1] - lam[0]
+    sigma_aa = np.hypot(5500.0 * sigma_kms / C_KMS, np.sqrt(2.6**2 - 1.0**2) / 2.3548)
+    spectrum = gaussian_filter1d(library.flux[iz, ia].astype(float), sigma_aa / step)
+    wave = np.arange(4800.0, 7000.0, 1.25)
+    flux = np.interp(wave, lam * np.exp(velocity_kms / C_KMS), spectrum)
+    flux *= 1.0 + 0.08 * (wave - 5900.0) / 1100.0
+    error = np.full(wave.size, np.median(flux) / snr)
+    return wave, flux + error * np.random.default_rng(seed).standard_normal(wave.size), error
+
+
+@pytest.mark.parametrize(("iz", "ia"), [(3, 10), (1, 4)])
+def test_full_grid_fit_recovers_a_known_population(line_store, iz, ia):
+    library = line_library()
+    wave, flux, error = observed(library, iz, ia, velocity_kms=120.0, sigma_kms=200.0, snr=80.0, seed=iz)
+    fit = FullGridFit(line_store, redshift=0.0, settings={"age_min_yr": 1e7, "n_bootstrap": 4, "regul": 10.0},
+                      lsf_fwhm_aa=lambda lam: np.full(np.shape(lam), 2.6))
+    result = fit.fit(wave, flux, error)
+    assert result["velocity_kms"] == pytest.approx(120.0, abs=10.0)
+    assert result["sigma_kms"] == pytest.approx(200.0, rel=0.1)
+    assert 0.8 < result["chi2"] < 1.5  # noise-dominated: the templates fit to within the noise
+    for suffix in ("", "_unreg"):
+        assert result[f"lw_age{suffix}"] == pytest.approx(np.log10(AGES[ia]), abs=0.15)
+        assert result[f"lw_logz{suffix}"] == pytest.approx(LOGZ[iz], abs=0.12)
+        # a little light on old templates (noise, regularisation) is a lot of mass
+        assert result[f"mw_age{suffix}"] == pytest.approx(np.log10(AGES[ia]), abs=0.25)
+    assert 0 < result["lw_age_err"] < 0.3 and 0 < result["lw_logz_err"] < 0.3
+
+
+def test_full_grid_fit_gives_nan_without_enough_pixels(line_store):
+    wave = np.arange(4800.0, 7000.0, 1.25)
+    flux, error = np.ones(wave.size), np.full(wave.size, 0.01)
+    mask = np.ones(wave.size, bool)
+    mask[:50] = False
+    result = FullGridFit(line_store, settings={"age_min_yr": 1e7}).fit(wave, flux, error, mask)
+    assert np.isnan(result["lw_age"]) and np.isnan(result["velocity_kms"]) and result["n_good"] < 100
+
+
+def test_agreement_of_a_known_offset():
+    rng = np.random.default_rng(3)
+    reference = {key: rng.uniform(9, 10, 50) for key in ("lw_age", "mw_age", "lw_logz", "mw_logz")}
+    reference.update({f"{key}_err": np.full(50, 0.03) for key in ("lw_age", "mw_age", "lw_logz", "mw_logz")})
+    network = {key: value + 0.2 for key, value in reference.items() if not key.endswith("_err")}
+    network.update({f"{key}_err": np.full(50, 0.04) for key in ("lw_age", "mw_age", "lw_logz", "mw_logz")})
+    network["lw_age"] = network["lw_age"] - 0.2 + np.where(np.arange(50) < 10, 0.3, 0.01)  # 10 bins off by 0.3
+    network["mw_age"][0] = np.nan
+    result = agreement(network, reference)
+    assert result["lw_logz"] == {"median_delta_dex": pytest.approx(0.2), "scatter_dex": pytest.approx(0.0, abs=1e-9),
+                                 "pull_within_1sigma": 0.0, "n": 50}
+    assert result["lw_age"]["median_delta_dex"] == pytest.approx(0.01)
+    assert result["lw_age"]["pull_within_1sigma"] == pytest.approx(0.8)  # |0.01| <= 0.05, |0.3| > 0.05
+    assert result["mw_age"]["n"] == 49
+
+
+def test_sky_and_gas_masks():
+    sky = sky_mask(np.array([5577.3, 5590.0, 6300.0, 7600.0, 7000.0]))
+    np.testing.assert_array_equal(sky, [True, False, True, True, False])
+    gas = gas_mask(np.array([6562.8, 6562.8 * (1 + 300 / C_KMS), 6562.8 * (1 + 500 / C_KMS), 5500.0]), 400.0)
+    np.testing.assert_array_equal(gas, [True, True, False, False])
