@@ -64,7 +64,8 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     ``batch_size``. Table columns: BIN_ID, N_SPAXELS, VELOCITY (km/s, c ln(1+z)),
     VELOCITY_ERR, the four summaries and their ``_ERR`` (dex), SFH and ZH (n_bins each),
     LOG_MSTAR (log10 present-day stellar mass, M_sun), CHI2, AV (mag), SIGMA (km/s),
-    N_BANDS (HST bands used), NORM (erg s^-1 cm^-2 A^-1), FLAG (bit 1: no stellar velocity
+    N_BANDS (HST bands used), NORM (erg s^-1 cm^-2 A^-1), OOD (out-of-distribution score of
+    the spectrum, :meth:`sfh_pipeline.predict.Predictor.predict_normalised`), FLAG (bit 1: no stellar velocity
     within the search range; the bin's results are then NaN). ``row`` may carry
     ``velocity_range_kms`` (see :func:`velocity_range_kms`).
     """
@@ -130,7 +131,7 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
         "SFH": result["sfh"], "ZH": result["logzsol"],
         "LOG_MSTAR": np.log10(np.where(mstar > 0, mstar, np.nan)),
         "CHI2": check["chi2"], "AV": check["av"], "SIGMA": check["sigma_kms"],
-        "N_BANDS": prepared["present"].sum(1), "NORM": prepared["norm"],
+        "N_BANDS": prepared["present"].sum(1), "NORM": prepared["norm"], "OOD": result["ood"],
     }
     for name, values in columns.items():
         if name not in ("BIN_ID", "N_SPAXELS", "N_BANDS", "VELOCITY", "VELOCITY_ERR"):

@@ -16,6 +16,12 @@ SFH             n_bins     mass fraction formed per lookback-time bin (youngest 
 ZH              n_bins     log10 Z/Z_sun per bin
 MASS_DENSITY    1          log10 present-day stellar mass surface density, M_sun kpc^-2
 CHI2            1          reduced chi^2 of the forward-model check
+OOD             1          out-of-distribution score of the bin's spectrum: Mahalanobis
+                           distance of the network's spectral embedding from those of
+                           held-out training spectra, in units of their 99th percentile
+                           (> 1: less usual than 99 % of the training set); the four
+                           ``_ERR`` maps are already multiplied by max(1, OOD). NaN in
+                           truth files and for models without the reference.
 =============== ========== ===================================================
 
 Header keywords of the primary HDU: ``AGEBIN00`` ... ``AGEBINnn`` (bin edges, yr),
@@ -48,6 +54,7 @@ MAP_HDUS = {
     "ZH": "dex",
     "MASS_DENSITY": "dex(solMass / kpc2)",
     "CHI2": "",
+    "OOD": "",
 }
 DESCRIPTIONS = {
     "BIN_ID": "Voronoi bin index of the spaxel; -1 = not binned",
@@ -60,6 +67,7 @@ DESCRIPTIONS = {
     "ZH": "log10 Z/Zsun per lookback-time bin",
     "MASS_DENSITY": "log10 present-day stellar mass per kpc^2",
     "CHI2": "reduced chi^2 of the forward-model check (spectrum rebuilt from SFH and ZH)",
+    "OOD": "out-of-distribution score: spectral-embedding distance / its 99th pct in training; _ERR x max(1, OOD)",
 }
 
 
@@ -185,6 +193,7 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
     images = {"BIN_ID": bin_id, "SNR": paint(bin_id, bin_snr),
               "MASS_DENSITY": paint(bin_id, per_bin["LOG_MSTAR"] - np.log10(area)),
               "CHI2": paint(bin_id, per_bin["CHI2"]),
+              "OOD": paint(bin_id, per_bin["OOD"]) if "OOD" in per_bin else np.full(bin_id.shape, np.nan),
               "SFH": paint(bin_id, per_bin["SFH"]), "ZH": paint(bin_id, per_bin["ZH"])}
     for key in SUMMARY_HDUS:
         images[key] = paint(bin_id, per_bin[key])

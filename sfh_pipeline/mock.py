@@ -698,7 +698,7 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
     bin_id = np.where(galaxy_mask, np.arange(ny * nx).reshape(ny, nx), -1).astype(np.int32)
     images.update({f"{key}_ERR": np.where(galaxy_mask, 0.0, np.nan) for key in SUMMARY_HDUS})
     images.update(BIN_ID=bin_id, SNR=np.where(galaxy_mask, snr_map, np.nan), SFH=sfh, ZH=zh,
-                  CHI2=np.full((ny, nx), np.nan))
+                  CHI2=np.full((ny, nx), np.nan), OOD=np.full((ny, nx), np.nan))
     assert set(images) == set(MAP_HDUS)
     meta = {"GALAXY": galaxy, "DIST_MPC": values["distance_mpc"], "MODEL": "truth", "MODELSHA": "truth",
             "ZSUN_REF": float(ssp.attrs.get("zsun", 0.02)), "SSPNAME": str(ssp.attrs.get("name", ""))[:60],

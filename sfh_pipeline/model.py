@@ -196,6 +196,8 @@ class SFHNet(nn.Module):
             "logz": lo + (hi - lo) * torch.sigmoid(self.logz_head(latent)),
             "summary": summary[:, :n] + self.summary_offsets,
             "summary_log_sigma": summary[:, n:].clamp(-7.0, 3.0),
+            # the spectrum's embedding before the HST fluxes join: what the OOD score measures
+            "spectral_features": pooled[:, 0],
         }
 
 

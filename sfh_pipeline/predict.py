@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse
 
+from .instrument import C_KMS
 from .spectral import pixel_edges
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ MASK_BAD_INPUT = 4
 MAX_BAD_FRACTION = 0.5
 #: Overlaps below this fraction of an output pixel are rounding noise, not coverage.
 _OVERLAP_TOLERANCE = 1e-6
+#: Half-width of the stellar-velocity search around the given redshift in :meth:`Predictor.predict`, km/s.
+DEFAULT_VELOCITY_RANGE_KMS = 500.0
 #: Spectra rebinned at a time.
 _REBIN_BLOCK = 2048
 _TRAINSET_KEYS = ("wavelength_aa", "filters", "age_bin_edges_yr", "bin_age_yr", "logzsol_range",
@@ -146,7 +149,6 @@ class Predictor:
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None) -> None:
         import torch
 
-        from .instrument import C_KMS
         from .model import SUMMARY_KEYS
         from .training import load_model_file, pick_device
         from .trainset import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
@@ -208,6 +210,11 @@ class Predictor:
             self._emission = np.any(np.abs(self._wave[:, None] / centres - 1) * C_KMS
                                     <= self.emission_mask_halfwidth_kms, axis=1)
         self._emission_bit = MASK_EMISSION
+        ood = payload.get("ood_reference")
+        self._ood = None if ood is None else (np.asarray(ood["mean"]), np.asarray(ood["whitening"]),
+                                              float(ood["distance_quantile"]))
+        template = payload.get("velocity_template")
+        self._velocity_template = None if template is None else np.asarray(template, dtype=float)
         self._window = (self._wave >= self.norm_window_aa[0]) & (self._wave <= self.norm_window_aa[1])
         if not self._window.any():
             raise ValueError(f"model file {self.path}: normalisation window {self.norm_window_aa} lies outside "
@@ -247,10 +254,13 @@ class Predictor:
         photometry: dict[str, tuple[Any, Any]] | None = None,
         z: float | np.ndarray = 0.0,
         mask: np.ndarray | None = None,
+        coverage_slack_kms: float = 0.0,
     ) -> dict[str, np.ndarray]:
         """Observed spectra (and fluxes) -> normalised arrays on the training grid.
 
-        Arguments as :meth:`predict`. Returns 2-D arrays (leading axis n): ``flux``,
+        Arguments as :meth:`predict`; the input may miss up to ``coverage_slack_kms`` of the
+        window at either end (those pixels are masked), e.g. after a velocity refinement moved
+        the rest frame. Returns 2-D arrays (leading axis n): ``flux``,
         ``error``, ``mask`` (uint8; bit 1 emission line, bit 4 no valid input), ``phot``,
         ``phot_error``, ``present`` (bool), and ``norm`` (n,) in the input units.
         """
@@ -307,7 +317,7 @@ class Predictor:
         for zi in np.unique(z_arr):
             rows = np.nonzero(z_arr == zi)[0]
             edges_in = edges_in_obs / (1.0 + zi)
-            self._check_coverage(edges_in, zi, rows, n)
+            self._check_coverage(edges_in, zi, rows, n, coverage_slack_kms)
             w = rebin_matrix(edges_in, self._edges_out)
             w2 = w.multiply(w).tocsr()
             cover = np.asarray(w.sum(axis=1))  # (n_out, 1), > 0 once the coverage check passed
@@ -369,14 +379,15 @@ class Predictor:
         shown = ", ".join(str(i) for i in idx[:10])
         return f"spectra [{shown}{', ...' if idx.size > 10 else ''}] ({idx.size} of {n})"
 
-    def _check_coverage(self, edges_in: np.ndarray, z: float, rows: np.ndarray, n: int) -> None:
-        """The input (rest frame) must reach the centres of the first and last training pixels."""
+    def _check_coverage(self, edges_in: np.ndarray, z: float, rows: np.ndarray, n: int, slack_kms: float = 0.0) -> None:
+        """The input (rest frame) must reach the centres of the first and last training pixels
+        (to within ``slack_kms``: the end pixels it misses are then masked)."""
         need_lo, need_hi = float(self._wave[0]), float(self._wave[-1])
         have_lo, have_hi = float(edges_in[0]), float(edges_in[-1])
         missing = []
-        if have_lo > need_lo:
+        if have_lo > need_lo * np.exp(slack_kms / C_KMS):
             missing.append(f"blue end {_range(need_lo, have_lo)} rest = {_range(need_lo * (1 + z), have_lo * (1 + z))} observed")
-        if have_hi < need_hi:
+        if have_hi < need_hi * np.exp(-slack_kms / C_KMS):
             missing.append(f"red end {_range(have_hi, need_hi)} rest = {_range(have_hi * (1 + z), need_hi * (1 + z))} observed")
         if have_lo >= need_hi or have_hi <= need_lo:
             missing = [f"all of it: the input covers {_range(have_lo, have_hi)} rest"]
@@ -423,6 +434,50 @@ class Predictor:
 
     # ------------------------------------------------------------------ prediction
 
+    def refine_velocity(
+        self,
+        wave: np.ndarray,
+        flux: np.ndarray,
+        error: np.ndarray,
+        z: float | np.ndarray = 0.0,
+        velocity_range_kms: float = DEFAULT_VELOCITY_RANGE_KMS,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stellar line-of-sight velocity (km/s, v = c ln(1 + z)) of each spectrum, searched within
+        ``velocity_range_kms`` of the given redshift(s) by cross-correlation with the model's own
+        rest-frame template (:func:`sfh_pipeline.kinematics.measure_velocities`; emission lines
+        masked). Returns (velocity, error), NaN where no minimum lies inside the range (the true
+        velocity is probably outside it) or the spectrum has no absorption-line signal.
+
+        Raises ValueError for a model file without a template (written before templates were
+        stored): retrain it, or predict with ``velocity_range_kms=0`` to trust ``z`` as given.
+        """
+        from .kinematics import measure_velocities
+
+        if self._velocity_template is None:
+            raise ValueError(f"model file {self.path} has no velocity template (written by an older version); "
+                             "retrain it, or pass velocity_range_kms=0 to use z as given")
+        wave = np.asarray(wave, dtype=float)
+        flux2, error2 = np.atleast_2d(np.asarray(flux, dtype=float)), np.atleast_2d(np.asarray(error, dtype=float))
+        n = flux2.shape[0]
+        z_arr = np.broadcast_to(np.asarray(z, dtype=float), (n,))
+        bad = np.zeros(flux2.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask) != 0, flux2.shape)
+        steps = np.diff(wave)
+        if not np.allclose(steps, steps[0], rtol=1e-6):  # cross-correlation works on a linear grid
+            linear = np.linspace(wave[0], wave[-1], wave.size)
+            flux2 = np.array([np.interp(linear, wave, f) for f in flux2])
+            error2 = np.array([np.interp(linear, wave, e) for e in error2])
+            bad = np.array([np.interp(linear, wave, b.astype(float)) > 0 for b in bad])
+            wave = linear
+        velocity = np.full(n, np.nan)
+        velocity_err = np.full(n, np.nan)
+        for zi in np.unique(z_arr):
+            rows = np.flatnonzero(z_arr == zi)
+            v, e = measure_velocities(wave, flux2[rows], error2[rows], self._wave, self._velocity_template,
+                                      C_KMS * np.log1p(zi), float(velocity_range_kms), bad[rows])
+            velocity[rows], velocity_err[rows] = v, e
+        return velocity, velocity_err
+
     def predict(
         self,
         wave: np.ndarray,
@@ -432,8 +487,15 @@ class Predictor:
         z: float | np.ndarray = 0.0,
         mask: np.ndarray | None = None,
         batch_size: int = 128,
+        velocity_range_kms: float | None = DEFAULT_VELOCITY_RANGE_KMS,
     ) -> dict[str, Any]:
         """SFH, metallicity history and summary quantities of observed spectra.
+
+        The redshift is not trusted blindly: the stellar velocity is first refined within
+        ``velocity_range_kms`` of ``z`` (:meth:`refine_velocity`) and the spectrum is read in that
+        rest frame; ``velocity_kms`` in the result is the velocity used. A spectrum whose
+        velocity cannot be found in the range gets NaN results and ``velocity_ok`` False (widen
+        the range or correct z). ``velocity_range_kms=0`` (or None) uses ``z`` as given.
 
         Parameters
         ----------
@@ -457,13 +519,33 @@ class Predictor:
         dict
             ``sfh`` (n, n_bins) mass fractions (sum 1), ``logzsol`` (n, n_bins), for each of
             ``lw_age, mw_age, lw_logz, mw_logz`` the value and ``<key>_err`` (calibrated
-            1-sigma), ``norm`` (n,) in the input units, and ``age_bin_edges_yr``. For a 1-D
-            input the leading axis is dropped (scalars and (n_bins,) arrays).
+            1-sigma, widened by the OOD score), ``ood`` (see :meth:`predict_normalised`),
+            ``norm`` (n,) in the input units, ``velocity_kms`` and ``velocity_ok`` (the
+            velocity used, see above), and ``age_bin_edges_yr``. For a 1-D input the leading
+            axis is dropped (scalars and (n_bins,) arrays).
         """
-        prepared = self.prepare(wave, flux, error, photometry=photometry, z=z, mask=mask)
+        slack = float(velocity_range_kms or 0.0)
+        # prepared once at the given z first: bad input is reported before any refinement
+        prepared = self.prepare(wave, flux, error, photometry=photometry, z=z, mask=mask, coverage_slack_kms=slack)
+        n = prepared["flux"].shape[0]
+        z_given = np.broadcast_to(np.asarray(z, dtype=float), (n,))
+        found = np.ones(n, dtype=bool)
+        z_used = z_given
+        if velocity_range_kms:
+            velocity, _ = self.refine_velocity(wave, flux, error, z_given, velocity_range_kms, mask)
+            found = np.isfinite(velocity)
+            z_used = np.where(found, np.expm1(np.where(found, velocity, 0.0) / C_KMS), z_given)
+            prepared = self.prepare(wave, flux, error, photometry=photometry, z=z_used, mask=mask,
+                                    coverage_slack_kms=slack)
         result = self.predict_normalised(prepared["flux"], prepared["error"], prepared["mask"], prepared["phot"],
                                          prepared["phot_error"], prepared["present"], batch_size=batch_size)
         result["norm"] = prepared["norm"]
+        result["velocity_kms"] = np.where(found, C_KMS * np.log1p(z_used), np.nan)
+        result["velocity_ok"] = found
+        if not found.all():
+            for key, value in result.items():
+                if key not in ("age_bin_edges_yr", "norm", "velocity_kms", "velocity_ok"):
+                    value[~found] = np.nan
         if np.ndim(flux) == 1:
             result = {k: (v if k == "age_bin_edges_yr" else v[0]) for k, v in result.items()}
         return result
@@ -484,8 +566,17 @@ class Predictor:
         non-zero = ignore; the emission-line mask is added again, which changes nothing for
         data prepared as in training); ``phot``, ``phot_error`` (n, n_filters) divided by the
         same norm, or None (no bands); ``present`` (n, n_filters) bool, default: every band
-        with finite flux and error. Returns the keys of :meth:`predict` except ``norm``,
-        always with the leading axis n.
+        with finite flux and error. Returns the keys of :meth:`predict` except ``norm`` and
+        the velocity, always with the leading axis n.
+
+        ``ood`` is the out-of-distribution score of each spectrum: the Mahalanobis distance of
+        its spectral embedding (the network's features of the spectrum, before the HST fluxes
+        join) from those of held-out training-set spectra, divided by their 99th percentile
+        (:func:`sfh_pipeline.training.ood_reference`). About 1 % of training-like spectra have
+        ``ood`` > 1; a spectrum unlike anything in training has ``ood`` >> 1, and its ``_err``
+        values are multiplied by ``max(1, ood)``: the calibration of the errors holds only
+        where the spectrum resembles the training set. NaN for model files without the
+        reference (errors then unchanged).
         """
         import torch
 
@@ -524,7 +615,7 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         photometry = encode_photometry(phot, phot_error, present)
-        parts: dict[str, list[np.ndarray]] = {"sfh": [], "logz": [], "summary": [], "sigma": []}
+        parts: dict[str, list[np.ndarray]] = {"sfh": [], "logz": [], "summary": [], "sigma": [], "features": []}
         empty = np.zeros(n, dtype=bool)
         self.net.eval()
         with torch.inference_mode():
@@ -539,17 +630,25 @@ class Predictor:
                 parts["logz"].append(out["logz"].float().cpu().double().numpy())
                 parts["summary"].append(out["summary"].float().cpu().double().numpy())
                 parts["sigma"].append(torch.exp(out["summary_log_sigma"].float().cpu().double()).numpy())
+                parts["features"].append(out["spectral_features"].float().cpu().double().numpy())
         if empty.any():
             raise ValueError(f"{self._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); "
                              "drop them before predicting")
         if n == 0:
             joined = {"sfh": np.zeros((0, len(self._bin_age))), "logz": np.zeros((0, len(self._bin_age))),
-                      "summary": np.zeros((0, len(SUMMARY_KEYS))), "sigma": np.zeros((0, len(SUMMARY_KEYS)))}
+                      "summary": np.zeros((0, len(SUMMARY_KEYS))), "sigma": np.zeros((0, len(SUMMARY_KEYS))),
+                      "features": np.zeros((0, 1))}
         else:
             joined = {key: np.concatenate(value) for key, value in parts.items()}
-        result: dict[str, np.ndarray] = {"sfh": joined["sfh"], "logzsol": joined["logz"]}
+        if self._ood is None:
+            ood = np.full(n, np.nan)
+        else:
+            mean, whitening, scale = self._ood
+            ood = np.linalg.norm((joined["features"] - mean) @ whitening.T, axis=1) / scale
+        widen = np.where(np.isfinite(ood), np.maximum(ood, 1.0), 1.0)
+        result: dict[str, np.ndarray] = {"sfh": joined["sfh"], "logzsol": joined["logz"], "ood": ood}
         for i, key in enumerate(SUMMARY_KEYS):
             result[key] = joined["summary"][:, i]
-            result[f"{key}_err"] = joined["sigma"][:, i] * self.sigma_scale[key]
+            result[f"{key}_err"] = joined["sigma"][:, i] * self.sigma_scale[key] * widen
         result["age_bin_edges_yr"] = self._edges.copy()
         return result

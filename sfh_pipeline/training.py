@@ -293,7 +293,8 @@ def evaluate_split(net: torch.nn.Module, reader: TrainsetReader, split: str, dev
     """Mean loss terms over a split and the raw predictions (this rank's share)."""
     net.eval()
     sums = torch.zeros(5, dtype=torch.float64)
-    preds: dict[str, list[np.ndarray]] = {k: [] for k in ("sfh", "logz", "summary", "summary_sigma")}
+    preds: dict[str, list[np.ndarray]] = {k: [] for k in ("sfh", "logz", "summary", "summary_sigma",
+                                                           "spectral_features")}
     truth: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for batch, raw in iterate_batches(reader, split, batch_size, 0, 0, rank=rank, world=world, train=False):
@@ -305,6 +306,7 @@ def evaluate_split(net: torch.nn.Module, reader: TrainsetReader, split: str, dev
             preds["logz"].append(out["logz"].float().cpu().numpy())
             preds["summary"].append(out["summary"].float().cpu().numpy())
             preds["summary_sigma"].append(torch.exp(out["summary_log_sigma"].float()).cpu().numpy())
+            preds["spectral_features"].append(out["spectral_features"].float().cpu().numpy())
             for key in ("sfh", "logzsol", "snr", *SUMMARY_KEYS):
                 truth.setdefault(key, []).append(raw[key])
     sums = _all_reduce_sum(sums, world)
@@ -321,6 +323,38 @@ def calibrate_sigmas(predictions: dict[str, np.ndarray]) -> dict[str, float]:
         z = np.abs(predictions[f"true_{key}"] - predictions["pred_summary"][:, i]) / predictions["pred_summary_sigma"][:, i]
         scales[key] = float(np.quantile(z, 0.6827)) if z.size else 1.0
     return scales
+
+
+def ood_reference(features: np.ndarray, shrinkage: float = 0.05, quantile: float = 0.99) -> dict[str, Any]:
+    """The reference of the out-of-distribution score: mean and whitening matrix of the spectral
+    embeddings of held-out training-set spectra (covariance shrunk towards its mean variance by
+    ``shrinkage``, so that it inverts), and the ``quantile`` of their Mahalanobis distances.
+
+    :meth:`sfh_pipeline.predict.Predictor.predict_normalised` divides a spectrum's distance by
+    that quantile: OOD = 1 is as unusual as the 1 % most unusual training-like spectra.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(0)
+    cov = np.cov(x - mean, rowvar=False)
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    whitening = np.linalg.cholesky(np.linalg.inv(cov)).T  # |whitening @ d|^2 = d^T cov^-1 d
+    distance = np.linalg.norm((x - mean) @ whitening.T, axis=1)
+    return {"mean": mean.tolist(), "whitening": whitening.tolist(), "distance_quantile": float(np.quantile(distance, quantile)),
+            "quantile": quantile, "n": int(x.shape[0])}
+
+
+def velocity_template(reader: TrainsetReader, max_spectra: int = 4000) -> list[float]:
+    """A rest-frame template for velocity refinement, on the training grid: the median normalised
+    flux of validation spectra with S/N > 30 and sigma < 120 km/s (their residual velocities of
+    at most a few tens of km/s only broaden it slightly)."""
+    keep = np.flatnonzero(reader.split == SPLIT_CODES["validation"])
+    snr = np.asarray(reader.group["snr"][:])[keep]
+    sigma = np.asarray(reader.group["sigma_kms"][:])[keep]
+    chosen = keep[(snr > 30) & (sigma < 120)][:max_spectra]
+    if chosen.size < 10:
+        chosen = keep[:max_spectra]
+    flux = np.asarray(reader.group["flux"].get_orthogonal_selection((chosen, slice(None))), dtype=np.float64)
+    return np.nanmedian(flux, axis=0).tolist()
 
 
 def train(
@@ -456,6 +490,8 @@ def train(
         "loss_weights": dataclasses.asdict(loss_weights),
         "state_dict": {k: v.cpu() for k, v in module.state_dict().items()},
         "sigma_scale": calibrate_sigmas(val_predictions),
+        "ood_reference": ood_reference(val_predictions["pred_spectral_features"]),
+        "velocity_template": velocity_template(reader),
         "trainset": {
             "store": str(trainset_store),
             "generator_digest": attrs["generator_digest"],

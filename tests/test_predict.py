@@ -8,6 +8,7 @@ import torch
 import zarr
 
 import sfh_pipeline
+from sfh_pipeline.instrument import C_KMS
 from sfh_pipeline.model import SUMMARY_KEYS
 from sfh_pipeline.predict import Predictor, load_predictor, rebin_matrix, reuse_freed_memory
 from sfh_pipeline.spectral import pixel_edges
@@ -41,7 +42,12 @@ def batch_reference(predictor, stored, bands: bool):
 
 
 def max_differences(a, b):
-    return {key: float(np.max(np.abs(np.asarray(a[key]) - np.asarray(b[key])))) for key in OUTPUT_KEYS}
+    """Largest absolute difference per output; errors compared before their OOD widening (the
+    OOD score itself is compared where it matters)."""
+    def value(result, key):
+        widen = np.maximum(np.nan_to_num(result["ood"], nan=1.0), 1.0) if key.endswith("_err") else 1.0
+        return np.asarray(result[key]) / widen
+    return {key: float(np.max(np.abs(value(a, key) - value(b, key)))) for key in OUTPUT_KEYS}
 
 
 # ----------------------------------------------------------------------------- API and metadata
@@ -69,9 +75,9 @@ def test_predict_on_training_grid_equals_batch_path(predictor, stored, bands):
     reference = batch_reference(predictor, stored, bands)
     out = predictor.predict(predictor.wavelength_aa, stored["flux"] * UNIT, stored["error"] * UNIT,
                             photometry=photometry_dict(predictor, stored) if bands else None, z=0.0,
-                            mask=stored["mask"])
+                            mask=stored["mask"], velocity_range_kms=0)
     differences = max_differences(out, reference)
-    assert max(differences.values()) < 1e-5, differences  # measured: <= 1e-6 (float32)
+    assert max(differences.values()) < 5e-5, differences  # measured: <= 1.2e-5 (float32, errors x OOD)
     np.testing.assert_allclose(out["norm"], UNIT, rtol=1e-6)
     np.testing.assert_array_equal(out["age_bin_edges_yr"], predictor.age_bin_edges_yr)
     assert out["sfh"].shape == (INDICES.size, 16) and out["lw_age"].shape == (INDICES.size,)
@@ -81,7 +87,7 @@ def test_predict_on_training_grid_equals_batch_path(predictor, stored, bands):
     photometry = ({key: (float(f[i]), float(e[i])) for key, (f, e) in photometry_dict(predictor, stored).items()}
                   if bands else None)
     single = predictor.predict(predictor.wavelength_aa, stored["flux"][i] * UNIT, stored["error"][i] * UNIT,
-                               photometry=photometry, mask=stored["mask"][i])
+                               photometry=photometry, mask=stored["mask"][i], velocity_range_kms=0)
     assert single["sfh"].shape == (16,) and np.ndim(single["lw_age"]) == 0 and np.ndim(single["norm"]) == 0
     for key in OUTPUT_KEYS:
         np.testing.assert_allclose(single[key], out[key][i], atol=1e-6, err_msg=key)
@@ -133,13 +139,44 @@ def test_redshifted_and_resampled_spectrum_gives_nearly_the_same(predictor, stor
     reference = batch_reference(predictor, stored, bands)
     observed, flux, error, mask = muse_like(predictor, stored, z)
     photometry = photometry_dict(predictor, stored) if bands else None
-    out = predictor.predict(observed, flux, error, photometry=photometry, z=z, mask=mask)
+    out = predictor.predict(observed, flux, error, photometry=photometry, z=z, mask=mask, velocity_range_kms=0)
     differences = max_differences(out, reference)
     tolerance = {"sfh": 1e-3, "logzsol": 1.5e-3, **{k: 5e-3 for k in OUTPUT_KEYS[2:]}}
-    assert all(differences[k] < tolerance[k] for k in OUTPUT_KEYS), differences
+    assert all(differences[k] < tolerance[k] for k in OUTPUT_KEYS), str({k: f"{v:.2e}" for k, v in differences.items()})
     np.testing.assert_allclose(out["norm"], UNIT, rtol=3e-3)
-    wrong_z = predictor.predict(observed, flux, error, photometry=photometry, z=z - 0.001, mask=mask)
+    # interpolation smooths the noise, which the embedding notices a little (measured: median
+    # 4 %, at most 22 % relative difference)
+    relative = np.abs(out["ood"] / reference["ood"] - 1)
+    assert np.median(relative) < 0.1 and relative.max() < 0.35, relative
+    wrong_z = predictor.predict(observed, flux, error, photometry=photometry, z=z - 0.001, mask=mask,
+                                velocity_range_kms=0)
     assert np.mean(np.abs(out["sfh"] - reference["sfh"])) < 0.2 * np.mean(np.abs(wrong_z["sfh"] - reference["sfh"]))
+
+
+def test_velocity_refinement_finds_the_stellar_velocity(predictor, small_trainset):
+    """z is not trusted blindly: the stellar velocity is refined around it and returned.
+
+    The stored spectra carry residual velocities of up to +-50 km/s (their truth); at z = 0.005
+    the refinement must find them (within 3 of their errors, measured rms ~8 km/s at S/N > 30),
+    also when z is given 300 km/s off; a z 900 km/s off, outside the 500 km/s search, gives NaN
+    and velocity_ok False rather than a wrong population."""
+    group = zarr.open_group(small_trainset, mode="r")
+    bright = np.flatnonzero(np.asarray(group["snr"][:]) > 40)[:20]
+    spectra = {name: np.asarray(group[name][:])[bright] for name in ("flux", "error", "mask")}
+    truth = np.asarray(group["velocity_kms"][:])[bright]
+    z = 0.005
+    observed, flux, error, mask = muse_like(predictor, spectra, z)
+    v_z = C_KMS * np.log1p(z)
+    velocity, velocity_err = predictor.refine_velocity(observed, flux, error, z, 500.0, mask)
+    pull = (velocity - v_z - truth) / velocity_err
+    assert np.all(np.isfinite(velocity)) and np.sqrt(np.mean(pull**2)) < 3.0, (velocity - v_z - truth)
+    right = predictor.predict(observed, flux, error, z=z, mask=mask)
+    off = predictor.predict(observed, flux, error, z=np.expm1((v_z - 300.0) / C_KMS), mask=mask)
+    np.testing.assert_allclose(off["velocity_kms"], right["velocity_kms"], atol=5.0)
+    np.testing.assert_allclose(off["lw_age"], right["lw_age"], atol=0.01)
+    assert np.all(right["velocity_ok"])
+    far = predictor.predict(observed, flux, error, z=np.expm1((v_z - 900.0) / C_KMS), mask=mask, velocity_range_kms=500)
+    assert not far["velocity_ok"].any() and np.all(np.isnan(far["lw_age"])) and np.all(np.isnan(far["velocity_kms"]))
 
 
 def test_redshifted_and_resampled_spectrum_lands_on_the_training_pixels(predictor, stored):
@@ -180,9 +217,9 @@ def test_redshift_per_spectrum(predictor, stored):
         observed, flux, error, mask = muse_like(predictor, {k: v[:1] for k, v in stored.items()}, z)
         rows.append((flux[0], error[0], mask[0]))
     flux, error, mask = (np.stack(parts) for parts in zip(*rows))
-    stack = predictor.predict(observed, flux, error, z=np.array([0.0, 0.005]), mask=mask)
+    stack = predictor.predict(observed, flux, error, z=np.array([0.0, 0.005]), mask=mask, velocity_range_kms=0)
     for i, z in enumerate((0.0, 0.005)):
-        alone = predictor.predict(observed, flux[i], error[i], z=z, mask=mask[i])
+        alone = predictor.predict(observed, flux[i], error[i], z=z, mask=mask[i], velocity_range_kms=0)
         for key in OUTPUT_KEYS:
             np.testing.assert_allclose(stack[key][i], alone[key], atol=1e-6, err_msg=key)
     assert abs(stack["lw_age"][0] - stack["lw_age"][1]) < 5e-3  # same spectrum at two redshifts
@@ -234,7 +271,8 @@ def test_invariants_with_heavy_masking_and_no_bands(predictor, stored):
     window = (wave >= 5400) & (wave <= 5600)
     mask[:, np.nonzero(window)[0][::10]] = 0  # a few left to normalise with
     for photometry in (None, photometry_dict(predictor, stored)):
-        out = predictor.predict(wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=photometry, mask=mask)
+        out = predictor.predict(wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=photometry, mask=mask,
+                                velocity_range_kms=0)
         for key in OUTPUT_KEYS:
             assert np.all(np.isfinite(out[key])), key
         np.testing.assert_allclose(out["sfh"].sum(1), 1.0, atol=1e-9)
@@ -248,7 +286,8 @@ def test_invariants_with_heavy_masking_and_no_bands(predictor, stored):
     partial = {key: partial[key] for key in predictor.filters[:3]}
     first = partial[predictor.filters[0]]
     partial[predictor.filters[0]] = (np.where(np.arange(INDICES.size) == 0, np.nan, first[0]), first[1])
-    out = predictor.predict(wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=partial, mask=stored["mask"])
+    out = predictor.predict(wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=partial, mask=stored["mask"],
+                            velocity_range_kms=0)
     assert all(np.all(np.isfinite(out[key])) for key in OUTPUT_KEYS)
 
 
