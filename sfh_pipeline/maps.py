@@ -56,6 +56,8 @@ MAP_HDUS = {
     "CHI2": "",
     "OOD": "",
 }
+#: Planes added after the first maps files were written: files without them still read (NaN).
+LATER_HDUS = ("OOD",)
 DESCRIPTIONS = {
     "BIN_ID": "Voronoi bin index of the spaxel; -1 = not binned",
     "SNR": "continuum signal-to-noise ratio of the bin",
@@ -150,10 +152,11 @@ def read_maps(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WCS, np.n
     with fits.open(path) as hdul:
         header = hdul[0].header.copy()
         names = [h.name for h in hdul[1:]]
-        missing = [name for name in MAP_HDUS if name not in names]
+        missing = [name for name in MAP_HDUS if name not in names and name not in LATER_HDUS]
         if missing:
             raise ValueError(f"{path}: not a maps file, missing HDUs {missing}")
-        images = {name: np.array(hdul[name].data) for name in MAP_HDUS}
+        shape = hdul["BIN_ID"].data.shape
+        images = {name: np.array(hdul[name].data) if name in names else np.full(shape, np.nan) for name in MAP_HDUS}
         wcs = WCS(hdul["BIN_ID"].header).celestial
     return images, wcs, read_age_bin_edges(header), header
 

@@ -189,3 +189,58 @@ def test_report_json_is_written(tmp_path, ssp_store):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_chunks"] == 2 and report["ssp"]["name"] == "analytic"
     assert Path(report["store"]) == store
+
+
+# ----------------------------------------------------------------------------- realism terms
+
+
+def test_nebular_emission_has_the_drawn_fluxes_and_ratios():
+    wave = np.arange(4800.0, 7000.0, 0.25)  # fine, so that line integrals are sums
+    continuum = np.full((400, wave.size), 2.0)
+    present = np.arange(400) % 2 == 0
+    settings = ts.resolve_config(None)["realism"]
+    emission = ts.nebular_emission(wave, continuum, np.random.default_rng(1), present, settings, np.zeros(400))
+    assert np.all(emission[~present] == 0) and np.all(emission[present].max(1) > 0)
+
+    def line_flux(centre, half=15.0):
+        window = np.abs(wave - centre) < half
+        return emission[present][:, window].sum(1) * 0.25
+
+    ew = line_flux(6562.8, 8.0) / 2.0  # H alpha alone (the [N II] lines are 14-20 A away)
+    lo, hi = settings["halpha_ew_aa"]
+    narrow = ew > 0  # gas broader than ~250 km/s leaks out of the 8 A window
+    assert np.all(ew[narrow] <= hi * 1.01) and np.median(np.log(ew)) == pytest.approx(np.log(np.sqrt(lo * hi)), abs=0.5)
+    ratio = line_flux(5006.84, 10.0) / line_flux(4958.91, 10.0)
+    assert np.median(ratio) == pytest.approx(2.98, rel=0.05)  # [O III] at its atomic ratio
+    assert emission.sum(1)[present].min() > 0 and np.all(np.isfinite(emission))
+
+
+def test_continuum_distortion_has_the_asked_rms_and_is_smooth():
+    wave = np.arange(4800.0, 7000.0, 1.25)
+    factors = ts.continuum_distortion(wave, np.random.default_rng(2), 2000, rms=0.05, degree=4)
+    rms = np.sqrt(np.mean((factors - 1) ** 2))
+    assert rms == pytest.approx(0.05, rel=0.1)
+    assert np.abs(np.mean(factors - 1)) < 0.005  # no net change of the normalisation on average
+    assert np.max(np.abs(np.diff(factors, axis=1))) < 0.01  # smooth: no pixel-to-pixel features
+
+
+def test_sky_residuals_are_spikes_of_a_few_sigma():
+    error = np.full((3000, 1761), 0.1)
+    spikes = ts.sky_residuals(error, np.random.default_rng(3), 2.0, np.arange(4800.0, 7001.0, 1.25))
+    peaks = (np.abs(spikes) > 0.25).any(1)
+    assert np.mean(peaks) == pytest.approx(1 - np.exp(-2.0), abs=0.03)  # Poisson: P(at least one)
+    assert np.abs(spikes).max() <= 30 * 0.1 * 1.3
+
+
+def test_realism_off_keeps_the_spectra_and_on_keeps_the_labels(ssp_store):
+    config = ts.resolve_config({"n_spectra": 40, "chunk_size": 40, "seed": 3})
+    model = ts.build_model(config, ssp_store, PHANGS_FILTERS)
+    plain = ts.generate_chunk(config, model, 0)
+    real = ts.resolve_config({"n_spectra": 40, "chunk_size": 40, "seed": 3,
+                              "realism": {"emission_fraction": 1.0, "continuum_distortion_rms": 0.05}})
+    realistic = ts.generate_chunk(real, model, 0)
+    for name in ("sfh", "logzsol", "lw_age", "mw_logz", "snr", "velocity_kms"):
+        np.testing.assert_array_equal(plain[name], realistic[name])
+    near_halpha = (model.wavelength_aa > 6555) & (model.wavelength_aa < 6570)
+    assert np.median(realistic["flux"][:, near_halpha] - plain["flux"][:, near_halpha]) > 0
+    assert not np.array_equal(plain["flux"], realistic["flux"])

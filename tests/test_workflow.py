@@ -18,6 +18,7 @@ from scipy.stats import spearmanr
 
 import sfh_pipeline
 from sfh_pipeline.fetch import sha256_of
+from sfh_pipeline.maps import read_maps
 from sfh_pipeline.ssp import load_ssp
 
 from . import ssp_fixtures as fx
@@ -127,8 +128,9 @@ SMALL_GALAXIES = {
 
 def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     grid = fx.write_bc03(tmp_path / "grid.fits")
-    sheet = tmp_path / "sheet.tsv"  # a copy of the mock sheet, edited below
-    sheet.write_text((REPO / "config" / "default_galaxies.tsv").read_text())
+    sheet = tmp_path / "sheet.tsv"  # the mock rows of the default sheet, edited below; the real galaxy joins at the end
+    default_rows = (REPO / "config" / "default_galaxies.tsv").read_text().splitlines()
+    sheet.write_text("\n".join(row for row in default_rows if not row.startswith("A478")) + "\n")
     good = write_config(tmp_path / "good.yaml", name="fixture", trainset={"name": "tiny", "n_spectra": 600, "chunk_size": 200},
                         extra={**SMALL_GALAXIES, "model": {"training": {"max_epochs": 2, "batch_size": 64}},
                                "sample": {"sheet": str(sheet)}},
@@ -142,8 +144,7 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     check_galaxy_products(tmp_path, ["MOCK-UVIS", "MOCK-ACS"])
 
     # one galaxy binned to another target S/N (sheet column target_snr): only its jobs rerun
-    lines = sheet.read_text().splitlines()
-    sheet.write_text("\n".join([lines[0] + "\ttarget_snr", lines[1] + "\t", lines[2] + "\t15"]) + "\n")
+    set_sheet_value(sheet, "MOCK-ACS", "target_snr", "15")
     counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(good)).stdout)
     assert counts == {"observe_bins": 1, "maps": 1, "maps_vs_truth": 1, "atlas": 1, "all": 1}, counts
     assert "MOCK-ACS" in snakemake(tmp_path, "-n", "--configfile", str(good)).stdout
@@ -202,6 +203,36 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     assert np.isfinite(np.asarray(store["flux"][600:800])).any(axis=1).all()
     np.testing.assert_array_equal(np.asarray(store["flux"][200:400]), before)
     assert job_counts(snakemake(tmp_path, "-n", "results/models/demo/model.pt", "--configfile", str(grown)).stdout) == {}
+
+    # the real galaxy of the default sheet joins: its cube is fetched (mpdaf wheel, cached), it
+    # goes through every stage of a PHANGS galaxy and is validated against full spectral fitting
+    with sheet.open("a") as handle:
+        handle.write(next(row for row in default_rows if row.startswith("A478")) + "\n")
+    counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(grown)).stdout)
+    assert counts["fetch_resources_real_A478_minicube_fits"] == 1 and counts["validate"] == 1, counts
+    assert not any(rule.startswith("mock_") for rule in counts)
+    snakemake(tmp_path, "--configfile", str(grown))
+    agreement = json.loads((tmp_path / "results/validation/A478/agreement.json").read_text())
+    assert agreement["reference"]["library"] == "fixture" and agreement["n_bins"] >= 1
+    for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+        assert set(agreement[key]) == {"median_delta_dex", "scatter_dex", "pull_within_1sigma", "n"}
+    with fits.open(tmp_path / "results/validation/A478/bins.fits") as table:
+        rows = table["BINS"].data
+        assert len(rows) == agreement["n_bins"] and np.all(rows["SNR"] >= 20)
+        assert np.isfinite(rows["REF_LW_AGE"]).all() and np.isfinite(rows["NET_LW_AGE"]).all()
+    images, _, _, header = read_maps(tmp_path / "results/A478/maps/A478_maps.fits")
+    binned = images["BIN_ID"] >= 0
+    assert header["EBV_GAL"] == pytest.approx(0.445) and np.isfinite(images["OOD"][binned]).any()
+
+
+def set_sheet_value(sheet: Path, galaxy: str, column: str, value: str) -> None:
+    """Edit one cell of a tab-separated sample sheet."""
+    rows = [line.split("\t") for line in sheet.read_text().splitlines()]
+    j = rows[0].index(column)
+    for row in rows[1:]:
+        if row[0] == galaxy:
+            row[j] = value
+    sheet.write_text("\n".join("\t".join(row) for row in rows) + "\n")
 
 
 def check_galaxy_products(workdir: Path, galaxies: list[str]) -> dict[str, dict]:
