@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "ppxf_vs_cnn.py"
 
@@ -34,3 +35,27 @@ def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, small_
         for quantity in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
             assert np.isfinite(result[method][quantity]["scatter_dex"])
     assert 0.0 <= result["cnn"]["lw_age"]["coverage_68"] <= 1.0
+
+
+def test_robustness_bench_compares_models_on_each_test_split(tiny_model, small_trainset):
+    """bench/robustness.py: a model on a test split it was made from equals the evaluation's own
+    figures (bias and scatter of the test split, from the same predictions)."""
+    import zarr
+
+    from sfh_pipeline import load_predictor
+
+    bench = BENCH.parent / "robustness.py"
+    done = subprocess.run([sys.executable, str(bench), "--model", f"tiny={tiny_model}",
+                           "--testset", f"small={small_trainset}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)["results"]["tiny on small"]
+    group = zarr.open_group(small_trainset, mode="r")
+    test = np.flatnonzero(np.asarray(group["split"][:]) == 2)
+    data = {k: np.asarray(group[k].get_orthogonal_selection((test, slice(None)) if group[k].ndim == 2 else (test,)))
+            for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age")}
+    predicted = load_predictor(tiny_model, device="cpu").predict_normalised(
+        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"])
+    delta = predicted["lw_age"] - data["lw_age"]
+    assert result["n"] == test.size
+    assert result["lw_age"]["bias_dex"] == pytest.approx(np.median(delta), abs=1e-4)
+    assert result["lw_age"]["scatter_dex"] == pytest.approx(1.4826 * np.median(np.abs(delta - np.median(delta))), abs=1e-4)
