@@ -69,18 +69,20 @@ def main() -> None:
     t = galactic_transmission(wave, args.ebv)
     flux_c, error_c = flux / t, error / t
     predictor = load_predictor(args.model, device="cpu")
+    # models written before velocity templates were stored take z as given
+    refine = 500.0 if predictor.can_refine_velocity else 0.0
     start = time.perf_counter()
-    base = predictor.predict(wave, flux_c, error_c, z=args.z)
+    base = predictor.predict(wave, flux_c, error_c, z=args.z, velocity_range_kms=refine)
     z_used = float(np.expm1(base["velocity_kms"] / C_KMS))
     variants = {
         "as in the workflow (foreground corrected, velocity refined)": base,
-        "emission mask 800 km/s": predictor.predict(wave, flux_c, error_c, z=args.z, mask=gas_mask(wave / (1 + z_used), 800)),
-        "no Galactic correction": predictor.predict(wave, flux, error, z=args.z),
-        "z 300 km/s off, refined": predictor.predict(wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS)),
+        "emission mask 800 km/s": predictor.predict(wave, flux_c, error_c, z=args.z, mask=gas_mask(wave / (1 + z_used), 800), velocity_range_kms=refine),
+        "no Galactic correction": predictor.predict(wave, flux, error, z=args.z, velocity_range_kms=refine),
+        "z 300 km/s off, refined": predictor.predict(wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS), velocity_range_kms=refine),
         "z 300 km/s off, not refined": predictor.predict(wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS),
                                                          velocity_range_kms=0),
-        "error spectrum smoothed": predictor.predict(wave, flux_c, median_filter(error_c, 51), z=args.z),
-        "sky lines and telluric bands masked": predictor.predict(wave, flux_c, error_c, z=args.z, mask=sky_mask(wave)),
+        "error spectrum smoothed": predictor.predict(wave, flux_c, median_filter(error_c, 51), z=args.z, velocity_range_kms=refine),
+        "sky lines and telluric bands masked": predictor.predict(wave, flux_c, error_c, z=args.z, mask=sky_mask(wave), velocity_range_kms=refine),
     }
     rest = wave / (1 + z_used)
     occlusion = {}
@@ -97,7 +99,7 @@ def main() -> None:
     print(json.dumps({
         "model": args.model, "commit": commit, "date": date.today().isoformat(), "host": platform.node(),
         "aperture": {"centre_yx": centre, "radius_spaxels": 5, "median_snr": round(float(np.median(flux / error)), 1)},
-        "z_given": args.z, "ebv": args.ebv,
+        "z_given": args.z, "ebv": args.ebv, "velocity_refined": bool(refine),
         "network": {name: summary(r) for name, r in variants.items()},
         "occlusion_200aa": occlusion,
         "ppxf_full_grid": {

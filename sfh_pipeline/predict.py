@@ -228,6 +228,11 @@ class Predictor:
         return self._wave
 
     @property
+    def can_refine_velocity(self) -> bool:
+        """Whether the model file carries the template :meth:`refine_velocity` needs."""
+        return self._velocity_template is not None
+
+    @property
     def filters(self) -> tuple[str, ...]:
         """Keys of the HST bands the model knows, in the network's order."""
         return self._filters
