@@ -115,3 +115,33 @@ def test_corrupted_hst_file(galaxy, tmp_path):
     broken.write_bytes(files[f"{band}_sci"].read_bytes()[:5000])
     with pytest.raises(DataError, match="not readable"):
         hst_on_muse(files["muse_cube"], {band: (broken, files[f"{band}_wht"])}, 0.9, 0.08, tmp_path / "x.fits")
+
+
+def test_infer_flags_bins_without_a_velocity_instead_of_guessing(galaxy, tmp_path, tiny_model, analytic_ssp_store):
+    """A systemic velocity 1000 km/s off with a 300 km/s search: no bin finds its stars, and every
+    one gets NaN and FLAG 1 in a complete table (not a crash, not a population at the wrong z);
+    with the right velocity the same tile is measured."""
+    from sfh_pipeline.infer import FLAG_NO_VELOCITY, infer_tile, read_tile_tables
+
+    root, row, files, bands = galaxy
+    bins, tiles = tmp_path / "bins.fits", tmp_path / "tiles.json"
+    bin_galaxy(files["muse_cube"], row["systemic_velocity_kms"], SETTINGS, bins, tiles)
+    hst = tmp_path / "hst.fits"
+    hst_on_muse(files["muse_cube"], band_files(files, bands), row["muse_psf_fwhm_arcsec"], 0.1, hst)
+    # the analytic library has a line every 37 A: a template shift of 1600-2300 km/s matches
+    # again, so the offset and the range keep every such alias out of the search
+    settings = {"tile_spaxels": 8, "velocity_range_kms": 300, "batch_size": 64}
+    tile = json.loads(tiles.read_text())["tiles"][0]
+    wrong = {**row, "systemic_velocity_kms": row["systemic_velocity_kms"] + 1000.0}
+    infer_tile(files["muse_cube"], bins, hst, tiny_model, analytic_ssp_store, tile, wrong, settings, tmp_path / "wrong.fits")
+    table = read_tile_tables([tmp_path / "wrong.fits"])
+    assert np.all(table["FLAG"] == FLAG_NO_VELOCITY)
+    for column in ("VELOCITY", "LW_AGE", "LW_LOGZ_ERR", "LOG_MSTAR", "CHI2", "OOD"):
+        assert np.all(np.isnan(table[column])), column
+    assert np.all(np.isnan(table["SFH"]))
+    infer_tile(files["muse_cube"], bins, hst, tiny_model, analytic_ssp_store, tile, row, settings, tmp_path / "right.fits")
+    table = read_tile_tables([tmp_path / "right.fits"])
+    measured = table["FLAG"] == 0
+    assert measured.mean() > 0.8
+    assert np.all(np.isfinite(table["LW_AGE"][measured])) and np.all(np.isfinite(table["OOD"][measured]))
+    assert np.all(np.abs(table["VELOCITY"][measured] - row["systemic_velocity_kms"]) < 300)
