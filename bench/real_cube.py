@@ -29,7 +29,8 @@ from scipy.ndimage import median_filter
 from sfh_pipeline import load_predictor
 from sfh_pipeline.dust import galactic_transmission
 from sfh_pipeline.instrument import C_KMS
-from sfh_pipeline.validate import FullGridFit, gas_mask, sky_mask
+from sfh_pipeline.trainset import emission_line_mask
+from sfh_pipeline.validate import FullGridFit, sky_mask
 
 KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")
 
@@ -76,7 +77,7 @@ def main() -> None:
     z_used = float(np.expm1(base["velocity_kms"] / C_KMS))
     variants = {
         "as in the workflow (foreground corrected, velocity refined)": base,
-        "emission mask 800 km/s": predictor.predict(wave, flux_c, error_c, z=args.z, mask=gas_mask(wave / (1 + z_used), 800), velocity_range_kms=refine),
+        "emission mask 800 km/s": predictor.predict(wave, flux_c, error_c, z=args.z, mask=emission_line_mask(wave / (1 + z_used), 800), velocity_range_kms=refine),
         "no Galactic correction": predictor.predict(wave, flux, error, z=args.z, velocity_range_kms=refine),
         "z 300 km/s off, refined": predictor.predict(wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS), velocity_range_kms=refine),
         "z 300 km/s off, not refined": predictor.predict(wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS),

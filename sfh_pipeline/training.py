@@ -343,7 +343,7 @@ def ood_reference(features: np.ndarray, shrinkage: float = 0.05, quantile: float
             "quantile": quantile, "n": int(x.shape[0])}
 
 
-def velocity_template(reader: TrainsetReader, max_spectra: int = 4000) -> list[float]:
+def trainset_velocity_template(reader: TrainsetReader, max_spectra: int = 4000) -> list[float]:
     """A rest-frame template for velocity refinement, on the training grid: the median normalised
     flux of validation spectra with S/N > 30 and sigma < 120 km/s (their residual velocities of
     at most a few tens of km/s only broaden it slightly)."""
@@ -491,7 +491,7 @@ def train(
         "state_dict": {k: v.cpu() for k, v in module.state_dict().items()},
         "sigma_scale": calibrate_sigmas(val_predictions),
         "ood_reference": ood_reference(val_predictions["pred_spectral_features"]),
-        "velocity_template": velocity_template(reader),
+        "velocity_template": trainset_velocity_template(reader),
         "trainset": {
             "store": str(trainset_store),
             "generator_digest": attrs["generator_digest"],

@@ -25,7 +25,6 @@ Uncertainties of the reference come from a wild bootstrap of the unregularised f
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -34,8 +33,7 @@ from ppxf.ppxf import ppxf
 
 from .instrument import C_KMS, muse_lsf_fwhm_aa
 from .ssp import load_ssp
-
-log = logging.getLogger(__name__)
+from .trainset import emission_line_mask
 
 #: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
@@ -55,12 +53,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "tile_spaxels": 32,        # cube read in tiles of this size (infer.tile_spaxels)
 }
 
-#: Rest-frame air wavelengths (A) of nebular lines masked in the fits (Balmer, [O III],
-#: [N I], He I, [O I], [N II], [S II]).
-GAS_LINES_AA = (4861.33, 4958.91, 5006.84, 5197.90, 5200.26, 5875.62, 6300.30, 6363.78, 6548.05,
-                6562.80, 6583.45, 6716.44, 6730.82)
-
-
 def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     """``settings`` over :data:`DEFAULT_SETTINGS`; unknown keys are errors."""
     merged = dict(DEFAULT_SETTINGS)
@@ -69,12 +61,6 @@ def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
             raise ValueError(f"unknown validate setting {key!r}; known: {', '.join(sorted(merged))}")
         merged[key] = value
     return merged
-
-
-def gas_mask(rest_wave_aa: np.ndarray, half_width_kms: float) -> np.ndarray:
-    """True for rest-frame wavelengths within ``half_width_kms`` of a line of :data:`GAS_LINES_AA`."""
-    lam = np.asarray(rest_wave_aa, dtype=float)[:, None]
-    return np.any(np.abs(np.log(lam / np.array(GAS_LINES_AA)[None, :])) * C_KMS <= half_width_kms, axis=1)
 
 
 def population_averages(light_weights: np.ndarray, log_age: np.ndarray, logz: np.ndarray,
@@ -207,7 +193,7 @@ class FullGridFit:
         galaxy, sigma, bad_fraction, ln_lam, velscale = log_rebin_with_errors(wave, flux, error, bad)
         variance = sigma**2
         lam = np.exp(ln_lam)
-        good = (bad_fraction < 1e-3) & (variance > 0) & ~gas_mask(lam, s["emission_mask_kms"])
+        good = (bad_fraction < 1e-3) & (variance > 0) & ~emission_line_mask(lam, s["emission_mask_kms"])
         out["n_good"] = int(good.sum())
         if good.sum() < 100:
             return out
