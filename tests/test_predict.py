@@ -466,3 +466,25 @@ def test_freed_inference_memory_is_reused_without_page_faults(predictor):
         faults_of_one_batch()
     # with glibc's defaults every batch faults in ~1,500 fresh pages (measured)
     assert faults_of_one_batch() < 50
+
+
+def test_out_of_distribution_spectra_are_flagged_and_their_errors_widened(predictor, stored):
+    """The held-out training spectra sit inside the reference (OOD < 1 for ~99 %); the same spectra
+    tilted by (lambda / 5500 A)^6, a continuum no training spectrum has, come out beyond it
+    (measured with the tiny model: OOD 2.3-4.1), with every error multiplied by exactly OOD."""
+    wave = predictor.wavelength_aa
+    plain = predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"])
+    tilted_flux = stored["flux"] * (wave / 5500.0) ** 6
+    tilted = predictor.predict_normalised(tilted_flux, stored["error"], stored["mask"])
+    assert np.mean(plain["ood"] < 1) >= 0.95
+    assert np.mean(tilted["ood"] > 1.5) >= 0.9
+    # the widening is max(1, OOD) on top of the calibrated sigma: undo it and compare with a
+    # prediction whose OOD reference is switched off
+    reference, predictor._ood = predictor._ood, None
+    try:
+        bare = predictor.predict_normalised(tilted_flux, stored["error"], stored["mask"])
+    finally:
+        predictor._ood = reference
+    assert np.all(np.isnan(bare["ood"]))
+    for key in SUMMARY_KEYS:
+        np.testing.assert_allclose(tilted[f"{key}_err"], bare[f"{key}_err"] * np.maximum(tilted["ood"], 1.0), rtol=1e-6)
