@@ -312,7 +312,8 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     with sky lines and telluric bands masked. Writes into ``out_dir``: ``agreement.json``
     (:func:`agreement` of the regularised reference, the unregularised one under
     ``unregularised``, the brightest bin, the settings), ``bins.fits`` (table ``BINS``: per-bin
-    network and reference values) and ``maps.png`` (side-by-side maps). Returns the agreement.
+    network and reference values), ``maps.png`` (side-by-side maps) and ``residuals.png`` (the
+    brightest bin against both fits, :func:`plot_residuals`). Returns the agreement.
     """
     from pathlib import Path
 
@@ -406,8 +407,57 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     with atomic_path(out_dir / "bins.fits") as tmp:
         fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns, name="BINS")]).writeto(tmp)
     plot_validation(bin_id, fitted, network, reference, out_dir / "maps.png", title=str(row.get("galaxy")))
+    if fitted.size:
+        best = int(np.argmax(bin_snr[fitted]))
+        rest, flux, error, mask = jobs[best][1]
+        spectra = FullGridFit(ssp_store, rest_range, z_sys, {**s, "n_bootstrap": 0}, predictor.norm_window_aa).fit(
+            rest, flux, error, mask,
+                                                                                      return_spectra=True)
+        population = {name: table[name][fitted[best]] for name in ("SFH", "ZH", "AV", "SIGMA")}
+        plot_residuals(spectra, population, ssp_store, predictor.age_bin_edges_yr, out_dir / "residuals.png",
+                       title=f"{row.get('galaxy')} bin {fitted[best]} (S/N {bin_snr[fitted[best]]:.0f})")
     write_json_atomically(out_dir / "agreement.json", result)
     return result
+
+
+def plot_residuals(spectra: dict, population: dict, ssp_store, age_bin_edges_yr, out_png, title: str = "") -> None:
+    """One bin's spectrum against the full-grid pPXF fit and against the spectrum rebuilt from the
+    network's population (its SFH and ZH, with the A_V and sigma of the forward-model check,
+    scaled by one factor and no polynomial), and both residuals by wavelength (rest frame)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_path
+    from .forward import ForwardModel
+
+    lam, galaxy, good = spectra["wave"], spectra["galaxy"], spectra["good"]
+    model = ForwardModel(load_ssp(ssp_store), age_bin_edges_yr, wavelength_aa=lam, max_velocity_kms=1000.0)
+    av = float(np.nan_to_num(population["AV"]))
+    sigma = float(np.nan_to_num(population["SIGMA"], nan=200.0))
+    rebuilt = model.model(np.asarray(population["SFH"], float)[None], np.asarray(population["ZH"], float)[None],
+                          np.array([av]), np.array([sigma])).flux[0]
+    scale = float(np.sum(galaxy[good] * rebuilt[good]) / np.sum(rebuilt[good] ** 2))
+    rebuilt = rebuilt * scale
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 6.5), sharex=True, height_ratios=(2, 1))
+    top.plot(lam, np.where(good, galaxy, np.nan), color="k", lw=0.5, label="data (fitted pixels)")
+    top.plot(lam, spectra["bestfit"], color="C0", lw=0.7, label="full-grid pPXF (polynomial)")
+    top.plot(lam, rebuilt, color="C3", lw=0.7, label="network's population (dust, no polynomial)")
+    top.legend(fontsize=8)
+    top.set_title(title, fontsize=10)
+    for name, fit, colour in (("pPXF", spectra["bestfit"], "C0"), ("network", rebuilt, "C3")):
+        residual = np.where(good, (galaxy - fit) / np.median(galaxy[good]), np.nan)
+        bottom.plot(lam, residual, color=colour, lw=0.5, label=f"{name}: rms {np.nanstd(residual):.3f}")
+    bottom.axhline(0, color="k", lw=0.5)
+    bottom.set_ylim(-0.15, 0.15)
+    bottom.set_xlabel("rest-frame wavelength / A")
+    bottom.set_ylabel("(data - fit) / median")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
 
 
 def plot_validation(bin_id: np.ndarray, fitted: np.ndarray, network: dict, reference: dict, out_png,

@@ -88,6 +88,8 @@ rule validate:
         table=validation_file("{galaxy}", "bins.fits"),
         png=report(validation_file("{galaxy}", "maps.png"), caption="../report/validation.rst",
                    category="Validation", subcategory="{galaxy}"),
+        residuals=report(validation_file("{galaxy}", "residuals.png"), caption="../report/validation.rst",
+                         category="Validation", subcategory="{galaxy}"),
     params:
         args=lambda wc: galaxy_data_args(wc.galaxy),
         settings=shell_json({**config["validate"], "tile_spaxels": config["infer"]["tile_spaxels"]}),
