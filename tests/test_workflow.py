@@ -220,6 +220,8 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
         rows = table["BINS"].data
         assert len(rows) == agreement["n_bins"] and np.all(rows["SNR"] >= 20)
         assert np.isfinite(rows["REF_LW_AGE"]).all() and np.isfinite(rows["NET_LW_AGE"]).all()
+    for figure in ("maps.png", "residuals.png"):
+        assert (tmp_path / "results/validation/A478" / figure).stat().st_size > 10_000, figure
     images, _, _, header = read_maps(tmp_path / "results/A478/maps/A478_maps.fits")
     binned = images["BIN_ID"] >= 0
     assert header["EBV_GAL"] == pytest.approx(0.445) and np.isfinite(images["OOD"][binned]).any()
