@@ -44,7 +44,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mdegree": 8,              # multiplicative Legendre polynomial
     "regul": 100.0,            # pPXF regularisation strength (1 / allowed weight wiggle)
     "n_bootstrap": 8,          # wild-bootstrap refits for the reference's errors
-    "emission_mask_kms": 400.0,
+    "emission_mask_kms": 800.0,    # half-width of the gas-line mask: broad or offset gas leaks past 400
     "velocity_bounds_kms": 500.0,  # |residual velocity| allowed around the given z
     "seed": 1,
     # the validate stage (validate_galaxy)
