@@ -106,5 +106,7 @@ def test_workflow_through_the_slurm_profile_with_a_cancelled_training(tmp_path):
         metrics = json.loads((work / "results/models/demo/metrics.json").read_text())
         assert metrics["n_test"] > 0
         check_galaxy_products(work, ["MOCK-UVIS", "MOCK-ACS"])
+        # the real galaxy of the default sheet went through sbatch too, validation included
+        assert json.loads((work / "results/validation/A478/agreement.json").read_text())["n_bins"] >= 1
         # every job went through sbatch: SLURM's own logs are kept per rule
         assert any((work / "logs/slurm").rglob("*.log"))
