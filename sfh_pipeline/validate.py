@@ -287,10 +287,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(ssp_store, rest_range_aa, redshift, settings, norm_window_aa) -> None:
-    import os
-
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = "1"
     _WORKER["fit"] = FullGridFit(ssp_store, rest_range_aa, redshift, settings, norm_window_aa)
 
 
