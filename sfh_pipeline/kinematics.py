@@ -33,7 +33,7 @@ written as a weighted least-squares match so that masks and per-pixel errors are
 
 Velocities follow pPXF's convention, v = c ln(1 + z) (a pure shift in ln lambda).
 
-Why not pPXF per spectrum: the project's pPXF benchmark (README, bench/ppxf_vs_cnn.py)
+Why not pPXF per spectrum: the project's pPXF benchmark (docs/pipeline.md, bench/ppxf_vs_cnn.py)
 measured 1.15 s per spectrum for a full population fit on one core; even a kinematics-only
 fit with one template is a nonlinear fit per spectrum (not measured here), i.e. minutes or
 more for 1e4 bins, where only a velocity (to register spectra to the rest frame) is needed.

@@ -338,8 +338,8 @@ def test_dry_run_mosaic_of_two_pointings(tmp_path):
 
 
 def readme_cluster_commands() -> list[str]:
-    """The `snakemake --profile profiles/slurm ...` commands of README's cluster table."""
-    text = (REPO / "README.md").read_text()
+    """The `snakemake --profile profiles/slurm ...` commands of the cluster table in docs/running.md."""
+    text = (REPO / "docs" / "running.md").read_text()
     return re.findall(r"`(snakemake --profile profiles/slurm [^`]*)`", text)
 
 
