@@ -287,7 +287,11 @@ def mosaic_maps(paths: list, out_path, galaxy: str) -> dict[str, Any]:
     with nearest-neighbour interpolation (values are constant within a bin, so nothing is
     blended across bins), and where pointings overlap the first one in ``paths`` that has a
     binned spaxel there wins for every map at once, so ``BIN_ID`` and the values stay
-    consistent. Bin ids of later pointings are offset by the bins of the earlier ones.
+    consistent. Bin ids of later pointings are offset by the bins of the earlier ones, then
+    the ids are renumbered 0..n-1 over the bins that show in the mosaic (a bin of a later
+    pointing wholly under binned spaxels of an earlier one is not in it), in the same order,
+    so ``BIN_ID.max() + 1`` is the number of bins as in any maps file; the returned
+    ``n_bins`` is that number.
     """
     from reproject import reproject_interp
     from reproject.mosaicking import find_optimal_celestial_wcs
@@ -318,8 +322,11 @@ def mosaic_maps(paths: list, out_path, galaxy: str) -> dict[str, Any]:
                                          order="nearest-neighbor")
             out[name][..., take] = values[..., take]
         offset += int(images["BIN_ID"].max()) + 1
+    binned = out["BIN_ID"] >= 0
+    shown, contiguous = np.unique(out["BIN_ID"][binned], return_inverse=True)
+    out["BIN_ID"][binned] = contiguous
     header = pointings[0][3]
     meta = {key: header[key] for key in ("DIST_MPC", "MODEL", "MODELSHA") if key in header}
     meta.update({"GALAXY": galaxy, "NPOINT": (len(paths), "pointings combined")})
     write_maps(out_path, out, wcs_out, edges, meta)
-    return {"shape": list(shape_out), "pointings": len(paths), "n_bins": offset}
+    return {"shape": list(shape_out), "pointings": len(paths), "n_bins": int(shown.size)}

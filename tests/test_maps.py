@@ -69,7 +69,13 @@ def test_mosaic_of_two_overlapping_pointings(tmp_path):
     # one id per original bin, values consistent with ids everywhere
     for original in np.unique(full_ids):
         assert np.unique(ids[full_ids == original]).size == 1
-    assert summary["n_bins"] == 6 * 12 + 6 * 12
+    # The field holds 12 x 10 = 120 bins: each pointing has 72, and the 24 bins of b inside the
+    # overlap lie wholly under a's bins (a wins there), so they are not in the mosaic. The count
+    # is of bins one can see, and the ids are 0..n-1 as in every maps file (atlas and
+    # compare_with_truth count bins as BIN_ID.max() + 1).
+    assert np.unique(ids).size == 120
+    assert summary["n_bins"] == 120
+    assert np.array_equal(np.unique(images["BIN_ID"][images["BIN_ID"] >= 0]), np.arange(120))
 
 
 def test_maps_stage_does_not_import_torch():
@@ -80,3 +86,54 @@ def test_maps_stage_does_not_import_torch():
             "from sfh_pipeline.atlas import quicklook, sample_atlas\nprint('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"  # seconds of start-up per maps job otherwise
+
+
+def test_mosaic_who_wins_where_pointings_overlap(tmp_path):
+    """Every branch of the overlap rule, on a 6 x 10 field of one-spaxel bins whose values
+    say which pointing they came from (a: 1000 + spaxel, b: 2000 + spaxel):
+
+    * both pointings bin the spaxel: the first one (a) wins;
+    * a covers it but left it unbinned (-1): b, which binned it, fills it;
+    * only b covers it: b;
+    * b covers it alone and did not bin it: no bin (-1) and NaN in every map.
+
+    Bin ids of different pointings never collide, and the mosaic counts every binned spaxel
+    of the field once (59 = 60 spaxels minus the one nobody binned).
+    """
+    ny, nx = 6, 10
+    yy, xx = np.mgrid[:ny, :nx]
+    spaxel = yy * nx + xx
+    # a: columns 0-5, its column 5 unbinned in rows 0-2; b: columns 4-9, spaxel (5, 9) unbinned
+    a_binned = np.ones((ny, 6), bool)
+    a_binned[0:3, 5] = False
+    b_binned = np.ones((ny, 6), bool)
+    b_binned[5, 5] = False
+    for name, x0, binned, tag in (("a", 0, a_binned, 1000.0), ("b", 4, b_binned, 2000.0)):
+        ids = np.where(binned, np.cumsum(binned.ravel()).reshape(binned.shape) - 1, -1)
+        values = np.zeros(int(ids.max()) + 1)
+        values[ids[binned]] = tag + spaxel[:, x0:x0 + 6][binned]
+        write_maps(tmp_path / f"{name}.fits", maps_of(ids, values), grid_wcs((1.0 - x0, 1.0)), EDGES,
+                   {"GALAXY": name})
+    summary = mosaic_maps([tmp_path / "a.fits", tmp_path / "b.fits"], tmp_path / "m.fits", "GAL")
+    images, wcs, _, _ = read_maps(tmp_path / "m.fits")
+    ra, dec = grid_wcs().pixel_to_world_values(xx, yy)
+    mx, my = (np.round(v).astype(int) for v in wcs.world_to_pixel_values(ra, dec))
+    value, ids = images["LW_AGE"][my, mx], images["BIN_ID"][my, mx]
+
+    both = (xx >= 4) & (xx <= 5) & ~((xx == 5) & (yy <= 2))
+    a_unbinned = (xx == 5) & (yy <= 2)
+    only_a, only_b = xx <= 3, xx >= 6
+    nobody = (yy == 5) & (xx == 9)
+    np.testing.assert_array_equal(value[both], 1000 + spaxel[both])
+    np.testing.assert_array_equal(value[a_unbinned], 2000 + spaxel[a_unbinned])
+    np.testing.assert_array_equal(value[only_a], 1000 + spaxel[only_a])
+    np.testing.assert_array_equal(value[only_b & ~nobody], 2000 + spaxel[only_b & ~nobody])
+    assert ids[nobody] == -1 and np.isnan(value[nobody]) and np.all(np.isnan(images["SFH"][:, my, mx][:, nobody]))
+    # the other maps follow the same winner (SFH planes hold value / 16 each)
+    np.testing.assert_allclose(images["SFH"][:, my, mx].sum(0)[~nobody], value[~nobody], rtol=1e-6)
+    np.testing.assert_array_equal(images["MASS_DENSITY"][my, mx][~nobody], value[~nobody])
+    # one-spaxel bins: distinct ids = binned spaxels, so ids of a and b did not collide
+    assert np.unique(ids[~nobody]).size == (~nobody).sum() == 59
+    assert summary["n_bins"] == 59 and images["BIN_ID"].max() + 1 == 59
+    # nothing outside the field got a bin
+    assert (images["BIN_ID"] >= 0).sum() == 59
