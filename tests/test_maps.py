@@ -137,3 +137,142 @@ def test_mosaic_who_wins_where_pointings_overlap(tmp_path):
     assert summary["n_bins"] == 59 and images["BIN_ID"].max() + 1 == 59
     # nothing outside the field got a bin
     assert (images["BIN_ID"] >= 0).sum() == 59
+
+
+# ---------------------------------------------------------------- compare_with_truth
+
+TRUTH_SHAPE = (6, 8)
+#: galaxy centre (pixel x, y of the grid), face-on: the deprojected radius is the sky distance
+CENTRE_PIX = (2.3, 3.6)
+SLOPE_MW_LOGZ = -0.2  # dex per arcsec, the truth's metallicity gradient
+
+
+def truth_row():
+    ra, dec = grid_wcs().pixel_to_world_values(*CENTRE_PIX)
+    return {"ra_deg": float(ra), "dec_deg": float(dec), "inclination_deg": 0.0, "position_angle_deg": 0.0}
+
+
+@pytest.fixture(scope="module")
+def truth_case(tmp_path_factory):
+    """A truth file (spaxel-level, as the mock writes it), a bins file with 2 x 2-spaxel bins
+    and the bins' true values computed here by hand with the weights the contract names:
+    SIGNAL for light-weighted, 10**MASS_DENSITY for mass-weighted quantities. The values vary
+    inside each bin and the weights are uneven, so an unweighted mean would be off."""
+    from astropy.coordinates import SkyCoord
+    from astropy.io import fits
+
+    root = tmp_path_factory.mktemp("truth")
+    ny, nx = TRUTH_SHAPE
+    yy, xx = np.mgrid[:ny, :nx]
+    bins = (yy // 2) * (nx // 2) + xx // 2  # 12 bins of 2 x 2
+    n_bins = int(bins.max()) + 1
+    signal = 1.0 + 3.0 * ((yy + 2 * xx) % 3)  # 1, 4, 7: uneven light inside every bin
+    log_mass = 7.0 + 0.5 * ((2 * yy + xx) % 3)
+    wcs = grid_wcs()
+    ra, dec = wcs.pixel_to_world_values(xx, yy)
+    row = truth_row()
+    radius = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(row["ra_deg"], row["dec_deg"], unit="deg")).arcsec
+    r_bin = np.array([radius[bins == b].mean() for b in range(n_bins)])
+    spaxel = {
+        "LW_AGE": 8.0 + 0.1 * bins + 0.03 * (xx % 2) + 0.02 * (yy % 2),
+        "MW_AGE": 9.0 + 0.07 * bins - 0.04 * (xx % 2) + 0.05 * (yy % 2),
+        "LW_LOGZ": -0.5 + 0.04 * bins + 0.01 * (xx % 2),
+        # constant in each bin and linear in the bin's mean radius: the gradient is SLOPE_MW_LOGZ exactly
+        "MW_LOGZ": 0.2 + SLOPE_MW_LOGZ * r_bin[bins],
+    }
+    def stored(a):  # maps and bins files hold float32
+        return a.astype(np.float32).astype(float)
+
+    true_bin = {}
+    for key, image in spaxel.items():
+        weight = stored(signal) if key.startswith("LW") else 10.0 ** stored(log_mass)
+        image32 = stored(image)
+        true_bin[key] = np.array([np.sum((weight * image32)[bins == b]) / np.sum(weight[bins == b])
+                                  for b in range(n_bins)])
+    truth = {name: np.zeros((ny, nx)) for name in MAP_HDUS if name not in ("SFH", "ZH")}
+    truth.update(spaxel)
+    truth.update(BIN_ID=(yy * nx + xx).astype(np.int32), MASS_DENSITY=log_mass, SFH=np.full((16, ny, nx), 1 / 16),
+                 ZH=np.zeros((16, ny, nx)), CHI2=np.full((ny, nx), np.nan), OOD=np.full((ny, nx), np.nan))
+    write_maps(root / "truth.fits", truth, wcs, EDGES, {"GALAXY": "T", "MODEL": "truth"})
+    header = wcs.to_header()
+    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(data.astype(dtype), header=header, name=name) for name, data, dtype in (
+        ("BIN_ID", bins, np.int32), ("SNR", np.full((ny, nx), 20.0), np.float32),
+        ("SIGNAL", signal, np.float32), ("NOISE", np.ones((ny, nx)), np.float32))]
+    hdus.append(fits.BinTableHDU.from_columns([fits.Column("BIN_ID", "J", array=np.arange(n_bins)),
+                                               fits.Column("SNR", "E", array=np.full(n_bins, 20.0))], name="BINS"))
+    fits.HDUList(hdus).writeto(root / "bins.fits")
+    return root, bins, true_bin
+
+
+def recovered_maps(path, bins, per_bin):
+    """A maps file painting ``per_bin`` values (dict of the four summaries) on ``bins``."""
+    values = np.zeros(int(bins.max()) + 1)
+    images = maps_of(bins, values)
+    for key, v in per_bin.items():
+        images[key] = paint(bins, v)
+    write_maps(path, images, grid_wcs(), EDGES, {"GALAXY": "T"})
+    return path
+
+
+def test_compare_identical_maps_is_a_perfect_score(truth_case, tmp_path):
+    from sfh_pipeline.maps import compare_with_truth
+
+    root, bins, true_bin = truth_case
+    maps = recovered_maps(tmp_path / "maps.fits", bins, true_bin)
+    result = compare_with_truth(maps, root / "truth.fits", root / "bins.fits", truth_row())
+    assert result["n_bins"] == 12
+    for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+        assert result[key]["n"] == 12
+        assert result[key]["spearman_rho"] == pytest.approx(1.0, abs=1e-12), key
+        assert result[key]["median_abs_dex"] < 1e-6, key  # float32 storage only
+        assert abs(result[key]["bias_dex"]) < 1e-6, key
+    assert result["mw_logz"]["gradient_true_dex_per_arcsec"] == pytest.approx(SLOPE_MW_LOGZ, rel=1e-4)
+    assert result["mw_logz"]["gradient_recovered_dex_per_arcsec"] == pytest.approx(SLOPE_MW_LOGZ, rel=1e-4)
+
+
+def test_compare_reports_a_constant_offset_as_exactly_that_bias(truth_case, tmp_path):
+    """+0.25 dex on every bin's LW age, -0.1 dex on MW log Z: bias and median |delta| are those
+    numbers, the ranking (rho = 1) and the gradient are untouched, the other quantities stay perfect."""
+    from sfh_pipeline.maps import compare_with_truth
+
+    root, bins, true_bin = truth_case
+    shifted = {**true_bin, "LW_AGE": true_bin["LW_AGE"] + 0.25, "MW_LOGZ": true_bin["MW_LOGZ"] - 0.1}
+    maps = recovered_maps(tmp_path / "maps.fits", bins, shifted)
+    result = compare_with_truth(maps, root / "truth.fits", root / "bins.fits", truth_row())
+    assert result["lw_age"]["bias_dex"] == pytest.approx(0.25, abs=1e-5)
+    assert result["lw_age"]["median_abs_dex"] == pytest.approx(0.25, abs=1e-5)
+    assert result["mw_logz"]["bias_dex"] == pytest.approx(-0.1, abs=1e-5)
+    assert result["mw_logz"]["median_abs_dex"] == pytest.approx(0.1, abs=1e-5)
+    assert result["lw_age"]["spearman_rho"] == pytest.approx(1.0) and result["mw_logz"]["spearman_rho"] == pytest.approx(1.0)
+    assert result["mw_logz"]["gradient_recovered_dex_per_arcsec"] == pytest.approx(SLOPE_MW_LOGZ, rel=1e-4)
+    assert abs(result["mw_age"]["bias_dex"]) < 1e-6 and abs(result["lw_logz"]["bias_dex"]) < 1e-6
+
+
+def test_compare_sees_a_scrambled_map(truth_case, tmp_path):
+    """Bins given the true values in reversed rank order: Spearman rho is exactly -1; a seeded
+    shuffle gives the rho scipy computes for that permutation, far from 1."""
+    from scipy import stats
+
+    from sfh_pipeline.maps import compare_with_truth
+
+    root, bins, true_bin = truth_case
+    reversed_rank = {}
+    for key, v in true_bin.items():
+        order = np.argsort(v)
+        out = np.empty_like(v)
+        out[order] = v[order[::-1]]
+        reversed_rank[key] = out
+    result = compare_with_truth(recovered_maps(tmp_path / "rev.fits", bins, reversed_rank), root / "truth.fits",
+                                root / "bins.fits", truth_row())
+    for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+        assert result[key]["spearman_rho"] == pytest.approx(-1.0, abs=1e-12), key
+        assert result[key]["median_abs_dex"] > 0.05, key
+
+    perm = np.random.default_rng(3).permutation(12)
+    shuffled = {key: v[perm] for key, v in true_bin.items()}
+    result = compare_with_truth(recovered_maps(tmp_path / "shuf.fits", bins, shuffled), root / "truth.fits",
+                                root / "bins.fits", truth_row())
+    for key in ("lw_age", "mw_age"):
+        expected = stats.spearmanr(true_bin[key.upper()][perm], true_bin[key.upper()]).statistic
+        assert expected < 0.7
+        assert result[key]["spearman_rho"] == pytest.approx(expected, abs=1e-9), key
