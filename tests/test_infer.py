@@ -115,8 +115,9 @@ def write_cube(path, data: np.ndarray, var: np.ndarray, bunit: str) -> WCS:
 def known(tmp_path_factory, tiny_model, analytic_ssp_store):
     """Write the cube (two flux units), bins and HST files, run infer_tile for every case.
 
-    Returns the tables and what the predictor saw, by case, and the expected numbers (about
-    a minute: five runs of infer_tile, each with its forward-model fits)."""
+    Returns the tables and what the predictor saw, by case, and the expected numbers with
+    ``run(case, cube, row)`` for a test's own case (each run of infer_tile takes seconds:
+    its forward-model fits)."""
     from sfh_pipeline.forward import ForwardModel
     from sfh_pipeline.infer import infer_tile, read_tile_tables
     from sfh_pipeline.ssp import load_ssp
@@ -166,20 +167,22 @@ def known(tmp_path_factory, tiny_model, analytic_ssp_store):
         "twice_as_far": ("cube", {**ROW, "distance_mpc": 2 * DISTANCE_MPC}),
         "unit_x10": ("cube_e19", ROW),
         "uncorrected": ("cube", {**ROW, "ebv_galactic": 0.0}),
-        "systemic_off": ("cube", {**ROW, "systemic_velocity_kms": V_SYS + 1000.0}),
     }
-    tables, seen = {}, {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(predict_module, "load_predictor", lambda path, device=None: predictor)
-        for case, (cube, row) in cases.items():
+
+    def run(case, cube, row):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(predict_module, "load_predictor", lambda path, device=None: predictor)
             infer_tile(cubes[cube], bins, hst, tiny_model, analytic_ssp_store, TILE, row, SETTINGS,
                        root / f"{case}.fits")
-            tables[case] = read_tile_tables([root / f"{case}.fits"])
-            seen[case] = predictor.seen
+        return read_tile_tables([root / f"{case}.fits"]), predictor.seen
+
+    tables, seen = {}, {}
+    for case, (cube, row) in cases.items():
+        tables[case], seen[case] = run(case, cube, row)
     bin_mass = np.array([SPAXEL_MASS[BIN_ID == b].sum() for b in range(3)])
     expected = {"mass_formed": bin_mass, "surviving_fraction": out.surviving_fraction,
                 "intrinsic_sum": np.stack([np.nansum(intrinsic[:, BIN_ID == b], axis=1) for b in range(3)]),
-                "wave": wave}
+                "wave": wave, "run": run}
     return tables, seen, expected
 
 
@@ -261,10 +264,10 @@ def test_bins_without_a_velocity_fall_back_to_the_systemic_one_and_are_flagged(k
     goes through), and every result is NaN with FLAG 1."""
     from sfh_pipeline.infer import FLAG_NO_VELOCITY
 
-    tables, seen, _ = known
-    table = tables["systemic_off"]
+    _, _, expected = known
+    table, seen = expected["run"]("systemic_off", "cube", {**ROW, "systemic_velocity_kms": V_SYS + 1000.0})
     np.testing.assert_array_equal(table["FLAG"], FLAG_NO_VELOCITY)
-    np.testing.assert_allclose(seen["systemic_off"]["z"], np.exp((V_SYS + 1000.0) / C_KMS) - 1, rtol=1e-12)
+    np.testing.assert_allclose(seen["z"], np.exp((V_SYS + 1000.0) / C_KMS) - 1, rtol=1e-12)
     for column in ("VELOCITY", "LOG_MSTAR", "NORM", "CHI2", "LW_AGE"):
         assert np.all(np.isnan(table[column])), column
     np.testing.assert_array_equal(table["N_SPAXELS"], [1, 2, 7])
