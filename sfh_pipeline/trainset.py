@@ -565,6 +565,8 @@ def write_chunk(store: str | os.PathLike, chunk_index: int, ssp_store, marker: s
     with threadpool_limits(limits=1, user_api="blas"):
         model = build_model(config, ssp_store, group.attrs["filters"])
         arrays = generate_chunk(config, model, chunk_index)
+    # a lost chunk of a store from before an array was added is regenerated in that store's layout
+    arrays = {name: values for name, values in arrays.items() if name in group}
     sl = slice(chunk_index * config["chunk_size"], (chunk_index + 1) * config["chunk_size"])
     for name, values in arrays.items():
         group[name][sl] = values
