@@ -3,32 +3,48 @@
 Layout of ``resources/trainsets/<name>/trainset.zarr`` (n = ``n_spectra``, chunked along
 the sample axis by ``chunk_size`` so that one job writes exactly one chunk of every array):
 
-=====================  =================  ====================================================
-array                  shape, dtype       meaning
-=====================  =================  ====================================================
-``wavelength_aa``      (n_wave,) f8       rest-frame grid, A
-``flux``, ``error``    (n, n_wave) f4     noisy spectrum and its 1-sigma error / ``norm``
-``mask``               (n, n_wave) u1     bit 1: emission line, bit 2: AO laser-notch gap
-``phot``,              (n, n_filt) f4     photon-weighted mean f_lambda per band / ``norm``
-``phot_error``                            (+ Gaussian noise), and its 1-sigma error
-``sfh``                (n, n_bins) f4     mass fraction formed per age bin (sum 1)
-``logzsol``            (n, n_bins) f4     log10(Z/Z_sun) per bin
-``av``                 (n,) f4            A_V, mag
-``sigma_kms``          (n,) f4            line-of-sight velocity dispersion, km/s
-``velocity_kms``       (n,) f4            residual velocity, km/s
-``snr``                (n,) f4            median S/N per pixel
-``norm``               (n,) f8            mean noisy flux in the normalisation window, L_sun/A
-``log_mass_formed``    (n,) f4            log10 M_formed / M_sun (the spectrum's scale)
-``log_stellar_mass``   (n,) f4            log10 mass in stars (+remnants per the library) now
-``lw_age``, ``mw_age`` (n,) f4            light- / mass-weighted <log10 age/yr>
-``lw_logz``,           (n,) f4            light- / mass-weighted <log10 Z/Z_sun>
+=========================  =================  ====================================================
+array                      shape, dtype       meaning
+=========================  =================  ====================================================
+``wavelength_aa``          (n_wave,) f8       rest-frame grid, A
+``flux``, ``error``        (n, n_wave) f4     noisy spectrum and its 1-sigma error / ``norm``
+``mask``                   (n, n_wave) u1     bit 1: emission line, bit 2: AO laser-notch gap
+``phot``,                  (n, n_filt) f4     photon-weighted mean f_lambda per band / ``norm``
+``phot_error``                                (+ Gaussian noise), and its 1-sigma error
+``sfh``                    (n, n_bins) f4     mass fraction formed per age bin (sum 1)
+``logzsol``                (n, n_bins) f4     log10(Z/Z_sun) per bin
+``av``                     (n,) f4            A_V, mag
+``sigma_kms``              (n,) f4            line-of-sight velocity dispersion, km/s
+``velocity_kms``           (n,) f4            residual velocity, km/s
+``snr``                    (n,) f4            median S/N per pixel
+``norm``                   (n,) f8            mean noisy flux in the normalisation window, L_sun/A
+``birth_cloud_extra``      (n,) f4            extra A_V of the bins younger than
+                                              ``dust.birth_cloud_age_yr``, in units of A_V
+``emission_line_flux``     (n, n_lines) f4    integrated flux / ``norm`` (A) of each nebular line
+                                              (``attrs["nebular_lines_aa"]``, in that order)
+                                              added by ``realism``; 0 = none
+``gas_velocity_kms``,      (n,) f4            velocity and dispersion of those lines, km/s
+``gas_sigma_kms``                             (0 without emission)
+``distortion_legendre``    (n, deg + 1) f4    Legendre coefficients of the continuum distortion
+                                              (factor 1 + sum c_k P_k over the window); 0 = none
+``sky_spike_aa``,          (n, 8) f4          centre (A) and peak height / ``norm`` of each
+``sky_spike_height``                          sky-residual spike; height 0 = no spike
+``log_mass_formed``        (n,) f4            log10 M_formed / M_sun (the spectrum's scale)
+``log_stellar_mass``       (n,) f4            log10 mass in stars (+remnants per the library) now
+``lw_age``, ``mw_age``     (n,) f4            light- / mass-weighted <log10 age/yr>
+``lw_logz``,               (n,) f4            light- / mass-weighted <log10 Z/Z_sun>
 ``mw_logz``
-``sfh_family``         (n,) i2            index into ``attrs["sfh_families"]``
-``split``              (n,) u1            0 train, 1 validation, 2 test (written by finalize)
-=====================  =================  ====================================================
+``sfh_family``             (n,) i2            index into ``attrs["sfh_families"]``
+``split``                  (n,) u1            0 train, 1 validation, 2 test (written by finalize)
+=========================  =================  ====================================================
 
 Light weights are the attenuated light of each bin in the normalisation window; mass
 weights are the mass fractions formed. Bin ages are the bin midpoints (constant SFR).
+
+The labels hold every parameter of the noise-free spectrum, so :func:`noise_free_flux`
+rebuilds ``flux`` up to its noise (``error``). ``birth_cloud_extra`` and the realism arrays
+were added later: stores made before them lack them, and readers other than
+:func:`noise_free_flux` do not need them.
 """
 
 from __future__ import annotations
@@ -167,6 +183,18 @@ def nebular_emission(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.r
                      present: np.ndarray, settings: dict[str, Any], stellar_velocity_kms: np.ndarray) -> np.ndarray:
     """Emission-line spectra (n, n_wave) in the units of ``continuum`` (zero where not ``present``).
 
+    :func:`nebular_lines` (the draw) followed by :func:`emission_spectrum` (the rendering).
+    """
+    line_flux, v_gas, sigma_gas = nebular_lines(wavelength_aa, continuum, rng, settings, stellar_velocity_kms)
+    emission = emission_spectrum(wavelength_aa, line_flux, v_gas, sigma_gas)
+    return np.where(np.asarray(present)[:, None], emission, 0.0)
+
+
+def nebular_lines(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.random.Generator,
+                  settings: dict[str, Any], stellar_velocity_kms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integrated line fluxes (n, n_lines, in the units of ``continuum`` times A, lines in the
+    order of :data:`NEBULAR_LINES_AA`), gas velocity and gas dispersion (n,) km/s.
+
     Line fluxes are tied to H alpha, whose equivalent width (A, against the noise-free
     continuum at 6540-6590 A) is drawn log-uniformly in ``halpha_ew_aa``; the ratios span
     star-forming, LINER and Seyfert gas (log-uniform): [N II]6583/Ha 0.1-3, Ha/Hb 2.86-8,
@@ -175,10 +203,8 @@ def nebular_emission(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.r
     atomic ratios ([O III] 2.98, [N II] 3.05, [O I] 3.05). The gas moves at the stellar
     velocity plus a Gaussian offset (``gas_velocity_sd_kms``) with its own dispersion
     (``gas_sigma_kms``, log-uniform), broadened by the MUSE LSF. Every draw happens for all
-    n spectra, so the sequence of random numbers does not depend on ``present``.
+    n spectra, so the sequence of random numbers does not depend on which get emission.
     """
-    from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
-
     lam = np.asarray(wavelength_aa, dtype=float)
     n = continuum.shape[0]
 
@@ -208,13 +234,25 @@ def nebular_emission(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.r
         "HeI5876": hei5876 * halpha, "HeI6678": hei6678 * halpha,
         "[NI]5198": 0.6 * ni * hbeta, "[NI]5200": 0.4 * ni * hbeta,
     }
-    shift = np.exp(v_gas / C_KMS)[:, None]
-    emission = np.zeros_like(continuum)
-    for name, rest in NEBULAR_LINES_AA.items():
+    return np.stack([fluxes[name] for name in NEBULAR_LINES_AA], axis=1), v_gas, sigma_gas
+
+
+def emission_spectrum(wavelength_aa: np.ndarray, line_flux: np.ndarray, gas_velocity_kms: np.ndarray,
+                      gas_sigma_kms: np.ndarray) -> np.ndarray:
+    """Gaussian lines (n, n_wave) of :data:`NEBULAR_LINES_AA` with integrated fluxes ``line_flux``
+    (n, n_lines), at ``gas_velocity_kms``, with ``gas_sigma_kms`` added in quadrature to the MUSE LSF."""
+    from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
+
+    lam = np.asarray(wavelength_aa, dtype=float)
+    line_flux = np.asarray(line_flux, dtype=float)
+    shift = np.exp(np.asarray(gas_velocity_kms, float) / C_KMS)[:, None]
+    sigma_gas = np.asarray(gas_sigma_kms, float)
+    emission = np.zeros((line_flux.shape[0], lam.size))
+    for k, rest in enumerate(NEBULAR_LINES_AA.values()):
         centre = rest * shift
         width = np.hypot(rest * sigma_gas[:, None] / C_KMS, muse_lsf_fwhm_aa(rest) / FWHM_PER_SIGMA)
-        emission += fluxes[name][:, None] / (np.sqrt(2 * np.pi) * width) * np.exp(-0.5 * ((lam - centre) / width) ** 2)
-    return np.where(np.asarray(present)[:, None], emission, 0.0)
+        emission += line_flux[:, k, None] / (np.sqrt(2 * np.pi) * width) * np.exp(-0.5 * ((lam - centre) / width) ** 2)
+    return emission
 
 
 def continuum_distortion(wavelength_aa: np.ndarray, rng: np.random.Generator, n: int, rms: float,
@@ -222,32 +260,60 @@ def continuum_distortion(wavelength_aa: np.ndarray, rng: np.random.Generator, n:
     """Smooth multiplicative factors (n, n_wave) around 1: Legendre series of degree ``degree``
     (orders 1..degree, Gaussian coefficients) with ``rms`` fractional rms over the window,
     the size of MUSE's relative flux-calibration and sky-continuum errors (a few per cent)."""
-    x = np.linspace(-1.0, 1.0, np.asarray(wavelength_aa).size)
+    return distortion_factors(wavelength_aa, distortion_coefficients(rng, n, rms, degree))
+
+
+def distortion_coefficients(rng: np.random.Generator, n: int, rms: float, degree: int) -> np.ndarray:
+    """The Legendre coefficients (n, degree + 1) of :func:`continuum_distortion` (the 0th is 0)."""
     coeff = rng.standard_normal((n, degree + 1))
     coeff[:, 0] = 0.0
     # Legendre P_k has rms 1/sqrt(2k+1) over [-1, 1]: scale so every order carries equal power
     scale = np.sqrt(2 * np.arange(degree + 1) + 1) / np.sqrt(max(degree, 1))
-    shape = np.polynomial.legendre.legval(x, (coeff * scale).T)
-    return 1.0 + rms * shape
+    return rms * coeff * scale
+
+
+def distortion_factors(wavelength_aa: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """1 + sum_k c_k P_k(x), x running linearly from -1 to 1 over the pixels of the window."""
+    x = np.linspace(-1.0, 1.0, np.asarray(wavelength_aa).size)
+    return 1.0 + np.polynomial.legendre.legval(x, np.asarray(coefficients, dtype=float).T)
 
 
 def sky_residuals(error: np.ndarray, rng: np.random.Generator, rate: float, wavelength_aa: np.ndarray) -> np.ndarray:
     """Sky-subtraction residuals (n, n_wave): on average ``rate`` unresolved spikes per
     spectrum at random wavelengths, each of amplitude +-(3-30) times the local error, with the
     LSF's width (2.6 A FWHM); the error spectrum does not know about them, as in real cubes."""
+    return sky_spectrum(wavelength_aa, *sky_spikes(error, rng, rate, wavelength_aa))
+
+
+#: Most sky-residual spikes one spectrum can get (the Poisson count is cut here).
+MAX_SKY_SPIKES = 8
+
+
+def sky_spikes(error: np.ndarray, rng: np.random.Generator, rate: float,
+               wavelength_aa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (A) and peak heights (units of ``error``) of the spikes of :func:`sky_residuals`,
+    (n, :data:`MAX_SKY_SPIKES`) each; both 0 for the slots a spectrum does not use."""
     n, n_wave = error.shape
     counts = rng.poisson(rate, n)
-    where = rng.integers(0, n_wave, (n, 8))
-    amplitude = rng.choice((-1.0, 1.0), (n, 8)) * np.exp(rng.uniform(np.log(3.0), np.log(30.0), (n, 8)))
+    where = rng.integers(0, n_wave, (n, MAX_SKY_SPIKES))
+    amplitude = rng.choice((-1.0, 1.0), (n, MAX_SKY_SPIKES)) * np.exp(rng.uniform(np.log(3.0), np.log(30.0), (n, MAX_SKY_SPIKES)))
+    on = counts[:, None] > np.arange(MAX_SKY_SPIKES)[None, :]
+    centre = np.where(on, np.asarray(wavelength_aa, dtype=float)[where], 0.0)
+    height = np.where(on, amplitude * np.take_along_axis(error, where, axis=1), 0.0)
+    return centre, height
+
+
+def sky_spectrum(wavelength_aa: np.ndarray, centre_aa: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """Gaussian spikes (n, n_wave) of the LSF's width (2.6 A FWHM); slots with height 0 are empty."""
     lam = np.asarray(wavelength_aa, dtype=float)
     width = 2.6 / 2.3548
-    out = np.zeros_like(error)
-    for k in range(8):
-        on = counts > k
+    centre_aa, height = np.asarray(centre_aa, float), np.asarray(height, float)
+    out = np.zeros((height.shape[0], lam.size))
+    for k in range(height.shape[1]):
+        on = height[:, k] != 0
         if not on.any():
             continue
-        centre = lam[where[on, k]][:, None]
-        out[on] += (amplitude[on, k] * error[on, where[on, k]])[:, None] * np.exp(-0.5 * ((lam - centre) / width) ** 2)
+        out[on] += height[on, k, None] * np.exp(-0.5 * ((lam - centre_aa[on, k, None]) / width) ** 2)
     return out
 
 
@@ -293,14 +359,24 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
     flux = out.flux * mass[:, None]
     phot = out.photometry * mass[:, None]
     error = np.median(flux, axis=1, keepdims=True) / snr[:, None] * muse_noise_shape(model.wavelength_aa, slope)
+    # The realism terms are kept (as labels) so that the stored flux can be rebuilt: noise_free_flux.
+    line_flux = np.zeros((n, len(NEBULAR_LINES_AA)))
+    gas_velocity, gas_sigma = np.zeros(n), np.zeros(n)
+    legendre = np.zeros((n, int(real["continuum_distortion_degree"]) + 1))
+    spike_aa, spike_height = np.zeros((n, MAX_SKY_SPIKES)), np.zeros((n, MAX_SKY_SPIKES))
     observed = flux
     if real["emission_fraction"] > 0:
-        observed = observed + nebular_emission(model.wavelength_aa, flux, emission_rng, has_emission, real, velocity)
+        drawn, v_gas, sigma_gas = nebular_lines(model.wavelength_aa, flux, emission_rng, real, velocity)
+        line_flux = np.where(has_emission[:, None], drawn, 0.0)
+        gas_velocity, gas_sigma = np.where(has_emission, v_gas, 0.0), np.where(has_emission, sigma_gas, 0.0)
+        observed = observed + emission_spectrum(model.wavelength_aa, line_flux, gas_velocity, gas_sigma)
     if real["continuum_distortion_rms"] > 0:
-        observed = observed * continuum_distortion(model.wavelength_aa, distortion_rng, n,
-                                                   real["continuum_distortion_rms"], int(real["continuum_distortion_degree"]))
+        legendre = distortion_coefficients(distortion_rng, n, real["continuum_distortion_rms"],
+                                           int(real["continuum_distortion_degree"]))
+        observed = observed * distortion_factors(model.wavelength_aa, legendre)
     if real["sky_residuals_per_spectrum"] > 0:
-        observed = observed + sky_residuals(error, sky_rng, real["sky_residuals_per_spectrum"], model.wavelength_aa)
+        spike_aa, spike_height = sky_spikes(error, sky_rng, real["sky_residuals_per_spectrum"], model.wavelength_aa)
+        observed = observed + sky_spectrum(model.wavelength_aa, spike_aa, spike_height)
     noisy = observed + error * noise
     phot_error = phot * phot_frac
     noisy_phot = phot + phot_error * phot_noise
@@ -331,11 +407,41 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
         "velocity_kms": velocity.astype(np.float32),
         "snr": snr.astype(np.float32),
         "norm": norm,
+        "birth_cloud_extra": bc_extra.astype(np.float32),
+        "emission_line_flux": (line_flux / norm[:, None]).astype(np.float32),
+        "gas_velocity_kms": gas_velocity.astype(np.float32),
+        "gas_sigma_kms": gas_sigma.astype(np.float32),
+        "distortion_legendre": legendre.astype(np.float32),
+        "sky_spike_aa": spike_aa.astype(np.float32),
+        "sky_spike_height": (spike_height / norm[:, None]).astype(np.float32),
         "log_mass_formed": log_mass.astype(np.float32),
         "log_stellar_mass": (log_mass + np.log10(out.surviving_fraction)).astype(np.float32),
         **{name: values.astype(np.float32) for name, values in ages.items()},
         "sfh_family": sfh.family.astype(np.int16),
     }
+
+
+def noise_free_flux(model: ForwardModel, labels: dict[str, np.ndarray]) -> np.ndarray:
+    """The normalised spectrum (n, n_wave) before noise, rebuilt from stored labels.
+
+    ``labels`` holds rows of the store's arrays (``sfh``, ``logzsol``, ``av``,
+    ``birth_cloud_extra``, ``sigma_kms``, ``velocity_kms``, ``log_mass_formed``, ``norm`` and
+    the realism arrays); ``model`` is :func:`build_model` of the store's config. The steps are
+    those of :func:`generate_chunk`: forward model x mass formed, + nebular lines, x continuum
+    distortion, + sky spikes, all / ``norm``.
+    """
+    missing = [name for name in ("birth_cloud_extra", "emission_line_flux", "distortion_legendre", "sky_spike_aa")
+               if name not in labels]
+    if missing:
+        raise KeyError(f"labels lack {', '.join(missing)}: the store predates them; regenerate it to rebuild its spectra")
+    out = model.model(labels["sfh"], labels["logzsol"], labels["av"], labels["sigma_kms"],
+                      labels["velocity_kms"], labels["birth_cloud_extra"])
+    scale = 10.0 ** np.asarray(labels["log_mass_formed"], float) / np.asarray(labels["norm"], float)
+    lam = model.wavelength_aa
+    flux = out.flux * scale[:, None]
+    flux = flux + emission_spectrum(lam, labels["emission_line_flux"], labels["gas_velocity_kms"], labels["gas_sigma_kms"])
+    flux = flux * distortion_factors(lam, labels["distortion_legendre"])
+    return flux + sky_spectrum(lam, labels["sky_spike_aa"], labels["sky_spike_height"])
 
 
 def build_model(config: dict[str, Any], ssp_store: str | os.PathLike, filters) -> ForwardModel:
@@ -364,12 +470,19 @@ CHUNK_ARRAYS = {
         "av", "sigma_kms", "velocity_kms", "snr", "log_mass_formed", "log_stellar_mass",
         "lw_age", "mw_age", "lw_logz", "mw_logz")},
     "norm": (None, "float64"), "sfh_family": (None, "int16"),
+    # Added after the first stores: readers must not need them (an older store lacks them).
+    "birth_cloud_extra": (None, "float32"),
+    "emission_line_flux": ("line", "float32"), "gas_velocity_kms": (None, "float32"),
+    "gas_sigma_kms": (None, "float32"), "distortion_legendre": ("legendre", "float32"),
+    "sky_spike_aa": ("spike", "float32"), "sky_spike_height": ("spike", "float32"),
 }
 
 
 def _array_specs(config: dict[str, Any], n_wave: int, n_filters: int) -> dict[str, tuple[tuple, str]]:
     """Shape and dtype of every per-sample array, plus the split written by finalize."""
-    sizes = {"wave": n_wave, "filter": n_filters, "bin": len(config["age_bin_edges_yr"]) - 1}
+    sizes = {"wave": n_wave, "filter": n_filters, "bin": len(config["age_bin_edges_yr"]) - 1,
+             "line": len(NEBULAR_LINES_AA), "legendre": int(config["realism"]["continuum_distortion_degree"]) + 1,
+             "spike": MAX_SKY_SPIKES}
     n = config["n_spectra"]
     specs = {name: ((n, sizes[axis]) if axis else (n,), dtype) for name, (axis, dtype) in CHUNK_ARRAYS.items()}
     specs["split"] = ((n,), "uint8")
@@ -389,7 +502,8 @@ def init_store(store: str | os.PathLike, config: dict[str, Any], ssp_store: str 
     if store.exists():
         try:
             group = zarr.open_group(store, mode="r+")
-            same = group.attrs.get("generator_digest") == digest
+            # a store from before an array was added cannot be grown: its chunks would lack it
+            same = group.attrs.get("generator_digest") == digest and all(name in group for name in specs)
         except Exception:  # noqa: BLE001 - an unreadable store is rebuilt
             same = False
         if same:
@@ -416,6 +530,7 @@ def init_store(store: str | os.PathLike, config: dict[str, Any], ssp_store: str 
         "sfh_families": list(SFH_FAMILIES),
         "mask_bits": {"emission_line": MASK_EMISSION, "laser_gap": MASK_LASER_GAP},
         "emission_lines_aa": EMISSION_LINES_AA,
+        "nebular_lines_aa": NEBULAR_LINES_AA,
         "split_names": list(SPLIT_NAMES),
         "ssp": {k: model.ssp_attrs.get(k) for k in ("name", "sha256", "source", "library", "imf")},
         "code_version": __version__,
@@ -450,6 +565,8 @@ def write_chunk(store: str | os.PathLike, chunk_index: int, ssp_store, marker: s
     with threadpool_limits(limits=1, user_api="blas"):
         model = build_model(config, ssp_store, group.attrs["filters"])
         arrays = generate_chunk(config, model, chunk_index)
+    # a lost chunk of a store from before an array was added is regenerated in that store's layout
+    arrays = {name: values for name, values in arrays.items() if name in group}
     sl = slice(chunk_index * config["chunk_size"], (chunk_index + 1) * config["chunk_size"])
     for name, values in arrays.items():
         group[name][sl] = values
@@ -460,7 +577,8 @@ def write_chunk(store: str | os.PathLike, chunk_index: int, ssp_store, marker: s
 
 
 def _read_chunk(group: zarr.Group, sl: slice) -> dict[str, np.ndarray]:
-    return {name: np.asarray(group[name][sl]) for name in CHUNK_ARRAYS}
+    # a store from before an array was added lacks it, and so did its markers' digests
+    return {name: np.asarray(group[name][sl]) for name in CHUNK_ARRAYS if name in group}
 
 
 def check_complete(store: str | os.PathLike, markers: list[str | os.PathLike]) -> list[str]:

@@ -1,4 +1,4 @@
-"""bench/ppxf_vs_cnn.py end to end on the test fixtures: the pPXF pool, the CNN timing, the JSON."""
+"""bench/ppxf_vs_cnn.py and bench/robustness.py end to end on the test fixtures: their figures are right."""
 
 from __future__ import annotations
 
@@ -14,27 +14,73 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "ppxf_vs_cnn.py"
 
 
-def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, small_trainset, analytic_ssp_store):
+@pytest.fixture(scope="module")
+def aging_trainset(tmp_path_factory):
+    """40 test spectra at S/N 50-100 from a library whose absorption lines deepen with age.
+
+    The analytic library of small_trainset carries age and metallicity only in the continuum
+    shape, which pPXF's multiplicative polynomial absorbs: there no pPXF answer can be right,
+    so none could be told from a wrong one. Here ages are in the lines (metallicity still is not).
+    """
+    from sfh_pipeline import trainset as ts
+    from sfh_pipeline.filters import PHANGS_FILTERS
+
+    from .test_forward_check import library_with_aging_lines
+
+    root = tmp_path_factory.mktemp("aging")
+    ssp = library_with_aging_lines(root / "aging.zarr")
+    config = ts.resolve_config({"n_spectra": 40, "chunk_size": 40, "seed": 2, "snr": [50.0, 100.0],
+                                "split_fractions": {"validation": 0.0, "test": 1.0}})
+    store = root / "trainset.zarr"
+    ts.init_store(store, config, ssp, PHANGS_FILTERS)
+    ts.write_chunk(store, 0, ssp, root / "chunk.json")
+    ts.finalize(store, [root / "chunk.json"], root / "trainset.json")
+    return store, ssp
+
+
+def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_trainset):
+    import zarr
+
+    from sfh_pipeline import load_predictor
+    from sfh_pipeline.evaluation import summary_metrics
+
+    store, ssp = aging_trainset
+    n = 8
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--model", str(tiny_model), "--trainset", str(small_trainset),
-         "--ssp", str(analytic_ssp_store), "--n", "4", "--processes", "2", "--cnn-timing-n", "64"],
+        [sys.executable, str(BENCH), "--model", str(tiny_model), "--trainset", str(store),
+         "--ssp", str(ssp), "--n", str(n), "--processes", "2", "--cnn-timing-n", "64"],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert result["n_spectra"] == 4 and result["processes"] == 2
+    assert result["n_spectra"] == n and result["processes"] == 2
     bins, metallicities, templates = map(int, re.fullmatch(r"(\d+) age bins x (\d+) metallicities = (\d+)",
                                                            result["templates"]).groups())
     assert bins == 16 and metallicities > 1 and templates == bins * metallicities
-    np.testing.assert_allclose(result["speed_ratio"], result["cnn_spectra_per_s"] / result["ppxf_spectra_per_s"],
-                               rtol=1e-3)
-    np.testing.assert_allclose(result["speed_ratio_one_core"],
-                               result["cnn_spectra_per_s_one_core"] * result["ppxf_s_per_spectrum"], rtol=1e-2)
-    # two processes fit in parallel: the pool's throughput beats one process's
-    assert result["ppxf_spectra_per_s"] > 1.0 / result["ppxf_s_per_spectrum"]
-    for method in ("ppxf", "cnn"):
-        for quantity in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
-            assert np.isfinite(result[method][quantity]["scatter_dex"])
-    assert 0.0 <= result["cnn"]["lw_age"]["coverage_68"] <= 1.0
+    # the ratios are of the printed rates, within the rounding of all three numbers (a fixed
+    # rtol of 1e-3 failed once on a loaded machine: at 0.5 pPXF spectra/s, rounding to 0.001 is 1e-3)
+    cnn, ppxf_rate, ratio = result["cnn_spectra_per_s"], result["ppxf_spectra_per_s"], result["speed_ratio"]
+    np.testing.assert_allclose(ratio, cnn / ppxf_rate, rtol=1.5 * (0.05 / cnn + 0.0005 / ppxf_rate + 0.05 / ratio))
+    cnn_1, ppxf_s, ratio_1 = (result[k] for k in ("cnn_spectra_per_s_one_core", "ppxf_s_per_spectrum", "speed_ratio_one_core"))
+    np.testing.assert_allclose(ratio_1, cnn_1 * ppxf_s, rtol=1.5 * (0.05 / cnn_1 + 0.0005 / ppxf_s + 0.05 / ratio_1))
+
+    # pPXF with the training set's own templates, at S/N >= 50, gets the ages (in the lines)
+    # right: measured bias <= 0.03 dex and rms <= 0.23 dex; comparing with the wrong truth or
+    # mixing up the template grid gives ~1 dex.
+    for quantity in ("lw_age", "mw_age"):
+        metrics = result["ppxf"][quantity]
+        assert abs(metrics["bias_dex"]) < 0.15 and metrics["rms_dex"] < 0.4, (quantity, metrics)
+
+    # The CNN's figures are those of its predictions on the same first n test spectra.
+    group = zarr.open_group(store, mode="r")
+    test = np.flatnonzero(np.asarray(group["split"][:]) == 2)[:n]
+    data = {k: np.asarray(group[k].get_orthogonal_selection((test,)))
+            for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age", "mw_age", "lw_logz", "mw_logz")}
+    predicted = load_predictor(tiny_model, device="cpu").predict_normalised(
+        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"])
+    for quantity in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+        expected = summary_metrics(np.asarray(predicted[quantity]), data[quantity], np.asarray(predicted[f"{quantity}_err"]))
+        for key, value in expected.items():
+            assert result["cnn"][quantity][key] == pytest.approx(value, abs=1e-4), (quantity, key)
 
 
 def test_robustness_bench_compares_models_on_each_test_split(tiny_model, small_trainset):

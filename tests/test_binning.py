@@ -220,4 +220,8 @@ def test_scattered_faint_spaxels_form_one_bin(method):
     for y, x in ((2, 2), (2, 27), (27, 2), (27, 27)):
         signal[y, x] = 10.0
     result = voronoi_bins(signal, noise, 19.0, 1.0, method=method)
-    assert result.n_bins >= 1 and np.all(result.bin_id[np.isfinite(signal)] >= 0)
+    # any three reach 30/sqrt(3) = 17.3 < 19, all four 40/2 = 20: exactly one bin of all four
+    assert result.n_bins == 1
+    np.testing.assert_array_equal(result.bin_id[np.isfinite(signal)], 0)
+    assert np.all(result.bin_id[~np.isfinite(signal)] == -1)
+    np.testing.assert_allclose(result.bin_snr, [20.0])

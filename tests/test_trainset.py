@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import zarr
 
 from sfh_pipeline import trainset as ts
@@ -146,8 +148,28 @@ def test_labels_and_noise(tmp_path, ssp_store):
     assert phot.shape == (400, 8) and np.all(phot_error > 0)
     rel = phot_error / np.abs(phot)
     assert 0.015 < np.median(rel) < 0.11
-    assert np.all(g["lw_age"][:] <= 10.2) and np.all(g["mw_age"][:] >= 6.0)
     assert list(g.attrs["filters"]) == list(PHANGS_FILTERS)
+
+
+def test_stored_labels_follow_their_priors(tmp_path, ssp_store):
+    """Each scalar label is drawn from its configured prior: a label stored from the wrong
+    draw, in the wrong units or over the wrong range fails its KS test."""
+    store, _ = build(tmp_path, ssp_store, n_spectra=400, chunk_size=400)
+    g = zarr.open_group(store, mode="r")
+    config = g.attrs["config"]
+    priors = {
+        "av": scipy.stats.uniform(0.0, config["dust"]["av_max"]),
+        "birth_cloud_extra": scipy.stats.uniform(0.0, config["dust"]["birth_cloud_extra_max"]),
+        "sigma_kms": scipy.stats.uniform(config["sigma_kms"][0], np.ptp(config["sigma_kms"])),
+        "velocity_kms": scipy.stats.uniform(-config["velocity_offset_kms"], 2 * config["velocity_offset_kms"]),
+        "log_mass_formed": scipy.stats.uniform(config["log_mass_formed"][0], np.ptp(config["log_mass_formed"])),
+    }
+    for name, prior in priors.items():
+        assert scipy.stats.kstest(np.asarray(g[name][:], float), prior.cdf).pvalue > 1e-3, name
+    # S/N is log-uniform, and the stored value is the one the noise was made with (see test_labels_and_noise)
+    log_snr = np.log(np.asarray(g["snr"][:], float))
+    lo, hi = np.log(config["snr"])
+    assert scipy.stats.kstest(log_snr, scipy.stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
 
 
 def test_population_averages():
@@ -244,3 +266,91 @@ def test_realism_off_keeps_the_spectra_and_on_keeps_the_labels(ssp_store):
     near_halpha = (model.wavelength_aa > 6555) & (model.wavelength_aa < 6570)
     assert np.median(realistic["flux"][:, near_halpha] - plain["flux"][:, near_halpha]) > 0
     assert not np.array_equal(plain["flux"], realistic["flux"])
+
+
+# ----------------------------------------------------------------------------- labels reproduce the flux
+
+
+def reduced_chi2(flux, model, error, mask):
+    """Per spectrum: mean of ((flux - model) / error)^2 over unmasked pixels."""
+    pull2 = np.where(mask == 0, ((flux - model) / error) ** 2, 0.0)
+    return pull2.sum(1) / (mask == 0).sum(1)
+
+
+REALISM_ON = {"emission_fraction": 0.7, "continuum_distortion_rms": 0.03, "sky_residuals_per_spectrum": 3}
+
+
+@pytest.mark.parametrize("realism", [{}, REALISM_ON], ids=["clean", "realism"])
+def test_stored_labels_rebuild_the_stored_flux_to_within_its_noise(tmp_path, ssp_store, realism):
+    """Rebuilt from its stored labels alone (forward model x mass / norm, then the realism terms),
+    every stored spectrum differs from the stored flux by its noise: reduced chi^2 ~ 1. A label
+    that was drawn but not stored, or stored but not the one used, leaves chi^2 >> 1."""
+    # S/N 100-300 (the prior's top end and beyond) so that a label a few per cent off shows
+    store, markers = build(tmp_path, ssp_store, seed=11, realism=realism, snr=[100.0, 300.0])
+    ts.finalize(store, markers, tmp_path / "report.json")
+    g = zarr.open_group(store, mode="r")
+    labels = {name: np.asarray(g[name][:]) for name in ts.CHUNK_ARRAYS}
+    model = ts.build_model(g.attrs["config"], ssp_store, g.attrs["filters"])
+
+    rebuilt = ts.noise_free_flux(model, labels)
+    chi2 = reduced_chi2(labels["flux"], rebuilt, labels["error"], labels["mask"])
+    assert np.all((chi2 > 0.8) & (chi2 < 1.25)), chi2
+    # pooled over ~90,000 independent pixels, chi^2 / N has a standard deviation of 0.005
+    assert np.mean(chi2) == pytest.approx(1.0, abs=0.03)
+    # the photometry too (8 bands per spectrum: pooled over the set)
+    out = model.model(labels["sfh"], labels["logzsol"], labels["av"], labels["sigma_kms"], labels["velocity_kms"],
+                      labels["birth_cloud_extra"])
+    phot = out.photometry * (10.0 ** labels["log_mass_formed"].astype(float) / labels["norm"])[:, None]
+    assert np.mean(((labels["phot"] - phot) / labels["phot_error"]) ** 2) == pytest.approx(1.0, abs=0.2)
+
+    def chi2_with(**wrong):
+        return reduced_chi2(labels["flux"], ts.noise_free_flux(model, {**labels, **wrong}), labels["error"], labels["mask"])
+
+    # Birth-cloud dust matters where young stars shine through a lot of dust: the spectrum where
+    # dropping it changes the rebuild most must then be rejected.
+    no_birth_cloud = chi2_with(birth_cloud_extra=np.zeros_like(labels["birth_cloud_extra"]))
+    assert no_birth_cloud.max() > 3.0, "no spectrum of the set is sensitive to birth-cloud dust: nothing was tested"
+    # metallicity 0.1 dex low in every bin (the analytic library's metallicity only tilts the
+    # continuum, by ~1 % per 0.1 dex)
+    logz_off = chi2_with(logzsol=labels["logzsol"] - 0.1)
+    assert np.median(logz_off) > 1.3, logz_off
+    if realism:
+        # a 3 % calibration error is several sigma at S/N > 100
+        flat = chi2_with(distortion_legendre=np.zeros_like(labels["distortion_legendre"]))
+        assert np.median(flat) > 3.0, flat
+        no_sky = chi2_with(sky_spike_height=np.zeros_like(labels["sky_spike_height"]))
+        assert no_sky.max() > 1.5
+        # line wings leak past the mask, and He I 6678 is not masked at all
+        no_lines = chi2_with(emission_line_flux=np.zeros_like(labels["emission_line_flux"]))
+        assert no_lines.max() > 3.0
+
+
+def test_store_without_the_rebuild_labels_is_still_read_and_is_rebuilt_when_grown(tmp_path, ssp_store):
+    """Stores made before birth_cloud_extra and the realism arrays existed still train; growing one
+    starts it afresh (its chunks would lack the new arrays) instead of failing on a missing array."""
+    from sfh_pipeline.training import TrainsetReader
+
+    store, markers = build(tmp_path, ssp_store)
+    added = ("birth_cloud_extra", "emission_line_flux", "gas_velocity_kms", "gas_sigma_kms",
+             "distortion_legendre", "sky_spike_aa", "sky_spike_height")
+    for name in added:
+        shutil.rmtree(store / name)
+    old = zarr.open_group(store, mode="r")
+    assert not any(name in old for name in added)
+    # as an older version made it: its chunks (and markers) without the new arrays; a lost
+    # chunk is regenerated in that layout and the set still finalizes
+    for i, marker in enumerate(markers):
+        ts.write_chunk(store, i, ssp_store, marker)
+    assert ts.check_complete(store, markers) == []
+    ts.finalize(store, markers, tmp_path / "report.json")
+
+    arrays = TrainsetReader(store).read_chunk(0, "train")
+    assert arrays["flux"].shape[0] == np.count_nonzero(np.asarray(old["split"][:30]) == 0)
+    labels = {name: np.asarray(old[name][:5]) for name in ("sfh", "logzsol", "av", "sigma_kms", "velocity_kms",
+                                                           "log_mass_formed", "norm")}
+    with pytest.raises(KeyError, match="predates them"):
+        ts.noise_free_flux(ts.build_model(old.attrs["config"], ssp_store, old.attrs["filters"]), labels)
+
+    ts.init_store(store, small_config(n_spectra=90), ssp_store, PHANGS_FILTERS)
+    grown = zarr.open_group(store, mode="r")
+    assert all(name in grown for name in added) and grown["flux"].shape[0] == 90
