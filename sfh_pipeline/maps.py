@@ -56,6 +56,9 @@ MAP_HDUS = {
     "CHI2": "",
     "OOD": "",
 }
+#: Lookback-time ranges (yr) in which compare_with_truth sums the SFH: the fine bins are too
+#: degenerate for a per-bin verdict, these ranges are not.
+COARSE_SFH_EDGES_YR = (0.0, 1e8, 1e9, 5e9, np.inf)
 #: Planes added after the first maps files were written: files without them still read (NaN).
 LATER_HDUS = ("OOD",)
 DESCRIPTIONS = {
@@ -234,10 +237,15 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
     stellar mass (``MASS_DENSITY`` of the truth) for mass-weighted ones. Per quantity:
     Spearman rho over bins, median |recovered - true| and bias (dex); and the radial
     gradients (dex per arcsec, deprojected) of both metallicities in truth and recovery.
+    ``mass_density``: the same figures for log10 of the bin's mean surviving stellar-mass
+    surface density (M_sun/kpc^2). ``sfh_coarse``: per lookback-time range of
+    :data:`COARSE_SFH_EDGES_YR`, the mass fraction formed in it (mass-weighted over the
+    bin's spaxels), mean over bins in truth and recovery, ``bias`` (median recovered - true)
+    and ``median_abs``.
     """
     from scipy import stats
 
-    images, wcs, _, _ = read_maps(maps_path)
+    images, wcs, edges, _ = read_maps(maps_path)
     truth, _, _, _ = read_maps(truth_path)
     with fits.open(bins_path) as hdul:
         signal = np.asarray(hdul["SIGNAL"].data, float)
@@ -276,6 +284,23 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
         if key.endswith("LOGZ"):
             result[key.lower()]["gradient_true_dex_per_arcsec"] = float(np.polyfit(r_bin[ok], true[ok], 1)[0])
             result[key.lower()]["gradient_recovered_dex_per_arcsec"] = float(np.polyfit(r_bin[ok], recovered[ok], 1)[0])
+    with np.errstate(divide="ignore"):
+        true = np.log10(bin_mean(mass, np.ones(ids.size)))
+    recovered = bin_value(images["MASS_DENSITY"])
+    ok = np.isfinite(true) & np.isfinite(recovered)
+    result["mass_density"] = {"spearman_rho": float(stats.spearmanr(recovered[ok], true[ok]).statistic),
+                              "median_abs_dex": float(np.median(np.abs(recovered[ok] - true[ok]))),
+                              "bias_dex": float(np.median(recovered[ok] - true[ok])), "n": int(ok.sum())}
+    result["sfh_coarse"] = []
+    for lo, hi in zip(COARSE_SFH_EDGES_YR[:-1], COARSE_SFH_EDGES_YR[1:]):
+        planes = (edges[:-1] >= lo) & (edges[1:] <= hi)
+        true = bin_mean(truth["SFH"][planes].sum(0)[inside], mass)
+        recovered = bin_value(images["SFH"][planes].sum(0))
+        ok = np.isfinite(true) & np.isfinite(recovered)
+        result["sfh_coarse"].append({"age_min_yr": float(lo), "age_max_yr": float(min(hi, edges[-1])),
+                                     "true_mean": float(true[ok].mean()), "recovered_mean": float(recovered[ok].mean()),
+                                     "bias": float(np.median(recovered[ok] - true[ok])),
+                                     "median_abs": float(np.median(np.abs(recovered[ok] - true[ok])))})
     return result
 
 

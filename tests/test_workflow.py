@@ -57,9 +57,9 @@ def test_lint_is_clean(tmp_path):
 
 
 def test_dry_run_default_config(tmp_path):
-    proc = snakemake(tmp_path, "-n")
-    for rule in ("ssp_fetch", "ssp_convert", "ssp_qa", "filters"):
-        assert rule in proc.stdout
+    counts = job_counts(snakemake(tmp_path, "-n").stdout)
+    for rule in ("ssp_fetch", "ssp_convert", "ssp_qa", "filters", "train", "evaluate", "validate"):
+        assert counts.get(rule) == 1, (rule, counts)
 
 
 @pytest.mark.parametrize("profile", ["local", "slurm"])
@@ -67,7 +67,8 @@ def test_profiles_are_valid(tmp_path, profile, monkeypatch):
     monkeypatch.setenv("SFH_SLURM_PARTITION", "debug")
     monkeypatch.setenv("SFH_SLURM_ACCOUNT", "phangs")
     proc = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / profile))
-    assert "ssp_fetch" in proc.stdout and "train" in proc.stdout
+    counts = job_counts(proc.stdout)
+    assert counts.get("ssp_fetch") == 1 and counts.get("train") == 1, counts
 
 
 def test_dry_run_phangs_names_missing_files(tmp_path):
@@ -141,7 +142,9 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(good)).stdout)
     assert counts == {"mock_MOCK_ACS": 1, "observe_bins": 1, "maps": 1, "maps_vs_truth": 1, "atlas": 1, "all": 1}
     snakemake(tmp_path, "--configfile", str(good))
-    check_galaxy_products(tmp_path, ["MOCK-UVIS", "MOCK-ACS"])
+    for galaxy, comparison in check_galaxy_products(tmp_path, ["MOCK-UVIS", "MOCK-ACS"]).items():
+        print(galaxy, json.dumps(comparison))
+        assert_recovers_truth(comparison, TINY_RECOVERY, galaxy)
 
     # one galaxy binned to another target S/N (sheet column target_snr): only its jobs rerun
     set_sheet_value(sheet, "MOCK-ACS", "target_snr", "15")
@@ -227,6 +230,36 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     assert header["EBV_GAL"] == pytest.approx(0.445) and np.isfinite(images["OOD"][binned]).any()
 
 
+#: How well the maps must recover the mocks' truth (bin by bin, maps.compare_with_truth): at the
+#: fast test's tiny scale (600 spectra, 2 epochs, a 3 x 8 SSP grid: a network near its prior,
+#: so only gross errors fail) and at the demo's (docs/pipeline.md). Measured values in brackets.
+TINY_RECOVERY = {
+    "spearman_min": {"mass_density": 0.9},
+    "abs_bias_max": {"lw_age": 0.5, "mw_age": 0.5, "lw_logz": 0.5, "mw_logz": 0.5, "mass_density": 0.3},
+    "sfh_coarse_abs_bias_max": 0.35,
+}
+DEMO_RECOVERY = {
+    # demo model, 2026-11-29: lw_age 0.88/0.87, mw_age 0.49, lw_logz 0.81/0.83, mw_logz 0.85, mass 0.997
+    "spearman_min": {"lw_age": 0.8, "mw_age": 0.35, "lw_logz": 0.6, "mw_logz": 0.6, "mass_density": 0.97},
+    # measured |bias|: lw_age 0.04, mw_age 0.08, lw_logz 0.01, mw_logz 0.07, mass 0.05 dex
+    "abs_bias_max": {"lw_age": 0.15, "mw_age": 0.2, "lw_logz": 0.15, "mw_logz": 0.2, "mass_density": 0.15},
+    # measured: at most 0.11 (too little mass older than 5 Gyr)
+    "sfh_coarse_abs_bias_max": 0.2,
+}
+
+
+def assert_recovers_truth(comparison: dict, tolerances: dict, galaxy: str) -> None:
+    """Every quantity a mock has a truth for is recovered within ``tolerances``."""
+    for key, minimum in tolerances["spearman_min"].items():
+        assert comparison[key]["spearman_rho"] >= minimum, (galaxy, key, comparison[key])
+    for key, maximum in tolerances["abs_bias_max"].items():
+        assert abs(comparison[key]["bias_dex"]) <= maximum, (galaxy, key, comparison[key])
+    for entry in comparison["sfh_coarse"]:
+        assert abs(entry["bias"]) <= tolerances["sfh_coarse_abs_bias_max"], (galaxy, entry)
+    assert sum(entry["true_mean"] for entry in comparison["sfh_coarse"]) == pytest.approx(1.0, abs=1e-3)
+    assert sum(entry["recovered_mean"] for entry in comparison["sfh_coarse"]) == pytest.approx(1.0, abs=1e-3)
+
+
 def set_sheet_value(sheet: Path, galaxy: str, column: str, value: str) -> None:
     """Edit one cell of a tab-separated sample sheet."""
     rows = [line.split("\t") for line in sheet.read_text().splitlines()]
@@ -300,11 +333,11 @@ def test_default_workflow_with_real_bc03(tmp_path):
     comparisons = check_galaxy_products(tmp_path, ["MOCK-UVIS", "MOCK-ACS"])
     assert sorted(json.loads((tmp_path / "results/atlas/summary.json").read_text())) == ["A478", "MOCK-ACS", "MOCK-UVIS"]
     for galaxy, result in comparisons.items():
-        assert result["lw_age"]["spearman_rho"] >= 0.8, (galaxy, result["lw_age"])
+        assert_recovers_truth(result, DEMO_RECOVERY, galaxy)
         assert result["lw_age"]["median_abs_dex"] <= 0.15, (galaxy, result["lw_age"])
-        for key in ("lw_logz", "mw_logz"):
-            assert result[key]["gradient_true_dex_per_arcsec"] < 0, (galaxy, key)
-            assert result[key]["gradient_recovered_dex_per_arcsec"] < 0, (galaxy, key)
+        for key in ("lw_logz", "mw_logz"):  # the recovered gradient within 50 % of the true one
+            true, recovered = (result[key][f"gradient_{which}_dex_per_arcsec"] for which in ("true", "recovered"))
+            assert abs(recovered - true) <= 0.5 * abs(true), (galaxy, key, true, recovered)
     # the real galaxy against full-grid pPXF of the same library (issue 11; docs/real_data.md):
     # before the realism terms the network was 1 dex metal-poor there; the LW age is the least
     # settled (between -0.9 and 0.0 dex from pPXF in five trainings), so only a gross error fails
