@@ -182,8 +182,11 @@ def _validate(args: argparse.Namespace) -> None:
     from .validate import validate_galaxy
 
     row, files = _galaxy_files(args)
+    second = None
+    if args.second_ssp:
+        second = {"ssp_store": args.second_ssp, **(args.second_reference or {})}
     result = validate_galaxy(files["muse_cube"], args.bins, args.tables, args.ssp, args.model, row, args.settings,
-                             args.out_dir, processes=args.processes)
+                             args.out_dir, processes=args.processes, second_reference=second)
     log.info("%s: %d bins against full-grid pPXF: %s", args.galaxy, result["n_bins"],
              ", ".join(f"{k} median d {result[k]['median_delta_dex']} scatter {result[k]['scatter_dex']}"
                        for k in ("lw_age", "lw_logz")))
@@ -249,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--tables", nargs="+", required=True, help="tile tables of the infer stage")
     validate.add_argument("--model", required=True)
     validate.add_argument("--ssp", required=True, help="SSP store the model was trained with")
+    validate.add_argument("--second-ssp", default=None, help="SSP store of a second reference library (optional)")
+    validate.add_argument("--second-reference", type=_json_arg, default=None,
+                          help='{"label": ..., "settings": {...}} of the second library, as JSON')
     validate.add_argument("--settings", type=_json_arg, required=True, help="validate section of the config, as JSON")
     validate.add_argument("--processes", type=int, default=1)
     validate.add_argument("--out-dir", required=True, help="results/validation/<galaxy>")

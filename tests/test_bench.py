@@ -105,3 +105,32 @@ def test_robustness_bench_compares_models_on_each_test_split(tiny_model, small_t
     assert result["n"] == test.size
     assert result["lw_age"]["bias_dex"] == pytest.approx(np.median(delta), abs=1e-4)
     assert result["lw_age"]["scatter_dex"] == pytest.approx(1.4826 * np.median(np.abs(delta - np.median(delta))), abs=1e-4)
+
+
+def test_library_crosscheck_fits_the_first_library_with_both(tmp_path):
+    """bench/library_crosscheck.py: the first library's populations fitted with both libraries; with
+    the same library twice (the second at every age) the differences are small."""
+    import yaml
+
+    from sfh_pipeline.ssp import write_store
+    from tests.test_validate import line_library
+
+    store = write_store(line_library(), tmp_path / "lines.zarr")
+    config = {"validate": {"age_min_yr": 3e7, "age_stride": 3, "n_bootstrap": 0, "emission_mask_kms": 800,
+                           "second_ssp": {"settings": {"age_stride": 1}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    bench = BENCH.parent / "library_crosscheck.py"
+    repo = str(BENCH.parents[1])
+    done = subprocess.run(
+        [sys.executable, str(bench), "--ssp", str(store), "--second-ssp", str(store),
+         "--config", str(tmp_path / "config.yaml"), "--ages-gyr", "5", "--logz", "0.3", "--snr", "100"],
+        capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": repo})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["logz_shift_dex"] == 0.0 and result["second_settings"] == {"age_stride": 1}
+    (row,) = result["spectra"]
+    assert row["true"]["logz"] == pytest.approx(0.3) and row["true"]["log_age"] == pytest.approx(np.log10(5e9), abs=0.2)
+    assert row["first"]["lw_age"] == pytest.approx(row["true"]["log_age"], abs=0.2)
+    for key in ("lw_age", "lw_logz"):
+        assert abs(row["difference"][key]) < 0.15, (key, row)
+        assert row["difference"][key] == pytest.approx(row["first"][key] - row["second"][key])

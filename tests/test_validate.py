@@ -7,7 +7,8 @@ import pytest
 
 from sfh_pipeline.instrument import C_KMS
 from sfh_pipeline.ssp import SSPLibrary, write_store
-from sfh_pipeline.validate import FullGridFit, agreement, sky_mask
+from sfh_pipeline.ssp_formats import ZSUN_DEFAULT
+from sfh_pipeline.validate import FullGridFit, agreement, compare_references, logz_shift_dex, sky_mask
 
 AGES = np.geomspace(5e7, 1.3e10, 12)
 LOGZ = np.array([-1.0, -0.4, 0.0, 0.3])
@@ -98,3 +99,43 @@ def test_agreement_of_a_known_offset():
 def test_sky_mask():
     sky = sky_mask(np.array([5577.3, 5580.0, 5590.0, 6300.0, 6900.0, 7600.0, 7000.0]))
     np.testing.assert_array_equal(sky, [True, True, False, True, True, True, False])
+
+
+def test_logz_shift_between_solar_metallicities():
+    # E-MILES [M/H] (Padova+00, Z_sun = 0.019) on the Z_sun = 0.02 of the BC03 the network learnt
+    assert logz_shift_dex(ZSUN_DEFAULT["emiles-fits"], ZSUN_DEFAULT["bc03-fits"]) == pytest.approx(-0.0223, abs=1e-4)
+    assert logz_shift_dex(0.02, 0.02) == 0.0
+    assert logz_shift_dex(np.nan, 0.02) == 0.0  # a store without zsun: left as it is
+
+
+def test_full_grid_fit_reads_the_library_zsun(tmp_path):
+    import dataclasses
+
+    library = dataclasses.replace(line_library(), attrs={"name": "lines019", "zsun": 0.019})
+    store = write_store(library, tmp_path / "lines019.zarr")
+    assert FullGridFit(store, settings={"age_min_yr": 1e7}).zsun == 0.019
+
+
+def test_compare_references_of_known_offsets():
+    rng = np.random.default_rng(5)
+    keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+    reference = {key: rng.uniform(9, 10, 20) for key in keys}
+    reference.update({f"{key}_unreg": reference[key] - 0.3 for key in keys})
+    reference.update({f"{key}_err": np.full(20, 0.05) for key in keys})
+    # the second library: 0.2 dex younger, 0.1 dex more metal-poor, its unregularised fits as its regularised
+    second = {key: reference[key] - (0.2 if "age" in key else 0.1) for key in keys}
+    second.update({f"{key}_unreg": second[key] for key in keys})
+    second.update({f"{key}_err": np.full(20, 0.2) for key in keys})
+    second["lw_age"][:5] = np.nan  # bins where the second fit failed
+    network = {key: reference[key] + 0.05 for key in keys}
+    network.update({f"{key}_err": np.full(20, 0.1) for key in keys})
+    result = compare_references(network, reference, second)
+    assert result["library_difference"]["lw_age"]["median_delta_dex"] == pytest.approx(0.2)
+    assert result["library_difference"]["lw_age"]["n"] == 15
+    assert result["library_difference"]["lw_logz"]["median_delta_dex"] == pytest.approx(0.1)
+    assert result["library_difference"]["lw_logz"]["scatter_dex"] == pytest.approx(0.0, abs=1e-9)
+    assert result["library_difference"]["lw_logz"]["pull_within_1sigma"] == 1.0  # 0.1 <= hypot(0.05, 0.2)
+    assert result["library_difference_unregularised"]["mw_age"]["median_delta_dex"] == pytest.approx(-0.1)
+    assert result["lw_age"]["median_delta_dex"] == pytest.approx(0.25)  # network - second
+    assert result["unregularised"]["mw_logz"]["median_delta_dex"] == pytest.approx(0.15)
+    assert set(result["lw_age"]) == {"median_delta_dex", "scatter_dex", "pull_within_1sigma", "n"}

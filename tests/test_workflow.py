@@ -219,10 +219,19 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     assert agreement["reference"]["library"] == "fixture" and agreement["n_bins"] >= 1
     for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
         assert set(agreement[key]) == {"median_delta_dex", "scatter_dex", "pull_within_1sigma", "n"}
+    # the second reference library of the embedded default: E-MILES from the ppxf 8.2.6 sdist
+    second = agreement["second_reference"]
+    assert second["library"] == "E-MILES" and second["n_bins"] == agreement["n_bins"]
+    assert second["logz_shift_dex"] == pytest.approx(np.log10(0.019 / 0.02))
+    assert second["grids"]["second"]["age_yr"][0] == pytest.approx(6.31e7) and second["grids"]["second"]["n_logz"] == 6
+    for part in ("lw_age", "lw_logz", "unregularised", "library_difference", "library_difference_unregularised"):
+        assert part in second, part
+    assert second["library_difference"]["lw_age"]["n"] == agreement["n_bins"]
     with fits.open(tmp_path / "results/validation/A478/bins.fits") as table:
         rows = table["BINS"].data
         assert len(rows) == agreement["n_bins"] and np.all(rows["SNR"] >= 20)
         assert np.isfinite(rows["REF_LW_AGE"]).all() and np.isfinite(rows["NET_LW_AGE"]).all()
+        assert np.isfinite(rows["REF2_LW_AGE"]).all() and table["BINS"].header["REF2LIB"] == "E-MILES"
     for figure in ("maps.png", "residuals.png"):
         assert (tmp_path / "results/validation/A478" / figure).stat().st_size > 10_000, figure
     images, _, _, header = read_maps(tmp_path / "results/A478/maps/A478_maps.fits")

@@ -22,6 +22,16 @@ shell.prefix(
 SFH_ENV = os.path.join(workflow.basedir, "envs", "sfh-pipeline.yaml")
 
 SSP_NAME = config["ssp"]["name"]
+# An optional second library, a second reference of the validate stage only (library systematics).
+SECOND_SSP = (config.get("validate") or {}).get("second_ssp")
+SSP_LIBRARIES = {SSP_NAME: config["ssp"]}
+if SECOND_SSP:
+    if SECOND_SSP["name"] == SSP_NAME:
+        raise ValueError(
+            f"validate.second_ssp.name is {SSP_NAME!r}, the name of the training library (ssp.name): "
+            "give the second reference library a name of its own (its store is resources/ssp/<name>.zarr)"
+        )
+    SSP_LIBRARIES[SECOND_SSP["name"]] = SECOND_SSP
 FILTER_TABLE = "resources/filters/hst_throughputs.fits"
 FILTER_CHECK = "results/qa/filters_check.json"
 
@@ -33,7 +43,7 @@ def ssp_store(name):
 
 def ssp_download(name):
     """Fetched file of SSP library `name` (its base name comes from the source entry)."""
-    return f"resources/downloads/ssp/{name}/{source_filename(config['ssp']['source'])}"
+    return f"resources/downloads/ssp/{name}/{source_filename(SSP_LIBRARIES[name]['source'])}"
 
 
 def workflow_path(path):

@@ -83,6 +83,7 @@ rule validate:
         tables=tile_tables,
         model=model_file(MODEL_NAME, "model.pt"),
         ssp=ancient(ssp_store(SSP_NAME)),
+        second_ssp=ancient(ssp_store(SECOND_SSP["name"])) if SECOND_SSP else [],
     output:
         agreement=validation_file("{galaxy}", "agreement.json"),
         table=validation_file("{galaxy}", "bins.fits"),
@@ -92,7 +93,12 @@ rule validate:
                          category="Validation", subcategory="{galaxy}"),
     params:
         args=lambda wc: galaxy_data_args(wc.galaxy),
-        settings=shell_json({**config["validate"], "tile_spaxels": config["infer"]["tile_spaxels"]}),
+        settings=shell_json({**{k: v for k, v in config["validate"].items() if k != "second_ssp"},
+                             "tile_spaxels": config["infer"]["tile_spaxels"]}),
+        second=lambda wc, input: (
+            f"--second-ssp {shlex.quote(input.second_ssp)} --second-reference "
+            + shell_json({"label": SECOND_SSP["label"], "settings": SECOND_SSP.get("settings", {})})
+        ) if SECOND_SSP else "",
         out_dir=lambda wc: os.path.dirname(validation_file(wc.galaxy, "agreement.json")),
     wildcard_constraints:
         galaxy=name_pattern(REAL_GALAXIES),
@@ -107,5 +113,5 @@ rule validate:
         "benchmarks/validate/{galaxy}.tsv"
     shell:
         "sfh-pipeline validate {params.args} --bins {input.bins:q} --tables {input.tables:q} --model {input.model:q}"
-        " --ssp {input.ssp:q} --settings {params.settings} --processes {threads} --out-dir {params.out_dir:q}"
+        " --ssp {input.ssp:q} {params.second} --settings {params.settings} --processes {threads} --out-dir {params.out_dir:q}"
         " 2> {log:q}"

@@ -1,18 +1,23 @@
 # Stage `ssp`: fetch an SSP library (checksummed) and convert it to the standard zarr store.
+# {library} is the training library (config `ssp`) or the validate stage's second reference
+# (config `validate.second_ssp`), both in SSP_LIBRARIES.
 
 localrules: ssp_fetch, ssp_qa
 
 
 rule ssp_fetch:
     output:
-        ssp_download("{library}"),
+        "resources/downloads/ssp/{library}/{filename}",
     params:
-        source=lambda wc: shell_json(config["ssp"]["source"]),
+        source=lambda wc: shell_json(SSP_LIBRARIES[wc.library]["source"]),
         cache_dir=config["cache_dir"],
+    wildcard_constraints:
+        library=name_pattern(SSP_LIBRARIES),
+        filename=name_pattern({os.path.basename(ssp_download(name)) for name in SSP_LIBRARIES}),
     conda:
         SFH_ENV
     log:
-        "logs/ssp/fetch_{library}.log",
+        "logs/ssp/fetch_{library}_{filename}.log",
     shell:
         "sfh-pipeline ssp fetch --source {params.source} --cache-dir {params.cache_dir:q}"
         " --output {output:q} 2> {log:q}"
@@ -20,15 +25,17 @@ rule ssp_fetch:
 
 rule ssp_convert:
     input:
-        ssp_download("{library}"),
+        lambda wc: ssp_download(wc.library),
     output:
         directory(ssp_store("{library}")),
     params:
-        fmt=config["ssp"]["format"],
-        source=lambda wc: shell_json(config["ssp"]["source"]),
-        wave=config["ssp"]["wavelength_range_aa"],
-        ages=config["ssp"]["age_range_yr"],
-        zsun=f"--zsun {config['ssp']['zsun']}" if "zsun" in config["ssp"] else "",
+        fmt=lambda wc: SSP_LIBRARIES[wc.library]["format"],
+        source=lambda wc: shell_json(SSP_LIBRARIES[wc.library]["source"]),
+        wave=lambda wc: SSP_LIBRARIES[wc.library]["wavelength_range_aa"],
+        ages=lambda wc: SSP_LIBRARIES[wc.library]["age_range_yr"],
+        zsun=lambda wc: f"--zsun {SSP_LIBRARIES[wc.library]['zsun']}" if "zsun" in SSP_LIBRARIES[wc.library] else "",
+    wildcard_constraints:
+        library=name_pattern(SSP_LIBRARIES),
     conda:
         SFH_ENV
     log:
