@@ -307,3 +307,26 @@ def test_compare_mass_density_and_coarse_sfh(truth_case, tmp_path):
         recovered = 1.0 if planes[-1] else 0.0
         assert entry["true_mean"] == pytest.approx(true, abs=1e-6)
         assert entry["bias"] == pytest.approx(recovered - true, abs=1e-6), entry
+
+
+def test_assembled_mass_density_spreads_each_bins_mass_over_its_own_area(truth_case, tmp_path):
+    """MASS_DENSITY = log10(bin stellar mass / (n spaxels x spaxel area in kpc^2)): bins of 4
+    spaxels of 0.2" at 10 Mpc (0.0097 kpc a side) holding 10**8 M_sun each."""
+    from sfh_pipeline.infer import write_tile_table
+    from sfh_pipeline.maps import SUMMARY_HDUS, assemble_maps, spaxel_area_kpc2
+
+    root, bins, _ = truth_case
+    n_bins = int(bins.max()) + 1
+    columns = {"BIN_ID": np.arange(n_bins), "N_SPAXELS": np.bincount(bins.ravel()), "LOG_MSTAR": np.full(n_bins, 8.0),
+               "CHI2": np.ones(n_bins), "OOD": np.full(n_bins, 0.5), "SFH": np.full((n_bins, 16), 1 / 16),
+               "ZH": np.zeros((n_bins, 16))}
+    for key in SUMMARY_HDUS:
+        columns[key], columns[f"{key}_ERR"] = np.full(n_bins, 9.0), np.full(n_bins, 0.1)
+    write_tile_table(tmp_path / "tile.fits", columns, "y000x000", tmp_path / "model.pt", EDGES)
+    (tmp_path / "model.pt").write_bytes(b"model")
+    row = {"galaxy": "T", "distance_mpc": 10.0, "systemic_velocity_kms": 0.0, "ebv_galactic": 0.0}
+    assemble_maps(root / "bins.fits", [tmp_path / "tile.fits"], row, tmp_path / "model.pt", tmp_path / "maps.fits")
+    images, wcs, _, _ = read_maps(tmp_path / "maps.fits")
+    side_kpc = 10.0e3 * np.radians(0.2 / 3600)  # the truth grid's 0.2" spaxels
+    assert spaxel_area_kpc2(wcs, 10.0) == pytest.approx(side_kpc**2, rel=1e-4)
+    np.testing.assert_allclose(images["MASS_DENSITY"], 8.0 - np.log10(4 * side_kpc**2), rtol=1e-5)
