@@ -155,7 +155,7 @@ def compute_metrics(pred: dict[str, np.ndarray], bin_age_yr: np.ndarray, edges_y
 
 def evaluate_model(model_path: str | os.PathLike, trainset_store: str | os.PathLike, out_dir: str | os.PathLike,
                    device: str | torch.device | None = None,
-                   snr_bins: tuple[float, ...] = (5, 10, 20, 50, 150)) -> dict[str, Any]:
+                   snr_bins: tuple[float, ...] = (5, 10, 20, 30, 50, 150)) -> dict[str, Any]:
     """Evaluate ``model.pt`` on the test split of ``trainset_store``; write metrics and figures.
 
     Parameters

