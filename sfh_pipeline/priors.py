@@ -201,6 +201,46 @@ def bin_mass_fractions(sfr: np.ndarray, lookback_yr: np.ndarray, edges_yr: np.nd
     return mass / total
 
 
+def formation_times(mass_fractions: np.ndarray, edges_yr: np.ndarray, fractions=(0.5, 0.9),
+                    floor_yr: float = FINE_MIN_YR) -> np.ndarray:
+    """log10 lookback times (yr) by which ``fractions`` of the mass had formed (T50, T90, ...).
+
+    Parameters
+    ----------
+    mass_fractions : ndarray, shape (..., n_bins)
+        Mass fraction formed in each lookback-time bin (rows need not be normalised; they are).
+    edges_yr : ndarray, shape (n_bins + 1,)
+        Increasing bin edges in lookback time, yr.
+    fractions : sequence of float in (0, 1)
+        Cumulative fractions of the mass, counted from the oldest star onwards.
+    floor_yr : float
+        Lower bound of the returned times (a crossing in the youngest bin may lie at ~0).
+
+    Returns
+    -------
+    ndarray, shape (..., len(fractions))
+        log10 of the lookback time, yr; the star formation is taken uniform in time inside a
+        bin, so the cumulative mass is piecewise linear in lookback time. NaN for rows with no mass.
+    """
+    edges = _check_increasing(edges_yr, "edges_yr")
+    m = np.asarray(mass_fractions, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = m / m.sum(axis=-1, keepdims=True)
+    # formed before each edge (lookback >= edge): 1 at the first edge, 0 at the last
+    before = np.concatenate([np.cumsum(m[..., ::-1], axis=-1)[..., ::-1], np.zeros(m.shape[:-1] + (1,))], axis=-1)
+    out = np.empty(m.shape[:-1] + (len(fractions),))
+    for j, f in enumerate(fractions):
+        # the bin k whose older edge has less than f formed and whose younger edge has at least f
+        k = np.clip(np.sum(before >= f, axis=-1) - 1, 0, edges.size - 2)
+        lo, hi = np.take_along_axis(before, k[..., None], -1)[..., 0], np.take_along_axis(before, k[..., None] + 1, -1)[..., 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(lo > hi, (lo - f) / (lo - hi), 0.0)
+        t = edges[k] + share * (edges[k + 1] - edges[k])
+        out[..., j] = np.log10(np.maximum(t, floor_yr))
+    out[~np.isfinite(m).all(axis=-1)] = np.nan
+    return out
+
+
 @dataclass(frozen=True)
 class _Grid:
     """Everything the family samplers need about the binning (internal)."""

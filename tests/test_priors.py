@@ -293,3 +293,18 @@ def test_bad_weights_and_edges_are_rejected():
         priors.sample_sfh(rng, EDGES, 10, universe_age_yr=1e9)
     with pytest.raises(ValueError, match="dirichlet_alpha"):
         priors.sample_sfh(rng, EDGES, 10, dirichlet_alpha=0.0)
+
+
+def test_formation_times_of_sfhs_with_known_t50_and_t90():
+    """Star formation uniform in time inside bins: T50 and T90 are where the cumulative mass,
+    linear in lookback time, crosses 50 % and 90 %."""
+    from sfh_pipeline.priors import formation_times
+
+    edges = np.array([0.0, 1e9, 2e9, 4e9])
+    got = 10 ** formation_times([[0, 0, 1], [1, 0, 0], [0.2, 0.3, 0.5], [0, 0, 0]], edges)
+    np.testing.assert_allclose(got[0], [3.0e9, 2.2e9])  # all in 2-4 Gyr
+    np.testing.assert_allclose(got[1], [5e8, 1e8])      # all in the last Gyr
+    np.testing.assert_allclose(got[2], [2e9, 5e8])      # formed before 0/1/2/4 Gyr: 1, 0.8, 0.5, 0
+    assert np.isnan(got[3]).all()
+    # crossings at ~0 lookback are floored at 1e5 yr
+    assert formation_times([[1.0, 0, 0]], edges, fractions=(0.9999999,))[0, 0] == pytest.approx(5.0)
