@@ -153,6 +153,48 @@ def compute_metrics(pred: dict[str, np.ndarray], bin_age_yr: np.ndarray, edges_y
     return metrics
 
 
+#: Expected share of truths below q2.5, in [q2.5, q16), [q16, q50), [q50, q84), [q84, q97.5), above.
+RANK_EXPECTED = (0.025, 0.135, 0.34, 0.34, 0.135, 0.025)
+
+
+def posterior_metrics(pred: dict[str, np.ndarray], calibration: dict[str, list[float]]) -> dict[str, Any]:
+    """Calibration of the posterior heads on a split, per target, after the conformal widening.
+
+    ``sfh`` and ``zh``: one entry per age bin; ``t50``, ``t90``: one each. Each has ``n``,
+    ``coverage_68`` and ``coverage_95`` (share of truths inside the calibrated central
+    intervals), ``rank_histogram`` (share of truths in the six intervals cut by the calibrated
+    2.5, 16, 50, 84, 97.5 % quantiles: a coarse simulation-based-calibration histogram,
+    expected :data:`RANK_EXPECTED`) and ``median_halfwidth`` (of the 68 % interval). T50/T90
+    also have ``bias_dex`` and ``scatter_dex`` of the median. log Z counts only where the bin
+    formed >= 2 % of the mass."""
+    from .training import posterior_targets
+
+    values, counts = posterior_targets(pred)
+    q = pred["pred_quantiles"].astype(np.float64).copy()
+    for level, (lo, hi) in (("68", (1, 3)), ("95", (0, 4))):
+        widening = np.asarray(calibration[level])
+        q[..., lo] -= widening
+        q[..., hi] += widening
+    n_bins = pred["true_sfh"].shape[1]
+
+    def entry(t: int) -> dict[str, Any]:
+        ok = counts[:, t]
+        y, qt = values[ok, t], q[ok, t]
+        inside = lambda lo, hi: float(np.mean((y >= qt[:, lo]) & (y <= qt[:, hi]))) if y.size else math.nan  # noqa: E731
+        ranks = np.sum(y[:, None] > qt, axis=1)
+        return {"n": int(ok.sum()), "coverage_68": inside(1, 3), "coverage_95": inside(0, 4),
+                "rank_histogram": (np.bincount(ranks, minlength=6) / max(y.size, 1)).tolist(),
+                "median_halfwidth": float(np.median(0.5 * (qt[:, 3] - qt[:, 1]))) if y.size else math.nan}
+
+    out: dict[str, Any] = {"sfh": [entry(t) for t in range(n_bins)], "zh": [entry(n_bins + t) for t in range(n_bins)]}
+    for j, key in enumerate(("t50", "t90")):
+        t = 2 * n_bins + j
+        out[key] = {**entry(t), **{k: v for k, v in summary_metrics(q[:, t, 2], values[:, t]).items()
+                                   if k in ("bias_dex", "scatter_dex")}}
+    out["rank_expected"] = list(RANK_EXPECTED)
+    return out
+
+
 def evaluate_model(model_path: str | os.PathLike, trainset_store: str | os.PathLike, out_dir: str | os.PathLike,
                    device: str | torch.device | None = None,
                    snr_bins: tuple[float, ...] = (5, 10, 20, 30, 50, 150)) -> dict[str, Any]:
@@ -185,7 +227,8 @@ def evaluate_model(model_path: str | os.PathLike, trainset_store: str | os.PathL
         yr, mean true/predicted mass fraction, ``bias``, ``scatter``, ``mae`` of predicted -
         true mass fraction, ``logz_mae_mass_weighted`` in dex); ``sfh_cumulative_l1`` (mean
         over galaxies of the summed |difference| of cumulative mass fractions); ``by_snr``;
-        ``n_test``; ``model``; ``trainset``; ``test_loss_terms``. Non-finite numbers are
+        ``n_test``; ``model``; ``trainset``; ``test_loss_terms``; ``posteriors`` (models with
+        posterior heads: :func:`posterior_metrics`). Non-finite numbers are
         written as null.
 
     Raises
@@ -207,6 +250,8 @@ def evaluate_model(model_path: str | os.PathLike, trainset_store: str | os.PathL
     bin_age = np.asarray(info.get("bin_age_yr", reader.attrs["bin_age_yr"]), dtype=np.float64)
 
     metrics = compute_metrics(pred, bin_age, edges, snr_bins)
+    if "pred_quantiles" in pred and payload.get("quantile_calibration"):
+        metrics["posteriors"] = posterior_metrics(pred, payload["quantile_calibration"])
     metrics.update(model=payload.get("name", Path(model_path).parent.name), trainset=str(trainset_store),
                    test_loss_terms=loss_terms)
     metrics = _jsonable(metrics)

@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 SUMMARY_KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")
-LOSS_TERMS = ("sfh_cross_entropy", "sfh_cumulative_l1", "logz_mass_weighted", "summary_nll")
+LOSS_TERMS = ("sfh_cross_entropy", "sfh_cumulative_l1", "logz_mass_weighted", "summary_nll", "posterior_pinball")
+#: Quantiles predicted for every SFH bin, every metallicity bin and T50, T90 (posterior heads).
+QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
+#: Cumulative mass fractions whose lookback times (log yr) the posterior heads predict.
+FORMATION_FRACTIONS = (0.5, 0.9)
+#: Offset of the formation-time quantiles, log yr, so that the heads start near zero.
+FORMATION_OFFSET = 9.0
 #: Offsets subtracted from the summary targets so that the heads start near zero.
 SUMMARY_OFFSETS = {"lw_age": 9.0, "mw_age": 9.5, "lw_logz": -0.5, "mw_logz": -0.5}
 
@@ -54,6 +60,10 @@ class ModelConfig:
     photometry_dim: int = 64
     latent_dim: int = 128
     dropout: float = 0.1
+    #: Quantile heads for every SFH bin, every log Z bin and T50/T90. They read the latent
+    #: space detached, so they never change the point estimates. Model files written before
+    #: them load with False.
+    posterior_heads: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,6 +191,12 @@ class SFHNet(nn.Module):
         self.logz_head = nn.Linear(config.latent_dim, config.n_bins)
         self.summary_head = nn.Linear(config.latent_dim, 2 * len(SUMMARY_KEYS))
         self.register_buffer("summary_offsets", torch.tensor([SUMMARY_OFFSETS[k] for k in SUMMARY_KEYS]), persistent=False)
+        if config.posterior_heads:
+            self.n_posterior_targets = 2 * config.n_bins + len(FORMATION_FRACTIONS)
+            self.quantile_head = nn.Linear(config.latent_dim, self.n_posterior_targets * len(QUANTILES))
+            offsets = torch.zeros(self.n_posterior_targets)
+            offsets[2 * config.n_bins:] = FORMATION_OFFSET
+            self.register_buffer("posterior_offsets", offsets, persistent=False)
 
     def forward(self, spectrum: torch.Tensor, photometry: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.stages(self.stem(spectrum))  # (B, C, L)
@@ -191,7 +207,7 @@ class SFHNet(nn.Module):
         lo, hi = self.config.logz_range
         summary = self.summary_head(latent)
         n = len(SUMMARY_KEYS)
-        return {
+        out = {
             "sfh_logits": self.sfh_head(latent),
             "logz": lo + (hi - lo) * torch.sigmoid(self.logz_head(latent)),
             "summary": summary[:, :n] + self.summary_offsets,
@@ -199,6 +215,12 @@ class SFHNet(nn.Module):
             # the spectrum's embedding before the HST fluxes join: what the OOD score measures
             "spectral_features": pooled[:, 0],
         }
+        if self.config.posterior_heads:
+            raw = self.quantile_head(latent.detach()).view(-1, self.n_posterior_targets, len(QUANTILES))
+            # increasing by construction: the lowest quantile plus positive steps
+            steps = torch.cat([torch.zeros_like(raw[..., :1]), F.softplus(raw[..., 1:])], dim=-1)
+            out["quantiles"] = raw[..., :1] + torch.cumsum(steps, dim=-1) + self.posterior_offsets[:, None]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +231,7 @@ class LossWeights:
     sfh_cumulative_l1: float = 1.0
     logz_mass_weighted: float = 1.0
     summary_nll: float = 0.5
+    posterior_pinball: float = 1.0
 
 
 def loss_terms(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -219,7 +242,10 @@ def loss_terms(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
       term that rewards putting mass in the neighbouring bin rather than far away);
     * metallicity: squared error per bin weighted by the bin's true mass fraction
       (metallicity is undefined where no mass formed);
-    * summaries: Gaussian negative log-likelihood with predicted sigmas.
+    * summaries: Gaussian negative log-likelihood with predicted sigmas;
+    * posterior heads (if any): pinball loss of the :data:`QUANTILES` of every SFH bin's mass
+      fraction, every bin's log Z (weighted by the bin's true mass fraction, as above) and
+      T50/T90 (``targets["formation"]``, log yr).
     """
     log_p = F.log_softmax(outputs["sfh_logits"].float(), dim=1)
     truth = targets["sfh"]
@@ -229,7 +255,22 @@ def loss_terms(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
     mu, log_sigma = outputs["summary"].float(), outputs["summary_log_sigma"].float()
     z = (targets["summary"] - mu) * torch.exp(-log_sigma)
     nll = (0.5 * z**2 + log_sigma).mean()
-    return {"sfh_cross_entropy": ce, "sfh_cumulative_l1": cum, "logz_mass_weighted": logz, "summary_nll": nll}
+    terms = {"sfh_cross_entropy": ce, "sfh_cumulative_l1": cum, "logz_mass_weighted": logz, "summary_nll": nll,
+             "posterior_pinball": torch.zeros((), device=ce.device)}
+    if "quantiles" in outputs:
+        values = torch.cat([truth, targets["logzsol"], targets["formation"]], dim=1)
+        n_bins = truth.shape[1]
+        weights = torch.ones_like(values)
+        weights[:, n_bins:2 * n_bins] = truth * n_bins  # log Z counts where mass formed
+        terms["posterior_pinball"] = (pinball(outputs["quantiles"].float(), values) * weights[..., None]).mean()
+    return terms
+
+
+def pinball(quantiles: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Pinball (quantile) loss of predicted :data:`QUANTILES` (..., n_quantiles) at ``truth`` (...)."""
+    levels = torch.tensor(QUANTILES, dtype=quantiles.dtype, device=quantiles.device)
+    residual = truth[..., None] - quantiles
+    return torch.maximum(levels * residual, (levels - 1) * residual)
 
 
 def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:

@@ -213,6 +213,9 @@ class Predictor:
         ood = payload.get("ood_reference")
         self._ood = None if ood is None else (np.asarray(ood["mean"]), np.asarray(ood["whitening"]),
                                               float(ood["distance_quantile"]))
+        calibration = payload.get("quantile_calibration")
+        self._quantile_widening = None if calibration is None else {
+            level: np.asarray(calibration[level], dtype=float) for level in ("68", "95")}
         template = payload.get("velocity_template")
         self._velocity_template = None if template is None else np.asarray(template, dtype=float)
         self._window = (self._wave >= self.norm_window_aa[0]) & (self._wave <= self.norm_window_aa[1])
@@ -524,7 +527,10 @@ class Predictor:
         dict
             ``sfh`` (n, n_bins) mass fractions (sum 1), ``logzsol`` (n, n_bins), for each of
             ``lw_age, mw_age, lw_logz, mw_logz`` the value and ``<key>_err`` (calibrated
-            1-sigma, widened by the OOD score), ``ood`` (see :meth:`predict_normalised`),
+            1-sigma, widened by the OOD score), ``sfh_err`` and ``logzsol_err`` (n, n_bins:
+            calibrated 68 % half-widths of every bin's mass fraction and log Z), ``t50``, ``t90``
+            (log10 lookback time, yr, by which 50 % / 90 % of the mass had formed) with
+            ``t50_err``, ``t90_err`` (dex), ``ood`` (see :meth:`predict_normalised`),
             ``norm`` (n,) in the input units, ``velocity_kms`` and ``velocity_ok`` (the
             velocity used, see above), and ``age_bin_edges_yr``. For a 1-D input the leading
             axis is dropped (scalars and (n_bins,) arrays).
@@ -620,7 +626,8 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         photometry = encode_photometry(phot, phot_error, present)
-        parts: dict[str, list[np.ndarray]] = {"sfh": [], "logz": [], "summary": [], "sigma": [], "features": []}
+        parts: dict[str, list[np.ndarray]] = {"sfh": [], "logz": [], "summary": [], "sigma": [], "features": [],
+                                              "quantiles": []}
         empty = np.zeros(n, dtype=bool)
         self.net.eval()
         with torch.inference_mode():
@@ -636,6 +643,8 @@ class Predictor:
                 parts["summary"].append(out["summary"].float().cpu().double().numpy())
                 parts["sigma"].append(torch.exp(out["summary_log_sigma"].float().cpu().double()).numpy())
                 parts["features"].append(out["spectral_features"].float().cpu().double().numpy())
+                if "quantiles" in out:
+                    parts["quantiles"].append(out["quantiles"].float().cpu().double().numpy())
         if empty.any():
             raise ValueError(f"{self._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); "
                              "drop them before predicting")
@@ -644,7 +653,7 @@ class Predictor:
                       "summary": np.zeros((0, len(SUMMARY_KEYS))), "sigma": np.zeros((0, len(SUMMARY_KEYS))),
                       "features": np.zeros((0, 1))}
         else:
-            joined = {key: np.concatenate(value) for key, value in parts.items()}
+            joined = {key: np.concatenate(value) for key, value in parts.items() if value}
         if self._ood is None:
             ood = np.full(n, np.nan)
         else:
@@ -655,5 +664,25 @@ class Predictor:
         for i, key in enumerate(SUMMARY_KEYS):
             result[key] = joined["summary"][:, i]
             result[f"{key}_err"] = joined["sigma"][:, i] * self.sigma_scale[key] * widen
+        result.update(self._posterior_outputs(joined, widen))
         result["age_bin_edges_yr"] = self._edges.copy()
         return result
+
+    def _posterior_outputs(self, joined: dict[str, np.ndarray], widen: np.ndarray) -> dict[str, np.ndarray]:
+        """``sfh_err``, ``logzsol_err`` (n, n_bins), ``t50``, ``t90`` and their ``_err`` (n,):
+        the posterior heads' medians (T50, T90) and calibrated 68 % half-widths, widened like
+        the other errors. A model without posterior heads gives T50/T90 of its SFH and NaN errors."""
+        from .model import FORMATION_FRACTIONS
+        from .priors import formation_times
+
+        n, n_bins = joined["sfh"].shape
+        if "quantiles" not in joined or self._quantile_widening is None:
+            times = formation_times(joined["sfh"], self._edges, FORMATION_FRACTIONS) if n else np.zeros((0, 2))
+            half = np.full((n, 2 * n_bins + 2), np.nan)
+        else:
+            q, widening = joined["quantiles"], self._quantile_widening["68"]
+            times = q[:, 2 * n_bins:, 2]
+            half = 0.5 * (q[..., 3] - q[..., 1]) + widening
+            half = np.maximum(half, 0.0) * widen[:, None]
+        return {"sfh_err": half[:, :n_bins], "logzsol_err": half[:, n_bins:2 * n_bins],
+                "t50": times[:, 0], "t50_err": half[:, 2 * n_bins], "t90": times[:, 1], "t90_err": half[:, 2 * n_bins + 1]}

@@ -37,6 +37,7 @@ import zarr
 
 from .atomic import atomic_path, write_json_atomically
 from .model import (
+    FORMATION_FRACTIONS,
     LOSS_TERMS,
     SUMMARY_KEYS,
     LossWeights,
@@ -48,6 +49,7 @@ from .model import (
     settings_from_dict,
     total_loss,
 )
+from .priors import formation_times
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,9 @@ class TrainsetReader:
         sl = slice(chunk * self.chunk_size, (chunk + 1) * self.chunk_size)
         keep = self.split[sl] == SPLIT_CODES[split]
         names = ("flux", "error", "mask", "phot", "phot_error", "sfh", "logzsol", "snr", *SUMMARY_KEYS)
-        return {name: np.asarray(self.group[name][sl])[keep] for name in names}
+        arrays = {name: np.asarray(self.group[name][sl])[keep] for name in names}
+        arrays["formation"] = formation_times(arrays["sfh"], self.attrs["age_bin_edges_yr"], FORMATION_FRACTIONS)
+        return arrays
 
 
 def shard_chunks(n_chunks: int, seed: int, epoch: int, rank: int, world: int, shuffle: bool) -> list[int]:
@@ -124,6 +128,7 @@ def make_batch(arrays: dict[str, np.ndarray], present: np.ndarray) -> dict[str, 
         "sfh": torch.from_numpy(arrays["sfh"].astype(np.float32)),
         "logzsol": torch.from_numpy(arrays["logzsol"].astype(np.float32)),
         "summary": torch.from_numpy(np.stack([arrays[k] for k in SUMMARY_KEYS], 1).astype(np.float32)),
+        "formation": torch.from_numpy(arrays["formation"].astype(np.float32)),
     }
 
 
@@ -256,7 +261,8 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{path} is not a readable sfh-pipeline model file ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not an sfh-pipeline model file (format {MODEL_FORMAT} expected)")
-    net = SFHNet(ModelConfig.from_dict(payload["model_config"]))
+    # files written before the posterior heads existed have none
+    net = SFHNet(ModelConfig.from_dict({"posterior_heads": False, **payload["model_config"]}))
     try:
         net.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
@@ -292,14 +298,14 @@ def evaluate_split(net: torch.nn.Module, reader: TrainsetReader, split: str, dev
                    batch_size: int = 256, rank: int = 0, world: int = 1) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Mean loss terms over a split and the raw predictions (this rank's share)."""
     net.eval()
-    sums = torch.zeros(5, dtype=torch.float64)
+    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
     preds: dict[str, list[np.ndarray]] = {k: [] for k in ("sfh", "logz", "summary", "summary_sigma",
-                                                           "spectral_features")}
+                                                           "spectral_features", "quantiles")}
     truth: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for batch, raw in iterate_batches(reader, split, batch_size, 0, 0, rank=rank, world=world, train=False):
             out = net(batch["spectrum"].to(device), batch["photometry"].to(device))
-            terms = loss_terms(out, {k: batch[k].to(device) for k in ("sfh", "logzsol", "summary")})
+            terms = loss_terms(out, {k: batch[k].to(device) for k in ("sfh", "logzsol", "summary", "formation")})
             n = len(raw["flux"])
             sums += torch.tensor([n, *[float(v) * n for v in terms.values()]], dtype=torch.float64)
             preds["sfh"].append(torch.softmax(out["sfh_logits"].float(), 1).cpu().numpy())
@@ -307,7 +313,9 @@ def evaluate_split(net: torch.nn.Module, reader: TrainsetReader, split: str, dev
             preds["summary"].append(out["summary"].float().cpu().numpy())
             preds["summary_sigma"].append(torch.exp(out["summary_log_sigma"].float()).cpu().numpy())
             preds["spectral_features"].append(out["spectral_features"].float().cpu().numpy())
-            for key in ("sfh", "logzsol", "snr", *SUMMARY_KEYS):
+            if "quantiles" in out:
+                preds["quantiles"].append(out["quantiles"].float().cpu().numpy())
+            for key in ("sfh", "logzsol", "snr", "formation", *SUMMARY_KEYS):
                 truth.setdefault(key, []).append(raw[key])
     sums = _all_reduce_sum(sums, world)
     means = {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(LOSS_TERMS)}
@@ -323,6 +331,31 @@ def calibrate_sigmas(predictions: dict[str, np.ndarray]) -> dict[str, float]:
         z = np.abs(predictions[f"true_{key}"] - predictions["pred_summary"][:, i]) / predictions["pred_summary_sigma"][:, i]
         scales[key] = float(np.quantile(z, 0.6827)) if z.size else 1.0
     return scales
+
+
+def posterior_targets(predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The truths the posterior heads predict, (n, 2 n_bins + 2): SFH mass fractions, log Z per
+    bin, T50/T90 (log yr); and where each counts (log Z only where the bin formed >= 2 % of the mass)."""
+    sfh = predictions["true_sfh"]
+    values = np.concatenate([sfh, predictions["true_logzsol"], predictions["true_formation"]], axis=1)
+    counts = np.ones(values.shape, dtype=bool)
+    counts[:, sfh.shape[1]:2 * sfh.shape[1]] = sfh >= 0.02
+    return values, counts
+
+
+def calibrate_quantiles(predictions: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Conformal widening of the posterior heads' central intervals (Romano et al. 2019), per
+    target: the amount by which [q16, q84] (key "68") and [q2.5, q97.5] ("95") must be widened
+    on each side to cover 68.27 % and 95.45 % of the truths of ``predictions`` (validation split).
+    Negative values narrow an interval that was too wide."""
+    values, counts = posterior_targets(predictions)
+    q = predictions["pred_quantiles"]
+    out = {}
+    for name, (lo, hi), level in (("68", (1, 3), 0.6827), ("95", (0, 4), 0.9545)):
+        score = np.maximum(q[..., lo] - values, values - q[..., hi])
+        out[name] = [float(np.quantile(score[counts[:, t], t], level)) if counts[:, t].any() else 0.0
+                     for t in range(values.shape[1])]
+    return out
 
 
 def ood_reference(features: np.ndarray, shrinkage: float = 0.05, quantile: float = 0.99) -> dict[str, Any]:
@@ -431,7 +464,7 @@ def train(
         epoch = state["epoch"]
         net.train()
         started = time.perf_counter()
-        sums = torch.zeros(5, dtype=torch.float64)
+        sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
         batches = iterate_batches(reader, "train", train_config.batch_size, epoch, train_config.seed, rank=rank,
                                   world=world, train=True, config=train_config, max_batches=steps_per_epoch)
         if show:
@@ -491,6 +524,7 @@ def train(
         "state_dict": {k: v.cpu() for k, v in module.state_dict().items()},
         "sigma_scale": calibrate_sigmas(val_predictions),
         "ood_reference": ood_reference(val_predictions["pred_spectral_features"]),
+        "quantile_calibration": calibrate_quantiles(val_predictions) if "pred_quantiles" in val_predictions else None,
         "velocity_template": trainset_velocity_template(reader),
         "trainset": {
             "store": str(trainset_store),

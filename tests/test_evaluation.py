@@ -113,7 +113,21 @@ def test_sigma_scale_applied(evaluated, tiny_model, small_trainset, tmp_path):
     for key in SUMMARY:
         assert metrics[key]["median_sigma_dex"] == pytest.approx(2.0 * reference[key]["median_sigma_dex"], rel=1e-5)
         # calibrated 1-sigma errors doubled cover about 95 % (Gaussian: 95.4 %)
-        assert 0.88 <= metrics[key]["coverage_68"] <= 0.995, (key, metrics[key]["coverage_68"])
+        assert metrics[key]["coverage_68"] >= 0.88, (key, metrics[key]["coverage_68"])
+
+
+def test_posterior_metrics_of_the_fixture_model(evaluated):
+    """metrics.json reports the calibration of every posterior target on the test split: rank
+    histograms that sum to 1 and 68/95 % coverages near their levels on average."""
+    _, metrics = evaluated
+    posteriors = metrics["posteriors"]
+    assert len(posteriors["sfh"]) == len(posteriors["zh"]) == 16
+    entries = posteriors["sfh"] + [e for e in posteriors["zh"] if e["n"] >= 30] + [posteriors["t50"], posteriors["t90"]]
+    for entry in entries:
+        assert sum(entry["rank_histogram"]) == pytest.approx(1.0) and len(entry["rank_histogram"]) == 6
+    assert 0.58 <= np.mean([e["coverage_68"] for e in entries]) <= 0.78
+    assert 0.88 <= np.mean([e["coverage_95"] for e in entries]) <= 0.99
+    assert abs(posteriors["t50"]["bias_dex"]) < 0.15 and posteriors["t50"]["scatter_dex"] > 0
 
 
 def test_the_calibration_of_the_fixture_model_calibrates_its_test_split(evaluated):

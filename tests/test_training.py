@@ -176,3 +176,49 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(small_trainset, tin
         load_model_file(tmp_path / "absent.pt")
     with pytest.raises(ValueError, match="unknown model setting"):
         ModelConfig.from_dict({"chanels": [8]})
+
+
+def test_pinball_loss_and_monotone_quantiles():
+    """The pinball loss of a quantile is q * (y - yhat) above it and (1 - q) * (yhat - y) below;
+    the posterior heads' quantiles increase whatever the weights."""
+    from sfh_pipeline.model import QUANTILES, pinball
+
+    quantiles = torch.zeros(1, len(QUANTILES))
+    np.testing.assert_allclose(pinball(quantiles, torch.tensor([2.0]))[0].numpy(), 2.0 * np.array(QUANTILES), rtol=1e-6)
+    np.testing.assert_allclose(pinball(quantiles, torch.tensor([-1.0]))[0].numpy(), 1.0 - np.array(QUANTILES), rtol=1e-6)
+    torch.manual_seed(0)
+    net = SFHNet(tiny_config(n_wave=500)).eval()
+    torch.nn.init.normal_(net.quantile_head.weight, std=3.0)
+    with torch.no_grad():
+        out = net(torch.randn(8, 3, 500), torch.randn(8, 24))
+    assert out["quantiles"].shape == (8, 2 * 16 + 2, len(QUANTILES))
+    assert torch.all(torch.diff(out["quantiles"], dim=-1) >= 0)
+
+
+def test_calibrate_quantiles_widens_too_narrow_intervals_to_their_level():
+    """Quantiles of N(0, 0.5) for truths drawn from N(0, 1): the conformal widening makes the
+    central intervals cover 68.27 % and 95.45 %, and leaves right ones nearly alone."""
+    from scipy.stats import norm
+
+    from sfh_pipeline.model import QUANTILES
+    from sfh_pipeline.training import calibrate_quantiles
+
+    rng = np.random.default_rng(5)
+    n, n_bins = 20_000, 16
+    sfh = np.full((n, n_bins), 1 / n_bins)
+    truth = {"true_sfh": sfh, "true_logzsol": rng.normal(0, 1, (n, n_bins)), "true_formation": rng.normal(9, 1, (n, 2))}
+    narrow = norm.ppf(QUANTILES) * 0.5
+    right = norm.ppf(QUANTILES)
+    q = np.zeros((n, 2 * n_bins + 2, len(QUANTILES)))
+    q[:, :n_bins] = 1 / n_bins + 0.0 * right  # SFH truths exactly at the median
+    q[:, n_bins:2 * n_bins] = narrow
+    q[:, 2 * n_bins:] = 9 + right
+    widening = calibrate_quantiles({**truth, "pred_quantiles": q})
+    for level, (lo, hi), target in (("68", (1, 3), 0.6827), ("95", (0, 4), 0.9545)):
+        w = np.asarray(widening[level])
+        values = np.concatenate([truth["true_sfh"], truth["true_logzsol"], truth["true_formation"]], 1)
+        inside = (values >= q[..., lo] - w) & (values <= q[..., hi] + w)
+        np.testing.assert_allclose(inside[:, n_bins:].mean(0), target, atol=0.01)
+        needed = norm.ppf(0.5 + target / 2)  # half-width of the level's central interval of N(0, 1)
+        np.testing.assert_allclose(w[n_bins:2 * n_bins], needed - narrow[hi], atol=0.05)
+        np.testing.assert_allclose(w[2 * n_bins:], needed - right[hi], atol=0.05)
