@@ -100,7 +100,9 @@ def run_train_cli(trainset, out, settings, env=None, launcher=None):
     return cmd, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
 
 
-SETTINGS = {"architecture": TINY_MODEL, "training": {"max_epochs": 5, "batch_size": 16, "seed": 3, "patience": 10}}
+# 30 batches an epoch: the resume and DDP tests need epochs, not a model that learned
+SETTINGS = {"architecture": TINY_MODEL, "training": {"max_epochs": 5, "batch_size": 16, "seed": 3, "patience": 10,
+                                                     "max_train_batches_per_epoch": 30}}
 
 
 @pytest.mark.slow
