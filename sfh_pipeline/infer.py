@@ -160,11 +160,18 @@ def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path
 
 
 def read_tile_tables(paths) -> dict[str, np.ndarray]:
-    """Rows of several tile tables concatenated, as arrays by column name."""
-    parts: dict[str, list[np.ndarray]] = {}
+    """Rows of several tile tables concatenated, as arrays by column name.
+
+    A column that some tables lack (written before it existed) is NaN in their rows."""
+    tables = []
     for path in paths:
         with fits.open(path) as hdul:
             data = hdul["BINS"].data
-            for name in data.columns.names:
-                parts.setdefault(name, []).append(np.asarray(data[name]))
-    return {name: np.concatenate(values) for name, values in parts.items()}
+            tables.append((len(data), {name: np.asarray(data[name]) for name in data.columns.names}))
+    names = list(dict.fromkeys(name for _, columns in tables for name in columns))
+    out = {}
+    for name in names:
+        example = next(columns[name] for _, columns in tables if name in columns)
+        out[name] = np.concatenate([columns[name] if name in columns else np.full((n,) + example.shape[1:], np.nan)
+                                    for n, columns in tables])
+    return out
