@@ -15,7 +15,9 @@ PANELS = (("LW_AGE", "light-weighted log age / yr", "viridis"),
           ("LW_LOGZ", "light-weighted log Z/Z$_\\odot$", "plasma"),
           ("MW_LOGZ", "mass-weighted log Z/Z$_\\odot$", "plasma"),
           ("MASS_DENSITY", "log $\\Sigma_*$ / M$_\\odot$ kpc$^{-2}$", "magma"),
-          ("CHI2", "forward-model $\\chi^2_\\nu$", "cividis"))
+          ("CHI2", "forward-model $\\chi^2_\\nu$", "cividis"),
+          ("T50", "log T$_{50}$ / yr (half the mass formed)", "viridis"),
+          ("T90", "log T$_{90}$ / yr (90 % of the mass formed)", "viridis"))
 
 
 def _imshow(ax, image, label, cmap, fig, vmin=None, vmax=None):
@@ -30,7 +32,8 @@ def _imshow(ax, image, label, cmap, fig, vmin=None, vmax=None):
 
 
 def quicklook(maps_path: str | os.PathLike, out_png: str | os.PathLike) -> None:
-    """One page: the six summary maps and the mass fraction formed in four lookback-time ranges."""
+    """One page: the six summary maps, T50 and T90, and the mass fraction formed in four
+    lookback-time ranges."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,16 +41,18 @@ def quicklook(maps_path: str | os.PathLike, out_png: str | os.PathLike) -> None:
 
     images, _, edges, header = read_maps(maps_path)
     groups = [(0.0, 1e8), (1e8, 1e9), (1e9, 5e9), (5e9, np.inf)]
-    fig, axes = plt.subplots(3, 4, figsize=(13, 9.5))
-    for ax, (name, label, cmap) in zip(axes.ravel()[:6], PANELS):
+    fig, axes = plt.subplots(3, 5, figsize=(16, 9.5))
+    flat = axes.ravel()
+    for ax, (name, label, cmap) in zip(flat[:8], PANELS):
         _imshow(ax, images[name], label, cmap, fig)
     upper = edges[1:]
-    for ax, (lo, hi) in zip(axes.ravel()[6:10], groups):
+    for ax, (lo, hi) in zip(flat[8:12], groups):
         planes = (upper > lo) & (upper <= hi)
         frac = images["SFH"][planes].sum(0)
         _imshow(ax, frac, f"mass fraction formed {lo / 1e9:g}-{min(hi, edges[-1]) / 1e9:g} Gyr ago", "Greys_r", fig, 0, 1)
-    _imshow(axes.ravel()[10], images["SNR"], "S/N of the bin", "Greys_r", fig)
-    ax = axes.ravel()[11]
+    _imshow(flat[12], images["SNR"], "S/N of the bin", "Greys_r", fig)
+    flat[14].set_axis_off()
+    ax = flat[13]
     inside = images["BIN_ID"] >= 0
     sfh = np.nanmean(images["SFH"][:, inside], axis=1) if inside.any() else np.zeros(edges.size - 1)
     ax.stairs(sfh / np.diff(edges) * 1e9, np.log10(np.maximum(edges, 1e6)), color="k")

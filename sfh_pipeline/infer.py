@@ -65,9 +65,13 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     VELOCITY_ERR, the four summaries and their ``_ERR`` (dex), SFH and ZH (n_bins each),
     LOG_MSTAR (log10 present-day stellar mass, M_sun), CHI2, AV (mag), SIGMA (km/s),
     N_BANDS (HST bands used), NORM (erg s^-1 cm^-2 A^-1), OOD (out-of-distribution score of
-    the spectrum, :meth:`sfh_pipeline.predict.Predictor.predict_normalised`), FLAG (bit 1: no stellar velocity
-    within the search range; the bin's results are then NaN). ``row`` may carry
-    ``velocity_range_kms`` (see :func:`velocity_range_kms`).
+    the spectrum, :meth:`sfh_pipeline.predict.Predictor.predict_normalised`), SFH_ERR and
+    ZH_ERR (n_bins each: calibrated 68 % half-widths of SFH, mass fraction, and of ZH, dex),
+    T50, T90 (log10 lookback time/yr by which 50 % / 90 % of the mass had formed) and their
+    ``_ERR`` (dex) -- NaN when the predictor does not give them (``sfh_err``,
+    ``logzsol_err``, ``t50``, ``t50_err``, ``t90``, ``t90_err`` of its result) --, FLAG
+    (bit 1: no stellar velocity within the search range; the bin's results are then NaN).
+    ``row`` may carry ``velocity_range_kms`` (see :func:`velocity_range_kms`).
     """
     from .forward_check import ForwardCheck
     from .kinematics import measure_velocities
@@ -133,6 +137,14 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
         "CHI2": check["chi2"], "AV": check["av"], "SIGMA": check["sigma_kms"],
         "N_BANDS": prepared["present"].sum(1), "NORM": prepared["norm"], "OOD": result["ood"],
     }
+    n_age = predictor.age_bin_edges_yr.size - 1
+    for key, shape in (("sfh_err", (owned.size, n_age)), ("logzsol_err", (owned.size, n_age)),
+                       ("t50", (owned.size,)), ("t50_err", (owned.size,)),
+                       ("t90", (owned.size,)), ("t90_err", (owned.size,))):
+        # a predictor that does not give one (an older one) leaves it NaN
+        value = result.get(key)
+        column = "ZH_ERR" if key == "logzsol_err" else key.upper()
+        columns[column] = (np.array(value, dtype=float) if value is not None else np.full(shape, np.nan))
     for name, values in columns.items():
         if name not in ("BIN_ID", "N_SPAXELS", "N_BANDS", "VELOCITY", "VELOCITY_ERR"):
             values[lost] = np.nan
@@ -160,11 +172,18 @@ def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path
 
 
 def read_tile_tables(paths) -> dict[str, np.ndarray]:
-    """Rows of several tile tables concatenated, as arrays by column name."""
-    parts: dict[str, list[np.ndarray]] = {}
+    """Rows of several tile tables concatenated, as arrays by column name.
+
+    A column that some tables lack (written before it existed) is NaN in their rows."""
+    tables = []
     for path in paths:
         with fits.open(path) as hdul:
             data = hdul["BINS"].data
-            for name in data.columns.names:
-                parts.setdefault(name, []).append(np.asarray(data[name]))
-    return {name: np.concatenate(values) for name, values in parts.items()}
+            tables.append((len(data), {name: np.asarray(data[name]) for name in data.columns.names}))
+    names = list(dict.fromkeys(name for _, columns in tables for name in columns))
+    out = {}
+    for name in names:
+        example = next(columns[name] for _, columns in tables if name in columns)
+        out[name] = np.concatenate([columns[name] if name in columns else np.full((n,) + example.shape[1:], np.nan)
+                                    for n, columns in tables])
+    return out

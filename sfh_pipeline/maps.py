@@ -22,7 +22,18 @@ OOD             1          out-of-distribution score of the bin's spectrum: Maha
                            (> 1: less usual than 99 % of the training set); the four
                            ``_ERR`` maps are already multiplied by max(1, OOD). NaN in
                            truth files and for models without the reference.
+SFH_ERR         n_bins     calibrated 68 % half-width of each SFH plane (mass fraction)
+ZH_ERR          n_bins     calibrated 68 % half-width of each ZH plane (dex)
+T50, T90        1          log10 lookback time (yr) by which 50 % / 90 % of the stellar
+                           mass had formed (the network's own estimate; in truth files
+                           :func:`sfh_pipeline.priors.formation_times` of the SFH planes)
+T50_ERR,        1          calibrated 68 % half-width of T50 / T90 (dex)
+T90_ERR
 =============== ========== ===================================================
+
+The last six were added after the first maps files were written (:data:`LATER_HDUS`): a file
+without them reads with NaN planes, and so do maps of models whose predictor does not give
+them. Truth files hold 0 in every ``_ERR`` plane inside the galaxy, NaN outside.
 
 Header keywords of the primary HDU: ``AGEBIN00`` ... ``AGEBINnn`` (bin edges, yr),
 ``NAGEBIN``, ``GALAXY``, ``DIST_MPC``, ``MODEL`` and ``MODELSHA`` (name and sha256 of the
@@ -55,12 +66,23 @@ MAP_HDUS = {
     "MASS_DENSITY": "dex(solMass / kpc2)",
     "CHI2": "",
     "OOD": "",
+    "SFH_ERR": "",
+    "ZH_ERR": "dex",
+    "T50": "dex(yr)",
+    "T50_ERR": "dex",
+    "T90": "dex(yr)",
+    "T90_ERR": "dex",
 }
+#: HDUs with one plane per lookback-time bin, (n_bins, ny, nx); every other one is (ny, nx).
+PLANE_HDUS = ("SFH", "ZH", "SFH_ERR", "ZH_ERR")
 #: Lookback-time ranges (yr) in which compare_with_truth sums the SFH: the fine bins are too
 #: degenerate for a per-bin verdict, these ranges are not.
 COARSE_SFH_EDGES_YR = (0.0, 1e8, 1e9, 5e9, np.inf)
 #: Planes added after the first maps files were written: files without them still read (NaN).
-LATER_HDUS = ("OOD",)
+LATER_HDUS = ("OOD", "SFH_ERR", "ZH_ERR", "T50", "T50_ERR", "T90", "T90_ERR")
+#: The later per-bin columns of a tile table (same names as their HDUs): tables written
+#: before them still assemble (NaN maps).
+LATER_COLUMNS = ("OOD", "SFH_ERR", "ZH_ERR", "T50", "T50_ERR", "T90", "T90_ERR")
 DESCRIPTIONS = {
     "BIN_ID": "Voronoi bin index of the spaxel; -1 = not binned",
     "SNR": "continuum signal-to-noise ratio of the bin",
@@ -73,6 +95,8 @@ DESCRIPTIONS = {
     "MASS_DENSITY": "log10 present-day stellar mass per kpc^2",
     "CHI2": "reduced chi^2 of the forward-model check (spectrum rebuilt from SFH and ZH)",
     "OOD": "out-of-distribution score: spectral-embedding distance / its 99th pct in training; _ERR x max(1, OOD)",
+    "T50": "log10 lookback time/yr by which 50% of the stellar mass had formed",
+    "T90": "log10 lookback time/yr by which 90% of the stellar mass had formed",
 }
 
 
@@ -117,8 +141,8 @@ def write_maps(path: str | os.PathLike, images: Mapping[str, np.ndarray], wcs: W
 
     Parameters
     ----------
-    images : every key of :data:`MAP_HDUS`; 2-D (ny, nx) images, ``SFH`` and ``ZH``
-        (n_bins, ny, nx).
+    images : every key of :data:`MAP_HDUS`; 2-D (ny, nx) images, those of :data:`PLANE_HDUS`
+        (``SFH``, ``ZH`` and their ``_ERR``) (n_bins, ny, nx).
     wcs : the celestial WCS of the spaxel grid.
     age_bin_edges_yr : (n_bins + 1,) lookback-time bin edges, yr.
     meta : extra primary-header keywords (``GALAXY``, ``DIST_MPC``, ``MODEL``, ...).
@@ -136,7 +160,7 @@ def write_maps(path: str | os.PathLike, images: Mapping[str, np.ndarray], wcs: W
     celestial = wcs.celestial.to_header()
     for name, unit in MAP_HDUS.items():
         data = np.asarray(images[name])
-        expected = (edges.size - 1,) + tuple(shape) if name in ("SFH", "ZH") else tuple(shape)
+        expected = (edges.size - 1,) + tuple(shape) if name in PLANE_HDUS else tuple(shape)
         if data.shape != expected:
             raise ValueError(f"maps for {path}: {name} has shape {data.shape}, expected {expected}")
         data = data.astype(np.int32 if name == "BIN_ID" else np.float32)
@@ -159,9 +183,12 @@ def read_maps(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WCS, np.n
         if missing:
             raise ValueError(f"{path}: not a maps file, missing HDUs {missing}")
         shape = hdul["BIN_ID"].data.shape
-        images = {name: np.array(hdul[name].data) if name in names else np.full(shape, np.nan) for name in MAP_HDUS}
+        edges = read_age_bin_edges(header)
+        images = {name: np.array(hdul[name].data) if name in names
+                  else np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + shape, np.nan, np.float32)
+                  for name in MAP_HDUS}
         wcs = WCS(hdul["BIN_ID"].header).celestial
-    return images, wcs, read_age_bin_edges(header), header
+    return images, wcs, edges, header
 
 
 def spaxel_area_kpc2(wcs: WCS, distance_mpc: float) -> float:
@@ -175,8 +202,9 @@ def spaxel_area_kpc2(wcs: WCS, distance_mpc: float) -> float:
 def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_path, out_path) -> dict[str, Any]:
     """Paint the per-bin results of every tile onto the spaxels and write the maps file.
 
-    Every bin of ``bins_path`` must appear in exactly one tile table. Returns a summary
-    (bins, median chi^2).
+    Every bin of ``bins_path`` must appear in exactly one tile table. Tables without a column
+    of :data:`LATER_COLUMNS` (written before it existed) give NaN maps of it. Returns a
+    summary (bins, median chi^2).
     """
     from .fetch import sha256_of
     from .infer import read_tile_tables
@@ -195,17 +223,22 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
                         f"{ids.size} rows for {n_bins} bins): rerun the infer jobs of this galaxy")
     order = np.argsort(ids)
     per_bin = {name: values[order] for name, values in rows.items()}
+    with fits.open(tile_tables[0]) as hdul:
+        edges = read_age_bin_edges(hdul["BINS"].header)
     area = spaxel_area_kpc2(wcs, float(row["distance_mpc"])) * per_bin["N_SPAXELS"]
     images = {"BIN_ID": bin_id, "SNR": paint(bin_id, bin_snr),
               "MASS_DENSITY": paint(bin_id, per_bin["LOG_MSTAR"] - np.log10(area)),
               "CHI2": paint(bin_id, per_bin["CHI2"]),
-              "OOD": paint(bin_id, per_bin["OOD"]) if "OOD" in per_bin else np.full(bin_id.shape, np.nan),
               "SFH": paint(bin_id, per_bin["SFH"]), "ZH": paint(bin_id, per_bin["ZH"])}
     for key in SUMMARY_HDUS:
         images[key] = paint(bin_id, per_bin[key])
         images[f"{key}_ERR"] = paint(bin_id, per_bin[f"{key}_ERR"])
-    with fits.open(tile_tables[0]) as hdul:
-        edges = read_age_bin_edges(hdul["BINS"].header)
+    for name in LATER_COLUMNS:
+        if name in per_bin:
+            images[name] = paint(bin_id, per_bin[name])
+        else:
+            planes = (edges.size - 1,) if name in PLANE_HDUS else ()
+            images[name] = np.full(planes + bin_id.shape, np.nan, np.float32)
     digest = sha256_of(model_path)
     meta = {"GALAXY": str(row["galaxy"]), "DIST_MPC": (float(row["distance_mpc"]), "distance, Mpc"),
             "MODEL": (os.path.basename(os.path.dirname(os.path.abspath(model_path))), "model name"),
@@ -241,12 +274,18 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
     surface density (M_sun/kpc^2). ``sfh_coarse``: per lookback-time range of
     :data:`COARSE_SFH_EDGES_YR`, the mass fraction formed in it (mass-weighted over the
     bin's spaxels), mean over bins in truth and recovery, ``bias`` (median recovered - true)
-    and ``median_abs``.
+    and ``median_abs``. ``t50``, ``t90``: the same figures as for the summaries for the
+    lookback times (log10 yr) by which 50 % / 90 % of the mass had formed; the true one of a
+    bin is :func:`sfh_pipeline.priors.formation_times` of the bin's mass-weighted mean true
+    SFH, the recovered one the map's ``T50`` / ``T90`` (statistics ``None``, ``n`` 0, for
+    maps without them).
     """
     from scipy import stats
 
+    from .priors import formation_times
+
     images, wcs, edges, _ = read_maps(maps_path)
-    truth, _, _, _ = read_maps(truth_path)
+    truth, _, truth_edges, _ = read_maps(truth_path)
     with fits.open(bins_path) as hdul:
         signal = np.asarray(hdul["SIGNAL"].data, float)
     bin_id = images["BIN_ID"]
@@ -301,6 +340,19 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
                                      "true_mean": float(true[ok].mean()), "recovered_mean": float(recovered[ok].mean()),
                                      "bias": float(np.median(recovered[ok] - true[ok])),
                                      "median_abs": float(np.median(np.abs(recovered[ok] - true[ok])))})
+    true_sfh = np.stack([bin_mean(plane[inside], mass) for plane in truth["SFH"]], axis=-1)  # (n_bins, n_age)
+    true_times = formation_times(true_sfh, truth_edges)
+    for j, key in enumerate(("T50", "T90")):
+        true = true_times[:, j]
+        recovered = bin_value(images[key])
+        ok = np.isfinite(true) & np.isfinite(recovered)
+        delta = recovered[ok] - true[ok]
+        result[key.lower()] = {
+            "spearman_rho": float(stats.spearmanr(recovered[ok], true[ok]).statistic) if ok.sum() > 1 else None,
+            "median_abs_dex": float(np.median(np.abs(delta))) if ok.any() else None,
+            "bias_dex": float(np.median(delta)) if ok.any() else None,
+            "n": int(ok.sum()),
+        }
     return result
 
 
@@ -331,7 +383,7 @@ def mosaic_maps(paths: list, out_path, galaxy: str) -> dict[str, Any]:
     scale = min(pixel_scale_arcsec(wcs) for _, wcs, _, _ in pointings)
     wcs_out, shape_out = find_optimal_celestial_wcs(
         [(images["BIN_ID"].shape, wcs) for images, wcs, _, _ in pointings], resolution=scale * u.arcsec)
-    out = {name: np.full(((edges.size - 1,) if name in ("SFH", "ZH") else ()) + tuple(shape_out), np.nan, np.float32)
+    out = {name: np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + tuple(shape_out), np.nan, np.float32)
            for name in MAP_HDUS}
     out["BIN_ID"] = np.full(shape_out, -1, dtype=np.int64)
     offset = 0

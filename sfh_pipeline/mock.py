@@ -62,9 +62,11 @@ light per bin in the 5400-5600 A window, their products with log Z, surviving ma
 convolved with the MUSE PSF and ratios taken, with the light weights of
 :func:`sfh_pipeline.trainset.population_averages` (bin age = midpoint). ``BIN_ID`` is the
 spaxel index (row-major) where the convolved window light exceeds ``light_floor`` times its
-peak, -1 elsewhere (maps NaN there); ``_ERR`` maps are 0, ``CHI2`` NaN, ``SNR`` the expected
-continuum S/N per pixel, ``MASS_DENSITY`` log10 present-day (surviving) mass per kpc^2 on
-the sky.
+peak, -1 elsewhere (maps NaN there); ``_ERR`` maps (``SFH_ERR`` and ``ZH_ERR`` too) are 0,
+``CHI2`` and ``OOD`` NaN, ``SNR`` the expected continuum S/N per pixel, ``MASS_DENSITY``
+log10 present-day (surviving) mass per kpc^2 on the sky, ``T50`` / ``T90``
+:func:`sfh_pipeline.priors.formation_times` of the spaxel's ``SFH`` planes with the given
+age-bin edges (log10 lookback time/yr by which 50 % / 90 % of the mass had formed).
 
 Recipe keys (all but ``seed`` optional; unknown keys are an error)
 -------------------------------------------------------------------
@@ -130,7 +132,7 @@ from .filters import load_throughputs
 from .forward import ForwardModel
 from .instrument import C_KMS, FWHM_PER_SIGMA, muse_lsf_fwhm_aa
 from .maps import MAP_HDUS, SUMMARY_HDUS, write_maps
-from .priors import bin_mass_fractions
+from .priors import bin_mass_fractions, formation_times
 from .ssp import load_ssp
 from .trainset import EMISSION_LINES_AA
 
@@ -696,7 +698,11 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
     sfh[:, outside] = np.nan
     zh[:, outside] = np.nan
     bin_id = np.where(galaxy_mask, np.arange(ny * nx).reshape(ny, nx), -1).astype(np.int32)
-    images.update({f"{key}_ERR": np.where(galaxy_mask, 0.0, np.nan) for key in SUMMARY_HDUS})
+    times = formation_times(np.moveaxis(sfh, 0, -1), edges)  # (ny, nx, 2), NaN outside
+    images.update(T50=times[..., 0], T90=times[..., 1])
+    zero = np.where(galaxy_mask, 0.0, np.nan)
+    images.update({f"{key}_ERR": zero for key in (*SUMMARY_HDUS, "T50", "T90")})
+    images.update(SFH_ERR=np.broadcast_to(zero, sfh.shape), ZH_ERR=np.broadcast_to(zero, sfh.shape))
     images.update(BIN_ID=bin_id, SNR=np.where(galaxy_mask, snr_map, np.nan), SFH=sfh, ZH=zh,
                   CHI2=np.full((ny, nx), np.nan), OOD=np.full((ny, nx), np.nan))
     assert set(images) == set(MAP_HDUS)

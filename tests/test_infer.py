@@ -69,6 +69,9 @@ class KnownPopulation(Predictor):
 
     sfh: np.ndarray
     logz: np.ndarray
+    #: keys the result gains beyond those of an older predictor (``sfh_err``, ``t50``, ...),
+    #: (n, ...) arrays for the n spectra of a call; None: an older predictor without them
+    extra: dict | None = None
 
     def prepare(self, wave, flux, error, photometry=None, z=0.0, **kwargs):
         self.seen = {"wave": np.array(wave), "flux": np.array(flux), "z": np.array(z),
@@ -83,6 +86,9 @@ class KnownPopulation(Predictor):
                "ood": np.zeros(n), "age_bin_edges_yr": self.age_bin_edges_yr.copy()}
         for key in SUMMARY_KEYS:
             out[key], out[f"{key}_err"] = np.zeros(n), np.full(n, 0.1)
+        for key, value in (self.extra or {}).items():
+            assert value.shape[0] == n
+            out[key] = value.copy()
         return out
 
 
@@ -182,7 +188,7 @@ def known(tmp_path_factory, tiny_model, analytic_ssp_store):
     bin_mass = np.array([SPAXEL_MASS[BIN_ID == b].sum() for b in range(3)])
     expected = {"mass_formed": bin_mass, "surviving_fraction": out.surviving_fraction,
                 "intrinsic_sum": np.stack([np.nansum(intrinsic[:, BIN_ID == b], axis=1) for b in range(3)]),
-                "wave": wave, "run": run}
+                "wave": wave, "run": run, "predictor": predictor}
     return tables, seen, expected
 
 
@@ -271,3 +277,44 @@ def test_bins_without_a_velocity_fall_back_to_the_systemic_one_and_are_flagged(k
     for column in ("VELOCITY", "LOG_MSTAR", "NORM", "CHI2", "LW_AGE"):
         assert np.all(np.isnan(table[column])), column
     np.testing.assert_array_equal(table["N_SPAXELS"], [1, 2, 7])
+
+
+#: Per-bin uncertainties and formation times the network gives (issue 13), distinct per bin
+#: (row i of the call = the table's row i, bin i here) and per age-bin plane.
+UNCERTAINTIES = {
+    "sfh_err": 0.001 * (1 + np.arange(3.0))[:, None] * (1 + np.arange(16.0))[None, :],
+    "logzsol_err": 0.1 + 0.01 * np.arange(3.0)[:, None] + 0.0005 * np.arange(16.0)[None, :],
+    "t50": np.array([9.8, 9.1, 8.7]), "t50_err": np.array([0.11, 0.12, 0.13]),
+    "t90": np.array([9.2, 8.4, 7.9]), "t90_err": np.array([0.21, 0.22, 0.23]),
+}
+COLUMN_OF = {"sfh_err": "SFH_ERR", "logzsol_err": "ZH_ERR", "t50": "T50", "t50_err": "T50_ERR", "t90": "T90",
+             "t90_err": "T90_ERR"}
+
+
+def test_uncertainties_and_formation_times_land_in_the_table_bin_by_bin(known):
+    """A predictor that gives sfh_err, logzsol_err, t50, t90 and their _err: each lands in its
+    column, in its bin's row (16 values for the two per-plane ones). An older predictor without
+    them (the reference run) gives NaN columns of the same shapes. Bins without a velocity
+    (FLAG 1) get NaN like every other result."""
+    from sfh_pipeline.infer import FLAG_NO_VELOCITY
+
+    tables, _, expected = known
+    predictor = expected["predictor"]
+    assert set(COLUMN_OF) == set(UNCERTAINTIES)
+    old = tables["reference"]
+    for key, column in COLUMN_OF.items():
+        assert old[column].shape == UNCERTAINTIES[key].shape and np.all(np.isnan(old[column])), column
+    predictor.extra = UNCERTAINTIES
+    try:
+        table, _ = expected["run"]("uncertainties", "cube", ROW)
+        lost, _ = expected["run"]("uncertainties_off", "cube", {**ROW, "systemic_velocity_kms": V_SYS + 1000.0})
+    finally:
+        predictor.extra = None
+    np.testing.assert_array_equal(table["BIN_ID"], [0, 1, 2])
+    np.testing.assert_array_equal(table["FLAG"], 0)
+    for key, column in COLUMN_OF.items():
+        # float32 for the per-plane columns (as SFH and ZH), float64 for the others
+        np.testing.assert_allclose(table[column], UNCERTAINTIES[key], rtol=1e-6, err_msg=column)
+    np.testing.assert_array_equal(lost["FLAG"], FLAG_NO_VELOCITY)
+    for column in COLUMN_OF.values():
+        assert np.all(np.isnan(lost[column])), column

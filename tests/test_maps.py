@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from sfh_pipeline.maps import MAP_HDUS, mosaic_maps, paint, read_maps, write_maps
+from sfh_pipeline.maps import MAP_HDUS, PLANE_HDUS, mosaic_maps, paint, read_maps, write_maps
 
 EDGES = np.array([0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10])
 
@@ -21,11 +21,12 @@ def grid_wcs(crpix=(1.0, 1.0)):
 
 
 def maps_of(bin_id, values):
-    """Maps whose every quantity is ``values`` of the bin (SFH and ZH: 16 equal planes)."""
-    images = {name: paint(bin_id, values) for name in MAP_HDUS if name not in ("BIN_ID", "SFH", "ZH")}
+    """Maps whose every quantity is ``values`` of the bin (SFH, ZH and their _ERR: 16 equal planes)."""
+    images = {name: paint(bin_id, values) for name in MAP_HDUS if name not in ("BIN_ID", *PLANE_HDUS)}
     images["BIN_ID"] = bin_id
     planes = np.repeat(values[:, None], 16, axis=1) / 16
-    images["SFH"] = images["ZH"] = paint(bin_id, planes)
+    for name in PLANE_HDUS:
+        images[name] = paint(bin_id, planes)
     return images
 
 
@@ -42,6 +43,75 @@ def test_paint_and_roundtrip(tmp_path):
     assert not (tmp_path / "n.fits").exists()
 
 
+#: the HDUs issue 13 added, with their BUNIT
+UNCERTAINTY_HDUS = {"SFH_ERR": "", "ZH_ERR": "dex", "T50": "dex(yr)", "T50_ERR": "dex", "T90": "dex(yr)",
+                    "T90_ERR": "dex"}
+
+
+def test_uncertainty_and_formation_time_planes_roundtrip(tmp_path):
+    """SFH_ERR and ZH_ERR have one plane per age bin, T50/T90 and their _ERR one; each HDU
+    holds its own values (distinct per HDU and per plane) and its unit."""
+    from astropy.io import fits
+    import astropy.units as u
+
+    bin_id = np.array([[0, 0, 1], [-1, 2, 1]])
+    images = maps_of(bin_id, np.array([5.0, 6.0, 7.0]))
+    per_bin = {"T50": np.array([9.1, 8.2, 7.3]), "T50_ERR": np.array([0.11, 0.12, 0.13]),
+               "T90": np.array([8.4, 7.5, 6.6]), "T90_ERR": np.array([0.21, 0.22, 0.23]),
+               "SFH_ERR": 0.001 * np.arange(48.0).reshape(3, 16), "ZH_ERR": 0.3 + 0.01 * np.arange(48.0).reshape(3, 16)}
+    for name, values in per_bin.items():
+        images[name] = paint(bin_id, values)
+    write_maps(tmp_path / "m.fits", images, grid_wcs(), EDGES, {"GALAXY": "X"})
+    back, _, _, _ = read_maps(tmp_path / "m.fits")
+    inside = bin_id >= 0
+    for name, values in per_bin.items():
+        expected = values[bin_id[inside]].T.astype(np.float32)
+        np.testing.assert_array_equal(back[name][..., inside], expected, err_msg=name)
+        assert np.all(np.isnan(back[name][..., ~inside])), name
+    assert back["SFH_ERR"].shape == back["ZH_ERR"].shape == (16, 2, 3) and back["T50"].shape == (2, 3)
+    with fits.open(tmp_path / "m.fits") as hdul:
+        for name, unit in UNCERTAINTY_HDUS.items():
+            assert MAP_HDUS[name] == unit and hdul[name].header["BUNIT"] == unit, name
+            u.Unit(unit)  # astropy reads every unit string
+        assert "50%" in str(hdul["T50"].header["COMMENT"]) and "uncertainty" in str(hdul["T90_ERR"].header["COMMENT"])
+    # a plane HDU of the wrong shape is refused
+    images["SFH_ERR"] = images["T50"]
+    with pytest.raises(ValueError, match="SFH_ERR has shape"):
+        write_maps(tmp_path / "bad.fits", images, grid_wcs(), EDGES, {})
+
+
+def test_a_maps_file_written_before_the_new_planes_reads_with_nan(tmp_path):
+    """A maps file without OOD, SFH_ERR, ZH_ERR, T50, T90 and their _ERR (as written before
+    they existed) still reads: those are NaN of the right shape, everything else as stored."""
+    from astropy.io import fits
+
+    from sfh_pipeline.maps import LATER_HDUS
+
+    assert set(UNCERTAINTY_HDUS) | {"OOD"} == set(LATER_HDUS)
+    bin_id = np.array([[0, 0, 1], [-1, 2, 1]])
+    write_maps(tmp_path / "new.fits", maps_of(bin_id, np.array([5.0, 6.0, 7.0])), grid_wcs(), EDGES, {"GALAXY": "X"})
+    with fits.open(tmp_path / "new.fits") as hdul:
+        fits.HDUList([h for h in hdul if h.name not in LATER_HDUS]).writeto(tmp_path / "old.fits")
+    with fits.open(tmp_path / "old.fits") as hdul:
+        assert not set(LATER_HDUS) & {h.name for h in hdul}
+    old, _, edges, _ = read_maps(tmp_path / "old.fits")
+    new, _, _, _ = read_maps(tmp_path / "new.fits")
+    assert set(old) == set(MAP_HDUS)
+    for name in MAP_HDUS:
+        if name in LATER_HDUS:
+            assert old[name].shape == new[name].shape and np.all(np.isnan(old[name])), name
+        else:
+            np.testing.assert_array_equal(old[name], new[name], err_msg=name)
+    assert old["SFH_ERR"].shape == (16, 2, 3) and old["T50"].shape == (2, 3)
+    # and such a file goes through everything that reads maps: a mosaic of it and the quick-look
+    from sfh_pipeline.atlas import quicklook
+
+    mosaic_maps([tmp_path / "old.fits"], tmp_path / "mosaic.fits", "X")
+    assert np.all(np.isnan(read_maps(tmp_path / "mosaic.fits")[0]["T50"]))
+    quicklook(tmp_path / "old.fits", tmp_path / "old.png")
+    assert (tmp_path / "old.png").stat().st_size > 10_000
+
+
 def test_mosaic_of_two_overlapping_pointings(tmp_path):
     # the truth: a 12 x 20 field of 1 x 2-spaxel bins with value = bin id
     ny, nx = 12, 20
@@ -54,7 +124,13 @@ def test_mosaic_of_two_overlapping_pointings(tmp_path):
         unique, local = np.unique(ids, return_inverse=True)
         local = local.reshape(ids.shape)
         local[0, 0] = -1 if name == "b" else local[0, 0]  # an unbinned spaxel of b inside the overlap
-        write_maps(tmp_path / f"{name}.fits", maps_of(local, unique.astype(float)), grid_wcs((1.0 - x0, 1.0)),
+        images = maps_of(local, unique.astype(float))
+        # the planes of issue 13, each its own function of the bin's value (per plane for the _ERR planes)
+        v = unique.astype(float)
+        images.update(T50=paint(local, v + 0.25), T50_ERR=paint(local, 0.5 * v), T90=paint(local, v - 0.25),
+                      T90_ERR=paint(local, 0.25 * v), SFH_ERR=paint(local, v[:, None] + 0.01 * np.arange(16)),
+                      ZH_ERR=paint(local, v[:, None] - 0.01 * np.arange(16)))
+        write_maps(tmp_path / f"{name}.fits", images, grid_wcs((1.0 - x0, 1.0)),
                    EDGES, {"GALAXY": f"P{name}", "MODEL": "demo"})
     summary = mosaic_maps([tmp_path / "a.fits", tmp_path / "b.fits"], tmp_path / "m.fits", "GAL")
     images, wcs, edges, header = read_maps(tmp_path / "m.fits")
@@ -64,6 +140,14 @@ def test_mosaic_of_two_overlapping_pointings(tmp_path):
     mx, my = (np.round(v).astype(int) for v in wcs.world_to_pixel_values(ra, dec))
     np.testing.assert_array_equal(images["LW_AGE"][my, mx], value)
     np.testing.assert_array_equal(images["SFH"][:, my, mx].sum(0), value)
+    # the uncertainty and formation-time planes come along, plane by plane
+    np.testing.assert_allclose(images["T50"][my, mx], value + 0.25, rtol=1e-6)
+    np.testing.assert_allclose(images["T50_ERR"][my, mx], 0.5 * value, rtol=1e-6)
+    np.testing.assert_allclose(images["T90"][my, mx], value - 0.25, rtol=1e-6)
+    np.testing.assert_allclose(images["T90_ERR"][my, mx], 0.25 * value, rtol=1e-6)
+    plane = 0.01 * np.arange(16)[:, None, None]
+    np.testing.assert_allclose(images["SFH_ERR"][:, my, mx], value[None] + plane, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(images["ZH_ERR"][:, my, mx], value[None] - plane, rtol=1e-6, atol=1e-6)
     ids = images["BIN_ID"][my, mx]
     assert (ids >= 0).all()
     # one id per original bin, values consistent with ids everywhere
@@ -189,10 +273,11 @@ def truth_case(tmp_path_factory):
         image32 = stored(image)
         true_bin[key] = np.array([np.sum((weight * image32)[bins == b]) / np.sum(weight[bins == b])
                                   for b in range(n_bins)])
-    truth = {name: np.zeros((ny, nx)) for name in MAP_HDUS if name not in ("SFH", "ZH")}
+    truth = {name: np.zeros((ny, nx)) for name in MAP_HDUS if name not in PLANE_HDUS}
     truth.update(spaxel)
     truth.update(BIN_ID=(yy * nx + xx).astype(np.int32), MASS_DENSITY=log_mass, SFH=np.full((16, ny, nx), 1 / 16),
-                 ZH=np.zeros((16, ny, nx)), CHI2=np.full((ny, nx), np.nan), OOD=np.full((ny, nx), np.nan))
+                 ZH=np.zeros((16, ny, nx)), SFH_ERR=np.zeros((16, ny, nx)), ZH_ERR=np.zeros((16, ny, nx)),
+                 CHI2=np.full((ny, nx), np.nan), OOD=np.full((ny, nx), np.nan))
     write_maps(root / "truth.fits", truth, wcs, EDGES, {"GALAXY": "T", "MODEL": "truth"})
     header = wcs.to_header()
     hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(data.astype(dtype), header=header, name=name) for name, data, dtype in (
@@ -330,3 +415,106 @@ def test_assembled_mass_density_spreads_each_bins_mass_over_its_own_area(truth_c
     side_kpc = 10.0e3 * np.radians(0.2 / 3600)  # the truth grid's 0.2" spaxels
     assert spaxel_area_kpc2(wcs, 10.0) == pytest.approx(side_kpc**2, rel=1e-4)
     np.testing.assert_allclose(images["MASS_DENSITY"], 8.0 - np.log10(4 * side_kpc**2), rtol=1e-5)
+
+
+def test_compare_t50_t90_against_hand_computed_bins(truth_case, tmp_path):
+    """Each truth spaxel formed all its stars either in the oldest age bin (11-14 Gyr) or in
+    the youngest (0-5 Myr). A bin's true SFH is the mass-weighted mean (10**MASS_DENSITY) of
+    its spaxels', so with F its old fraction and star formation uniform in time inside an age
+    bin, the lookback time by which a fraction f had formed is, by hand,
+    14 Gyr - f 3 Gyr / F if f <= F, else 5 Myr (1 - f) / (1 - F). F runs from 0.06 to 0.94
+    over the bins (the unweighted mean would give 0.25 or 0.75), so T50 and T90 each fall in
+    both age bins. Recovered T50 = truth + 0.1 dex, T90 = truth: bias 0.1 and 0, rho 1; a map
+    without T50/T90 (NaN) gives n 0 and no statistics."""
+    from sfh_pipeline.maps import compare_with_truth
+
+    root, bins, true_bin = truth_case
+    truth, wcs, edges, header = read_maps(root / "truth.fits")
+    ny, nx = TRUTH_SHAPE
+    yy, xx = np.mgrid[:ny, :nx]
+    old = (yy * 3 + xx * 5) % 4 < 2
+    sfh = np.zeros((16, ny, nx))
+    sfh[-1][old] = 1.0
+    sfh[0][~old] = 1.0
+    truth["SFH"] = sfh
+    write_maps(tmp_path / "truth.fits", truth, wcs, edges, {"GALAXY": "T", "MODEL": "truth"})
+
+    n_bins = int(bins.max()) + 1
+    mass = 10.0 ** truth["MASS_DENSITY"]
+    F = np.array([mass[(bins == b) & old].sum() / mass[bins == b].sum() for b in range(n_bins)])
+    assert F.min() < 0.1 and F.max() > 0.9 and ((F > 0.5) & (F < 0.9)).any()
+
+    def lookback(f):
+        return np.log10(np.where(f <= F, 1.4e10 - f * 3e9 / F, 5e6 * (1 - f) / (1 - F)))
+
+    t50, t90 = lookback(0.5), lookback(0.9)
+    images = maps_of(bins, np.zeros(n_bins))
+    for key, v in true_bin.items():
+        images[key] = paint(bins, v)
+    images["T50"], images["T90"] = paint(bins, t50 + 0.1), paint(bins, t90)
+    write_maps(tmp_path / "maps.fits", images, grid_wcs(), EDGES, {"GALAXY": "T"})
+    result = compare_with_truth(tmp_path / "maps.fits", tmp_path / "truth.fits", root / "bins.fits", truth_row())
+    assert result["t50"]["n"] == result["t90"]["n"] == n_bins
+    assert result["t50"]["bias_dex"] == pytest.approx(0.1, abs=1e-5)
+    assert result["t50"]["median_abs_dex"] == pytest.approx(0.1, abs=1e-5)
+    assert result["t90"]["median_abs_dex"] < 1e-5 and abs(result["t90"]["bias_dex"]) < 1e-5
+    assert result["t50"]["spearman_rho"] == pytest.approx(1.0) and result["t90"]["spearman_rho"] == pytest.approx(1.0)
+
+    # recovered in reversed order (ties kept: bins share F): rho -1
+    images["T50"] = paint(bins, 20.0 - t50)
+    write_maps(tmp_path / "rev.fits", images, grid_wcs(), EDGES, {"GALAXY": "T"})
+    result = compare_with_truth(tmp_path / "rev.fits", tmp_path / "truth.fits", root / "bins.fits", truth_row())
+    assert result["t50"]["spearman_rho"] == pytest.approx(-1.0)
+
+    images["T50"] = images["T90"] = np.full((ny, nx), np.nan)
+    write_maps(tmp_path / "none.fits", images, grid_wcs(), EDGES, {"GALAXY": "T"})
+    result = compare_with_truth(tmp_path / "none.fits", tmp_path / "truth.fits", root / "bins.fits", truth_row())
+    assert result["t50"] == {"spearman_rho": None, "median_abs_dex": None, "bias_dex": None, "n": 0}
+
+
+def write_tile(path, bins, extra=None, rows=None):
+    """A tile table of the truth case's bins (or the bins ``rows``) with the columns every
+    table has, plus ``extra`` columns."""
+    from sfh_pipeline.infer import write_tile_table
+    from sfh_pipeline.maps import SUMMARY_HDUS
+
+    n_bins = int(bins.max()) + 1
+    rows = np.arange(n_bins) if rows is None else rows
+    n = rows.size
+    columns = {"BIN_ID": rows, "N_SPAXELS": np.bincount(bins.ravel())[rows], "LOG_MSTAR": np.full(n, 8.0),
+               "CHI2": np.ones(n), "SFH": np.full((n, 16), 1 / 16), "ZH": np.zeros((n, 16))}
+    for key in SUMMARY_HDUS:
+        columns[key], columns[f"{key}_ERR"] = np.full(n, 9.0), np.full(n, 0.1)
+    columns.update(extra or {})
+    write_tile_table(path, columns, "y000x000", path.parent / "model.pt", EDGES)
+    return path
+
+
+def test_assembled_maps_paint_the_new_columns_and_nan_for_tables_without_them(truth_case, tmp_path):
+    """Two tile tables: one (bins 0-5) with SFH_ERR, ZH_ERR, T50, T90 and their _ERR, per bin
+    and per plane distinct; one (bins 6-11) written before these columns existed. The maps
+    hold the first's values on the spaxels of its bins, NaN on the others'."""
+    from sfh_pipeline.maps import assemble_maps
+
+    root, bins, _ = truth_case
+    (tmp_path / "model.pt").write_bytes(b"model")
+    first = np.arange(6)
+    b = first.astype(float)[:, None]
+    extra = {"OOD": 0.5 + first, "SFH_ERR": 0.001 * (b + 1) * np.arange(1, 17), "ZH_ERR": 0.1 + 0.01 * b + 0.001 * np.arange(16),
+             "T50": 9.0 + 0.1 * first, "T50_ERR": 0.05 + 0.01 * first, "T90": 8.0 - 0.1 * first,
+             "T90_ERR": 0.2 + 0.01 * first}
+    tables = [write_tile(tmp_path / "new.fits", bins, extra, first), write_tile(tmp_path / "old.fits", bins, rows=np.arange(6, 12))]
+    row = {"galaxy": "T", "distance_mpc": 10.0, "systemic_velocity_kms": 0.0, "ebv_galactic": 0.0}
+    assemble_maps(root / "bins.fits", tables, row, tmp_path / "model.pt", tmp_path / "maps.fits")
+    images, _, _, _ = read_maps(tmp_path / "maps.fits")
+    for name, values in extra.items():
+        for b in range(12):
+            got = images[name][..., bins == b]  # (16, 4) or (4,)
+            if b < 6:
+                expected = np.broadcast_to(np.asarray(values[b], np.float32)[..., None], got.shape)
+                np.testing.assert_array_equal(got, expected, err_msg=f"{name} bin {b}")
+            else:
+                assert np.all(np.isnan(got)), (name, b)
+    assert images["SFH_ERR"].shape == (16,) + TRUTH_SHAPE and images["T50"].shape == TRUTH_SHAPE
+    # the columns every table has are painted for all bins
+    assert np.all(images["LW_AGE"] == 9.0)

@@ -127,8 +127,10 @@ def test_truth_maps(mock):
     assert np.all(np.isnan(images["LW_AGE"][~inside]))
     for name in ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ", "MASS_DENSITY", "SNR"):
         assert np.all(np.isfinite(images[name][inside])), name
-    for name in ("LW_AGE_ERR", "MW_LOGZ_ERR"):
-        assert np.all(images[name][inside] == 0)
+    for name in ("LW_AGE_ERR", "MW_LOGZ_ERR", "T50_ERR", "T90_ERR", "SFH_ERR", "ZH_ERR"):
+        assert np.all(images[name][..., inside] == 0), name
+        assert np.all(np.isnan(images[name][..., ~inside])), name
+    assert images["SFH_ERR"].shape == images["ZH_ERR"].shape == images["SFH"].shape
     assert np.all(np.isnan(images["CHI2"]))
     # S/N: ~snr_center at the brightest spaxel, a few at the faint end
     snr = images["SNR"][inside]
@@ -149,6 +151,34 @@ def test_truth_maps(mock):
     assert np.mean(young[arms]) > 2 * np.mean(young[bulge])
     # mass density falls outwards
     assert np.corrcoef(radius, images["MASS_DENSITY"][inside])[0, 1] < -0.8
+
+
+def test_truth_formation_times_are_those_of_the_truth_sfh(mock):
+    """T50 / T90 of every spaxel = formation_times of its true SFH planes with the age-bin
+    edges of the truth (the training set's): half of the mass formed before T50, 90 % before
+    T90 (star formation uniform in time inside an age bin), checked here by summing the planes."""
+    from sfh_pipeline.priors import formation_times
+
+    root, row, files, bands, recipe, summary = mock
+    images, _, edges, _ = read_maps(root / "truth.fits")
+    inside = images["BIN_ID"] >= 0
+    sfh = images["SFH"][:, inside].T.astype(float)  # (n, 16), as stored (float32)
+    times = formation_times(sfh, edges)
+    np.testing.assert_allclose(images["T50"][inside], times[:, 0], atol=1e-5)
+    np.testing.assert_allclose(images["T90"][inside], times[:, 1], atol=1e-5)
+    assert np.all(np.isnan(images["T50"][~inside])) and np.all(np.isnan(images["T90"][~inside]))
+    # by hand: the mass formed at lookback > T is the planes older than T plus the part of
+    # T's own plane that lies beyond T
+    for j, fraction in enumerate((0.5, 0.9)):
+        t = 10.0 ** images[("T50", "T90")[j]][inside]
+        beyond = np.clip((edges[1:][None, :] - t[:, None]) / np.diff(edges)[None, :], 0.0, 1.0)
+        np.testing.assert_allclose(np.sum(sfh * beyond, axis=1) / sfh.sum(1), fraction, atol=2e-4)
+    assert np.all(images["T50"][inside] >= images["T90"][inside])
+    # the bulge formed its stars earlier than the arms
+    structure = galaxy_structure(row, recipe)
+    bulge = inside & (structure["radius"] < 0.15)
+    arms = inside & (structure["arm"] > 0.5) & (structure["radius"] > 0.4)
+    assert np.mean(images["T90"][bulge]) > np.mean(images["T90"][arms]) + 0.1
 
 
 def test_bad_recipe(tmp_path, analytic_ssp_store):
