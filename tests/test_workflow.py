@@ -249,7 +249,9 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
 #: mw_age 0.06 / 0.04, lw_logz 0.35 / 0.40, mw_logz 0.63 / 0.68 dex; coarse SFH at most 0.36.
 TINY_RECOVERY = {
     "spearman_min": {"mass_density": 0.95},
-    "abs_bias_max": {"lw_age": 1.0, "mw_age": 1.0, "lw_logz": 1.0, "mw_logz": 1.0, "mass_density": 0.15},
+    # T50/T90 (log yr): only a quantity in the wrong units or plane fails
+    "abs_bias_max": {"lw_age": 1.0, "mw_age": 1.0, "lw_logz": 1.0, "mw_logz": 1.0, "mass_density": 0.15,
+                     "t50": 1.5, "t90": 1.5},
     "sfh_coarse_abs_bias_max": 0.5,
 }
 DEMO_RECOVERY = {
