@@ -119,19 +119,18 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _galaxy_row(args: argparse.Namespace) -> dict:
-    from .samples import read_sample_sheet, select_galaxies
+    """The galaxy's sheet row handed over by the rule (empty cells as NaN)."""
+    from .samples import row_from_record
 
-    sheet = read_sample_sheet(args.sheet)
-    (name,) = select_galaxies(sheet, [args.galaxy], args.sheet)
-    return sheet.loc[name].to_dict()
+    return row_from_record(args.row)
 
 
 def _galaxy_files(args: argparse.Namespace) -> tuple[dict, dict]:
     """The galaxy's sheet row and input files (muse_cube, <band>_sci, <band>_wht)."""
-    from .samples import galaxy_input_files
-
-    row = _galaxy_row(args)
-    return row, galaxy_input_files(row, args.muse_dir, args.hst_dir)
+    files = {"muse_cube": Path(args.cube)}
+    for band, (sci, wht) in args.hst_images.items():
+        files[f"{band}_sci"], files[f"{band}_wht"] = Path(sci), Path(wht)
+    return _galaxy_row(args), files
 
 
 def _hst_bands(row: dict, files: dict) -> dict:
@@ -227,11 +226,12 @@ def _maps_atlas(args: argparse.Namespace) -> None:
 
 
 def _add_galaxy_args(parser: argparse.ArgumentParser, data: bool = True) -> None:
-    parser.add_argument("--sheet", required=True, help="sample sheet (TSV)")
     parser.add_argument("--galaxy", required=True)
+    parser.add_argument("--row", type=_json_arg, required=True, help="the galaxy's sample-sheet row, as JSON")
     if data:
-        parser.add_argument("--muse-dir", required=True)
-        parser.add_argument("--hst-dir", required=True)
+        parser.add_argument("--cube", required=True, help="MUSE cube")
+        parser.add_argument("--hst-images", type=_json_arg, default={},
+                            help='HST images per band, {"<instrument>_<filter>": ["<sci>", "<wht>"]}, as JSON')
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -133,6 +133,7 @@ from .forward import ForwardModel
 from .instrument import C_KMS, FWHM_PER_SIGMA, muse_lsf_fwhm_aa
 from .maps import MAP_HDUS, SUMMARY_HDUS, write_maps
 from .priors import bin_mass_fractions, formation_times
+from .samples import MOCK_GALAXY_COLUMNS
 from .ssp import load_ssp
 from .trainset import EMISSION_LINES_AA
 
@@ -201,8 +202,6 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "hst_background_e_s": 0.004,
 }
 
-ROW_COLUMNS = ("galaxy", "muse_psf_fwhm_arcsec", "distance_mpc", "systemic_velocity_kms", "ra_deg",
-               "dec_deg", "inclination_deg", "position_angle_deg", "ebv_galactic")
 
 # Bulge and disc star-formation episodes, lookback yr.
 BULGE_START_YR, BULGE_STOP_YR, BULGE_TAU_YR = 1.2e10, 1.0e10, 5e8
@@ -249,11 +248,11 @@ def resolve_recipe(recipe: Mapping[str, Any], filters=()) -> dict[str, Any]:
 
 
 def _row_values(row) -> dict[str, Any]:
-    missing = [c for c in ROW_COLUMNS if c not in row]
+    missing = [c for c in MOCK_GALAXY_COLUMNS if c not in row]
     if missing:
         raise ValueError(f"sample-sheet row lacks columns {missing} (see config/galaxies.tsv)")
-    values = {c: row[c] for c in ROW_COLUMNS}
-    for c in ROW_COLUMNS[1:]:
+    values = {c: row[c] for c in MOCK_GALAXY_COLUMNS}
+    for c in MOCK_GALAXY_COLUMNS[1:]:
         values[c] = float(values[c])
     if not values["distance_mpc"] > 0:
         raise ValueError(f"{values['galaxy']}: distance_mpc must be > 0, got {values['distance_mpc']}")

@@ -43,6 +43,42 @@ def select_galaxies(sheet: pd.DataFrame, requested: str | list[str] | None, shee
     return names
 
 
+#: The sheet columns the jobs upstream of the tiles read (the files named by ``muse_cube`` and
+#: ``hst_target`` reach them as paths). Every other job gets the whole row. A job reruns when a
+#: cell it gets changes, so an edited E(B-V) redoes the tiles and maps but not the binning.
+HST_JOB_COLUMNS = ("galaxy", "muse_psf_fwhm_arcsec", "hst_bands")
+#: The numeric columns a mock galaxy is made from (with its name and, for its HST images, ``hst_bands``).
+MOCK_GALAXY_COLUMNS = ("galaxy", "muse_psf_fwhm_arcsec", "distance_mpc", "systemic_velocity_kms", "ra_deg",
+                       "dec_deg", "inclination_deg", "position_angle_deg", "ebv_galactic")
+MOCK_JOB_COLUMNS = (*MOCK_GALAXY_COLUMNS, "hst_bands")
+BINNING_JOB_COLUMNS = ("galaxy", "systemic_velocity_kms", "target_snr")
+
+
+def row_record(row: pd.Series, columns: tuple[str, ...] | None = None) -> dict:
+    """A sheet row (or its ``columns``) as a JSON-ready dict, empty cells as None.
+
+    The workflow hands it to a job as a parameter, so that editing a galaxy's row reruns that
+    galaxy's jobs and no others.
+    """
+    cells = row if columns is None else {c: row.get(c) for c in columns}
+    return {str(k): _cell_value(v) for k, v in cells.items()}
+
+
+def _cell_value(value):
+    """A cell as JSON: numbers as float whatever type pandas gave their column (it reads a column
+    without empty cells as integers, so filling the last empty cell must not change the others)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return None if value != value else float(value)
+    return value
+
+
+def row_from_record(record: dict) -> dict:
+    """The inverse of :func:`row_record`: empty cells back as NaN, as ``read_sample_sheet`` gives them."""
+    return {k: float("nan") if v is None else v for k, v in record.items()}
+
+
 def hst_band_keys(row: pd.Series) -> list[str]:
     """The ``<instrument>_<filter>`` keys of a sheet row, e.g. ``['wfc3-uvis_f275w', ...]``;
     none for an empty cell (spectrum-only galaxies)."""

@@ -102,3 +102,20 @@ def test_default_sheet_names_a_real_spectrum_only_galaxy(tmp_path, monkeypatch):
     downloads = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["downloads"]
     assert samples.missing_input_files(default, ["A478"], "m", "h", downloaded=downloads) == {}
     assert samples.missing_input_files(default, ["A478"], "m", "h") == {"A478": [files["muse_cube"]]}
+
+
+def test_a_row_handed_to_a_job_does_not_depend_on_the_other_rows(tmp_path):
+    """The row a job gets is its parameter: filling another galaxy's empty cell (which turns the
+    column from float to int in pandas) must leave it unchanged, and the job gets back NaN."""
+    header = "galaxy\tdistance_mpc\ttarget_snr\n"
+    (tmp_path / "a.tsv").write_text(header + "A\t10.5\t20\nB\t12\t\n")
+    (tmp_path / "b.tsv").write_text(header + "A\t10.5\t20\nB\t12\t25\n")
+    before, after = (samples.read_sample_sheet(tmp_path / name) for name in ("a.tsv", "b.tsv"))
+    assert after["target_snr"].dtype.kind == "i"  # the reason for the test
+    record = samples.row_record(before.loc["A"])
+    assert record == samples.row_record(after.loc["A"]) == {"galaxy": "A", "distance_mpc": 10.5, "target_snr": 20.0}
+    assert samples.row_record(before.loc["B"])["target_snr"] is None
+    back = samples.row_from_record(samples.row_record(before.loc["B"]))
+    assert back["distance_mpc"] == 12.0 and back["target_snr"] != back["target_snr"]
+    assert samples.row_record(after.loc["B"], ("galaxy", "target_snr", "ra_deg")) == {
+        "galaxy": "B", "target_snr": 25.0, "ra_deg": None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,11 +27,11 @@ from . import ssp_fixtures as fx
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the repository's workflow in ``workdir``; returns the finished process."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--cores", "2", "--show-failed-logs", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -239,6 +240,28 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     binned = images["BIN_ID"] >= 0
     assert header["EBV_GAL"] == pytest.approx(0.445) and np.isfinite(images["OOD"][binned]).any()
 
+    # every cell of a galaxy's row feeds its jobs: an edit reruns that galaxy's jobs from the first
+    # one that reads the cell, and no other galaxy's (the tiles and HST reprojection of a galaxy being rebinned are
+    # only planned once its binning has run)
+    after_binning = {"observe_bins", "maps", "validate", "atlas", "all"}
+    tiles_on = {"infer_tile", "maps", "validate", "atlas", "all"}
+    mock_jobs = {"mock_MOCK_UVIS", "observe_bins", "maps", "maps_vs_truth", "atlas", "all"}
+    edits = [("A478", "systemic_velocity_kms", "24700", after_binning), ("A478", "target_snr", "25", after_binning),
+             ("A478", "muse_psf_fwhm_arcsec", "0.9", {"observe_hst", *tiles_on}),
+             ("A478", "ebv_galactic", "0.2", tiles_on), ("A478", "distance_mpc", "350", tiles_on),
+             ("A478", "velocity_range_kms", "1000", tiles_on), ("A478", "ra_deg", "63.4", tiles_on),
+             ("MOCK-UVIS", "ebv_galactic", "0.2", mock_jobs), ("MOCK-UVIS", "inclination_deg", "60", mock_jobs),
+             ("MOCK-UVIS", "target_snr", "25", after_binning - {"validate"} | {"maps_vs_truth"}),
+             ("MOCK-UVIS", "hst_bands", "wfc3-uvis_f275w,wfc3-uvis_f336w,wfc3-uvis_f438w,wfc3-uvis_f555w", mock_jobs)]
+    for galaxy, column, value, expected in edits:
+        original = sheet_value(sheet, galaxy, column)
+        set_sheet_value(sheet, galaxy, column, value)
+        dry = snakemake(tmp_path, "-n", "--configfile", str(grown)).stdout
+        assert set(job_counts(dry)) == expected and f"galaxy={galaxy}" in dry, (galaxy, column, job_counts(dry))
+        assert not re.search(r"galaxy=(?!%s\b)" % re.escape(galaxy), dry), (galaxy, column)
+        set_sheet_value(sheet, galaxy, column, original)
+    assert job_counts(snakemake(tmp_path, "-n", "--configfile", str(grown)).stdout) == {}
+
 
 #: How well the maps must recover the mocks' truth (bin by bin, maps.compare_with_truth), at the
 #: fast test's tiny scale and at the demo's (docs/pipeline.md). At the tiny scale the network
@@ -284,6 +307,12 @@ def set_sheet_value(sheet: Path, galaxy: str, column: str, value: str) -> None:
         if row[0] == galaxy:
             row[j] = value
     sheet.write_text("\n".join("\t".join(row) for row in rows) + "\n")
+
+
+def sheet_value(sheet: Path, galaxy: str, column: str) -> str:
+    """One cell of a tab-separated sample sheet, as written."""
+    rows = [line.split("\t") for line in sheet.read_text().splitlines()]
+    return next(row[rows[0].index(column)] for row in rows[1:] if row[0] == galaxy)
 
 
 def check_galaxy_products(workdir: Path, galaxies: list[str]) -> dict[str, dict]:
@@ -368,6 +397,16 @@ def test_default_workflow_with_real_bc03(tmp_path):
     # nothing to do on a rerun
     rerun = snakemake(tmp_path, "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+def test_jobs_run_with_the_interpreter_of_snakemake(tmp_path):
+    """A PATH without the environment (Snakemake started as .venv/bin/snakemake) does not matter."""
+    grid = fx.write_bc03(tmp_path / "grid.fits")
+    config = write_config(tmp_path / "fixture.yaml", name="fixture",
+                          source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
+    snakemake(tmp_path, "resources/ssp/fixture.zarr", "--configfile", str(config),
+              env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert load_ssp(tmp_path / "resources/ssp/fixture.zarr").shape[0] == 3
 
 
 def test_dry_run_mosaic_of_two_pointings(tmp_path):

@@ -3,7 +3,9 @@ import json
 import os
 import re
 import shlex
+import sys
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from sfh_pipeline import samples
@@ -13,11 +15,13 @@ from sfh_pipeline.trainset import config_digest, resolve_config
 
 validate(config, "../schemas/config.schema.yaml")
 
-# Rules call the `sfh-pipeline` command: the pip-installed entry point where there is one,
-# else bin/sfh-pipeline with the package from this checkout (e.g. in conda environments).
+# Rules call `sfh-pipeline`: bin/sfh-pipeline runs the package of this checkout with the
+# interpreter that runs Snakemake (whatever PATH says), or with a rule's conda environment's.
+_uses_conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 shell.prefix(
-    f'export PATH="$PATH:{workflow.basedir}/bin" '
-    f'PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; '
+    f'export PATH="{workflow.basedir}/bin:$PATH" PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"'
+    + ("" if _uses_conda else f" SFH_PYTHON={shlex.quote(sys.executable)}")
+    + "; "
 )
 SFH_ENV = os.path.join(workflow.basedir, "envs", "sfh-pipeline.yaml")
 
@@ -144,12 +148,17 @@ def observe_settings(galaxy):
     return settings
 
 
-def galaxy_data_args(galaxy):
-    """CLI arguments naming a galaxy, its sample sheet and its data folders."""
-    return (
-        f"--sheet {shlex.quote(workflow_path(config['sample']['sheet']))} --galaxy {shlex.quote(galaxy)}"
-        f" --muse-dir {shlex.quote(config['sample']['muse_dir'])} --hst-dir {shlex.quote(config['sample']['hst_dir'])}"
-    )
+def galaxy_args(galaxy, data=True, columns=None):
+    """CLI arguments handing a job its galaxy: the sheet row (or its `columns`), as a param so
+    that editing it reruns this galaxy's jobs (and no others), and with `data` the paths of its
+    MUSE cube and HST images."""
+    row = SAMPLE.loc[galaxy]
+    args = f"--galaxy {shlex.quote(galaxy)} --row {shell_json(samples.row_record(row, columns))}"
+    if data:
+        files = galaxy_inputs(galaxy)
+        hst = {band: [files[f"{band}_sci"], files[f"{band}_wht"]] for band in samples.hst_band_keys(row)}
+        args += f" --cube {shlex.quote(files['muse_cube'])} --hst-images {shell_json(hst)}"
+    return args
 
 
 def tile_tables(wildcards):

@@ -11,7 +11,7 @@ rule infer_tile:
     output:
         galaxy_file("{galaxy}", "tiles", "{tile}.fits"),
     params:
-        args=lambda wc: galaxy_data_args(wc.galaxy),
+        args=lambda wc: galaxy_args(wc.galaxy),
         settings=shell_json(config["infer"]),
     wildcard_constraints:
         tile=r"y\d+x\d+",

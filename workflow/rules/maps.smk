@@ -14,7 +14,7 @@ rule maps:
         png=report(galaxy_file("{galaxy}", "maps", "{galaxy}_maps.png"), caption="../report/maps.rst",
                    category="Galaxies", subcategory="{galaxy}"),
     params:
-        sheet=workflow_path(config["sample"]["sheet"]) if "sample" in config else "",
+        args=lambda wc: galaxy_args(wc.galaxy, data=False),
     wildcard_constraints:
         galaxy=name_pattern(GALAXIES),
     conda:
@@ -22,7 +22,7 @@ rule maps:
     log:
         "logs/maps/{galaxy}.log",
     shell:
-        "sfh-pipeline maps assemble --sheet {params.sheet:q} --galaxy {wildcards.galaxy} --bins {input.bins:q}"
+        "sfh-pipeline maps assemble {params.args} --bins {input.bins:q}"
         " --tables {input.tables:q} --model {input.model:q} --out {output.maps:q} --png {output.png:q} 2> {log:q}"
 
 
@@ -34,13 +34,13 @@ rule maps_vs_truth:
     output:
         galaxy_file("{galaxy}", "maps", "{galaxy}_vs_truth.json"),
     params:
-        sheet=workflow_path(config["sample"]["sheet"]) if "sample" in config else "",
+        args=lambda wc: galaxy_args(wc.galaxy, data=False),
     conda:
         SFH_ENV
     log:
         "logs/maps/{galaxy}_vs_truth.log",
     shell:
-        "sfh-pipeline maps compare --sheet {params.sheet:q} --galaxy {wildcards.galaxy} --maps {input.maps:q}"
+        "sfh-pipeline maps compare {params.args} --maps {input.maps:q}"
         " --truth {input.truth:q} --bins {input.bins:q} --out {output:q} 2> {log:q}"
 
 
@@ -92,7 +92,7 @@ rule validate:
         residuals=report(validation_file("{galaxy}", "residuals.png"), caption="../report/validation.rst",
                          category="Validation", subcategory="{galaxy}"),
     params:
-        args=lambda wc: galaxy_data_args(wc.galaxy),
+        args=lambda wc: galaxy_args(wc.galaxy),
         settings=shell_json({**{k: v for k, v in config["validate"].items() if k != "second_ssp"},
                              "tile_spaxels": config["infer"]["tile_spaxels"]}),
         second=lambda wc, input: (

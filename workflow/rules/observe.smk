@@ -32,7 +32,7 @@ for _galaxy in MOCK_GALAXIES:
             **galaxy_inputs(_galaxy),
             truth=mock_truth(_galaxy),
         params:
-            args=galaxy_data_args(_galaxy),
+            args=galaxy_args(_galaxy, columns=samples.MOCK_JOB_COLUMNS),
             recipe=shell_json(config["mock"][_galaxy]),
             edges=" ".join(str(e) for e in TRAINSET["age_bin_edges_yr"]),
         conda:
@@ -50,7 +50,7 @@ rule observe_hst:
     output:
         galaxy_file("{galaxy}", "observe", "hst_on_muse.fits"),
     params:
-        args=lambda wc: galaxy_data_args(wc.galaxy),
+        args=lambda wc: galaxy_args(wc.galaxy, columns=samples.HST_JOB_COLUMNS),
         psf=config["observe"]["hst_psf_fwhm_arcsec"],
     resources:
         mem_mb=memory_mb(8000),
@@ -71,7 +71,7 @@ checkpoint observe_bins:
         bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
         tiles=galaxy_file("{galaxy}", "observe", "tiles.json"),
     params:
-        args=lambda wc: galaxy_data_args(wc.galaxy),
+        args=lambda wc: galaxy_args(wc.galaxy, columns=samples.BINNING_JOB_COLUMNS),
         settings=lambda wc: shell_json(observe_settings(wc.galaxy)),
     resources:
         mem_mb=memory_mb(4000),
