@@ -172,7 +172,7 @@ def _infer(args: argparse.Namespace) -> None:
     from .infer import infer_tile
 
     row, files = _galaxy_files(args)
-    summary = infer_tile(files["muse_cube"], args.bins, args.hst, args.model, args.ssp, args.tile, row,
+    summary = infer_tile(files["muse_cube"], args.bins, args.hst, _verified_model(args), args.ssp, args.tile, row,
                          args.settings, args.out)
     log.info("%s tile %s: %d bins", args.galaxy, args.tile, summary["n_bins"])
 
@@ -184,7 +184,7 @@ def _validate(args: argparse.Namespace) -> None:
     second = None
     if args.second_ssp:
         second = {"ssp_store": args.second_ssp, **(args.second_reference or {})}
-    result = validate_galaxy(files["muse_cube"], args.bins, args.tables, args.ssp, args.model, row, args.settings,
+    result = validate_galaxy(files["muse_cube"], args.bins, args.tables, args.ssp, _verified_model(args), row, args.settings,
                              args.out_dir, processes=args.processes, second_reference=second)
     log.info("%s: %d bins against full-grid pPXF: %s", args.galaxy, result["n_bins"],
              ", ".join(f"{k} median d {result[k]['median_delta_dex']} scatter {result[k]['scatter_dex']}"
@@ -195,7 +195,7 @@ def _maps_assemble(args: argparse.Namespace) -> None:
     from .atlas import quicklook
     from .maps import assemble_maps
 
-    summary = assemble_maps(args.bins, args.tables, _galaxy_row(args), args.model, args.out)
+    summary = assemble_maps(args.bins, args.tables, _galaxy_row(args), _verified_model(args), args.out)
     quicklook(args.out, args.png)
     log.info("%s: %s", args.galaxy, summary)
 
@@ -225,6 +225,20 @@ def _maps_atlas(args: argparse.Namespace) -> None:
     sample_atlas(args.maps, args.png, args.json)
 
 
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model.pt")
+    parser.add_argument("--model-sha256", default=None, help="refuse the model file unless it has this SHA-256")
+
+
+def _verified_model(args: argparse.Namespace) -> str:
+    """The model file of the arguments, checked against ``--model-sha256`` when given."""
+    if args.model_sha256:
+        from .predict import verify_model_file
+
+        verify_model_file(args.model, args.model_sha256)
+    return args.model
+
+
 def _add_galaxy_args(parser: argparse.ArgumentParser, data: bool = True) -> None:
     parser.add_argument("--galaxy", required=True)
     parser.add_argument("--row", type=_json_arg, required=True, help="the galaxy's sample-sheet row, as JSON")
@@ -250,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_galaxy_args(validate)
     validate.add_argument("--bins", required=True, help="bins.fits of the observe stage")
     validate.add_argument("--tables", nargs="+", required=True, help="tile tables of the infer stage")
-    validate.add_argument("--model", required=True)
+    _add_model_args(validate)
     validate.add_argument("--ssp", required=True, help="SSP store the model was trained with")
     validate.add_argument("--second-ssp", default=None, help="SSP store of a second reference library (optional)")
     validate.add_argument("--second-reference", type=_json_arg, default=None,
@@ -346,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_galaxy_args(inf)
     inf.add_argument("--bins", required=True)
     inf.add_argument("--hst", required=True, help="hst_on_muse.fits")
-    inf.add_argument("--model", required=True)
+    _add_model_args(inf)
     inf.add_argument("--ssp", required=True)
     inf.add_argument("--tile", required=True)
     inf.add_argument("--settings", type=_json_arg, required=True, help="infer settings, as JSON")
@@ -358,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_galaxy_args(assemble, data=False)
     assemble.add_argument("--bins", required=True)
     assemble.add_argument("--tables", nargs="+", required=True)
-    assemble.add_argument("--model", required=True)
+    _add_model_args(assemble)
     assemble.add_argument("--out", required=True)
     assemble.add_argument("--png", required=True)
     assemble.set_defaults(func=_maps_assemble)

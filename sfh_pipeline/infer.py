@@ -44,6 +44,26 @@ def velocity_template(ssp_store, age_bin_edges_yr, wave_aa: np.ndarray) -> np.nd
     return model.model(widths / widths.sum(), np.zeros((1, model.n_bins)), np.zeros(1), np.zeros(1)).flux[0]
 
 
+def require_training_library(predictor, ssp_store) -> None:
+    """Raise ValueError unless ``ssp_store`` holds the SSP library the model was trained with.
+
+    The forward-model check and the stellar masses rebuild the network's SFH with this
+    library; another one (e.g. a pretrained model run with another ``ssp`` section) would give
+    masses and chi2 of a population the network never meant.
+    """
+    import zarr
+
+    store = dict(zarr.open_group(ssp_store, mode="r").attrs)
+    # the fetched file's checksum where both know it, else the library name (test libraries)
+    key = "sha256" if predictor.ssp.get("sha256") and store.get("sha256") else "name"
+    if predictor.ssp.get(key) and store.get(key) and predictor.ssp[key] != store[key]:
+        raise ValueError(
+            f"model {predictor.path} was trained on SSP library {predictor.ssp.get('name')!r} "
+            f"(sha256 {predictor.ssp.get('sha256')}), but {ssp_store} is {store.get('name')!r} (sha256 "
+            f"{store.get('sha256')}): configure the model's library in the ssp section"
+        )
+
+
 def velocity_range_kms(row: dict[str, Any], settings: dict[str, Any]) -> float:
     """Half-width (km/s) of the bin-velocity search: the sheet's ``velocity_range_kms`` of the
     galaxy when given, else ``settings['velocity_range_kms']``."""
@@ -88,6 +108,7 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
         raise ValueError(f"tile {tile} owns no bin of {bins_path}; the tiles with bins are listed in tiles.json beside it")
     v_sys, ebv, distance_mpc = require_columns(row, ("systemic_velocity_kms", "ebv_galactic", "distance_mpc"))
     predictor = load_predictor(model_path)
+    require_training_library(predictor, ssp_store)
     rest = predictor.wavelength_aa
     v_range = velocity_range_kms(row, settings)
     planes = wavelength_planes(cube.wavelength_aa, (rest[0], rest[-1]), (v_sys - v_range, v_sys + v_range))

@@ -73,7 +73,9 @@ _TRAINSET_KEYS = ("wavelength_aa", "filters", "age_bin_edges_yr", "bin_age_yr", 
                   "norm_window_aa", "emission_mask_halfwidth_kms")
 
 
-def load_predictor(path: str | os.PathLike, device: str | torch.device | None = None) -> Predictor:
+def load_predictor(
+    path: str | os.PathLike, device: str | torch.device | None = None, sha256: str | None = None
+) -> Predictor:
     """The predictor of a model file (``model.pt`` written by the train stage).
 
     Parameters
@@ -83,14 +85,38 @@ def load_predictor(path: str | os.PathLike, device: str | torch.device | None = 
     device : str or torch.device, optional
         Where the network runs; default :func:`sfh_pipeline.training.pick_device` (CUDA,
         then Apple MPS, then CPU).
+    sha256 : str, optional
+        The file's expected SHA-256 (hex), e.g. from the model card of a committed model
+        (``models/<name>/README.md``); the file is refused when it differs.
 
     Raises
     ------
     ValueError
-        If the file is missing, not a model file, or its weights do not fit the architecture
-        it records (e.g. written by another version of the code); the message names the file.
+        If the file is missing, differs from ``sha256``, is not a model file, or its weights do
+        not fit the architecture it records (e.g. written by another version of the code); the
+        message names the file.
     """
+    if sha256 is not None:
+        verify_model_file(path, sha256)
     return Predictor(path, device=device)
+
+
+def verify_model_file(path: str | os.PathLike, sha256: str) -> None:
+    """Raise ValueError unless the model file at ``path`` exists and has SHA-256 ``sha256`` (hex)."""
+    from .fetch import sha256_of
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file {path} does not exist")
+    found = sha256_of(path)
+    if found != sha256.lower():
+        hint = ""
+        if path.stat().st_size < 1024:
+            hint = " (a file this small is likely a git-lfs pointer: run `git lfs pull`)"
+        raise ValueError(
+            f"model file {path} has sha256 {found}, expected {sha256}{hint}: it is not the model the "
+            "configuration names (edited, truncated or replaced); restore it (git checkout) or correct the sha256"
+        )
 
 
 def reuse_freed_memory() -> bool:
@@ -196,6 +222,8 @@ class Predictor:
         self.emission_mask_halfwidth_kms = float(trainset["emission_mask_halfwidth_kms"])
         self.sigma_scale = {k: float(payload["sigma_scale"].get(k, 1.0)) for k in SUMMARY_KEYS}
         self.name = payload.get("name", self.path.stem)
+        #: The SSP library the training set was made with (name, sha256, source, ...).
+        self.ssp = dict(trainset.get("ssp") or {})
         self.model_config = config
         self.device = torch.device(device) if device is not None else pick_device()
         self.net = net.to(self.device).eval()

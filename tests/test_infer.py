@@ -318,3 +318,27 @@ def test_uncertainties_and_formation_times_land_in_the_table_bin_by_bin(known):
     np.testing.assert_array_equal(lost["FLAG"], FLAG_NO_VELOCITY)
     for column in COLUMN_OF.values():
         assert np.all(np.isnan(lost[column])), column
+
+
+def test_a_model_is_refused_with_another_ssp_library_than_its_own(tiny_model, analytic_ssp_store, tmp_path):
+    """The masses and the forward check rebuild the SFH with the workflow's library: it must be the
+    one the model was trained with (a pretrained model run with another ssp section)."""
+    import shutil
+
+    import zarr
+
+    from sfh_pipeline.infer import require_training_library
+
+    predictor = Predictor(tiny_model)
+    require_training_library(predictor, analytic_ssp_store)
+    other = tmp_path / "other.zarr"
+    shutil.copytree(analytic_ssp_store, other)
+    zarr.open_group(other, mode="r+").attrs["name"] = "bc03_miles"
+    with pytest.raises(ValueError, match="was trained on SSP library 'analytic'.* configure the model's library"):
+        require_training_library(predictor, other)
+    predictor.ssp["sha256"] = "e" * 64  # where both carry the checksum of the fetched file, it decides
+    zarr.open_group(other, mode="r+").attrs.update({"name": "analytic", "sha256": "f" * 64})
+    with pytest.raises(ValueError, match="was trained on SSP library"):
+        require_training_library(predictor, other)
+    zarr.open_group(other, mode="r+").attrs.update({"name": "renamed", "sha256": "e" * 64})
+    require_training_library(predictor, other)

@@ -76,6 +76,22 @@ def test_public_api_and_metadata(predictor, tiny_model, small_trainset):
     assert str(tiny_model) in repr(predictor)
     with pytest.raises(ValueError):  # metadata are read-only
         predictor.wavelength_aa[0] = 0.0
+    assert predictor.ssp["sha256"] == zarr.open_group(small_trainset, mode="r").attrs["ssp"]["sha256"]
+
+
+def test_a_model_file_is_refused_unless_it_has_the_given_sha256(tiny_model, tmp_path):
+    from sfh_pipeline.fetch import sha256_of
+
+    good = sha256_of(tiny_model)
+    assert load_predictor(tiny_model, sha256=good.upper()).name == load_predictor(tiny_model).name
+    with pytest.raises(ValueError, match=f"has sha256 {good}, expected {'0' * 64}"):
+        load_predictor(tiny_model, sha256="0" * 64)
+    pointer = tmp_path / "model.pt"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n")
+    with pytest.raises(ValueError, match="git-lfs pointer"):
+        load_predictor(pointer, sha256=good)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_predictor(tmp_path / "missing.pt", sha256=good)
 
 
 # ----------------------------------------------------------------------------- it has learned

@@ -399,6 +399,28 @@ def test_default_workflow_with_real_bc03(tmp_path):
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
 
 
+def test_a_pretrained_model_replaces_training_and_is_verified(tmp_path):
+    """model.pretrained: no training-set or training jobs, every job that loads the model checks its
+    sha256, and a file that is not the one named stops the run before any job."""
+    model = tmp_path / "elsewhere" / "model.pt"
+    model.parent.mkdir()
+    model.write_bytes(b"weights" * 1000)
+    config = write_config(tmp_path / "pretrained.yaml",
+                          extra={"model": {"pretrained": {"path": str(model), "sha256": sha256_of(model)}}})
+    dry = snakemake(tmp_path, "-n", "-p", "--configfile", str(config))
+    counts = job_counts(dry.stdout)
+    assert counts["validate"] == 1 and counts["observe_bins"] == 3, counts
+    assert not {"trainset_init", "trainset_chunk", "train", "evaluate"} & set(counts), counts
+    assert f"--model {model}" in dry.stdout and f"--model-sha256 {sha256_of(model)}" in dry.stdout
+
+    model.write_bytes(b"other weights")
+    proc = snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and f"model file {model} has sha256 {sha256_of(model)}" in proc.stdout + proc.stderr
+    config = write_config(tmp_path / "unknown.yaml", extra={"model": {"pretrained": "no-such-model"}})
+    proc = snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and "'no-such-model' is not in" in proc.stdout + proc.stderr
+
+
 def test_jobs_run_with_the_interpreter_of_snakemake(tmp_path):
     """A PATH without the environment (Snakemake started as .venv/bin/snakemake) does not matter."""
     grid = fx.write_bc03(tmp_path / "grid.fits")

@@ -5,11 +5,14 @@ import re
 import shlex
 import sys
 
+import yaml
+
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from sfh_pipeline import samples
 from sfh_pipeline.fetch import source_filename
+from sfh_pipeline.predict import verify_model_file
 from sfh_pipeline.trainset import config_digest, resolve_config
 
 
@@ -101,6 +104,31 @@ def model_dir(name):
 
 def model_file(name, filename):
     return f"{model_dir(name)}/{filename}"
+
+
+def pretrained_model(entry):
+    """{path, sha256} of model.pretrained: the name of a committed model in models/catalog.yaml,
+    or an explicit {path, sha256}; None when the workflow trains its own."""
+    if not entry:
+        return None
+    if isinstance(entry, str):
+        catalog_path = os.path.join(workflow.basedir, "models", "catalog.yaml")
+        with open(catalog_path) as handle:
+            catalog = yaml.safe_load(handle)
+        if entry not in catalog:
+            raise ValueError(f"model.pretrained: {entry!r} is not in {catalog_path}; it has {sorted(catalog)}")
+        return {"path": os.path.join(workflow.basedir, "models", catalog[entry]["path"]),
+                "sha256": catalog[entry]["sha256"]}
+    return {"path": workflow_path(entry["path"]), "sha256": entry["sha256"]}
+
+
+PRETRAINED = pretrained_model(config["model"].get("pretrained"))
+if PRETRAINED:
+    # checked once here, so that a wrong file stops the run before any job, and again by every job that loads it
+    verify_model_file(PRETRAINED["path"], PRETRAINED["sha256"])
+# The model file the galaxies are inferred with, and the argument that makes each job verify it.
+MODEL_PT = PRETRAINED["path"] if PRETRAINED else model_file(MODEL_NAME, "model.pt")
+MODEL_SHA256_ARG = f"--model-sha256 {PRETRAINED['sha256']}" if PRETRAINED else ""
 
 
 def memory_mb(base_mb):

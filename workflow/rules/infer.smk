@@ -6,13 +6,14 @@ rule infer_tile:
         cube=lambda wc: galaxy_inputs(wc.galaxy)["muse_cube"],
         bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
         hst=galaxy_file("{galaxy}", "observe", "hst_on_muse.fits"),
-        model=model_file(MODEL_NAME, "model.pt"),
+        model=MODEL_PT,
         ssp=ancient(ssp_store(SSP_NAME)),
     output:
         galaxy_file("{galaxy}", "tiles", "{tile}.fits"),
     params:
         args=lambda wc: galaxy_args(wc.galaxy),
         settings=shell_json(config["infer"]),
+        model_sha256=MODEL_SHA256_ARG,
     wildcard_constraints:
         tile=r"y\d+x\d+",
     threads: 1
@@ -26,5 +27,5 @@ rule infer_tile:
     benchmark:
         "benchmarks/infer/{galaxy}/{tile}.tsv"
     shell:
-        "sfh-pipeline infer {params.args} --bins {input.bins:q} --hst {input.hst:q} --model {input.model:q}"
+        "sfh-pipeline infer {params.args} --bins {input.bins:q} --hst {input.hst:q} --model {input.model:q} {params.model_sha256}"
         " --ssp {input.ssp:q} --tile {wildcards.tile} --settings {params.settings} --out {output:q} 2> {log:q}"

@@ -8,13 +8,14 @@ rule maps:
     input:
         bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
         tables=tile_tables,
-        model=model_file(MODEL_NAME, "model.pt"),
+        model=MODEL_PT,
     output:
         maps=maps_file("{galaxy}"),
         png=report(galaxy_file("{galaxy}", "maps", "{galaxy}_maps.png"), caption="../report/maps.rst",
                    category="Galaxies", subcategory="{galaxy}"),
     params:
         args=lambda wc: galaxy_args(wc.galaxy, data=False),
+        model_sha256=MODEL_SHA256_ARG,
     wildcard_constraints:
         galaxy=name_pattern(GALAXIES),
     conda:
@@ -23,7 +24,7 @@ rule maps:
         "logs/maps/{galaxy}.log",
     shell:
         "sfh-pipeline maps assemble {params.args} --bins {input.bins:q}"
-        " --tables {input.tables:q} --model {input.model:q} --out {output.maps:q} --png {output.png:q} 2> {log:q}"
+        " --tables {input.tables:q} --model {input.model:q} {params.model_sha256} --out {output.maps:q} --png {output.png:q} 2> {log:q}"
 
 
 rule maps_vs_truth:
@@ -81,7 +82,7 @@ rule validate:
         cube=lambda wc: galaxy_inputs(wc.galaxy)["muse_cube"],
         bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
         tables=tile_tables,
-        model=model_file(MODEL_NAME, "model.pt"),
+        model=MODEL_PT,
         ssp=ancient(ssp_store(SSP_NAME)),
         second_ssp=ancient(ssp_store(SECOND_SSP["name"])) if SECOND_SSP else [],
     output:
@@ -100,6 +101,7 @@ rule validate:
             + shell_json({"label": SECOND_SSP["label"], "settings": SECOND_SSP.get("settings", {})})
         ) if SECOND_SSP else "",
         out_dir=lambda wc: os.path.dirname(validation_file(wc.galaxy, "agreement.json")),
+        model_sha256=MODEL_SHA256_ARG,
     wildcard_constraints:
         galaxy=name_pattern(REAL_GALAXIES),
     threads: 2
@@ -112,6 +114,6 @@ rule validate:
     benchmark:
         "benchmarks/validate/{galaxy}.tsv"
     shell:
-        "sfh-pipeline validate {params.args} --bins {input.bins:q} --tables {input.tables:q} --model {input.model:q}"
+        "sfh-pipeline validate {params.args} --bins {input.bins:q} --tables {input.tables:q} --model {input.model:q} {params.model_sha256}"
         " --ssp {input.ssp:q} {params.second} --settings {params.settings} --processes {threads} --out-dir {params.out_dir:q}"
         " 2> {log:q}"
