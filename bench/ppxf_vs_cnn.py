@@ -28,10 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
+import torch
 import zarr
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
@@ -41,6 +44,7 @@ import sfh_pipeline
 from sfh_pipeline.evaluation import summary_metrics
 from sfh_pipeline.forward import ForwardModel
 from sfh_pipeline.instrument import C_KMS, linear_grid
+from sfh_pipeline.model import without_posterior_heads
 from sfh_pipeline.ssp import load_ssp
 
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
@@ -145,6 +149,17 @@ def main() -> None:
     cnn = predictor.predict_normalised(data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"])
     cnn_all_cores = cnn_rate(predictor, data, args.batch_size, args.processes, args.cnn_timing_n)
     cnn_one_core = cnn_rate(predictor, data, args.batch_size, 1, args.cnn_timing_n)
+    posterior_cost = None
+    if predictor.model_config.posterior_heads:  # the same network without them, timed alike
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(without_posterior_heads(torch.load(args.model, map_location="cpu", weights_only=False)),
+                       Path(tmp) / "model.pt")
+            point = sfh_pipeline.load_predictor(Path(tmp) / "model.pt")
+            point_rate = cnn_rate(point, data, args.batch_size, args.processes, args.cnn_timing_n)
+            with_rate = cnn_rate(predictor, data, args.batch_size, args.processes, args.cnn_timing_n)
+        posterior_cost = {"cnn_spectra_per_s_point_estimates_only": round(point_rate, 1),
+                          "cnn_spectra_per_s_with_posteriors": round(with_rate, 1),
+                          "time_ratio": round(point_rate / with_rate, 3)}
 
     margin = 1500.0 / C_KMS  # pPXF wants templates beyond the galaxy by its velocity bounds + 900 km/s
     template_wave = linear_grid(wave[0] * (1 - margin) // 1, wave[-1] * (1 + margin) // 1 + 1, 1.25)
@@ -169,6 +184,8 @@ def main() -> None:
         "cnn_spectra_per_s": round(cnn_all_cores, 1),
         "speed_ratio": round(cnn_all_cores / ppxf_rate, 1),
         "cnn_spectra_per_s_one_core": round(cnn_one_core, 1),
+        # inference time with the per-bin posterior heads over the time without them (issue 13: <= 2)
+        "posterior_cost": posterior_cost,
         "speed_ratio_one_core": round(cnn_one_core * ppxf_s, 1),
         "ppxf": {q: summary_metrics(np.array([f[q] for f in fits]), data[q]) for q in QUANTITIES},
         "cnn": {q: summary_metrics(np.asarray(cnn[q]), data[q], np.asarray(cnn[f"{q}_err"])) for q in QUANTITIES},

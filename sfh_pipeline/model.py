@@ -275,3 +275,13 @@ def pinball(quantiles: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
     return sum(getattr(weights, name) * value for name, value in terms.items())
+
+
+def without_posterior_heads(payload: dict) -> dict:
+    """A model-file payload as written before the posterior heads: the same network and point
+    estimates, no per-bin quantiles (for comparisons of speed and of old files)."""
+    return {
+        **{k: v for k, v in payload.items() if k != "quantile_calibration"},
+        "model_config": {k: v for k, v in payload["model_config"].items() if k != "posterior_heads"},
+        "state_dict": {k: v for k, v in payload["state_dict"].items() if not k.startswith("quantile_head")},
+    }

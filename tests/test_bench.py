@@ -62,6 +62,10 @@ def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_
     np.testing.assert_allclose(ratio, cnn / ppxf_rate, rtol=1.5 * (0.05 / cnn + 0.0005 / ppxf_rate + 0.05 / ratio))
     cnn_1, ppxf_s, ratio_1 = (result[k] for k in ("cnn_spectra_per_s_one_core", "ppxf_s_per_spectrum", "speed_ratio_one_core"))
     np.testing.assert_allclose(ratio_1, cnn_1 * ppxf_s, rtol=1.5 * (0.05 / cnn_1 + 0.0005 / ppxf_s + 0.05 / ratio_1))
+    # the posterior heads' cost: the same network timed with and without them
+    cost = result["posterior_cost"]
+    point, full = cost["cnn_spectra_per_s_point_estimates_only"], cost["cnn_spectra_per_s_with_posteriors"]
+    np.testing.assert_allclose(cost["time_ratio"], point / full, rtol=1.5 * (0.05 / point + 0.05 / full + 0.0005))
 
     # pPXF with the training set's own templates, at S/N >= 50, gets the ages (in the lines)
     # right: measured bias <= 0.03 dex and rms <= 0.23 dex; comparing with the wrong truth or

@@ -149,14 +149,11 @@ def test_posteriors_of_every_bin_are_calibrated_on_held_out_spectra(predictor, s
 def test_a_model_file_without_posterior_heads_still_predicts(predictor, tiny_model, stored, tmp_path):
     """Model files from before the posterior heads: the same point estimates, T50/T90 from the
     SFH, NaN for the errors the heads would give."""
-    from sfh_pipeline.model import FORMATION_FRACTIONS
+    from sfh_pipeline.model import FORMATION_FRACTIONS, without_posterior_heads
     from sfh_pipeline.priors import formation_times
 
-    payload = torch.load(tiny_model, map_location="cpu", weights_only=False)
-    payload["model_config"] = {k: v for k, v in payload["model_config"].items() if k != "posterior_heads"}
-    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.startswith("quantile_head")}
-    payload.pop("quantile_calibration")
-    torch.save(payload, tmp_path / "old.pt")
+    torch.save(without_posterior_heads(torch.load(tiny_model, map_location="cpu", weights_only=False)),
+               tmp_path / "old.pt")
     old = load_predictor(tmp_path / "old.pt", device="cpu").predict_normalised(stored["flux"], stored["error"], stored["mask"])
     new = predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"])
     np.testing.assert_allclose(old["lw_age"], new["lw_age"], atol=1e-6)
