@@ -17,9 +17,9 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_path
+from .constants import C_KMS, L_SUN_ERG_S, MPC_CM
 from .dust import galactic_transmission
 from .extract import bin_geometry, extract_bin_spectra, read_box, sum_bins, wavelength_planes
-from .instrument import C_KMS
 from .maps import write_age_bin_edges
 from .observe import read_bins, read_hst_on_muse
 from .phangs import MuseCube
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 
 #: FLAG bit of a bin whose stellar velocity could not be measured within the allowed range.
 FLAG_NO_VELOCITY = 1
-L_SUN_ERG_S = 3.828e33
-MPC_CM = 3.0856775814913673e24
 
 
 def velocity_template(ssp_store, age_bin_edges_yr, wave_aa: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ import scipy.interpolate
 import scipy.ndimage
 from ppxf.ppxf_util import log_rebin
 
-from .instrument import C_KMS
+from .constants import C_KMS
 
 #: Rest-frame air wavelengths (A) of the emission lines masked before cross-correlation.
 EMISSION_LINES_AA = {

@@ -53,6 +53,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .atomic import atomic_path
+from .constants import ARCSEC_RAD
 
 SUMMARY_HDUS = ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ")
 #: Every image HDU of a maps file, in order, with its BUNIT.
@@ -195,7 +196,7 @@ def spaxel_area_kpc2(wcs: WCS, distance_mpc: float) -> float:
     """Area of one spaxel at the galaxy's distance, kpc^2."""
     from .psf import pixel_scale_arcsec
 
-    side_kpc = pixel_scale_arcsec(wcs) * np.pi / 648000.0 * distance_mpc * 1e3
+    side_kpc = pixel_scale_arcsec(wcs) * ARCSEC_RAD * distance_mpc * 1e3
     return side_kpc**2
 
 

@@ -23,8 +23,8 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_path, write_json_atomically
+from .constants import C_KMS
 from .extract import bin_geometry
-from .instrument import C_KMS
 from .phangs import DataError, HstImage, MuseCube
 from .psf import match_psf, pixel_scale_arcsec, reproject_flux
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse
 
-from .instrument import C_KMS
+from .constants import C_KMS
 from .spectral import pixel_edges
 
 if TYPE_CHECKING:

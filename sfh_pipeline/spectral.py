@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from .instrument import C_KMS, FWHM_PER_SIGMA
+from .constants import C_KMS
+from .instrument import FWHM_PER_SIGMA
 
 
 def pixel_edges(wavelength_aa: np.ndarray) -> np.ndarray:

@@ -61,8 +61,9 @@ import zarr
 
 from . import __version__
 from .atomic import write_json_atomically
+from .constants import C_KMS
 from .forward import DEFAULT_AGE_BIN_EDGES_YR, ForwardModel
-from .instrument import C_KMS, linear_grid
+from .instrument import linear_grid
 from .priors import SFH_FAMILIES, sample_metallicity, sample_sfh
 from .ssp import load_ssp
 

@@ -38,7 +38,8 @@ import numpy as np
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
 
-from .instrument import C_KMS, muse_lsf_fwhm_aa
+from .constants import C_KMS
+from .instrument import muse_lsf_fwhm_aa
 from .ssp import load_ssp
 from .trainset import emission_line_mask
 

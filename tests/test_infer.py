@@ -23,11 +23,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from sfh_pipeline import predict as predict_module
+from sfh_pipeline.constants import C_KMS, L_SUN_ERG_S, MPC_CM
 from sfh_pipeline.predict import Predictor
-
-L_SUN_ERG_S = 3.828e33  # IAU 2015 nominal solar luminosity
-MPC_CM = 3.0856775814913673e24
-C_KMS = 299792.458
 
 DISTANCE_MPC = 10.0
 EBV = 0.08

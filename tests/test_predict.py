@@ -9,7 +9,7 @@ import zarr
 from scipy.stats import spearmanr
 
 import sfh_pipeline
-from sfh_pipeline.instrument import C_KMS
+from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.model import SUMMARY_KEYS
 from sfh_pipeline.predict import Predictor, load_predictor, rebin_matrix, reuse_freed_memory
 from sfh_pipeline.spectral import pixel_edges
