@@ -135,8 +135,8 @@ from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
 from .maps import MAP_HDUS, SUMMARY_HDUS, write_maps
 from .priors import bin_mass_fractions, formation_times
 from .samples import MOCK_GALAXY_COLUMNS
+from .spectral import EMISSION_LINES_AA
 from .ssp import load_ssp
-from .trainset import EMISSION_LINES_AA
 
 #: The PHANGS-MUSE DR1 wavelength axis (observed frame, A).
 MUSE_CRVAL3, MUSE_CD3_3, MUSE_NAXIS3 = 4749.75, 1.25, 3681

@@ -151,7 +151,7 @@ class Predictor:
 
         from .model import SUMMARY_KEYS
         from .training import load_model_file, pick_device
-        from .trainset import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
+        from .spectral import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
 
         self.path = Path(path)
         try:

@@ -40,8 +40,8 @@ from ppxf.ppxf import ppxf
 
 from .constants import C_KMS
 from .instrument import muse_lsf_fwhm_aa
+from .spectral import emission_line_mask
 from .ssp import load_ssp
-from .trainset import emission_line_mask
 
 #: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
