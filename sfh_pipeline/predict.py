@@ -149,8 +149,7 @@ class Predictor:
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None) -> None:
         import torch
 
-        from .model import SUMMARY_KEYS
-        from .training import load_model_file, pick_device
+        from .model import SUMMARY_KEYS, load_model_file, pick_device
         from .spectral import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
 
         self.path = Path(path)
