@@ -12,7 +12,7 @@
   of 0.04 arcsec pixels covering the MUSE field plus a 1 arcsec margin, tangent point offset
   from the MUSE one but pixel grid aligned with it, 5 x 5 HST pixels per spaxel) and
   ``err-drc-wht`` (inverse variance of the counts, (e-/s)^-2; 0 where there are no data);
-* ``truth.fits`` in the maps-file layout (:func:`sfh_pipeline.maps.write_maps`).
+* ``truth.fits`` in the maps-file layout (:func:`sfh_pipeline.products.write_maps`).
 
 The galaxy (a recipe that deliberately differs from the training prior of
 :mod:`sfh_pipeline.priors`) is drawn on the spaxel grid; lengths are in units of
@@ -132,8 +132,8 @@ from .dust import attenuation_curve, galactic_transmission
 from .filters import load_throughputs
 from .forward import ForwardModel
 from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
-from .maps import MAP_HDUS, SUMMARY_HDUS, write_maps
 from .priors import bin_mass_fractions, formation_times
+from .products import MAP_HDUS, SUMMARY_HDUS, write_maps
 from .samples import MOCK_GALAXY_COLUMNS
 from .spectral import EMISSION_LINES_AA
 from .ssp import load_ssp
@@ -502,7 +502,7 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
     Notes
     -----
     Every file is written atomically (:func:`sfh_pipeline.atomic.atomic_path`); the truth
-    file with :func:`sfh_pipeline.maps.write_maps`.
+    file with :func:`sfh_pipeline.products.write_maps`.
     """
     t0 = time.perf_counter()
     filters = list(filters)

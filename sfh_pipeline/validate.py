@@ -373,10 +373,10 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     from .atomic import atomic_path, write_json_atomically
     from .dust import galactic_transmission
     from .extract import bin_geometry, extract_bin_spectra, wavelength_planes
-    from .infer import read_tile_tables, velocity_range_kms
-    from .observe import read_bins
+    from .infer import velocity_range_kms
     from .phangs import MuseCube
     from .predict import load_predictor
+    from .products import read_bins, read_tile_tables
     from .samples import require_columns
 
     s = resolve_settings(settings)
