@@ -59,7 +59,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-from . import __version__
 from .atomic import write_json_atomically
 from .constants import C_KMS
 from .forward import DEFAULT_AGE_BIN_EDGES_YR, ForwardModel
@@ -67,6 +66,7 @@ from .instrument import linear_grid
 from .priors import SFH_FAMILIES, sample_metallicity, sample_sfh
 from .spectral import EMISSION_LINES_AA, MASK_EMISSION, MASK_LASER_GAP, emission_line_mask
 from .ssp import load_ssp
+from .version import __version__
 
 #: Nebular lines added to spectra with emission (``realism.emission_fraction``): rest air
 #: wavelength (A) and the ratio that sets its flux (see :func:`nebular_emission`). He I 6678
