@@ -75,18 +75,24 @@ from .version import __version__
 NEBULAR_LINES_AA = {**EMISSION_LINES_AA, "HeI6678": 6678.15}
 SPLIT_NAMES = ("train", "validation", "test")
 
+#: Every setting of the trainset section and its default: the one place they are defined (the
+#: schema, workflow/schemas/config.schema.yaml, documents them; config/config.yaml sets only
+#: what the embedded default changes on purpose, tests/test_config_defaults.py checks both).
+#: The numbers are written as config/config.yaml wrote them before it stopped repeating them
+#: (4800, not 4800.0): the resolved settings' JSON, hence the generator digest of existing
+#: training sets and the parameters of their jobs, did not change, so nothing is regenerated.
 DEFAULTS: dict[str, Any] = {
-    "n_spectra": 16000,
+    "n_spectra": 32000,
     "chunk_size": 2000,
     "seed": 20260513,
-    "age_bin_edges_yr": list(DEFAULT_AGE_BIN_EDGES_YR),
-    "wavelength": {"start_aa": 4800.0, "stop_aa": 7000.0, "step_aa": 1.25},
+    "age_bin_edges_yr": [0, *DEFAULT_AGE_BIN_EDGES_YR[1:]],  # 0, not 0.0: see above
+    "wavelength": {"start_aa": 4800, "stop_aa": 7000, "step_aa": 1.25},
     "sfh_family_weights": None,
     "metallicity_scatter_dex": 0.1,
     "dust": {"law": "calzetti2000", "av_max": 2.0, "birth_cloud_age_yr": 1e7, "birth_cloud_extra_max": 1.0},
-    "sigma_kms": [20.0, 250.0],
-    "velocity_offset_kms": 50.0,
-    "snr": [5.0, 150.0],
+    "sigma_kms": [20, 250],
+    "velocity_offset_kms": 50,
+    "snr": [5, 150],
     "phot_error_frac": [0.02, 0.10],
     "log_mass_formed": [8.0, 11.0],
     "emission_mask_halfwidth_kms": 400.0,
