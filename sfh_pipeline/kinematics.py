@@ -6,8 +6,9 @@ pixels in 0.3 s on one core, i.e. ~8 s per 1e4). It is a cross-correlation in ve
 written as a weighted least-squares match so that masks and per-pixel errors are used exactly:
 
 1. Emission lines (:data:`sfh_pipeline.spectral.EMISSION_LINES_AA`: H beta, [O III] 4959/5007,
-   [N I] 5198/5200, He I 5876, [O I] 6300/6364, [N II] 6548/6583, H alpha, [S II] 6716/6731) are masked within ``line_mask_kms`` of their
-   wavelength at the guessed velocity, together with user-masked and non-finite pixels.
+   [N I] 5198/5200, He I 5876, [O I] 6300/6364, [N II] 6548/6583, H alpha, [S II] 6716/6731)
+   are masked within ``line_mask_kms`` of their wavelength at the guessed velocity, together
+   with user-masked and non-finite pixels.
 2. Spectra and template are continuum-normalised by a Legendre polynomial (the spectra's
    fitted to their unmasked pixels) and turned into line residuals ``f / continuum - 1``.
 3. The template residual is shifted to each trial velocity (spaced by a quarter of the

@@ -42,9 +42,10 @@ north through east to the receding major axis):
 Units: model fluxes (L_sun/A per M_sun formed) x mass formed per spaxel (surface density
 x spaxel area in kpc^2 from ``distance_mpc``) x L_sun (3.828e33 erg/s) / (4 pi D^2). Galactic
 extinction (:func:`sfh_pipeline.dust.galactic_transmission`: F99, R_V = 3.1, E(B-V) =
-``ebv_galactic``) multiplies the cube at each observed wavelength and every HST band flux at the band's pivot wavelength.
-HST band fluxes are the forward model's photon-weighted mean f_lambda (rest frame:
-kinematics are ignored in broad bands) plus the emission lines weighted by the throughput.
+``ebv_galactic``) multiplies the cube at each observed wavelength and every HST band flux at
+the band's pivot wavelength. HST band fluxes are the forward model's photon-weighted mean
+f_lambda (rest frame: kinematics are ignored in broad bands) plus the emission lines weighted
+by the throughput.
 
 Instrument: every plane of the noiseless cube is convolved with a Gaussian of FWHM
 ``muse_psf_fwhm_arcsec`` (zero outside the field); the HST images are the per-spaxel
