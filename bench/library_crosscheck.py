@@ -24,7 +24,7 @@ import yaml
 from scipy.ndimage import gaussian_filter1d
 from threadpoolctl import threadpool_limits
 
-from sfh_pipeline.instrument import C_KMS
+from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.ssp import load_ssp
 from sfh_pipeline.validate import FullGridFit, logz_shift_dex
 

@@ -41,9 +41,10 @@ from ppxf.ppxf import ppxf
 from threadpoolctl import threadpool_limits
 
 import sfh_pipeline
+from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.evaluation import summary_metrics
 from sfh_pipeline.forward import ForwardModel
-from sfh_pipeline.instrument import C_KMS, linear_grid
+from sfh_pipeline.instrument import linear_grid
 from sfh_pipeline.model import without_posterior_heads
 from sfh_pipeline.ssp import load_ssp
 

@@ -27,9 +27,9 @@ from astropy.io import fits
 from scipy.ndimage import median_filter
 
 from sfh_pipeline import load_predictor
+from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.dust import galactic_transmission
-from sfh_pipeline.instrument import C_KMS
-from sfh_pipeline.trainset import emission_line_mask
+from sfh_pipeline.spectral import emission_line_mask
 from sfh_pipeline.validate import FullGridFit, sky_mask
 
 KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from sfh_pipeline.model import LossWeights, ModelConfig, SFHNet, loss_terms, total_loss
-from sfh_pipeline.training import load_model_file
+from sfh_pipeline.model import LossWeights, ModelConfig, SFHNet, load_model_file, loss_terms, total_loss
 
 
 def timed(fn, repeats: int) -> float:

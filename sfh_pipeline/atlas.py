@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .atomic import atomic_path, write_json_atomically
-from .maps import read_maps
+from .products import read_maps
 
 PANELS = (("LW_AGE", "light-weighted log age / yr", "viridis"),
           ("MW_AGE", "mass-weighted log age / yr", "viridis"),

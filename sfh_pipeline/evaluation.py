@@ -28,14 +28,12 @@ import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from .atomic import write_json_atomically  # noqa: E402
-from .model import SUMMARY_KEYS  # noqa: E402
+from .model import SUMMARY_KEYS, load_model_file, pick_device  # noqa: E402
 from .qa import save_figure_atomically  # noqa: E402
 from .training import (  # noqa: E402
     SPLIT_CODES,
     TrainsetReader,
     evaluate_split,
-    load_model_file,
-    pick_device,
 )
 
 #: Normal-distribution factor turning a median absolute deviation into a sigma.

@@ -138,7 +138,7 @@ def wavelength_planes(wave_aa: np.ndarray, rest_range_aa: tuple[float, float], v
 
     Velocities follow ``1 + z = exp(v / c)``; ``margin_aa`` extra on either side for rebinning.
     """
-    from .instrument import C_KMS
+    from .constants import C_KMS
 
     lo = rest_range_aa[0] * np.exp(velocity_range_kms[0] / C_KMS) - margin_aa
     hi = rest_range_aa[1] * np.exp(velocity_range_kms[1] / C_KMS) + margin_aa

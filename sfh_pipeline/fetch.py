@@ -30,8 +30,9 @@ Guarantees shared by all fetchers
   destination with a *wrong* digest is treated as stale: it is deleted and
   fetched again.
 
-Only the standard library is used (``urllib.request``, ``hashlib``,
-``zipfile``, ``tarfile``, ``subprocess``).  Progress is reported through the
+Fetching uses only the standard library (``urllib.request``, ``hashlib``,
+``zipfile``, ``tarfile``, ``subprocess``); digests of files are
+:func:`sfh_pipeline.products.sha256_of`.  Progress is reported through the
 ``sfh_pipeline.fetch`` logger.
 
 Concurrent fetches of the *same* destination path are not supported (they
@@ -64,11 +65,12 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
+from .products import sha256_of
+
 __all__ = [
     "FetchError",
     "ChecksumError",
     "SOURCE_TYPES",
-    "sha256_of",
     "source_filename",
     "fetch_source",
     "download_url",
@@ -172,28 +174,6 @@ class _RangeNotSatisfiable(Exception):
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
-def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Return the SHA-256 digest of a file.
-
-    Parameters
-    ----------
-    path : str or path-like
-        File to hash.
-    chunk_bytes : int, optional
-        Read size, in bytes (default 1 MiB).
-
-    Returns
-    -------
-    str
-        The digest as 64 lower-case hexadecimal characters.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_sha256(sha256: object, what: str) -> str:
     """Validate an expected digest and return it in lower case."""
     if not isinstance(sha256, str) or not _SHA256_RE.match(sha256.strip()):

@@ -34,8 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: Speed of light in Angstrom/s (exact).
-C_AA_PER_S = 2.99792458e18
+from .constants import C_AA_PER_S
 
 #: AB zero point: 3631 Jy in erg s^-1 cm^-2 Hz^-1.
 AB_ZEROPOINT_FNU_CGS = 3631e-23

@@ -36,9 +36,10 @@ import scipy.fft
 import scipy.interpolate
 import scipy.sparse
 
+from .constants import C_KMS
 from .dust import attenuation_curve
 from .filters import PhotometryOperator, load_throughputs
-from .instrument import C_KMS, linear_grid, muse_lsf_fwhm_aa
+from .instrument import linear_grid, muse_lsf_fwhm_aa
 from .ssp import SSPLibrary
 
 DEFAULT_AGE_BIN_EDGES_YR = (

@@ -15,8 +15,9 @@ import numpy as np
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
 
+from .constants import C_KMS
 from .forward import ForwardModel
-from .instrument import C_KMS, linear_grid
+from .instrument import linear_grid
 from .ssp import load_ssp
 
 #: pPXF needs templates beyond the galaxy's range by its velocity search (+ a margin), km/s.

@@ -14,23 +14,15 @@ import os
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 
-from .atomic import atomic_path
+from .constants import C_KMS, L_SUN_ERG_S, MPC_CM
 from .dust import galactic_transmission
 from .extract import bin_geometry, extract_bin_spectra, read_box, sum_bins, wavelength_planes
-from .instrument import C_KMS
-from .maps import write_age_bin_edges
-from .observe import read_bins, read_hst_on_muse
 from .phangs import MuseCube
+from .products import FLAG_NO_VELOCITY, read_bins, read_hst_on_muse, write_tile_table
 from .samples import require_columns
 
 log = logging.getLogger(__name__)
-
-#: FLAG bit of a bin whose stellar velocity could not be measured within the allowed range.
-FLAG_NO_VELOCITY = 1
-L_SUN_ERG_S = 3.828e33
-MPC_CM = 3.0856775814913673e24
 
 
 def velocity_template(ssp_store, age_bin_edges_yr, wave_aa: np.ndarray) -> np.ndarray:
@@ -95,7 +87,7 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     """
     from .forward_check import ForwardCheck
     from .kinematics import measure_velocities
-    from .model import SUMMARY_KEYS  # imports torch: only here, not for read_tile_tables (maps jobs)
+    from .model import SUMMARY_KEYS  # imports torch: only here, not for the maps jobs
     from .predict import load_predictor
 
     cube = MuseCube.open(cube_path)
@@ -173,38 +165,3 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     write_tile_table(out_path, columns, tile, model_path, predictor.age_bin_edges_yr)
     return {"tile": tile, "n_bins": int(owned.size)}
 
-
-def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path, age_bin_edges_yr) -> None:
-    cols = []
-    for name, values in columns.items():
-        values = np.asarray(values)
-        if values.ndim == 2:
-            cols.append(fits.Column(name, f"{values.shape[1]}E", array=values.astype(np.float32)))
-        elif name in ("BIN_ID", "N_SPAXELS", "N_BANDS", "FLAG"):
-            cols.append(fits.Column(name, "J", array=values.astype(np.int32)))
-        else:
-            cols.append(fits.Column(name, "D", array=values.astype(np.float64)))
-    hdu = fits.BinTableHDU.from_columns(cols, name="BINS")
-    hdu.header["TILE"] = tile
-    hdu.header["MODEL"] = str(model_path)
-    write_age_bin_edges(hdu.header, age_bin_edges_yr)
-    with atomic_path(path) as tmp:
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
-
-
-def read_tile_tables(paths) -> dict[str, np.ndarray]:
-    """Rows of several tile tables concatenated, as arrays by column name.
-
-    A column that some tables lack (written before it existed) is NaN in their rows."""
-    tables = []
-    for path in paths:
-        with fits.open(path) as hdul:
-            data = hdul["BINS"].data
-            tables.append((len(data), {name: np.asarray(data[name]) for name in data.columns.names}))
-    names = list(dict.fromkeys(name for _, columns in tables for name in columns))
-    out = {}
-    for name in names:
-        example = next(columns[name] for _, columns in tables if name in columns)
-        out[name] = np.concatenate([columns[name] if name in columns else np.full((n,) + example.shape[1:], np.nan)
-                                    for n, columns in tables])
-    return out

@@ -5,9 +5,10 @@ template, for the ~1e4 bins of a PHANGS galaxy in seconds (measured: 400 spectra
 pixels in 0.3 s on one core, i.e. ~8 s per 1e4). It is a cross-correlation in velocity,
 written as a weighted least-squares match so that masks and per-pixel errors are used exactly:
 
-1. Emission lines (H beta, [O III] 4959/5007, [N I] 5198/5200, He I 5876, [O I] 6300,
-   [N II] 6548/6583, H alpha, [S II] 6716/6731) are masked within ``line_mask_kms`` of their
-   wavelength at the guessed velocity, together with user-masked and non-finite pixels.
+1. Emission lines (:data:`sfh_pipeline.spectral.EMISSION_LINES_AA`: H beta, [O III] 4959/5007,
+   [N I] 5198/5200, He I 5876, [O I] 6300/6364, [N II] 6548/6583, H alpha, [S II] 6716/6731)
+   are masked within ``line_mask_kms`` of their wavelength at the guessed velocity, together
+   with user-masked and non-finite pixels.
 2. Spectra and template are continuum-normalised by a Legendre polynomial (the spectra's
    fitted to their unmasked pixels) and turned into line residuals ``f / continuum - 1``.
 3. The template residual is shifted to each trial velocity (spaced by a quarter of the
@@ -55,27 +56,13 @@ import scipy.interpolate
 import scipy.ndimage
 from ppxf.ppxf_util import log_rebin
 
-from .instrument import C_KMS
-
-#: Rest-frame air wavelengths (A) of the emission lines masked before cross-correlation.
-EMISSION_LINES_AA = {
-    "Hbeta": 4861.33,
-    "[OIII]4959": 4958.91,
-    "[OIII]5007": 5006.84,
-    "[NI]5198": 5197.90,
-    "[NI]5200": 5200.26,
-    "HeI5876": 5875.62,
-    "[OI]6300": 6300.30,
-    "[NII]6548": 6548.05,
-    "Halpha": 6562.80,
-    "[NII]6583": 6583.45,
-    "[SII]6716": 6716.44,
-    "[SII]6731": 6730.82,
-}
+from .constants import C_KMS
+from .spectral import EMISSION_LINES_AA
 
 
 def emission_line_mask(wave_aa: np.ndarray, velocity_kms: float, half_width_kms: float) -> np.ndarray:
-    """True for observed wavelengths within ``half_width_kms`` of an emission line at ``velocity_kms``."""
+    """True for observed wavelengths within ``half_width_kms`` of an emission line of
+    :data:`sfh_pipeline.spectral.EMISSION_LINES_AA` at ``velocity_kms``."""
     ln_wave = np.log(np.asarray(wave_aa, dtype=float))
     mask = np.zeros(ln_wave.shape, dtype=bool)
     for rest in EMISSION_LINES_AA.values():

@@ -1,115 +1,39 @@
-"""The per-galaxy maps file (DESIGN.md contract) and painting bin values onto spaxels.
+"""The ``maps`` stage: per-bin results painted onto spaxels, compared with a mock's truth,
+and pointings combined.
 
-``results/<galaxy>/maps/<galaxy>_maps.fits`` and ``resources/mock/<galaxy>/truth.fits``
-share one layout: an empty primary HDU with the metadata, then one image HDU per quantity,
-every one with the MUSE celestial WCS:
-
-=============== ========== ===================================================
-HDU             planes     value
-=============== ========== ===================================================
-BIN_ID          1          Voronoi bin of the spaxel, -1 = not binned (int32)
-SNR             1          continuum S/N of the bin
-LW_AGE, MW_AGE  1          light- / mass-weighted <log10 age/yr>
-LW_LOGZ, MW_LOGZ 1         light- / mass-weighted <log10 Z/Z_sun>
-<each>_ERR      1          1-sigma uncertainty of the four above (dex)
-SFH             n_bins     mass fraction formed per lookback-time bin (youngest first)
-ZH              n_bins     log10 Z/Z_sun per bin
-MASS_DENSITY    1          log10 present-day stellar mass surface density, M_sun kpc^-2
-CHI2            1          reduced chi^2 of the forward-model check
-OOD             1          out-of-distribution score of the bin's spectrum: Mahalanobis
-                           distance of the network's spectral embedding from those of
-                           held-out training spectra, in units of their 99th percentile
-                           (> 1: less usual than 99 % of the training set); the four
-                           ``_ERR`` maps are already multiplied by max(1, OOD). NaN in
-                           truth files and for models without the reference.
-SFH_ERR         n_bins     calibrated 68 % half-width of each SFH plane (mass fraction)
-ZH_ERR          n_bins     calibrated 68 % half-width of each ZH plane (dex)
-T50, T90        1          log10 lookback time (yr) by which 50 % / 90 % of the stellar
-                           mass had formed (the network's own estimate; in truth files
-                           :func:`sfh_pipeline.priors.formation_times` of the SFH planes)
-T50_ERR,        1          calibrated 68 % half-width of T50 / T90 (dex)
-T90_ERR
-=============== ========== ===================================================
-
-The last six were added after the first maps files were written (:data:`LATER_HDUS`): a file
-without them reads with NaN planes, and so do maps of models whose predictor does not give
-them. Truth files hold 0 in every ``_ERR`` plane inside the galaxy, NaN outside.
-
-Header keywords of the primary HDU: ``AGEBIN00`` ... ``AGEBINnn`` (bin edges, yr),
-``NAGEBIN``, ``GALAXY``, ``DIST_MPC``, ``MODEL`` and ``MODELSHA`` (name and sha256 of the
-model file, or "truth"), ``ZSUN_REF``.
+The maps file's layout (``results/<galaxy>/maps/<galaxy>_maps.fits``, the same as a mock's
+``truth.fits``) and its reader and writer are in :mod:`sfh_pipeline.products`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import astropy.units as u
 import numpy as np
-from astropy.io import fits
 from astropy.wcs import WCS
 
-from .atomic import atomic_path
+from .constants import ARCSEC_RAD
+from .products import (
+    LATER_HDUS,
+    MAP_HDUS,
+    PLANE_HDUS,
+    SUMMARY_HDUS,
+    read_bins,
+    read_bins_signal,
+    read_bins_wcs,
+    read_maps,
+    read_tile_age_bin_edges,
+    read_tile_tables,
+    sha256_of,
+    write_maps,
+)
 
-SUMMARY_HDUS = ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ")
-#: Every image HDU of a maps file, in order, with its BUNIT.
-MAP_HDUS = {
-    "BIN_ID": "",
-    "SNR": "",
-    **{name: unit for key in SUMMARY_HDUS
-       for name, unit in ((key, "dex"), (f"{key}_ERR", "dex"))},
-    "SFH": "",
-    "ZH": "dex",
-    "MASS_DENSITY": "dex(solMass / kpc2)",
-    "CHI2": "",
-    "OOD": "",
-    "SFH_ERR": "",
-    "ZH_ERR": "dex",
-    "T50": "dex(yr)",
-    "T50_ERR": "dex",
-    "T90": "dex(yr)",
-    "T90_ERR": "dex",
-}
-#: HDUs with one plane per lookback-time bin, (n_bins, ny, nx); every other one is (ny, nx).
-PLANE_HDUS = ("SFH", "ZH", "SFH_ERR", "ZH_ERR")
 #: Lookback-time ranges (yr) in which compare_with_truth sums the SFH: the fine bins are too
 #: degenerate for a per-bin verdict, these ranges are not.
 COARSE_SFH_EDGES_YR = (0.0, 1e8, 1e9, 5e9, np.inf)
-#: Planes added after the first maps files were written: files without them still read (NaN).
-LATER_HDUS = ("OOD", "SFH_ERR", "ZH_ERR", "T50", "T50_ERR", "T90", "T90_ERR")
-#: The later per-bin columns of a tile table (same names as their HDUs): tables written
-#: before them still assemble (NaN maps).
-LATER_COLUMNS = ("OOD", "SFH_ERR", "ZH_ERR", "T50", "T50_ERR", "T90", "T90_ERR")
-DESCRIPTIONS = {
-    "BIN_ID": "Voronoi bin index of the spaxel; -1 = not binned",
-    "SNR": "continuum signal-to-noise ratio of the bin",
-    "LW_AGE": "light-weighted <log10 age/yr>",
-    "MW_AGE": "mass-weighted <log10 age/yr>",
-    "LW_LOGZ": "light-weighted <log10 Z/Zsun>",
-    "MW_LOGZ": "mass-weighted <log10 Z/Zsun>",
-    "SFH": "mass fraction formed per lookback-time bin (plane i: AGEBIN(i)-AGEBIN(i+1))",
-    "ZH": "log10 Z/Zsun per lookback-time bin",
-    "MASS_DENSITY": "log10 present-day stellar mass per kpc^2",
-    "CHI2": "reduced chi^2 of the forward-model check (spectrum rebuilt from SFH and ZH)",
-    "OOD": "out-of-distribution score: spectral-embedding distance / its 99th pct in training; _ERR x max(1, OOD)",
-    "T50": "log10 lookback time/yr by which 50% of the stellar mass had formed",
-    "T90": "log10 lookback time/yr by which 90% of the stellar mass had formed",
-}
-
-
-def write_age_bin_edges(header: fits.Header, edges_yr) -> None:
-    """Store lookback-time bin edges (yr) as ``NAGEBIN`` and ``AGEBIN00``... keywords."""
-    header["NAGEBIN"] = (len(edges_yr) - 1, "number of lookback-time bins")
-    for i, edge in enumerate(edges_yr):
-        header[f"AGEBIN{i:02d}"] = (float(edge), "lookback-time bin edge, yr")
-
-
-def read_age_bin_edges(header: fits.Header) -> np.ndarray:
-    """Lookback-time bin edges (yr) written by :func:`write_age_bin_edges`."""
-    return np.array([header[f"AGEBIN{i:02d}"] for i in range(header["NAGEBIN"] + 1)])
 
 
 def paint(bin_id: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -135,67 +59,11 @@ def paint(bin_id: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_maps(path: str | os.PathLike, images: Mapping[str, np.ndarray], wcs: WCS,
-               age_bin_edges_yr: np.ndarray, meta: Mapping[str, Any]) -> None:
-    """Write a maps file atomically.
-
-    Parameters
-    ----------
-    images : every key of :data:`MAP_HDUS`; 2-D (ny, nx) images, those of :data:`PLANE_HDUS`
-        (``SFH``, ``ZH`` and their ``_ERR``) (n_bins, ny, nx).
-    wcs : the celestial WCS of the spaxel grid.
-    age_bin_edges_yr : (n_bins + 1,) lookback-time bin edges, yr.
-    meta : extra primary-header keywords (``GALAXY``, ``DIST_MPC``, ``MODEL``, ...).
-    """
-    missing = [name for name in MAP_HDUS if name not in images]
-    if missing:
-        raise ValueError(f"maps for {path}: missing {missing}")
-    edges = np.asarray(age_bin_edges_yr, dtype=float)
-    shape = np.shape(images["BIN_ID"])
-    primary = fits.PrimaryHDU()
-    write_age_bin_edges(primary.header, edges)
-    for key, value in meta.items():
-        primary.header[key] = value
-    hdus = [primary]
-    celestial = wcs.celestial.to_header()
-    for name, unit in MAP_HDUS.items():
-        data = np.asarray(images[name])
-        expected = (edges.size - 1,) + tuple(shape) if name in PLANE_HDUS else tuple(shape)
-        if data.shape != expected:
-            raise ValueError(f"maps for {path}: {name} has shape {data.shape}, expected {expected}")
-        data = data.astype(np.int32 if name == "BIN_ID" else np.float32)
-        hdu = fits.ImageHDU(data, header=celestial.copy(), name=name)
-        hdu.header["BUNIT"] = unit
-        hdu.header["COMMENT"] = DESCRIPTIONS.get(name, DESCRIPTIONS.get(name.removesuffix("_ERR"), "")) + (
-            " (1-sigma uncertainty)" if name.endswith("_ERR") else "")
-        hdus.append(hdu)
-    with atomic_path(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
-
-
-def read_maps(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WCS, np.ndarray, fits.Header]:
-    """Images, celestial WCS, age-bin edges (yr) and primary header of a maps file."""
-    path = Path(path)
-    with fits.open(path) as hdul:
-        header = hdul[0].header.copy()
-        names = [h.name for h in hdul[1:]]
-        missing = [name for name in MAP_HDUS if name not in names and name not in LATER_HDUS]
-        if missing:
-            raise ValueError(f"{path}: not a maps file, missing HDUs {missing}")
-        shape = hdul["BIN_ID"].data.shape
-        edges = read_age_bin_edges(header)
-        images = {name: np.array(hdul[name].data) if name in names
-                  else np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + shape, np.nan, np.float32)
-                  for name in MAP_HDUS}
-        wcs = WCS(hdul["BIN_ID"].header).celestial
-    return images, wcs, edges, header
-
-
 def spaxel_area_kpc2(wcs: WCS, distance_mpc: float) -> float:
     """Area of one spaxel at the galaxy's distance, kpc^2."""
     from .psf import pixel_scale_arcsec
 
-    side_kpc = pixel_scale_arcsec(wcs) * np.pi / 648000.0 * distance_mpc * 1e3
+    side_kpc = pixel_scale_arcsec(wcs) * ARCSEC_RAD * distance_mpc * 1e3
     return side_kpc**2
 
 
@@ -203,17 +71,13 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
     """Paint the per-bin results of every tile onto the spaxels and write the maps file.
 
     Every bin of ``bins_path`` must appear in exactly one tile table. Tables without a column
-    of :data:`LATER_COLUMNS` (written before it existed) give NaN maps of it. Returns a
+    of :data:`sfh_pipeline.products.LATER_HDUS` (written before it existed) give NaN maps of it. Returns a
     summary (bins, median chi^2).
     """
-    from .fetch import sha256_of
-    from .infer import read_tile_tables
-    from .observe import read_bins
     from .phangs import DataError
 
     bin_id, bin_snr, _ = read_bins(bins_path)
-    with fits.open(bins_path) as hdul:
-        wcs = WCS(hdul["BIN_ID"].header).celestial
+    wcs = read_bins_wcs(bins_path)
     rows = read_tile_tables(tile_tables)
     n_bins = bin_snr.size
     ids = rows["BIN_ID"]
@@ -223,8 +87,7 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
                         f"{ids.size} rows for {n_bins} bins): rerun the infer jobs of this galaxy")
     order = np.argsort(ids)
     per_bin = {name: values[order] for name, values in rows.items()}
-    with fits.open(tile_tables[0]) as hdul:
-        edges = read_age_bin_edges(hdul["BINS"].header)
+    edges = read_tile_age_bin_edges(tile_tables[0])
     area = spaxel_area_kpc2(wcs, float(row["distance_mpc"])) * per_bin["N_SPAXELS"]
     images = {"BIN_ID": bin_id, "SNR": paint(bin_id, bin_snr),
               "MASS_DENSITY": paint(bin_id, per_bin["LOG_MSTAR"] - np.log10(area)),
@@ -233,7 +96,7 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
     for key in SUMMARY_HDUS:
         images[key] = paint(bin_id, per_bin[key])
         images[f"{key}_ERR"] = paint(bin_id, per_bin[f"{key}_ERR"])
-    for name in LATER_COLUMNS:
+    for name in LATER_HDUS:
         if name in per_bin:
             images[name] = paint(bin_id, per_bin[name])
         else:
@@ -286,8 +149,7 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
 
     images, wcs, edges, _ = read_maps(maps_path)
     truth, _, truth_edges, _ = read_maps(truth_path)
-    with fits.open(bins_path) as hdul:
-        signal = np.asarray(hdul["SIGNAL"].data, float)
+    signal = read_bins_signal(bins_path)
     bin_id = images["BIN_ID"]
     if truth["BIN_ID"].shape != bin_id.shape:
         raise ValueError(f"{truth_path} has shape {truth['BIN_ID'].shape}, the maps {bin_id.shape}")

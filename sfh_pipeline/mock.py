@@ -12,7 +12,7 @@
   of 0.04 arcsec pixels covering the MUSE field plus a 1 arcsec margin, tangent point offset
   from the MUSE one but pixel grid aligned with it, 5 x 5 HST pixels per spaxel) and
   ``err-drc-wht`` (inverse variance of the counts, (e-/s)^-2; 0 where there are no data);
-* ``truth.fits`` in the maps-file layout (:func:`sfh_pipeline.maps.write_maps`).
+* ``truth.fits`` in the maps-file layout (:func:`sfh_pipeline.products.write_maps`).
 
 The galaxy (a recipe that deliberately differs from the training prior of
 :mod:`sfh_pipeline.priors`) is drawn on the spaxel grid; lengths are in units of
@@ -40,11 +40,12 @@ north through east to the receding major axis):
   width = gas dispersion and MUSE LSF in quadrature, integrated over each pixel.
 
 Units: model fluxes (L_sun/A per M_sun formed) x mass formed per spaxel (surface density
-x spaxel area in kpc^2 from ``distance_mpc``) x 3.828e33 erg/s / (4 pi D^2). Galactic
-extinction (dust_extinction F99, R_V = 3.1, E(B-V) = ``ebv_galactic``) multiplies the
-cube at each observed wavelength and every HST band flux at the band's pivot wavelength.
-HST band fluxes are the forward model's photon-weighted mean f_lambda (rest frame:
-kinematics are ignored in broad bands) plus the emission lines weighted by the throughput.
+x spaxel area in kpc^2 from ``distance_mpc``) x L_sun (3.828e33 erg/s) / (4 pi D^2). Galactic
+extinction (:func:`sfh_pipeline.dust.galactic_transmission`: F99, R_V = 3.1, E(B-V) =
+``ebv_galactic``) multiplies the cube at each observed wavelength and every HST band flux at
+the band's pivot wavelength. HST band fluxes are the forward model's photon-weighted mean
+f_lambda (rest frame: kinematics are ignored in broad bands) plus the emission lines weighted
+by the throughput.
 
 Instrument: every plane of the noiseless cube is convolved with a Gaussian of FWHM
 ``muse_psf_fwhm_arcsec`` (zero outside the field); the HST images are the per-spaxel
@@ -127,26 +128,23 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .atomic import atomic_path
-from .dust import attenuation_curve
+from .constants import ARCSEC_RAD, C_AA_PER_S, C_KMS, L_SUN_ERG_S, MPC_CM
+from .dust import attenuation_curve, galactic_transmission
 from .filters import load_throughputs
 from .forward import ForwardModel
-from .instrument import C_KMS, FWHM_PER_SIGMA, muse_lsf_fwhm_aa
-from .maps import MAP_HDUS, SUMMARY_HDUS, write_maps
+from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
 from .priors import bin_mass_fractions, formation_times
+from .products import MAP_HDUS, SUMMARY_HDUS, write_maps
 from .samples import MOCK_GALAXY_COLUMNS
+from .spectral import EMISSION_LINES_AA
 from .ssp import load_ssp
-from .trainset import EMISSION_LINES_AA
 
 #: The PHANGS-MUSE DR1 wavelength axis (observed frame, A).
 MUSE_CRVAL3, MUSE_CD3_3, MUSE_NAXIS3 = 4749.75, 1.25, 3681
 MUSE_SPAXEL_ARCSEC = 0.2
 MUSE_BUNIT = "10**(-20)*erg/s/cm**2/Angstrom"
 MUSE_UNIT_CGS = 1e-20
-L_SUN_ERG_S = 3.828e33
-MPC_CM = 3.0856775814913673e24
-ARCSEC_RAD = np.pi / (180.0 * 3600.0)
 NORM_WINDOW_AA = (5400.0, 5600.0)
-GALACTIC_RV = 3.1
 RECENT_SFR_YR = 1e7
 
 #: Typical inverse sensitivities (erg s^-1 cm^-2 A^-1 per e-/s) of the PHANGS-HST bands
@@ -449,7 +447,7 @@ def _write_hst(sci_path, wht_path, key: str, galaxy: str, sci: np.ndarray, wht: 
     header["EXPTIME"] = (exptime, "[s] effective exposure time (mock)")
     header["PHOTFLAM"] = (photflam, "inverse sensitivity, ergs/cm2/A/e-")
     header["PHOTPLAM"] = (pivot, "Pivot wavelength (Angstroms)")
-    header["PHOTFNU"] = (photflam * pivot**2 / 2.99792458e18 * 1e23, "inverse sensitivity, Jy*sec/electron")
+    header["PHOTFNU"] = (photflam * pivot**2 / C_AA_PER_S * 1e23, "inverse sensitivity, Jy*sec/electron")
     header["MOCK"] = (True, "synthetic image written by sfh_pipeline.mock")
     sci_header = header.copy()
     sci_header["BUNIT"] = "ELECTRONS/S"
@@ -505,7 +503,7 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
     Notes
     -----
     Every file is written atomically (:func:`sfh_pipeline.atomic.atomic_path`); the truth
-    file with :func:`sfh_pipeline.maps.write_maps`.
+    file with :func:`sfh_pipeline.products.write_maps`.
     """
     t0 = time.perf_counter()
     filters = list(filters)
@@ -572,7 +570,7 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
                          max_velocity_kms=max_velocity, norm_window_aa=NORM_WINDOW_AA)
     distance_cm = values["distance_mpc"] * MPC_CM
     to_cgs = L_SUN_ERG_S / (4 * np.pi * distance_cm**2)  # (L_sun/A) -> erg/s/cm^2/A
-    gal_ext_cube = 10 ** (-0.4 * GALACTIC_RV * values["ebv_galactic"] * attenuation_curve(wave, "F99", rv=GALACTIC_RV))
+    gal_ext_cube = galactic_transmission(wave, values["ebv_galactic"])
     n = sel.size
     spectra = np.empty((n, wave.size))  # units of 1e-20 erg/s/cm^2/A, after Galactic extinction
     phot = np.empty((n, len(filters)))  # erg/s/cm^2/A, before Galactic extinction
@@ -657,7 +655,7 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
     band_images = grid_image(phot)  # (n_filters, ny, nx), erg/s/cm^2/A per spaxel, pre-PSF
     for j, (band, t) in enumerate(throughputs.items()):
         pivot = t.pivot_wavelength_aa
-        ext = 10 ** (-0.4 * GALACTIC_RV * values["ebv_galactic"] * attenuation_curve(np.array([pivot]), "F99", rv=GALACTIC_RV)[0])
+        ext = galactic_transmission(np.array([pivot]), values["ebv_galactic"])[0]
         spaxel_flux = band_images[j] * ext
         band_totals[band] = float(spaxel_flux.sum())
         photflam = PHOTFLAM[band]

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: ``format`` of the model files (``model.pt``) the train stage writes.
+MODEL_FORMAT = "sfh-pipeline-model/1"
 SUMMARY_KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")
 LOSS_TERMS = ("sfh_cross_entropy", "sfh_cumulative_l1", "logz_mass_weighted", "summary_nll", "posterior_pinball")
 #: Quantiles predicted for every SFH bin, every metallicity bin and T50, T90 (posterior heads).
@@ -285,3 +289,39 @@ def without_posterior_heads(payload: dict) -> dict:
         "model_config": {k: v for k, v in payload["model_config"].items() if k != "posterior_heads"},
         "state_dict": {k: v for k, v in payload["state_dict"].items() if not k.startswith("quantile_head")},
     }
+
+
+# ----------------------------------------------------------------------------- model files, devices
+
+
+def pick_device(local_rank: int = 0) -> torch.device:
+    """CUDA (this rank's GPU) if present, else Apple MPS, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank}")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def load_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[SFHNet, dict[str, Any]]:
+    """A trained model and its metadata from ``model.pt``; mismatches are clear errors."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"model file {path} does not exist: run the train stage first")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file
+        raise ValueError(f"{path} is not a readable sfh-pipeline model file ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not an sfh-pipeline model file (format {MODEL_FORMAT} expected)")
+    # files written before the posterior heads existed have none
+    net = SFHNet(ModelConfig.from_dict({"posterior_heads": False, **payload["model_config"]}))
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path}: the weights do not fit the architecture recorded in the file "
+            f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})"
+        ) from err
+    net.eval()
+    return net, payload

@@ -29,7 +29,7 @@ set, or the tiled inference of cubes):
    (whose smaller coverage the error reflects). Masking on *any* overlap instead would widen
    every masked region (laser gap, bad columns) by up to a pixel on each side, a mask pattern
    the network never saw in training. The end pixels may be partly covered likewise.
-3. **Emission lines** — the model file's :func:`sfh_pipeline.trainset.emission_line_mask`
+3. **Emission lines** — the model file's :func:`sfh_pipeline.spectral.emission_line_mask`
    (same half-width as in training) is added to the mask.
 4. **Normalisation** — flux, error and photometry are divided by ``norm``, the mean of the
    unmasked rebinned flux in the training set's normalisation window (rest frame).
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse
 
-from .instrument import C_KMS
+from .constants import C_KMS
 from .spectral import pixel_edges
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def load_predictor(
     path : path-like
         The model file.
     device : str or torch.device, optional
-        Where the network runs; default :func:`sfh_pipeline.training.pick_device` (CUDA,
+        Where the network runs; default :func:`sfh_pipeline.model.pick_device` (CUDA,
         then Apple MPS, then CPU).
     sha256 : str, optional
         The file's expected SHA-256 (hex), e.g. from the model card of a committed model
@@ -103,7 +103,7 @@ def load_predictor(
 
 def verify_model_file(path: str | os.PathLike, sha256: str) -> None:
     """Raise ValueError unless the model file at ``path`` exists and has SHA-256 ``sha256`` (hex)."""
-    from .fetch import sha256_of
+    from .products import sha256_of
 
     path = Path(path)
     if not path.is_file():
@@ -175,9 +175,8 @@ class Predictor:
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None) -> None:
         import torch
 
-        from .model import SUMMARY_KEYS
-        from .training import load_model_file, pick_device
-        from .trainset import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
+        from .model import SUMMARY_KEYS, load_model_file, pick_device
+        from .spectral import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
 
         self.path = Path(path)
         try:

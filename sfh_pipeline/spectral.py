@@ -1,11 +1,42 @@
-"""Flux-conserving Gaussian broadening of spectra on any wavelength grid."""
+"""Spectra on any wavelength grid: pixel edges, flux-conserving Gaussian broadening, and the
+nebular emission lines that are masked in them."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse
 
-from .instrument import C_KMS, FWHM_PER_SIGMA
+from .constants import C_KMS
+from .instrument import FWHM_PER_SIGMA
+
+#: The nebular emission lines masked in stellar spectra of the training window (4800-7000 A):
+#: rest-frame wavelengths in **air**, Angstrom, like every wavelength of the pipeline (SSP
+#: libraries, MUSE cubes and the network's grid are all in air). One table for the training
+#: set's mask (:func:`emission_line_mask`, hence what every model was trained and predicts
+#: with; model files record it as ``emission_lines_aa``), the velocity measurement
+#: (:func:`sfh_pipeline.kinematics.emission_line_mask`), the pPXF reference fits and the mock
+#: galaxies' gas lines. The lines: H beta, [O III] 4959/5007, [N I] 5198/5200, He I 5876,
+#: [O I] 6300/6364, [N II] 6548/6583, H alpha, [S II] 6716/6731: the lines of ionised gas
+#: in this range that are strong enough to bias a stellar fit. [O I] 6364 is in because its
+#: flux is a third of [O I] 6300's (same upper level), so it is strong wherever 6300 is (the
+#: velocity measurement had left it out until both used this table). He I 6678 is not
+#: masked (see ``sfh_pipeline.trainset.NEBULAR_LINES_AA``).
+EMISSION_LINES_AA = {
+    "Hbeta": 4861.33, "[OIII]4959": 4958.91, "[OIII]5007": 5006.84, "[NI]5198": 5197.90,
+    "[NI]5200": 5200.26, "HeI5876": 5875.62, "[OI]6300": 6300.30, "[OI]6364": 6363.78,
+    "[NII]6548": 6548.05, "Halpha": 6562.80, "[NII]6583": 6583.45, "[SII]6716": 6716.44,
+    "[SII]6731": 6730.82,
+}
+#: Bits of the pixel masks of spectra on the network's grid (training set and prediction):
+#: emission line (:func:`emission_line_mask`) and AO laser-notch gap.
+MASK_EMISSION, MASK_LASER_GAP = 1, 2
+
+
+def emission_line_mask(wavelength_aa: np.ndarray, halfwidth_kms: float) -> np.ndarray:
+    """Boolean mask of rest-frame pixels within ``halfwidth_kms`` of a line of :data:`EMISSION_LINES_AA`."""
+    lam = np.asarray(wavelength_aa, dtype=float)[:, None]
+    lines = np.array(list(EMISSION_LINES_AA.values()))[None, :]
+    return np.any(np.abs(lam / lines - 1) * C_KMS <= halfwidth_kms, axis=1)
 
 
 def pixel_edges(wavelength_aa: np.ndarray) -> np.ndarray:

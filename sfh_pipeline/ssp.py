@@ -35,6 +35,7 @@ import numpy as np
 import zarr
 
 from .spectral import broaden_to_fwhm
+from .version import __version__
 
 STORE_FORMAT_VERSION = 1
 _ARRAYS = (
@@ -182,8 +183,6 @@ def write_store(library: SSPLibrary, path: str | os.PathLike) -> Path:
         chunks = (1, *values.shape[1:]) if name == "flux" else values.shape
         array = group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks)
         array[...] = values
-    from . import __version__
-
     group.attrs.update(
         {**library.attrs, "store_format_version": STORE_FORMAT_VERSION, "code_version": __version__}
     )

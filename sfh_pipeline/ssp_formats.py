@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from .instrument import C_KMS, FWHM_PER_SIGMA
+from .constants import C_KMS
+from .instrument import FWHM_PER_SIGMA
 from .ssp import SSPError, SSPLibrary, write_store
 
 FORMATS = ("bc03-fits", "ppxf-npz", "emiles-fits")

@@ -39,6 +39,7 @@ from .atomic import atomic_path, write_json_atomically
 from .model import (
     FORMATION_FRACTIONS,
     LOSS_TERMS,
+    MODEL_FORMAT,
     SUMMARY_KEYS,
     LossWeights,
     ModelConfig,
@@ -46,6 +47,7 @@ from .model import (
     encode_photometry,
     encode_spectrum,
     loss_terms,
+    pick_device,
     settings_from_dict,
     total_loss,
 )
@@ -53,7 +55,6 @@ from .priors import formation_times
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "sfh-pipeline-model/1"
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -196,16 +197,7 @@ def iterate_batches(
             pending = {k: v[order[stop:]] for k, v in block.items()} if stop < n else None
 
 
-# ----------------------------------------------------------------------------- devices, DDP
-
-
-def pick_device(local_rank: int = 0) -> torch.device:
-    """CUDA (this rank's GPU) if present, else Apple MPS, else CPU."""
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{local_rank}")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+# ----------------------------------------------------------------------------- DDP
 
 
 def distributed_context() -> tuple[int, int, int]:
@@ -248,30 +240,6 @@ def save_atomically(payload: dict[str, Any], path: str | os.PathLike) -> None:
     """torch.save via a temporary file and a rename (a killed job never leaves half a file)."""
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-
-
-def load_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[SFHNet, dict[str, Any]]:
-    """A trained model and its metadata from ``model.pt``; mismatches are clear errors."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"model file {path} does not exist: run the train stage first")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file
-        raise ValueError(f"{path} is not a readable sfh-pipeline model file ({err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not an sfh-pipeline model file (format {MODEL_FORMAT} expected)")
-    # files written before the posterior heads existed have none
-    net = SFHNet(ModelConfig.from_dict({"posterior_heads": False, **payload["model_config"]}))
-    try:
-        net.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise ValueError(
-            f"{path}: the weights do not fit the architecture recorded in the file "
-            f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})"
-        ) from err
-    net.eval()
-    return net, payload
 
 
 def _restore_model(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -59,40 +59,40 @@ from typing import Any
 import numpy as np
 import zarr
 
-from . import __version__
 from .atomic import write_json_atomically
+from .constants import C_KMS
 from .forward import DEFAULT_AGE_BIN_EDGES_YR, ForwardModel
-from .instrument import C_KMS, linear_grid
+from .instrument import linear_grid
 from .priors import SFH_FAMILIES, sample_metallicity, sample_sfh
+from .spectral import EMISSION_LINES_AA, MASK_EMISSION, MASK_LASER_GAP, emission_line_mask
 from .ssp import load_ssp
+from .version import __version__
 
-#: Rest-frame air wavelengths (A) of the nebular lines masked in the window.
-EMISSION_LINES_AA = {
-    "Hbeta": 4861.33, "[OIII]4959": 4958.91, "[OIII]5007": 5006.84, "[NI]5198": 5197.90,
-    "[NI]5200": 5200.26, "HeI5876": 5875.62, "[OI]6300": 6300.30, "[OI]6364": 6363.78,
-    "[NII]6548": 6548.05, "Halpha": 6562.80, "[NII]6583": 6583.45, "[SII]6716": 6716.44,
-    "[SII]6731": 6730.82,
-}
 #: Nebular lines added to spectra with emission (``realism.emission_fraction``): rest air
 #: wavelength (A) and the ratio that sets its flux (see :func:`nebular_emission`). He I 6678
 #: is not masked: the network has to live with weak unmasked lines and with the wings of
 #: strong ones beyond the mask (broad or velocity-offset gas, as in cluster central galaxies).
 NEBULAR_LINES_AA = {**EMISSION_LINES_AA, "HeI6678": 6678.15}
-MASK_EMISSION, MASK_LASER_GAP = 1, 2
 SPLIT_NAMES = ("train", "validation", "test")
 
+#: Every setting of the trainset section and its default: the one place they are defined (the
+#: schema, workflow/schemas/config.schema.yaml, documents them; config/config.yaml sets only
+#: what the embedded default changes on purpose, tests/test_config_defaults.py checks both).
+#: The numbers are written as config/config.yaml wrote them before it stopped repeating them
+#: (4800, not 4800.0): the resolved settings' JSON, hence the generator digest of existing
+#: training sets and the parameters of their jobs, did not change, so nothing is regenerated.
 DEFAULTS: dict[str, Any] = {
-    "n_spectra": 16000,
+    "n_spectra": 32000,
     "chunk_size": 2000,
     "seed": 20260513,
-    "age_bin_edges_yr": list(DEFAULT_AGE_BIN_EDGES_YR),
-    "wavelength": {"start_aa": 4800.0, "stop_aa": 7000.0, "step_aa": 1.25},
+    "age_bin_edges_yr": [0, *DEFAULT_AGE_BIN_EDGES_YR[1:]],  # 0, not 0.0: see above
+    "wavelength": {"start_aa": 4800, "stop_aa": 7000, "step_aa": 1.25},
     "sfh_family_weights": None,
     "metallicity_scatter_dex": 0.1,
     "dust": {"law": "calzetti2000", "av_max": 2.0, "birth_cloud_age_yr": 1e7, "birth_cloud_extra_max": 1.0},
-    "sigma_kms": [20.0, 250.0],
-    "velocity_offset_kms": 50.0,
-    "snr": [5.0, 150.0],
+    "sigma_kms": [20, 250],
+    "velocity_offset_kms": 50,
+    "snr": [5, 150],
     "phot_error_frac": [0.02, 0.10],
     "log_mass_formed": [8.0, 11.0],
     "emission_mask_halfwidth_kms": 400.0,
@@ -141,13 +141,6 @@ def generator_config(config: dict[str, Any]) -> dict[str, Any]:
 def config_digest(config: dict[str, Any]) -> str:
     """sha256 of the generator settings, to tell whether a chunk belongs to this set."""
     return hashlib.sha256(json.dumps(generator_config(config), sort_keys=True).encode()).hexdigest()
-
-
-def emission_line_mask(wavelength_aa: np.ndarray, halfwidth_kms: float) -> np.ndarray:
-    """Boolean mask of pixels within ``halfwidth_kms`` of a line of :data:`EMISSION_LINES_AA`."""
-    lam = np.asarray(wavelength_aa, dtype=float)[:, None]
-    lines = np.array(list(EMISSION_LINES_AA.values()))[None, :]
-    return np.any(np.abs(lam / lines - 1) * C_KMS <= halfwidth_kms, axis=1)
 
 
 def muse_noise_shape(wavelength_aa: np.ndarray, slope: np.ndarray) -> np.ndarray:

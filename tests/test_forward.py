@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.dust import attenuation_curve, calzetti2000_k
 from sfh_pipeline.filters import PHANGS_FILTERS, PhotometryOperator, load_throughputs
 from sfh_pipeline.forward import (
@@ -12,7 +13,7 @@ from sfh_pipeline.forward import (
     bin_average_matrix,
     validate_age_bin_edges,
 )
-from sfh_pipeline.instrument import C_KMS, linear_grid
+from sfh_pipeline.instrument import linear_grid
 from sfh_pipeline.spectral import pixel_edges
 
 from .ssp_fixtures import EDGES, absorption, analytic_library, continuum

@@ -23,11 +23,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from sfh_pipeline import predict as predict_module
+from sfh_pipeline.constants import C_KMS, L_SUN_ERG_S, MPC_CM
 from sfh_pipeline.predict import Predictor
-
-L_SUN_ERG_S = 3.828e33  # IAU 2015 nominal solar luminosity
-MPC_CM = 3.0856775814913673e24
-C_KMS = 299792.458
 
 DISTANCE_MPC = 10.0
 EBV = 0.08
@@ -125,7 +122,8 @@ def known(tmp_path_factory, tiny_model, analytic_ssp_store):
     ``run(case, cube, row)`` for a test's own case (each run of infer_tile takes seconds:
     its forward-model fits)."""
     from sfh_pipeline.forward import ForwardModel
-    from sfh_pipeline.infer import infer_tile, read_tile_tables
+    from sfh_pipeline.infer import infer_tile
+    from sfh_pipeline.products import read_tile_tables
     from sfh_pipeline.ssp import load_ssp
 
     root = tmp_path_factory.mktemp("infer")
@@ -268,7 +266,7 @@ def test_bins_without_a_velocity_fall_back_to_the_systemic_one_and_are_flagged(k
     """A systemic velocity 1000 km/s off (search +-300 km/s): no bin finds its stars; the
     spectra are still brought to the rest frame of the given systemic velocity (so the batch
     goes through), and every result is NaN with FLAG 1."""
-    from sfh_pipeline.infer import FLAG_NO_VELOCITY
+    from sfh_pipeline.products import FLAG_NO_VELOCITY
 
     _, _, expected = known
     table, seen = expected["run"]("systemic_off", "cube", {**ROW, "systemic_velocity_kms": V_SYS + 1000.0})
@@ -296,7 +294,7 @@ def test_uncertainties_and_formation_times_land_in_the_table_bin_by_bin(known):
     column, in its bin's row (16 values for the two per-plane ones). An older predictor without
     them (the reference run) gives NaN columns of the same shapes. Bins without a velocity
     (FLAG 1) get NaN like every other result."""
-    from sfh_pipeline.infer import FLAG_NO_VELOCITY
+    from sfh_pipeline.products import FLAG_NO_VELOCITY
 
     tables, _, expected = known
     predictor = expected["predictor"]

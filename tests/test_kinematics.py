@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.forward import ForwardModel
-from sfh_pipeline.instrument import C_KMS, linear_grid
-from sfh_pipeline.kinematics import EMISSION_LINES_AA, emission_line_mask, measure_velocities
+from sfh_pipeline.instrument import linear_grid
+from sfh_pipeline.kinematics import emission_line_mask, measure_velocities
+from sfh_pipeline.spectral import EMISSION_LINES_AA
 from sfh_pipeline.ssp import load_ssp
 
 SYSTEMIC = 1000.0

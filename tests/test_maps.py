@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from sfh_pipeline.maps import MAP_HDUS, PLANE_HDUS, mosaic_maps, paint, read_maps, write_maps
+from sfh_pipeline.maps import mosaic_maps, paint
+from sfh_pipeline.products import MAP_HDUS, PLANE_HDUS, read_maps, write_maps
 
 EDGES = np.array([0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10])
 
@@ -85,7 +86,7 @@ def test_a_maps_file_written_before_the_new_planes_reads_with_nan(tmp_path):
     they existed) still reads: those are NaN of the right shape, everything else as stored."""
     from astropy.io import fits
 
-    from sfh_pipeline.maps import LATER_HDUS
+    from sfh_pipeline.products import LATER_HDUS
 
     assert set(UNCERTAINTY_HDUS) | {"OOD"} == set(LATER_HDUS)
     bin_id = np.array([[0, 0, 1], [-1, 2, 1]])
@@ -166,7 +167,7 @@ def test_maps_stage_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom sfh_pipeline.maps import assemble_maps\nfrom sfh_pipeline.infer import read_tile_tables\n"
+    code = ("import sys\nfrom sfh_pipeline.maps import assemble_maps\nfrom sfh_pipeline.products import read_tile_tables\n"
             "from sfh_pipeline.atlas import quicklook, sample_atlas\nprint('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"  # seconds of start-up per maps job otherwise
@@ -367,7 +368,7 @@ def test_compare_mass_density_and_coarse_sfh(truth_case, tmp_path):
     """The bin's mean surface density (log of the mean of 10**MASS_DENSITY) 0.3 dex too high
     comes back as exactly that bias; all mass put in the oldest plane against a flat true SFH
     (1/16 per plane) gives per coarse range the bias (recovered - true fraction) counted here."""
-    from sfh_pipeline.maps import COARSE_SFH_EDGES_YR, compare_with_truth, read_maps
+    from sfh_pipeline.maps import COARSE_SFH_EDGES_YR, compare_with_truth
 
     root, bins, true_bin = truth_case
     truth, _, _, _ = read_maps(root / "truth.fits")
@@ -397,8 +398,8 @@ def test_compare_mass_density_and_coarse_sfh(truth_case, tmp_path):
 def test_assembled_mass_density_spreads_each_bins_mass_over_its_own_area(truth_case, tmp_path):
     """MASS_DENSITY = log10(bin stellar mass / (n spaxels x spaxel area in kpc^2)): bins of 4
     spaxels of 0.2" at 10 Mpc (0.0097 kpc a side) holding 10**8 M_sun each."""
-    from sfh_pipeline.infer import write_tile_table
-    from sfh_pipeline.maps import SUMMARY_HDUS, assemble_maps, spaxel_area_kpc2
+    from sfh_pipeline.maps import assemble_maps, spaxel_area_kpc2
+    from sfh_pipeline.products import SUMMARY_HDUS, write_tile_table
 
     root, bins, _ = truth_case
     n_bins = int(bins.max()) + 1
@@ -475,8 +476,7 @@ def test_compare_t50_t90_against_hand_computed_bins(truth_case, tmp_path):
 def write_tile(path, bins, extra=None, rows=None):
     """A tile table of the truth case's bins (or the bins ``rows``) with the columns every
     table has, plus ``extra`` columns."""
-    from sfh_pipeline.infer import write_tile_table
-    from sfh_pipeline.maps import SUMMARY_HDUS
+    from sfh_pipeline.products import SUMMARY_HDUS, write_tile_table
 
     n_bins = int(bins.max()) + 1
     rows = np.arange(n_bins) if rows is None else rows

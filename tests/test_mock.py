@@ -10,9 +10,9 @@ from astropy.io import fits
 
 from sfh_pipeline.filters import load_throughputs
 from sfh_pipeline.forward import DEFAULT_AGE_BIN_EDGES_YR
-from sfh_pipeline.maps import MAP_HDUS, read_maps
 from sfh_pipeline.mock import galaxy_structure, write_mock_galaxy
 from sfh_pipeline.phangs import HstImage, MuseCube
+from sfh_pipeline.products import MAP_HDUS, read_maps
 from sfh_pipeline.samples import galaxy_input_files, hst_band_keys, read_sample_sheet
 from sfh_pipeline.ssp import load_ssp
 

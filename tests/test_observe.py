@@ -9,8 +9,9 @@ import pytest
 from astropy.io import fits
 
 from sfh_pipeline.maps import assemble_maps
-from sfh_pipeline.observe import bin_galaxy, hst_on_muse, read_bins, read_hst_on_muse
+from sfh_pipeline.observe import bin_galaxy, hst_on_muse
 from sfh_pipeline.phangs import DataError
+from sfh_pipeline.products import read_bins, read_hst_on_muse
 
 from .test_mock import write
 
@@ -121,7 +122,8 @@ def test_infer_flags_bins_without_a_velocity_instead_of_guessing(galaxy, tmp_pat
     """A systemic velocity 1000 km/s off with a 300 km/s search: no bin finds its stars, and every
     one gets NaN and FLAG 1 in a complete table (not a crash, not a population at the wrong z);
     with the right velocity the same tile is measured."""
-    from sfh_pipeline.infer import FLAG_NO_VELOCITY, infer_tile, read_tile_tables
+    from sfh_pipeline.infer import infer_tile
+    from sfh_pipeline.products import FLAG_NO_VELOCITY, read_tile_tables
 
     root, row, files, bands = galaxy
     bins, tiles = tmp_path / "bins.fits", tmp_path / "tiles.json"

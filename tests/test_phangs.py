@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from sfh_pipeline.filters import C_AA_PER_S
+from sfh_pipeline.constants import C_AA_PER_S
 from sfh_pipeline.phangs import DataError, HstImage, MuseCube
 
 

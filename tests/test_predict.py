@@ -9,7 +9,7 @@ import zarr
 from scipy.stats import spearmanr
 
 import sfh_pipeline
-from sfh_pipeline.instrument import C_KMS
+from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.model import SUMMARY_KEYS
 from sfh_pipeline.predict import Predictor, load_predictor, rebin_matrix, reuse_freed_memory
 from sfh_pipeline.spectral import pixel_edges
@@ -80,7 +80,7 @@ def test_public_api_and_metadata(predictor, tiny_model, small_trainset):
 
 
 def test_a_model_file_is_refused_unless_it_has_the_given_sha256(tiny_model, tmp_path):
-    from sfh_pipeline.fetch import sha256_of
+    from sfh_pipeline.products import sha256_of
 
     good = sha256_of(tiny_model)
     assert load_predictor(tiny_model, sha256=good.upper()).name == load_predictor(tiny_model).name

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sfh_pipeline.fetch import sha256_of
+from sfh_pipeline.products import sha256_of
 
 from . import ssp_fixtures as fx
 from .slurm_cluster import slurm_cluster

@@ -85,3 +85,18 @@ def test_muse_lsf_values_from_bacon_2017():
 
 def test_velocity_sigma_in_angstrom():
     assert velocity_sigma_to_aa(np.array([5000.0]), 299.792458)[0] == pytest.approx(5.0)
+
+
+def test_emission_line_mask_covers_every_line_of_the_one_table():
+    from sfh_pipeline import kinematics
+    from sfh_pipeline.spectral import EMISSION_LINES_AA, emission_line_mask
+
+    wave = linear_grid(4800.0, 7000.0, 1.25)
+    rest = emission_line_mask(wave, 400.0)
+    at_zero_velocity = kinematics.emission_line_mask(wave, 0.0, 400.0)
+    for line in EMISSION_LINES_AA.values():
+        pixel = np.argmin(np.abs(wave - line))
+        assert rest[pixel] and at_zero_velocity[pixel], line
+    assert "[OI]6364" in EMISSION_LINES_AA
+    continuum = np.argmin(np.abs(wave - 5500.0))
+    assert not rest[continuum] and not at_zero_velocity[continuum]

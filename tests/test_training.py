@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from sfh_pipeline.model import ModelConfig, SFHNet, encode_photometry, encode_spectrum
+from sfh_pipeline.model import ModelConfig, SFHNet, encode_photometry, encode_spectrum, load_model_file
 from sfh_pipeline.training import (
     TrainConfig,
     TrainsetReader,
     iterate_batches,
-    load_model_file,
     shard_chunks,
     train,
 )

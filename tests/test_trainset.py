@@ -18,6 +18,7 @@ import zarr
 
 from sfh_pipeline import trainset as ts
 from sfh_pipeline.filters import PHANGS_FILTERS
+from sfh_pipeline.spectral import MASK_EMISSION, MASK_LASER_GAP
 from sfh_pipeline.ssp import write_store
 
 from .ssp_fixtures import analytic_library
@@ -139,8 +140,8 @@ def test_labels_and_noise(tmp_path, ssp_store):
     np.testing.assert_allclose(measured, snr, rtol=0.15)
     wave = np.asarray(g["wavelength_aa"][:])
     halpha = np.argmin(np.abs(wave - 6562.8))
-    assert np.all(mask[:, halpha] & ts.MASK_EMISSION)
-    gap = np.any(mask & ts.MASK_LASER_GAP, axis=1).mean()
+    assert np.all(mask[:, halpha] & MASK_EMISSION)
+    gap = np.any(mask & MASK_LASER_GAP, axis=1).mean()
     assert 0.2 < gap < 0.4
     window = (wave >= 5400) & (wave <= 5600)
     np.testing.assert_allclose(np.mean(np.where(mask[:, window] == 0, flux[:, window], np.nan), axis=1), 1.0, rtol=1e-4)

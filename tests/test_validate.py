@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfh_pipeline.instrument import C_KMS
+from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.ssp import SSPLibrary, write_store
 from sfh_pipeline.ssp_formats import ZSUN_DEFAULT
 from sfh_pipeline.validate import FullGridFit, agreement, compare_references, logz_shift_dex, sky_mask

@@ -18,8 +18,7 @@ from astropy.io import fits
 from scipy.stats import spearmanr
 
 import sfh_pipeline
-from sfh_pipeline.fetch import sha256_of
-from sfh_pipeline.maps import read_maps
+from sfh_pipeline.products import read_maps, sha256_of
 from sfh_pipeline.ssp import load_ssp
 
 from . import ssp_fixtures as fx
@@ -317,7 +316,7 @@ def sheet_value(sheet: Path, galaxy: str, column: str) -> str:
 
 def check_galaxy_products(workdir: Path, galaxies: list[str]) -> dict[str, dict]:
     """Every galaxy has a complete maps file (DESIGN contract), its PNG and its truth comparison."""
-    from sfh_pipeline.maps import MAP_HDUS, read_maps
+    from sfh_pipeline.products import MAP_HDUS, read_maps
 
     comparisons = {}
     for galaxy in galaxies:

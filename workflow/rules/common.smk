@@ -191,7 +191,7 @@ def galaxy_args(galaxy, data=True, columns=None):
 
 def tile_tables(wildcards):
     """Tables of every tile that owns bins (known once the galaxy is binned)."""
-    from sfh_pipeline.observe import read_tiles
+    from sfh_pipeline.products import read_tiles
 
     tiles = read_tiles(checkpoints.observe_bins.get(galaxy=wildcards.galaxy).output.tiles)
     return [galaxy_file(wildcards.galaxy, "tiles", f"{tile}.fits") for tile in tiles]
