@@ -20,7 +20,7 @@ from sfh_pipeline import trainset as ts
 from sfh_pipeline.filters import PHANGS_FILTERS
 from sfh_pipeline.ssp import write_store
 
-from .ssp_fixtures import analytic_library
+from .support.ssp_fixtures import analytic_library
 
 
 @pytest.fixture(scope="module")
