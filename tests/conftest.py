@@ -10,21 +10,18 @@ from sfh_pipeline import trainset as ts
 from sfh_pipeline.filters import PHANGS_FILTERS
 from sfh_pipeline.ssp import write_store
 
-from .ssp_fixtures import analytic_library
+# the checks of tests/support (e.g. check_galaxy_products) report like a test's own asserts;
+# registered before anything imports them
+pytest.register_assert_rewrite("tests.support")
+
+from .support.fixture_model import SMALL_TRAINSET, TINY_MODEL, TINY_TRAINING  # noqa: E402
+from .support.ssp_fixtures import analytic_library  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def analytic_ssp_store(tmp_path_factory) -> Path:
-    """The analytic SSP library of ssp_fixtures as a standard store."""
+    """The analytic SSP library of support/ssp_fixtures.py as a standard store."""
     return write_store(analytic_library(), tmp_path_factory.mktemp("ssp") / "analytic.zarr")
-
-
-#: Enough spectra, S/N and epochs for the fixture model to learn ages (Spearman ~0.8 with the
-#: truth on its test split; issue 12: a 600-spectrum, 2-epoch model had learned nothing, so the
-#: prediction tests had no power). The analytic library's log Z is too faint for this network:
-#: its log Z tests check bias and calibration, not ranking.
-SMALL_TRAINSET = {"n_spectra": 3000, "chunk_size": 500, "seed": 5, "snr": [20.0, 150.0]}
-TINY_TRAINING = {"max_epochs": 15, "batch_size": 32, "learning_rate": 3e-3, "patience": 15}
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +37,6 @@ def small_trainset(tmp_path_factory, analytic_ssp_store) -> Path:
         markers.append(root / f"{i:05d}.json")
     ts.finalize(store, markers, root / "trainset.json")
     return store
-
-
-TINY_MODEL = dict(stem_channels=8, channels=(8, 12, 16, 16), attention_dim=16, attention_heads=2,
-                  photometry_dim=16, latent_dim=32)
 
 
 @pytest.fixture(scope="session")

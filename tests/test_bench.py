@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .support.ssp_fixtures import library_with_aging_lines, line_library
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "ppxf_vs_cnn.py"
 
 
@@ -24,8 +26,6 @@ def aging_trainset(tmp_path_factory):
     """
     from sfh_pipeline import trainset as ts
     from sfh_pipeline.filters import PHANGS_FILTERS
-
-    from .test_forward_check import library_with_aging_lines
 
     root = tmp_path_factory.mktemp("aging")
     ssp = library_with_aging_lines(root / "aging.zarr")
@@ -117,7 +117,6 @@ def test_library_crosscheck_fits_the_first_library_with_both(tmp_path):
     import yaml
 
     from sfh_pipeline.ssp import write_store
-    from tests.test_validate import line_library
 
     store = write_store(line_library(), tmp_path / "lines.zarr")
     config = {"validate": {"age_min_yr": 3e7, "age_stride": 3, "n_bootstrap": 0, "emission_mask_kms": 800,

@@ -7,7 +7,8 @@ import pytest
 
 from sfh_pipeline.extract import bin_geometry, extract_bin_spectra, sum_bins, tile_slices, wavelength_planes
 from sfh_pipeline.phangs import MuseCube
-from .test_phangs import write_cube
+
+from .support.phangs_files import write_cube
 
 
 def blob_bins(shape, seed=3):

@@ -28,7 +28,8 @@ from sfh_pipeline.fetch import (
     source_filename,
 )
 from sfh_pipeline.products import sha256_of
-from tests.http_server import LoopbackServer
+
+from .support.http_server import LoopbackServer
 
 FAST = {"backoff_s": 0.001, "timeout_s": 5.0}
 

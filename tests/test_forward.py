@@ -16,7 +16,7 @@ from sfh_pipeline.forward import (
 from sfh_pipeline.instrument import linear_grid
 from sfh_pipeline.spectral import pixel_edges
 
-from .ssp_fixtures import EDGES, absorption, analytic_library, continuum
+from .support.ssp_fixtures import EDGES, absorption, analytic_library, continuum
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,9 @@ import pytest
 from sfh_pipeline.forward import ForwardModel
 from sfh_pipeline.forward_check import ForwardCheck
 from sfh_pipeline.instrument import linear_grid
-from sfh_pipeline.ssp import load_ssp, write_store
+from sfh_pipeline.ssp import load_ssp
 
-from .ssp_fixtures import EDGES, absorption, analytic_library, continuum
-
-
-def library_with_aging_lines(path):
-    """The analytic library, but with absorption lines that deepen with age (as real ones do)
-    and a weak age dependence of the continuum, so that dust cannot mimic age."""
-    library = analytic_library()
-    wave = library.wavelength_aa
-    for i, z in enumerate(library.logzsol):
-        for j, age in enumerate(library.ages_yr):
-            t = age / 1.4e10
-            library.flux[i, j] = continuum(wave, age, z) * absorption(wave, 0.05 + 0.5 * t)
-    return write_store(library, path)
+from .support.ssp_fixtures import EDGES, library_with_aging_lines
 
 
 def test_true_population_fits_and_wrong_one_does_not(tmp_path):

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from astropy.io import fits
 
 from sfh_pipeline.filters import load_throughputs
 from sfh_pipeline.forward import DEFAULT_AGE_BIN_EDGES_YR
-from sfh_pipeline.mock import galaxy_structure, write_mock_galaxy
+from sfh_pipeline.mock import galaxy_structure
 from sfh_pipeline.phangs import HstImage, MuseCube
 from sfh_pipeline.products import MAP_HDUS, read_maps
-from sfh_pipeline.samples import galaxy_input_files, hst_band_keys, read_sample_sheet
 from sfh_pipeline.ssp import load_ssp
 
-SHEET = Path(__file__).resolve().parents[1] / "config" / "default_galaxies.tsv"
-SIZE = [20, 20]
-UNCOVERED = "acs-wfc_f435w"
-
-
-def write(root: Path, ssp_store, seed: int = 11, **extra):
-    row = read_sample_sheet(SHEET).loc["MOCK-ACS"]
-    files = galaxy_input_files(row, root / "muse", root / "hst")
-    bands = hst_band_keys(row)
-    recipe = {"seed": seed, "size_spaxels": SIZE, "uncovered_band": UNCOVERED, **extra}
-    summary = write_mock_galaxy(
-        row.to_dict(), recipe, ssp_store, DEFAULT_AGE_BIN_EDGES_YR, bands, files["muse_cube"],
-        {b: (files[f"{b}_sci"], files[f"{b}_wht"]) for b in bands}, root / "truth.fits",
-    )
-    return row, files, bands, recipe, summary
+from .support.mock_galaxy import SIZE, UNCOVERED, write
 
 
 @pytest.fixture(scope="module")

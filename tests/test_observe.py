@@ -13,7 +13,7 @@ from sfh_pipeline.observe import bin_galaxy, hst_on_muse
 from sfh_pipeline.phangs import DataError
 from sfh_pipeline.products import read_bins, read_hst_on_muse
 
-from .test_mock import write
+from .support.mock_galaxy import write
 
 SETTINGS = {"snr_window_aa": [5300, 5500], "target_snr": 20, "min_snr": 2, "binning_method": "auto",
             "binning_tile_spaxels": 256, "tile_spaxels": 8}

@@ -1,4 +1,4 @@
-"""The workflow through profiles/slurm on a real single-node SLURM cluster (see slurm_cluster.py).
+"""The workflow through profiles/slurm on a real single-node SLURM cluster (see support/slurm_cluster.py).
 
 A tiny configuration of the embedded default (fixture SSP library, 600 training spectra, two
 16 x 16-spaxel mock galaxies) runs job by job through sbatch. The training job is cancelled
@@ -20,9 +20,9 @@ import yaml
 
 from sfh_pipeline.products import sha256_of
 
-from . import ssp_fixtures as fx
-from .slurm_cluster import slurm_cluster
-from .test_workflow import REPO, check_galaxy_products
+from .support import ssp_fixtures as fx
+from .support.slurm_cluster import slurm_cluster
+from .support.workflow import REPO, check_galaxy_products
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from sfh_pipeline.instrument import muse_lsf_fwhm_aa
 from sfh_pipeline.ssp import SSPError, load_ssp
 from sfh_pipeline.ssp_formats import convert_ssp_file, read_ssp_file
 
-from . import ssp_fixtures as fx
+from .support import ssp_fixtures as fx
 
 CONVERT = dict(name="lib", source={"type": "file", "path": "x"}, sha256="0" * 64)
 

@@ -24,7 +24,7 @@ from sfh_pipeline.training import (
     train,
 )
 
-from .conftest import TINY_MODEL, TINY_TRAINING
+from .support.fixture_model import TINY_MODEL, TINY_TRAINING
 
 #: The fixture model's validation loss after its last epoch against after its first.
 LOSS_DROP = 0.9

@@ -21,7 +21,7 @@ from sfh_pipeline.filters import PHANGS_FILTERS
 from sfh_pipeline.spectral import MASK_EMISSION, MASK_LASER_GAP
 from sfh_pipeline.ssp import write_store
 
-from .ssp_fixtures import analytic_library
+from .support.ssp_fixtures import analytic_library
 
 
 @pytest.fixture(scope="module")

@@ -10,26 +10,7 @@ from sfh_pipeline.ssp import SSPLibrary, write_store
 from sfh_pipeline.ssp_formats import ZSUN_DEFAULT
 from sfh_pipeline.validate import FullGridFit, agreement, compare_references, logz_shift_dex, sky_mask
 
-AGES = np.geomspace(5e7, 1.3e10, 12)
-LOGZ = np.array([-1.0, -0.4, 0.0, 0.3])
-#: two sets of lines: one deepens with age, the other with metallicity (so both are measurable
-#: with a multiplicative polynomial that removes the continuum shape)
-AGE_LINES = np.arange(4830.0, 7000.0, 61.0)
-Z_LINES = np.arange(4851.0, 7000.0, 47.0)
-
-
-def line_library() -> SSPLibrary:
-    wave = np.arange(4000.0, 8000.0, 0.5)
-    flux = np.empty((LOGZ.size, AGES.size, wave.size))
-    for i, z in enumerate(LOGZ):
-        for j, age in enumerate(AGES):
-            t = np.log10(age / AGES[0]) / np.log10(AGES[-1] / AGES[0])
-            lines = 0.35 * t * np.exp(-0.5 * ((wave[:, None] - AGE_LINES) / 1.5) ** 2).sum(1)
-            lines += 0.25 * (z + 1.2) * np.exp(-0.5 * ((wave[:, None] - Z_LINES) / 1.5) ** 2).sum(1)
-            flux[i, j] = (wave / 5500.0) ** (-1.0 + t) * (1.0 - 0.3 * t) * (1.0 - lines)
-    return SSPLibrary(flux=flux.astype(np.float32), ages_yr=AGES, metallicity_z=0.02 * 10**LOGZ, logzsol=LOGZ,
-                      wavelength_aa=wave, surviving_mass_fraction=np.full((LOGZ.size, AGES.size), 0.7),
-                      fwhm_aa=np.full(wave.size, 1.0), attrs={"name": "lines"})
+from .support.ssp_fixtures import LINE_AGES, LINE_LOGZ, line_library
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +45,10 @@ def test_full_grid_fit_recovers_a_known_population(line_store, iz, ia):
     assert result["sigma_kms"] == pytest.approx(200.0, rel=0.1)
     assert 0.8 < result["chi2"] < 1.5  # noise-dominated: the templates fit to within the noise
     for suffix in ("", "_unreg"):
-        assert result[f"lw_age{suffix}"] == pytest.approx(np.log10(AGES[ia]), abs=0.15)
-        assert result[f"lw_logz{suffix}"] == pytest.approx(LOGZ[iz], abs=0.12)
+        assert result[f"lw_age{suffix}"] == pytest.approx(np.log10(LINE_AGES[ia]), abs=0.15)
+        assert result[f"lw_logz{suffix}"] == pytest.approx(LINE_LOGZ[iz], abs=0.12)
         # a little light on old templates (noise, regularisation) is a lot of mass
-        assert result[f"mw_age{suffix}"] == pytest.approx(np.log10(AGES[ia]), abs=0.25)
+        assert result[f"mw_age{suffix}"] == pytest.approx(np.log10(LINE_AGES[ia]), abs=0.25)
     assert 0 < result["lw_age_err"] < 0.3 and 0 < result["lw_logz_err"] < 0.3
 
 

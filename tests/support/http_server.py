@@ -16,7 +16,7 @@ per path:
 
 Usage::
 
-    from tests.http_server import LoopbackServer
+    from tests.support.http_server import LoopbackServer
 
     with LoopbackServer() as srv:
         srv.add_file("/grid.fits", b"...", fail_first=2)
@@ -25,7 +25,7 @@ Usage::
         assert srv.request_count("/grid.fits") == 3
         assert srv.requests_for("/grid.fits")[-1].range is None
 
-or, in a test module, ``from tests.http_server import loopback_server`` and
+or, in a test module, ``from tests.support.http_server import loopback_server`` and
 use the ``loopback_server`` fixture.  Unknown paths answer ``404``.
 """
 

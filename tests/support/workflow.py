@@ -1,0 +1,95 @@
+"""Running the repository's Snakemake workflow in tests, and checking what it made."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from astropy.io import fits
+
+#: The repository's root: its Snakefile, config/ and profiles/.
+REPO = Path(__file__).resolve().parents[2]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in ``workdir``; returns the finished process."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", "--show-failed-logs", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def job_counts(dry_run_stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", dry_run_stdout, re.M) if rule != "total"}
+
+
+def write_config(path: Path, trainset: dict | None = None, extra: dict | None = None, **ssp_overrides) -> Path:
+    """config/config.yaml with ``ssp`` and ``trainset`` updated and ``extra`` sections merged, written to ``path``."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ssp"].update(ssp_overrides)
+    config["trainset"].update(trainset or {})
+    for section, values in (extra or {}).items():
+        config[section].update(values)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def assert_recovers_truth(comparison: dict, tolerances: dict, galaxy: str) -> None:
+    """Every quantity a mock has a truth for is recovered within ``tolerances``."""
+    for key, minimum in tolerances["spearman_min"].items():
+        assert comparison[key]["spearman_rho"] >= minimum, (galaxy, key, comparison[key])
+    for key, maximum in tolerances["abs_bias_max"].items():
+        assert abs(comparison[key]["bias_dex"]) <= maximum, (galaxy, key, comparison[key])
+    for entry in comparison["sfh_coarse"]:
+        assert abs(entry["bias"]) <= tolerances["sfh_coarse_abs_bias_max"], (galaxy, entry)
+    assert sum(entry["true_mean"] for entry in comparison["sfh_coarse"]) == pytest.approx(1.0, abs=1e-3)
+    assert sum(entry["recovered_mean"] for entry in comparison["sfh_coarse"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def set_sheet_value(sheet: Path, galaxy: str, column: str, value: str) -> None:
+    """Edit one cell of a tab-separated sample sheet."""
+    rows = [line.split("\t") for line in sheet.read_text().splitlines()]
+    j = rows[0].index(column)
+    for row in rows[1:]:
+        if row[0] == galaxy:
+            row[j] = value
+    sheet.write_text("\n".join("\t".join(row) for row in rows) + "\n")
+
+
+def sheet_value(sheet: Path, galaxy: str, column: str) -> str:
+    """One cell of a tab-separated sample sheet, as written."""
+    rows = [line.split("\t") for line in sheet.read_text().splitlines()]
+    return next(row[rows[0].index(column)] for row in rows[1:] if row[0] == galaxy)
+
+
+def check_galaxy_products(workdir: Path, galaxies: list[str]) -> dict[str, dict]:
+    """Every galaxy has a complete maps file (DESIGN contract), its PNG and its truth comparison."""
+    from sfh_pipeline.products import MAP_HDUS, read_maps
+
+    comparisons = {}
+    for galaxy in galaxies:
+        images, wcs, edges, header = read_maps(workdir / f"results/{galaxy}/maps/{galaxy}_maps.fits")
+        assert set(MAP_HDUS) <= set(images) and edges.size == 17 and header["GALAXY"] == galaxy
+        binned = images["BIN_ID"] >= 0
+        assert binned.sum() > 50
+        for name in ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ", "SNR", "CHI2"):
+            assert np.isfinite(images[name][binned]).mean() > 0.95, name
+            assert np.isnan(images[name][~binned]).all(), name
+        np.testing.assert_allclose(images["SFH"][:, binned].sum(0), 1.0, atol=1e-4)
+        with fits.open(workdir / f"resources/mock/{galaxy}/truth.fits") as truth:
+            assert wcs.to_header()["CRVAL1"] == pytest.approx(truth["BIN_ID"].header["CRVAL1"])
+        assert (workdir / f"results/{galaxy}/maps/{galaxy}_maps.png").stat().st_size > 20_000
+        comparisons[galaxy] = json.loads((workdir / f"results/{galaxy}/maps/{galaxy}_vs_truth.json").read_text())
+    summary = json.loads((workdir / "results/atlas/summary.json").read_text())
+    assert set(galaxies) <= set(summary)  # the atlas also shows the real galaxy of the default sheet
+    assert (workdir / "results/atlas/atlas.png").stat().st_size > 20_000
+    return comparisons
