@@ -24,7 +24,8 @@ from .support import ssp_fixtures as fx
 from .support.slurm_cluster import slurm_cluster
 from .support.workflow import REPO, check_galaxy_products
 
-pytestmark = pytest.mark.slow
+# Snakemake through sbatch; the default sheet's real galaxy downloads the mpdaf wheel and the ppxf sdist
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.workflow, pytest.mark.network]
 
 # the test cluster has no sacct (no accounting) and is small: poll quickly with squeue
 FAST_POLLING = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",

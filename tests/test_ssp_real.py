@@ -13,7 +13,7 @@ import pytest
 
 from sfh_pipeline.ssp_formats import read_ssp_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.network]  # pip downloads ppxf-8.2.6.tar.gz from the index
 
 
 @pytest.fixture(scope="module")

