@@ -30,8 +30,13 @@ rule all:
         FILTER_TABLE,
         FILTER_CHECK,
         # a pretrained model (model.pretrained) comes with its metrics: no training set, no training
-        [] if PRETRAINED else [trainset_report(TRAINSET_NAME), f"results/qa/trainset_{TRAINSET_NAME}.png",
-                               model_file(MODEL_NAME, "metrics.json")],
+        []
+        if PRETRAINED
+        else [
+            trainset_report(TRAINSET_NAME),
+            f"results/qa/trainset_{TRAINSET_NAME}.png",
+            model_file(MODEL_NAME, "metrics.json"),
+        ],
         [maps_file(target) for target in TARGETS],
         [galaxy_file(galaxy, "maps", f"{galaxy}_vs_truth.json") for galaxy in MOCK_GALAXIES],
         [validation_file(galaxy, "agreement.json") for galaxy in REAL_GALAXIES],

@@ -68,8 +68,11 @@ def main() -> None:
                 n0, t0 = last[name]
                 projected = t0 * (signal.size / n0) ** SCALING[name]
                 if projected > args.budget:
-                    entry.update(skipped=True, reason=f"projected {projected:.0f} s (from {t0:.1f} s at {n0} spaxels, "
-                                 f"~N^{SCALING[name]}) exceeds the {args.budget:.0f} s budget")
+                    entry.update(
+                        skipped=True,
+                        reason=f"projected {projected:.0f} s (from {t0:.1f} s at {n0} spaxels, "
+                        f"~N^{SCALING[name]}) exceeds the {args.budget:.0f} s budget",
+                    )
                     runs.append(entry)
                     print(json.dumps(entry), flush=True)
                     continue
@@ -79,15 +82,28 @@ def main() -> None:
             ids = result.bin_id[result.bin_id >= 0]
             multi = np.bincount(ids, minlength=result.n_bins) > 1
             ratio = result.bin_snr[multi] / args.target_sn
-            entry.update(seconds=round(seconds, 2), n_binned=int(ids.size), n_bins=result.n_bins,
-                         n_multi_spaxel_bins=int(multi.sum()),
-                         frac_multi_within_20pct=round(float(np.mean(np.abs(ratio - 1) < 0.2)), 3),
-                         snr_ratio_p5_p50_p95=[round(float(v), 3) for v in np.percentile(ratio, [5, 50, 95])])
+            entry.update(
+                seconds=round(seconds, 2),
+                n_binned=int(ids.size),
+                n_bins=result.n_bins,
+                n_multi_spaxel_bins=int(multi.sum()),
+                frac_multi_within_20pct=round(float(np.mean(np.abs(ratio - 1) < 0.2)), 3),
+                snr_ratio_p5_p50_p95=[round(float(v), 3) for v in np.percentile(ratio, [5, 50, 95])],
+            )
             last[name] = (signal.size, seconds)
             runs.append(entry)
             print(json.dumps(entry), flush=True)
-    print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), 1 BLAS thread",
-                      "target_sn": args.target_sn, "min_sn": 1.0, "runs": runs}, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), 1 BLAS thread",
+                "target_sn": args.target_sn,
+                "min_sn": 1.0,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,13 +27,22 @@ N_WAVE = 3681
 
 
 def write_cube(path: Path, n: int) -> None:
-    header = [{"name": "BUNIT", "value": "10**(-20)*erg/s/cm**2/Angstrom"},
-              {"name": "CTYPE1", "value": "RA---TAN"}, {"name": "CTYPE2", "value": "DEC--TAN"},
-              {"name": "CRVAL1", "value": 150.0}, {"name": "CRVAL2", "value": 2.0},
-              {"name": "CRPIX1", "value": n / 2}, {"name": "CRPIX2", "value": n / 2},
-              {"name": "CD1_1", "value": -0.2 / 3600}, {"name": "CD2_2", "value": 0.2 / 3600},
-              {"name": "CTYPE3", "value": "AWAV"}, {"name": "CUNIT3", "value": "Angstrom"},
-              {"name": "CRVAL3", "value": 4749.75}, {"name": "CD3_3", "value": 1.25}, {"name": "CRPIX3", "value": 1.0}]
+    header = [
+        {"name": "BUNIT", "value": "10**(-20)*erg/s/cm**2/Angstrom"},
+        {"name": "CTYPE1", "value": "RA---TAN"},
+        {"name": "CTYPE2", "value": "DEC--TAN"},
+        {"name": "CRVAL1", "value": 150.0},
+        {"name": "CRVAL2", "value": 2.0},
+        {"name": "CRPIX1", "value": n / 2},
+        {"name": "CRPIX2", "value": n / 2},
+        {"name": "CD1_1", "value": -0.2 / 3600},
+        {"name": "CD2_2", "value": 0.2 / 3600},
+        {"name": "CTYPE3", "value": "AWAV"},
+        {"name": "CUNIT3", "value": "Angstrom"},
+        {"name": "CRVAL3", "value": 4749.75},
+        {"name": "CD3_3", "value": 1.25},
+        {"name": "CRPIX3", "value": 1.0},
+    ]
     rng = np.random.default_rng(0)
     with fitsio.FITS(str(path), "rw", clobber=True) as fits:
         fits.write(None)
@@ -61,8 +70,14 @@ def child(path: str, tile: int) -> None:
     owned = geometry.owned_by(middle)
     flux, var = extract_bin_spectra(cube, bin_id, owned, geometry)
     assert np.isfinite(signal).all() and flux.shape == (owned.size, N_WAVE)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "bins_extracted": int(owned.size)}))
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "bins_extracted": int(owned.size),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -82,16 +97,33 @@ def main() -> None:
         path = workdir / f"cube_{n}.fits"
         write_cube(path, n)
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--child", str(path), "--tile", str(args.tile)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(path), "--tile", str(args.tile)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         figures = json.loads(out.stdout.strip().splitlines()[-1])
-        results.append({"spaxels": n * n, "cube_mb": round(path.stat().st_size / 2**20, 1),
-                        "peak_rss_mb": round(figures["peak_rss_mb"], 1), "seconds": round(time.perf_counter() - start, 1),
-                        "bins_extracted": figures["bins_extracted"]})
+        results.append(
+            {
+                "spaxels": n * n,
+                "cube_mb": round(path.stat().st_size / 2**20, 1),
+                "peak_rss_mb": round(figures["peak_rss_mb"], 1),
+                "seconds": round(time.perf_counter() - start, 1),
+                "bins_extracted": figures["bins_extracted"],
+            }
+        )
         path.unlink()
-    print(json.dumps({"tile_spaxels": args.tile, "runs": results,
-                      "rss_growth_largest_vs_smallest": round(results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"], 3)},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "tile_spaxels": args.tile,
+                "runs": results,
+                "rss_growth_largest_vs_smallest": round(results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"], 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -59,21 +59,26 @@ def main() -> None:
         model.filters = saved_filters
 
     per_core = args.chunk / min(chunk_s)
-    print(json.dumps({
-        "chunk_size": args.chunk,
-        "model_build_s": round(build_s, 3),
-        "chunk_s": [round(s, 3) for s in chunk_s],
-        "spectra_per_s_per_core": round(per_core, 1),
-        "projected_165k_s": round(165_000 / (2 * per_core) + build_s * 165_000 / args.chunk / 2, 1),
-        "projected_165k_s_note": "2 cores, one chunk job per core, includes each job's model build",
-        "breakdown_s": {
-            "priors": round(priors_s, 3),
-            "spectra_dust_kinematics": round(spectrum_only_s, 3),
-            "photometry": round(model_s - spectrum_only_s, 3),
-            "noise_masks_labels": round(min(chunk_s) - priors_s - model_s, 3),
-        },
-        "machine": platform.processor() or platform.machine(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "chunk_size": args.chunk,
+                "model_build_s": round(build_s, 3),
+                "chunk_s": [round(s, 3) for s in chunk_s],
+                "spectra_per_s_per_core": round(per_core, 1),
+                "projected_165k_s": round(165_000 / (2 * per_core) + build_s * 165_000 / args.chunk / 2, 1),
+                "projected_165k_s_note": "2 cores, one chunk job per core, includes each job's model build",
+                "breakdown_s": {
+                    "priors": round(priors_s, 3),
+                    "spectra_dust_kinematics": round(spectrum_only_s, 3),
+                    "photometry": round(model_s - spectrum_only_s, 3),
+                    "noise_masks_labels": round(min(chunk_s) - priors_s - model_s, 3),
+                },
+                "machine": platform.processor() or platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

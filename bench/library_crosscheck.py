@@ -57,10 +57,13 @@ def main() -> None:
 
     config = yaml.safe_load(Path(args.config).read_text())["validate"]
     second_settings = (config.get("second_ssp") or {}).get("settings", {})
-    settings = {k: v for k, v in config.items() if k in ("age_min_yr", "age_stride", "mdegree", "regul",
-                                                         "emission_mask_kms")}
-    fits = {"first": FullGridFit(args.ssp, settings={**settings, "n_bootstrap": 0}),
-            "second": FullGridFit(args.second_ssp, settings={**settings, **second_settings, "n_bootstrap": 0})}
+    settings = {
+        k: v for k, v in config.items() if k in ("age_min_yr", "age_stride", "mdegree", "regul", "emission_mask_kms")
+    }
+    fits = {
+        "first": FullGridFit(args.ssp, settings={**settings, "n_bootstrap": 0}),
+        "second": FullGridFit(args.second_ssp, settings={**settings, **second_settings, "n_bootstrap": 0}),
+    }
     shift = logz_shift_dex(fits["second"].zsun, fits["first"].zsun)
     library = load_ssp(args.ssp, wavelength_range_aa=(4600.0, 7200.0))
     rows = []
@@ -75,19 +78,32 @@ def main() -> None:
                     result = fit.fit(wave, flux, error)
                     dz = shift if name == "second" else 0.0
                     row[name] = {k: result[k] + (dz if "logz" in k else 0.0) for k in KEYS}
-                    row[f"{name}_unregularised"] = {k: result[f"{k}_unreg"] + (dz if "logz" in k else 0.0)
-                                                    for k in KEYS}
+                    row[f"{name}_unregularised"] = {
+                        k: result[f"{k}_unreg"] + (dz if "logz" in k else 0.0) for k in KEYS
+                    }
             row["difference"] = {k: row["first"][k] - row["second"][k] for k in KEYS}
             rows.append(row)
     differences = {k: [r["difference"][k] for r in rows] for k in KEYS}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(json.dumps({
-        "commit": commit, "date": date.today().isoformat(), "host": platform.node(),
-        "first": fits["first"].library_name, "second": fits["second"].library_name, "logz_shift_dex": shift,
-        "sigma_kms": args.sigma_kms, "snr": args.snr, "settings": settings, "second_settings": second_settings,
-        "median_difference_first_minus_second": {k: float(np.median(v)) for k, v in differences.items()},
-        "spectra": rows,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "commit": commit,
+                "date": date.today().isoformat(),
+                "host": platform.node(),
+                "first": fits["first"].library_name,
+                "second": fits["second"].library_name,
+                "logz_shift_dex": shift,
+                "sigma_kms": args.sigma_kms,
+                "snr": args.snr,
+                "settings": settings,
+                "second_settings": second_settings,
+                "median_difference_first_minus_second": {k: float(np.median(v)) for k, v in differences.items()},
+                "spectra": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

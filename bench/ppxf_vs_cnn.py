@@ -72,11 +72,27 @@ def fit_ppxf(galaxy_wave, flux, error, mask, templates, template_wave, bin_age_y
     bad, _, _ = ppxf_util.log_rebin(galaxy_wave[[0, -1]], (mask != 0).astype(float))
     good = (bad < 1e-3) & np.isfinite(galaxy) & (noise > 0)
     shape = templates.shape
-    log_templates, ln_lam_temp, _ = ppxf_util.log_rebin(template_wave[[0, -1]], templates.reshape(shape[0], -1),
-                                                        velscale=velscale)
+    log_templates, ln_lam_temp, _ = ppxf_util.log_rebin(
+        template_wave[[0, -1]], templates.reshape(shape[0], -1), velscale=velscale
+    )
     scale = np.median(log_templates)
-    pp = ppxf(log_templates / scale, galaxy, noise, velscale, start=[0.0, 100.0], moments=2, degree=-1, mdegree=8,
-              regul=regul, reg_dim=shape[1:], mask=good, bounds=[[-300.0, 300.0], [1.0, 600.0]], lam=np.exp(ln_lam), lam_temp=np.exp(ln_lam_temp), quiet=True)
+    pp = ppxf(
+        log_templates / scale,
+        galaxy,
+        noise,
+        velscale,
+        start=[0.0, 100.0],
+        moments=2,
+        degree=-1,
+        mdegree=8,
+        regul=regul,
+        reg_dim=shape[1:],
+        mask=good,
+        bounds=[[-300.0, 300.0], [1.0, 600.0]],
+        lam=np.exp(ln_lam),
+        lam_temp=np.exp(ln_lam_temp),
+        quiet=True,
+    )
     weights = pp.weights.reshape(shape[1:])  # (n_bins, n_Z), per unit mass formed
     light = weights * templates[window].mean(0)
     log_age = np.log10(bin_age_yr)[:, None]
@@ -100,9 +116,18 @@ def _timed_fit(i: int) -> tuple[dict, float]:
     settings = _FIT_SETTINGS
     with threadpool_limits(limits=1):
         start = time.perf_counter()
-        fit = fit_ppxf(settings["wave"], settings["flux"][i], settings["error"][i], settings["mask"][i],
-                       settings["templates"], settings["template_wave"], settings["bin_age"], settings["logzsol"],
-                       settings["in_window"], settings["regul"])
+        fit = fit_ppxf(
+            settings["wave"],
+            settings["flux"][i],
+            settings["error"][i],
+            settings["mask"][i],
+            settings["templates"],
+            settings["template_wave"],
+            settings["bin_age"],
+            settings["logzsol"],
+            settings["in_window"],
+            settings["regul"],
+        )
         return fit, time.perf_counter() - start
 
 
@@ -134,15 +159,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--regul", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=1024, help="CNN inference batch size")
-    parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)),
-                        help="pPXF processes and CNN threads (default: the usable cores)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="pPXF processes and CNN threads (default: the usable cores)",
+    )
     parser.add_argument("--cnn-timing-n", type=int, default=8192, help="spectra per timed CNN pass")
     args = parser.parse_args()
 
     group = zarr.open_group(args.trainset, mode="r")
     test = np.flatnonzero(np.asarray(group["split"][:]) == 2)[: args.n]
-    data = {name: np.asarray(group[name].get_orthogonal_selection((test,)))
-            for name in ("flux", "error", "mask", "phot", "phot_error", "snr", *QUANTITIES)}
+    data = {
+        name: np.asarray(group[name].get_orthogonal_selection((test,)))
+        for name in ("flux", "error", "mask", "phot", "phot_error", "snr", *QUANTITIES)
+    }
     wave = np.asarray(group["wavelength_aa"][:])
     window = tuple(group.attrs["config"]["norm_window_aa"])
 
@@ -153,21 +184,34 @@ def main() -> None:
     posterior_cost = None
     if predictor.model_config.posterior_heads:  # the same network without them, timed alike
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(without_posterior_heads(torch.load(args.model, map_location="cpu", weights_only=False)),
-                       Path(tmp) / "model.pt")
+            torch.save(
+                without_posterior_heads(torch.load(args.model, map_location="cpu", weights_only=False)),
+                Path(tmp) / "model.pt",
+            )
             point = sfh_pipeline.load_predictor(Path(tmp) / "model.pt")
             point_rate = cnn_rate(point, data, args.batch_size, args.processes, args.cnn_timing_n)
             with_rate = cnn_rate(predictor, data, args.batch_size, args.processes, args.cnn_timing_n)
-        posterior_cost = {"cnn_spectra_per_s_point_estimates_only": round(point_rate, 1),
-                          "cnn_spectra_per_s_with_posteriors": round(with_rate, 1),
-                          "time_ratio": round(point_rate / with_rate, 3)}
+        posterior_cost = {
+            "cnn_spectra_per_s_point_estimates_only": round(point_rate, 1),
+            "cnn_spectra_per_s_with_posteriors": round(with_rate, 1),
+            "time_ratio": round(point_rate / with_rate, 3),
+        }
 
     margin = 1500.0 / C_KMS  # pPXF wants templates beyond the galaxy by its velocity bounds + 900 km/s
     template_wave = linear_grid(wave[0] * (1 - margin) // 1, wave[-1] * (1 + margin) // 1 + 1, 1.25)
     templates, bin_age, logzsol = bin_templates(args.ssp, group.attrs["age_bin_edges_yr"], template_wave)
-    _FIT_SETTINGS.update(wave=wave, flux=data["flux"], error=data["error"], mask=data["mask"], templates=templates,
-                         template_wave=template_wave, bin_age=bin_age, logzsol=logzsol, regul=args.regul,
-                         in_window=(template_wave >= window[0]) & (template_wave <= window[1]))
+    _FIT_SETTINGS.update(
+        wave=wave,
+        flux=data["flux"],
+        error=data["error"],
+        mask=data["mask"],
+        templates=templates,
+        template_wave=template_wave,
+        bin_age=bin_age,
+        logzsol=logzsol,
+        regul=args.regul,
+        in_window=(template_wave >= window[0]) & (template_wave <= window[1]),
+    )
     start = time.perf_counter()
     with get_context("fork").Pool(args.processes) as pool:
         fits, seconds = zip(*pool.map(_timed_fit, range(test.size), chunksize=1))
@@ -177,7 +221,7 @@ def main() -> None:
     result = {
         "n_spectra": int(test.size),
         "templates": f"{templates.shape[1]} age bins x {templates.shape[2]} metallicities = "
-                     f"{templates.shape[1] * templates.shape[2]}",
+        f"{templates.shape[1] * templates.shape[2]}",
         "regul": args.regul,
         "processes": args.processes,
         "ppxf_s_per_spectrum": round(ppxf_s, 3),

@@ -40,7 +40,9 @@ def central_spectrum(cube_path: Path, radius: int = 5):
     spaxel in 6000-6500 A, and the observed wavelengths."""
     with fits.open(cube_path) as hdul:
         data, stat, header = hdul["DATA"].data.astype(float), hdul["STAT"].data.astype(float), hdul["DATA"].header
-    wave = header["CRVAL3"] + header.get("CD3_3", header.get("CDELT3")) * (np.arange(data.shape[0]) + 1 - header["CRPIX3"])
+    wave = header["CRVAL3"] + header.get("CD3_3", header.get("CDELT3")) * (
+        np.arange(data.shape[0]) + 1 - header["CRPIX3"]
+    )
     image = np.nanmedian(data[(wave > 6000) & (wave < 6500)], axis=0)
     y0, x0 = np.unravel_index(np.nanargmax(image), image.shape)
     yy, xx = np.indices(image.shape)
@@ -77,18 +79,34 @@ def main() -> None:
     z_used = float(np.expm1(base["velocity_kms"] / C_KMS))
     variants = {
         "as in the workflow (foreground corrected, velocity refined)": base,
-        "emission mask 800 km/s": predictor.predict(wave, flux_c, error_c, z=args.z, mask=emission_line_mask(wave / (1 + z_used), 800), velocity_range_kms=refine),
+        "emission mask 800 km/s": predictor.predict(
+            wave,
+            flux_c,
+            error_c,
+            z=args.z,
+            mask=emission_line_mask(wave / (1 + z_used), 800),
+            velocity_range_kms=refine,
+        ),
         "no Galactic correction": predictor.predict(wave, flux, error, z=args.z, velocity_range_kms=refine),
-        "z 300 km/s off, refined": predictor.predict(wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS), velocity_range_kms=refine),
-        "z 300 km/s off, not refined": predictor.predict(wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS),
-                                                         velocity_range_kms=0),
-        "error spectrum smoothed": predictor.predict(wave, flux_c, median_filter(error_c, 51), z=args.z, velocity_range_kms=refine),
-        "sky lines and telluric bands masked": predictor.predict(wave, flux_c, error_c, z=args.z, mask=sky_mask(wave), velocity_range_kms=refine),
+        "z 300 km/s off, refined": predictor.predict(
+            wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS), velocity_range_kms=refine
+        ),
+        "z 300 km/s off, not refined": predictor.predict(
+            wave, flux_c, error_c, z=np.expm1(np.log1p(args.z) - 300 / C_KMS), velocity_range_kms=0
+        ),
+        "error spectrum smoothed": predictor.predict(
+            wave, flux_c, median_filter(error_c, 51), z=args.z, velocity_range_kms=refine
+        ),
+        "sky lines and telluric bands masked": predictor.predict(
+            wave, flux_c, error_c, z=args.z, mask=sky_mask(wave), velocity_range_kms=refine
+        ),
     }
     rest = wave / (1 + z_used)
     occlusion = {}
     for lo in range(4800, 7000, 200):
-        r = predictor.predict(wave, flux_c, error_c, z=z_used, mask=(rest >= lo) & (rest < lo + 200), velocity_range_kms=0)
+        r = predictor.predict(
+            wave, flux_c, error_c, z=z_used, mask=(rest >= lo) & (rest < lo + 200), velocity_range_kms=0
+        )
         occlusion[f"{lo}-{lo + 200}"] = {k: round(float(r[k] - base[k]), 3) for k in ("lw_age", "lw_logz")}
     network_s = time.perf_counter() - start
 
@@ -97,21 +115,40 @@ def main() -> None:
     reference = fit.fit(rest, flux_c, error_c, sky_mask(wave))
     ppxf_s = time.perf_counter() - start
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(json.dumps({
-        "model": args.model, "commit": commit, "date": date.today().isoformat(), "host": platform.node(),
-        "aperture": {"centre_yx": centre, "radius_spaxels": 5, "median_snr": round(float(np.median(flux / error)), 1)},
-        "z_given": args.z, "ebv": args.ebv, "velocity_refined": bool(refine),
-        "network": {name: summary(r) for name, r in variants.items()},
-        "occlusion_200aa": occlusion,
-        "ppxf_full_grid": {
-            "regularised": {k: round(float(reference[k]), 3) for k in KEYS},
-            "unregularised": {k: round(float(reference[f"{k}_unreg"]), 3) for k in KEYS},
-            "bootstrap_err": {k: round(float(reference[f"{k}_err"]), 3) for k in KEYS},
-            "velocity_kms_rel": round(float(reference["velocity_kms"]), 1), "sigma_kms": round(float(reference["sigma_kms"]), 1),
-            "chi2": round(float(reference["chi2"]), 2), "templates": int(fit.ages_yr.size * fit.logzsol.size),
-        },
-        "seconds": {"network_all_variants": round(network_s, 2), "ppxf_one_fit_with_bootstrap": round(ppxf_s, 1)},
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "commit": commit,
+                "date": date.today().isoformat(),
+                "host": platform.node(),
+                "aperture": {
+                    "centre_yx": centre,
+                    "radius_spaxels": 5,
+                    "median_snr": round(float(np.median(flux / error)), 1),
+                },
+                "z_given": args.z,
+                "ebv": args.ebv,
+                "velocity_refined": bool(refine),
+                "network": {name: summary(r) for name, r in variants.items()},
+                "occlusion_200aa": occlusion,
+                "ppxf_full_grid": {
+                    "regularised": {k: round(float(reference[k]), 3) for k in KEYS},
+                    "unregularised": {k: round(float(reference[f"{k}_unreg"]), 3) for k in KEYS},
+                    "bootstrap_err": {k: round(float(reference[f"{k}_err"]), 3) for k in KEYS},
+                    "velocity_kms_rel": round(float(reference["velocity_kms"]), 1),
+                    "sigma_kms": round(float(reference["sigma_kms"]), 1),
+                    "chi2": round(float(reference["chi2"]), 2),
+                    "templates": int(fit.ages_yr.size * fit.logzsol.size),
+                },
+                "seconds": {
+                    "network_all_variants": round(network_s, 2),
+                    "ppxf_one_fit_with_bootstrap": round(ppxf_s, 1),
+                },
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

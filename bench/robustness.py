@@ -42,8 +42,11 @@ def figures(predicted: dict, truth: dict) -> dict:
     for key in KEYS:
         delta = predicted[key] - truth[key]
         median = float(np.median(delta))
-        out[key] = {"bias_dex": round(median, 4), "scatter_dex": round(float(1.4826 * np.median(np.abs(delta - median))), 4),
-                    "coverage_68": round(float(np.mean(np.abs(delta) <= predicted[f"{key}_err"])), 3)}
+        out[key] = {
+            "bias_dex": round(median, 4),
+            "scatter_dex": round(float(1.4826 * np.median(np.abs(delta - median))), 4),
+            "coverage_68": round(float(np.mean(np.abs(delta) <= predicted[f"{key}_err"])), 3),
+        }
     old = (truth["lw_age"] >= 9.8) & (truth["snr"] < 30)
     out["old_low_snr_lw_age_bias_dex"] = round(float(np.median(predicted["lw_age"][old] - truth["lw_age"][old])), 4)
     out["n_old_low_snr"] = int(old.sum())
@@ -61,13 +64,24 @@ def main() -> None:
     for model_name, path in named_paths(args.model).items():
         predictor = load_predictor(path, device="cpu")
         for set_name, data in sets.items():
-            predicted = predictor.predict_normalised(data["flux"], data["error"], data["mask"], data["phot"],
-                                                     data["phot_error"], batch_size=512)
+            predicted = predictor.predict_normalised(
+                data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"], batch_size=512
+            )
             results[f"{model_name} on {set_name}"] = {"n": int(data["snr"].size), **figures(predicted, data)}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(json.dumps({"commit": commit, "date": date.today().isoformat(), "host": platform.node(),
-                      "models": named_paths(args.model), "testsets": named_paths(args.testset), "results": results},
-                     indent=1))
+    print(
+        json.dumps(
+            {
+                "commit": commit,
+                "date": date.today().isoformat(),
+                "host": platform.node(),
+                "models": named_paths(args.model),
+                "testsets": named_paths(args.testset),
+                "results": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,16 +39,22 @@ def main() -> None:
     else:
         net, source = SFHNet(ModelConfig()).eval(), "untrained default architecture"
     config = net.config
-    result = {"model": source, "threads": torch.get_num_threads(),
-              "parameters": sum(p.numel() for p in net.parameters())}
+    result = {
+        "model": source,
+        "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in net.parameters()),
+    }
 
     train_net = SFHNet(config).train()
     optimiser = torch.optim.AdamW(train_net.parameters(), lr=1e-3)
     batch = 64
     spectrum = torch.randn(batch, 3, config.n_wave)
     photometry = torch.randn(batch, 3 * config.n_filters)
-    targets = {"sfh": torch.softmax(torch.randn(batch, config.n_bins), 1),
-               "logzsol": torch.zeros(batch, config.n_bins), "summary": torch.full((batch, 4), 9.0)}
+    targets = {
+        "sfh": torch.softmax(torch.randn(batch, config.n_bins), 1),
+        "logzsol": torch.zeros(batch, config.n_bins),
+        "summary": torch.full((batch, 4), 9.0),
+    }
 
     def step():
         loss = total_loss(loss_terms(train_net(spectrum, photometry), targets), LossWeights())
@@ -65,7 +71,7 @@ def main() -> None:
         s = torch.randn(size, 3, config.n_wave)
         p = torch.randn(size, 3 * config.n_filters)
         with torch.no_grad():
-            seconds = timed(lambda: net(s, p), max(1, args.repeats if size <= 128 else 2))
+            seconds = timed(lambda s=s, p=p: net(s, p), max(1, args.repeats if size <= 128 else 2))
         inference[str(size)] = round(size / seconds, 1)
     result["inference_spectra_per_s_by_batch_size"] = inference
     print(json.dumps(result, indent=2))

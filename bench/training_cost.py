@@ -38,8 +38,9 @@ def batches(reader: TrainsetReader, batch_size: int, n_batches: int) -> tuple[li
     (the shuffle buffer reads whole chunks ahead: time many batches, not a few)."""
     out = []
     start = time.perf_counter()
-    for batch, _ in iterate_batches(reader, "train", batch_size, 0, 1, train=True, config=TrainConfig(),
-                                    max_batches=n_batches):
+    for batch, _ in iterate_batches(
+        reader, "train", batch_size, 0, 1, train=True, config=TrainConfig(), max_batches=n_batches
+    ):
         out.append(batch)
     return out, time.perf_counter() - start
 
@@ -57,15 +58,21 @@ def main() -> None:
 
     reader = TrainsetReader(args.trainset)
     attrs = reader.attrs
-    config = ModelConfig(**{**json.loads(args.architecture), "n_wave": reader.wavelength_aa.size,
-                            "n_filters": len(attrs["filters"]), "n_bins": len(attrs["age_bin_edges_yr"]) - 1,
-                            "logz_range": tuple(attrs["logzsol_range"])})
+    config = ModelConfig(
+        **{
+            **json.loads(args.architecture),
+            "n_wave": reader.wavelength_aa.size,
+            "n_filters": len(attrs["filters"]),
+            "n_bins": len(attrs["age_bin_edges_yr"]) - 1,
+            "logz_range": tuple(attrs["logzsol_range"]),
+        }
+    )
     torch.manual_seed(0)
     net = SFHNet(config)
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
     data, loader_s = batches(reader, args.batch_size, max(args.loader_batches, args.steps))
     loader_rate = sum(b["sfh"].shape[0] for b in data) / loader_s
-    data = data[:args.steps]
+    data = data[: args.steps]
     n_spectra = sum(b["sfh"].shape[0] for b in data)
 
     def step(batch):

@@ -10,14 +10,16 @@ import numpy as np
 from .atomic import atomic_path, write_json_atomically
 from .products import read_maps
 
-PANELS = (("LW_AGE", "light-weighted log age / yr", "viridis"),
-          ("MW_AGE", "mass-weighted log age / yr", "viridis"),
-          ("LW_LOGZ", "light-weighted log Z/Z$_\\odot$", "plasma"),
-          ("MW_LOGZ", "mass-weighted log Z/Z$_\\odot$", "plasma"),
-          ("MASS_DENSITY", "log $\\Sigma_*$ / M$_\\odot$ kpc$^{-2}$", "magma"),
-          ("CHI2", "forward-model $\\chi^2_\\nu$", "cividis"),
-          ("T50", "log T$_{50}$ / yr (half the mass formed)", "viridis"),
-          ("T90", "log T$_{90}$ / yr (90 % of the mass formed)", "viridis"))
+PANELS = (
+    ("LW_AGE", "light-weighted log age / yr", "viridis"),
+    ("MW_AGE", "mass-weighted log age / yr", "viridis"),
+    ("LW_LOGZ", "light-weighted log Z/Z$_\\odot$", "plasma"),
+    ("MW_LOGZ", "mass-weighted log Z/Z$_\\odot$", "plasma"),
+    ("MASS_DENSITY", "log $\\Sigma_*$ / M$_\\odot$ kpc$^{-2}$", "magma"),
+    ("CHI2", "forward-model $\\chi^2_\\nu$", "cividis"),
+    ("T50", "log T$_{50}$ / yr (half the mass formed)", "viridis"),
+    ("T90", "log T$_{90}$ / yr (90 % of the mass formed)", "viridis"),
+)
 
 
 def _imshow(ax, image, label, cmap, fig, vmin=None, vmax=None):
@@ -49,7 +51,9 @@ def quicklook(maps_path: str | os.PathLike, out_png: str | os.PathLike) -> None:
     for ax, (lo, hi) in zip(flat[8:12], groups):
         planes = (upper > lo) & (upper <= hi)
         frac = images["SFH"][planes].sum(0)
-        _imshow(ax, frac, f"mass fraction formed {lo / 1e9:g}-{min(hi, edges[-1]) / 1e9:g} Gyr ago", "Greys_r", fig, 0, 1)
+        _imshow(
+            ax, frac, f"mass fraction formed {lo / 1e9:g}-{min(hi, edges[-1]) / 1e9:g} Gyr ago", "Greys_r", fig, 0, 1
+        )
     _imshow(flat[12], images["SNR"], "S/N of the bin", "Greys_r", fig)
     flat[14].set_axis_off()
     ax = flat[13]
@@ -66,8 +70,9 @@ def quicklook(maps_path: str | os.PathLike, out_png: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def sample_atlas(maps_paths: Sequence[str | os.PathLike], out_png: str | os.PathLike,
-                 out_json: str | os.PathLike) -> dict:
+def sample_atlas(
+    maps_paths: Sequence[str | os.PathLike], out_png: str | os.PathLike, out_json: str | os.PathLike
+) -> dict:
     """All galaxies side by side (light-weighted age and metallicity, mass density), and a
     JSON summary per galaxy (bins, median ages and metallicities, median chi^2)."""
     import matplotlib
@@ -89,7 +94,10 @@ def sample_atlas(maps_paths: Sequence[str | os.PathLike], out_png: str | os.Path
         summary[galaxy] = {
             "maps": str(path),
             "n_bins": int(images["BIN_ID"].max() + 1),
-            **{f"median_{k.lower()}": float(np.nanmedian(images[k][inside])) for k in ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ", "CHI2")},
+            **{
+                f"median_{k.lower()}": float(np.nanmedian(images[k][inside]))
+                for k in ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ", "CHI2")
+            },
         }
     fig.tight_layout()
     with atomic_path(out_png) as tmp:

@@ -239,8 +239,13 @@ def voronoi_bins(
     inside = flat >= 0
     sums = np.bincount(flat[inside], weights=signal.ravel()[inside], minlength=n_bins)
     variances = np.bincount(flat[inside], weights=noise.ravel()[inside] ** 2, minlength=n_bins)
-    return BinningResult(bin_id=bin_id, bin_snr=sums / np.sqrt(variances), n_bins=n_bins, method=library,
-                         tile_size=None if tile_size is None else int(tile_size))
+    return BinningResult(
+        bin_id=bin_id,
+        bin_snr=sums / np.sqrt(variances),
+        n_bins=n_bins,
+        method=library,
+        tile_size=None if tile_size is None else int(tile_size),
+    )
 
 
 def _renumber_row_major(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -301,8 +306,9 @@ def _vorbin(x: np.ndarray, y: np.ndarray, s: np.ndarray, n: np.ndarray, target_s
         from vorbin.voronoi_2d_binning import voronoi_2d_binning
 
         try:
-            classes, *_ = voronoi_2d_binning(x.astype(np.float64), y.astype(np.float64), s, n, target_sn,
-                                             pixelsize=1.0, plot=False, quiet=True)
+            classes, *_ = voronoi_2d_binning(
+                x.astype(np.float64), y.astype(np.float64), s, n, target_sn, pixelsize=1.0, plot=False, quiet=True
+            )
         except IndexError:
             # vorbin 3.2.1 fails when its accretion makes no bin of >= 0.8 target_sn (scattered
             # faint spaxels, e.g. a tile's corner): like a sub-target remainder, one bin

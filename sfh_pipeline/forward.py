@@ -42,9 +42,7 @@ from .filters import PhotometryOperator, load_throughputs
 from .instrument import linear_grid, muse_lsf_fwhm_aa
 from .ssp import SSPLibrary
 
-DEFAULT_AGE_BIN_EDGES_YR = (
-    0.0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10
-)
+DEFAULT_AGE_BIN_EDGES_YR = (0.0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10)
 LN10_OVER_2P5 = np.log(10.0) / 2.5
 
 
@@ -106,12 +104,15 @@ def cubic_resampling_matrix(n_from: int, positions: np.ndarray) -> scipy.sparse.
     """
     base = np.floor(positions).astype(int)
     t = positions - base
-    taps = np.stack([
-        ((-0.5 * t + 1.0) * t - 0.5) * t,
-        (1.5 * t - 2.5) * t * t + 1.0,
-        ((-1.5 * t + 2.0) * t + 0.5) * t,
-        (0.5 * t - 0.5) * t * t,
-    ], axis=1)
+    taps = np.stack(
+        [
+            ((-0.5 * t + 1.0) * t - 0.5) * t,
+            (1.5 * t - 2.5) * t * t + 1.0,
+            ((-1.5 * t + 2.0) * t + 0.5) * t,
+            (0.5 * t - 0.5) * t * t,
+        ],
+        axis=1,
+    )
     rows = np.clip(base[:, None] + np.arange(-1, 3)[None, :], 0, n_from - 1)
     cols = np.repeat(np.arange(positions.size), 4)
     return scipy.sparse.csr_matrix((taps.ravel(), (rows.ravel(), cols)), shape=(n_from, positions.size))
@@ -169,7 +170,9 @@ class ForwardModel:
     ) -> None:
         self.edges_yr = validate_age_bin_edges(age_bin_edges_yr, ssp.ages_yr)
         self.n_bins = self.edges_yr.size - 1
-        self.wavelength_aa = linear_grid(4800.0, 7000.0, 1.25) if wavelength_aa is None else np.asarray(wavelength_aa, float)
+        self.wavelength_aa = (
+            linear_grid(4800.0, 7000.0, 1.25) if wavelength_aa is None else np.asarray(wavelength_aa, float)
+        )
         self.logzsol = np.asarray(ssp.logzsol, dtype=float)
         self.ssp_attrs = dict(ssp.attrs)
         self.velscale_kms = float(velscale_kms)
@@ -237,7 +240,9 @@ class ForwardModel:
         np.put_along_axis(out, (i + 1)[..., None], w[..., None], axis=-1)
         return out
 
-    def _attenuated(self, coeff: np.ndarray, basis: np.ndarray, k: np.ndarray, av: np.ndarray, bc_extra: np.ndarray) -> np.ndarray:
+    def _attenuated(
+        self, coeff: np.ndarray, basis: np.ndarray, k: np.ndarray, av: np.ndarray, bc_extra: np.ndarray
+    ) -> np.ndarray:
         """sum over bins and Z of coeff * basis, each group of bins with its own attenuation."""
         n = coeff.shape[0]
         total = 0.0
@@ -285,7 +290,9 @@ class ForwardModel:
         flux = np.asarray(log_flux @ self._to_output)
 
         young_factor = np.where(self.young[None, :], (1 + bc)[:, None], 1.0)
-        bin_light = (coeff * self._norm_bins[None]).sum(-1) * np.exp(-LN10_OVER_2P5 * av[:, None] * young_factor * self._norm_k)
+        bin_light = (coeff * self._norm_bins[None]).sum(-1) * np.exp(
+            -LN10_OVER_2P5 * av[:, None] * young_factor * self._norm_k
+        )
         if self.filters:
             phot = self._attenuated(coeff, self._phot_bins, self._phot_k, av, bc) @ self._phot_weights
         else:

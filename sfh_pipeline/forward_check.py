@@ -42,11 +42,13 @@ class ForwardCheck:
         margin = TEMPLATE_MARGIN_KMS / C_KMS
         self.galaxy_wave = wave
         self.template_wave = linear_grid(wave[0] * (1 - margin), wave[-1] * (1 + margin), step)
-        self.model = ForwardModel(load_ssp(ssp_store), age_bin_edges_yr, wavelength_aa=self.template_wave,
-                                  max_velocity_kms=300.0)
+        self.model = ForwardModel(
+            load_ssp(ssp_store), age_bin_edges_yr, wavelength_aa=self.template_wave, max_velocity_kms=300.0
+        )
 
-    def fit(self, flux: np.ndarray, error: np.ndarray, mask: np.ndarray, sfh: np.ndarray,
-            logz: np.ndarray) -> dict[str, np.ndarray]:
+    def fit(
+        self, flux: np.ndarray, error: np.ndarray, mask: np.ndarray, sfh: np.ndarray, logz: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Fit n normalised rest-frame spectra on the network grid with their predicted populations.
 
         Parameters
@@ -78,13 +80,27 @@ class ForwardCheck:
             good = (bad_fraction < 1e-3) & (variance > 0)
             if good.sum() < 100:
                 continue
-            template, ln_lam_temp, _ = ppxf_util.log_rebin(self.template_wave[[0, -1]], model.flux[i], velscale=velscale)
+            template, ln_lam_temp, _ = ppxf_util.log_rebin(
+                self.template_wave[[0, -1]], model.flux[i], velscale=velscale
+            )
             scale = float(np.median(template))
             guess_sigma = 3.0 * velscale
-            pp = ppxf(template / scale, galaxy, np.sqrt(np.where(good, variance, 1.0)), velscale,
-                      start=[0.0, guess_sigma], moments=2, degree=-1, mdegree=0, reddening=0.3, mask=good,
-                      lam=np.exp(ln_lam), lam_temp=np.exp(ln_lam_temp),
-                      bounds=[list(VELOCITY_BOUNDS_KMS), list(SIGMA_BOUNDS_KMS)], quiet=True)
+            pp = ppxf(
+                template / scale,
+                galaxy,
+                np.sqrt(np.where(good, variance, 1.0)),
+                velscale,
+                start=[0.0, guess_sigma],
+                moments=2,
+                degree=-1,
+                mdegree=0,
+                reddening=0.3,
+                mask=good,
+                lam=np.exp(ln_lam),
+                lam_temp=np.exp(ln_lam_temp),
+                bounds=[list(VELOCITY_BOUNDS_KMS), list(SIGMA_BOUNDS_KMS)],
+                quiet=True,
+            )
             out["chi2"][i] = pp.chi2
             out["av"][i] = pp.reddening
             out["velocity_kms"][i], out["sigma_kms"][i] = pp.sol[:2]

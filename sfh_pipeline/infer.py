@@ -67,8 +67,17 @@ def velocity_range_kms(row: dict[str, Any], settings: dict[str, Any]) -> float:
     return own if np.isfinite(own) and own > 0 else float(settings["velocity_range_kms"])
 
 
-def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str, row: dict[str, Any],
-               settings: dict[str, Any], out_path: str | os.PathLike) -> dict[str, Any]:
+def infer_tile(
+    cube_path,
+    bins_path,
+    hst_path,
+    model_path,
+    ssp_store,
+    tile: str,
+    row: dict[str, Any],
+    settings: dict[str, Any],
+    out_path: str | os.PathLike,
+) -> dict[str, Any]:
     """Predict every bin owned by ``tile`` and write its table (see module docstring).
 
     ``row``: the galaxy's sample-sheet row (``systemic_velocity_kms``, ``ebv_galactic``,
@@ -97,7 +106,9 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     geometry = bin_geometry(bin_id, settings["tile_spaxels"])
     owned = geometry.owned_by(tile)
     if owned.size == 0:
-        raise ValueError(f"tile {tile} owns no bin of {bins_path}; the tiles with bins are listed in tiles.json beside it")
+        raise ValueError(
+            f"tile {tile} owns no bin of {bins_path}; the tiles with bins are listed in tiles.json beside it"
+        )
     v_sys, ebv, distance_mpc = require_columns(row, ("systemic_velocity_kms", "ebv_galactic", "distance_mpc"))
     predictor = load_predictor(model_path)
     require_training_library(predictor, ssp_store)
@@ -127,41 +138,65 @@ def infer_tile(cube_path, bins_path, hst_path, model_path, ssp_store, tile: str,
     lost = ~np.isfinite(velocity)
     if lost.any():
         # A prediction at a wrong velocity looks like a population: these bins get NaN and a flag.
-        log.warning("%d of %d bins without a stellar velocity within %.0f +- %.0f km/s: their results are NaN "
-                    "(FLAG %d)", int(lost.sum()), lost.size, v_sys, v_range, FLAG_NO_VELOCITY)
+        log.warning(
+            "%d of %d bins without a stellar velocity within %.0f +- %.0f km/s: their results are NaN (FLAG %d)",
+            int(lost.sum()),
+            lost.size,
+            v_sys,
+            v_range,
+            FLAG_NO_VELOCITY,
+        )
     z = np.exp(np.where(lost, v_sys, velocity) / C_KMS) - 1.0
     prepared = predictor.prepare(wave, flux, error, photometry=photometry, z=z)
-    result = predictor.predict_normalised(prepared["flux"], prepared["error"], prepared["mask"], prepared["phot"],
-                                          prepared["phot_error"], prepared["present"],
-                                          batch_size=int(settings["batch_size"]))
+    result = predictor.predict_normalised(
+        prepared["flux"],
+        prepared["error"],
+        prepared["mask"],
+        prepared["phot"],
+        prepared["phot_error"],
+        prepared["present"],
+        batch_size=int(settings["batch_size"]),
+    )
     check = ForwardCheck(ssp_store, predictor.age_bin_edges_yr, rest).fit(
-        prepared["flux"], prepared["error"], prepared["mask"], result["sfh"], result["logzsol"])
+        prepared["flux"], prepared["error"], prepared["mask"], result["sfh"], result["logzsol"]
+    )
     distance_cm = distance_mpc * MPC_CM
     # normalised flux unit = norm erg/s/cm2/A -> L_sun/A at the galaxy's distance
     unit_lsun = prepared["norm"] * 4 * np.pi * distance_cm**2 / L_SUN_ERG_S
     mstar = check["mass_formed"] * unit_lsun * check["surviving_fraction"]
     columns = {
-        "BIN_ID": owned.astype(np.int32), "N_SPAXELS": geometry.n_spaxels[owned],
-        "VELOCITY": velocity, "VELOCITY_ERR": velocity_err,
+        "BIN_ID": owned.astype(np.int32),
+        "N_SPAXELS": geometry.n_spaxels[owned],
+        "VELOCITY": velocity,
+        "VELOCITY_ERR": velocity_err,
         **{key.upper(): result[key] for key in SUMMARY_KEYS},
         **{f"{key.upper()}_ERR": result[f"{key}_err"] for key in SUMMARY_KEYS},
-        "SFH": result["sfh"], "ZH": result["logzsol"],
+        "SFH": result["sfh"],
+        "ZH": result["logzsol"],
         "LOG_MSTAR": np.log10(np.where(mstar > 0, mstar, np.nan)),
-        "CHI2": check["chi2"], "AV": check["av"], "SIGMA": check["sigma_kms"],
-        "N_BANDS": prepared["present"].sum(1), "NORM": prepared["norm"], "OOD": result["ood"],
+        "CHI2": check["chi2"],
+        "AV": check["av"],
+        "SIGMA": check["sigma_kms"],
+        "N_BANDS": prepared["present"].sum(1),
+        "NORM": prepared["norm"],
+        "OOD": result["ood"],
     }
     n_age = predictor.age_bin_edges_yr.size - 1
-    for key, shape in (("sfh_err", (owned.size, n_age)), ("logzsol_err", (owned.size, n_age)),
-                       ("t50", (owned.size,)), ("t50_err", (owned.size,)),
-                       ("t90", (owned.size,)), ("t90_err", (owned.size,))):
+    for key, shape in (
+        ("sfh_err", (owned.size, n_age)),
+        ("logzsol_err", (owned.size, n_age)),
+        ("t50", (owned.size,)),
+        ("t50_err", (owned.size,)),
+        ("t90", (owned.size,)),
+        ("t90_err", (owned.size,)),
+    ):
         # a predictor that does not give one (an older one) leaves it NaN
         value = result.get(key)
         column = "ZH_ERR" if key == "logzsol_err" else key.upper()
-        columns[column] = (np.array(value, dtype=float) if value is not None else np.full(shape, np.nan))
+        columns[column] = np.array(value, dtype=float) if value is not None else np.full(shape, np.nan)
     for name, values in columns.items():
         if name not in ("BIN_ID", "N_SPAXELS", "N_BANDS", "VELOCITY", "VELOCITY_ERR"):
             values[lost] = np.nan
     columns["FLAG"] = np.where(lost, FLAG_NO_VELOCITY, 0)
     write_tile_table(out_path, columns, tile, model_path, predictor.age_bin_edges_yr)
     return {"tile": tile, "n_bins": int(owned.size)}
-

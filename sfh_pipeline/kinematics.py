@@ -151,8 +151,9 @@ def measure_velocities(
     step = C_KMS * (wave[1] - wave[0]) / wave[-1] / oversample  # km/s between trial velocities
     n_side = int(np.ceil(v_range_kms / step))
     trial_v = v_guess_kms + step * np.arange(-n_side, n_side + 1)
-    templates = [_shifted_template(*_broadened(t_wave, t_flux, sigma), wave, trial_v, degree)
-                 for sigma in sigma_grid_kms]
+    templates = [
+        _shifted_template(*_broadened(t_wave, t_flux, sigma), wave, trial_v, degree) for sigma in sigma_grid_kms
+    ]
     usable = np.all([u for u, _ in templates], axis=0)
     if not usable.any():
         raise ValueError(
@@ -173,8 +174,7 @@ def measure_velocities(
     velocity_error = np.full(flux.shape[0], np.nan)
     for start in range(0, flux.shape[0], chunk_size):
         part = slice(start, start + chunk_size)
-        v, e = _measure_chunk(flux[part], error[part], mask[part], usable, line_mask, legendre,
-                              matrices, trial_v, step)
+        v, e = _measure_chunk(flux[part], error[part], mask[part], usable, line_mask, legendre, matrices, trial_v, step)
         velocity[part], velocity_error[part] = v, e
     return velocity, velocity_error
 

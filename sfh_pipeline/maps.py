@@ -83,16 +83,22 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
     ids = rows["BIN_ID"]
     if ids.size != n_bins or not np.array_equal(np.sort(ids), np.arange(n_bins)):
         missing = np.setdiff1d(np.arange(n_bins), ids)
-        raise DataError(f"tile tables of {bins_path} do not cover every bin once (missing {missing[:10].tolist()}, "
-                        f"{ids.size} rows for {n_bins} bins): rerun the infer jobs of this galaxy")
+        raise DataError(
+            f"tile tables of {bins_path} do not cover every bin once (missing {missing[:10].tolist()}, "
+            f"{ids.size} rows for {n_bins} bins): rerun the infer jobs of this galaxy"
+        )
     order = np.argsort(ids)
     per_bin = {name: values[order] for name, values in rows.items()}
     edges = read_tile_age_bin_edges(tile_tables[0])
     area = spaxel_area_kpc2(wcs, float(row["distance_mpc"])) * per_bin["N_SPAXELS"]
-    images = {"BIN_ID": bin_id, "SNR": paint(bin_id, bin_snr),
-              "MASS_DENSITY": paint(bin_id, per_bin["LOG_MSTAR"] - np.log10(area)),
-              "CHI2": paint(bin_id, per_bin["CHI2"]),
-              "SFH": paint(bin_id, per_bin["SFH"]), "ZH": paint(bin_id, per_bin["ZH"])}
+    images = {
+        "BIN_ID": bin_id,
+        "SNR": paint(bin_id, bin_snr),
+        "MASS_DENSITY": paint(bin_id, per_bin["LOG_MSTAR"] - np.log10(area)),
+        "CHI2": paint(bin_id, per_bin["CHI2"]),
+        "SFH": paint(bin_id, per_bin["SFH"]),
+        "ZH": paint(bin_id, per_bin["ZH"]),
+    }
     for key in SUMMARY_HDUS:
         images[key] = paint(bin_id, per_bin[key])
         images[f"{key}_ERR"] = paint(bin_id, per_bin[f"{key}_ERR"])
@@ -103,11 +109,14 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
             planes = (edges.size - 1,) if name in PLANE_HDUS else ()
             images[name] = np.full(planes + bin_id.shape, np.nan, np.float32)
     digest = sha256_of(model_path)
-    meta = {"GALAXY": str(row["galaxy"]), "DIST_MPC": (float(row["distance_mpc"]), "distance, Mpc"),
-            "MODEL": (os.path.basename(os.path.dirname(os.path.abspath(model_path))), "model name"),
-            "MODELSHA": (digest[:16], "sha256 of model.pt (first 16 hex digits)"),
-            "VSYS": (float(row["systemic_velocity_kms"]), "systemic velocity, km/s"),
-            "EBV_GAL": (float(row["ebv_galactic"]), "Galactic E(B-V) corrected, mag")}
+    meta = {
+        "GALAXY": str(row["galaxy"]),
+        "DIST_MPC": (float(row["distance_mpc"]), "distance, Mpc"),
+        "MODEL": (os.path.basename(os.path.dirname(os.path.abspath(model_path))), "model name"),
+        "MODELSHA": (digest[:16], "sha256 of model.pt (first 16 hex digits)"),
+        "VSYS": (float(row["systemic_velocity_kms"]), "systemic velocity, km/s"),
+        "EBV_GAL": (float(row["ebv_galactic"]), "Galactic E(B-V) corrected, mag"),
+    }
     write_maps(out_path, images, wcs, edges, meta)
     return {"n_bins": int(n_bins), "median_chi2": float(np.nanmedian(per_bin["CHI2"])) if n_bins else None}
 
@@ -189,19 +198,28 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
         true = np.log10(bin_mean(mass, np.ones(ids.size)))
     recovered = bin_value(images["MASS_DENSITY"])
     ok = np.isfinite(true) & np.isfinite(recovered)
-    result["mass_density"] = {"spearman_rho": float(stats.spearmanr(recovered[ok], true[ok]).statistic),
-                              "median_abs_dex": float(np.median(np.abs(recovered[ok] - true[ok]))),
-                              "bias_dex": float(np.median(recovered[ok] - true[ok])), "n": int(ok.sum())}
+    result["mass_density"] = {
+        "spearman_rho": float(stats.spearmanr(recovered[ok], true[ok]).statistic),
+        "median_abs_dex": float(np.median(np.abs(recovered[ok] - true[ok]))),
+        "bias_dex": float(np.median(recovered[ok] - true[ok])),
+        "n": int(ok.sum()),
+    }
     result["sfh_coarse"] = []
     for lo, hi in zip(COARSE_SFH_EDGES_YR[:-1], COARSE_SFH_EDGES_YR[1:]):
         planes = (edges[:-1] >= lo) & (edges[1:] <= hi)
         true = bin_mean(truth["SFH"][planes].sum(0)[inside], mass)
         recovered = bin_value(images["SFH"][planes].sum(0))
         ok = np.isfinite(true) & np.isfinite(recovered)
-        result["sfh_coarse"].append({"age_min_yr": float(lo), "age_max_yr": float(min(hi, edges[-1])),
-                                     "true_mean": float(true[ok].mean()), "recovered_mean": float(recovered[ok].mean()),
-                                     "bias": float(np.median(recovered[ok] - true[ok])),
-                                     "median_abs": float(np.median(np.abs(recovered[ok] - true[ok])))})
+        result["sfh_coarse"].append(
+            {
+                "age_min_yr": float(lo),
+                "age_max_yr": float(min(hi, edges[-1])),
+                "true_mean": float(true[ok].mean()),
+                "recovered_mean": float(recovered[ok].mean()),
+                "bias": float(np.median(recovered[ok] - true[ok])),
+                "median_abs": float(np.median(np.abs(recovered[ok] - true[ok]))),
+            }
+        )
     true_sfh = np.stack([bin_mean(plane[inside], mass) for plane in truth["SFH"]], axis=-1)  # (n_bins, n_age)
     true_times = formation_times(true_sfh, truth_edges)
     for j, key in enumerate(("T50", "T90")):
@@ -244,21 +262,26 @@ def mosaic_maps(paths: list, out_path, galaxy: str) -> dict[str, Any]:
             raise ValueError(f"{path}: age bins differ from those of {paths[0]}; were they made by the same model?")
     scale = min(pixel_scale_arcsec(wcs) for _, wcs, _, _ in pointings)
     wcs_out, shape_out = find_optimal_celestial_wcs(
-        [(images["BIN_ID"].shape, wcs) for images, wcs, _, _ in pointings], resolution=scale * u.arcsec)
-    out = {name: np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + tuple(shape_out), np.nan, np.float32)
-           for name in MAP_HDUS}
+        [(images["BIN_ID"].shape, wcs) for images, wcs, _, _ in pointings], resolution=scale * u.arcsec
+    )
+    out = {
+        name: np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + tuple(shape_out), np.nan, np.float32)
+        for name in MAP_HDUS
+    }
     out["BIN_ID"] = np.full(shape_out, -1, dtype=np.int64)
     offset = 0
     for images, wcs, _, _ in pointings:
-        ids, _ = reproject_interp((images["BIN_ID"].astype(float), wcs), wcs_out, shape_out=shape_out,
-                                  order="nearest-neighbor")
+        ids, _ = reproject_interp(
+            (images["BIN_ID"].astype(float), wcs), wcs_out, shape_out=shape_out, order="nearest-neighbor"
+        )
         take = np.isfinite(ids) & (ids >= 0) & (out["BIN_ID"] < 0)
         out["BIN_ID"][take] = ids[take].astype(np.int64) + offset
         for name in MAP_HDUS:
             if name == "BIN_ID":
                 continue
-            values, _ = reproject_interp((images[name].astype(float), wcs), wcs_out, shape_out=shape_out,
-                                         order="nearest-neighbor")
+            values, _ = reproject_interp(
+                (images[name].astype(float), wcs), wcs_out, shape_out=shape_out, order="nearest-neighbor"
+            )
             out[name][..., take] = values[..., take]
         offset += int(images["BIN_ID"].max()) + 1
     binned = out["BIN_ID"] >= 0

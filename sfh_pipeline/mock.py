@@ -150,16 +150,26 @@ RECENT_SFR_YR = 1e7
 #: Typical inverse sensitivities (erg s^-1 cm^-2 A^-1 per e-/s) of the PHANGS-HST bands
 #: (WFC3/UVIS and ACS/WFC instrument handbooks, rounded; a mock needs plausible values only).
 PHOTFLAM = {
-    "wfc3-uvis_f275w": 3.2e-18, "wfc3-uvis_f336w": 1.3e-18, "wfc3-uvis_f438w": 6.8e-19,
-    "wfc3-uvis_f555w": 1.9e-19, "wfc3-uvis_f814w": 1.5e-19, "acs-wfc_f435w": 3.1e-19,
-    "acs-wfc_f555w": 2.0e-19, "acs-wfc_f814w": 7.1e-20,
+    "wfc3-uvis_f275w": 3.2e-18,
+    "wfc3-uvis_f336w": 1.3e-18,
+    "wfc3-uvis_f438w": 6.8e-19,
+    "wfc3-uvis_f555w": 1.9e-19,
+    "wfc3-uvis_f814w": 1.5e-19,
+    "acs-wfc_f435w": 3.1e-19,
+    "acs-wfc_f555w": 2.0e-19,
+    "acs-wfc_f814w": 7.1e-20,
 }
 
 #: Intrinsic HII-region line fluxes relative to Halpha (case B Halpha/Hbeta = 2.86).
 LINE_RATIOS = {
-    "Hbeta": 1 / 2.86, "[OIII]4959": 0.5 / 2.86 / 2.98, "[OIII]5007": 0.5 / 2.86,
-    "[NII]6548": 0.35 / 3.05, "Halpha": 1.0, "[NII]6583": 0.35,
-    "[SII]6716": 0.12, "[SII]6731": 0.09,
+    "Hbeta": 1 / 2.86,
+    "[OIII]4959": 0.5 / 2.86 / 2.98,
+    "[OIII]5007": 0.5 / 2.86,
+    "[NII]6548": 0.35 / 3.05,
+    "Halpha": 1.0,
+    "[NII]6583": 0.35,
+    "[SII]6716": 0.12,
+    "[SII]6731": 0.09,
 }
 
 RECIPE_DEFAULTS: dict[str, Any] = {
@@ -226,8 +236,11 @@ def resolve_recipe(recipe: Mapping[str, Any], filters=()) -> dict[str, Any]:
     if out["seed"] is None or isinstance(out["seed"], bool) or not isinstance(out["seed"], (int, np.integer)):
         raise ValueError(f"mock recipe: 'seed' must be an integer, got {out['seed']!r}")
     size = out["size_spaxels"]
-    if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(isinstance(n, (int, np.integer)) and n >= 4 for n in size)):
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or not all(isinstance(n, (int, np.integer)) and n >= 4 for n in size)
+    ):
         raise ValueError(f"mock recipe: 'size_spaxels' must be [ny, nx] with integers >= 4, got {size!r}")
     out["size_spaxels"] = [int(size[0]), int(size[1])]
     band = out["uncovered_band"]
@@ -235,11 +248,23 @@ def resolve_recipe(recipe: Mapping[str, Any], filters=()) -> dict[str, Any]:
         raise ValueError(f"mock recipe: uncovered_band {band!r} is not one of the galaxy's bands {list(filters)}")
     ratio = MUSE_SPAXEL_ARCSEC / float(out["hst_pixel_arcsec"])
     if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-        raise ValueError(f"mock recipe: hst_pixel_arcsec must divide {MUSE_SPAXEL_ARCSEC} arcsec, got {out['hst_pixel_arcsec']}")
+        raise ValueError(
+            f"mock recipe: hst_pixel_arcsec must divide {MUSE_SPAXEL_ARCSEC} arcsec, got {out['hst_pixel_arcsec']}"
+        )
     if len(out["disc_tau_gyr"]) != 2:
         raise ValueError("mock recipe: disc_tau_gyr must be [tau at R=0, increase per R_field] in Gyr")
-    for key in ("snr_center", "snr_edge", "bulge_re", "disc_rd", "r_trunc", "r_turn", "light_floor",
-                "hst_exptime_s", "hst_background_e_s", "hst_psf_fwhm_arcsec"):
+    for key in (
+        "snr_center",
+        "snr_edge",
+        "bulge_re",
+        "disc_rd",
+        "r_trunc",
+        "r_turn",
+        "light_floor",
+        "hst_exptime_s",
+        "hst_background_e_s",
+        "hst_psf_fwhm_arcsec",
+    ):
         if not float(out[key]) > 0:
             raise ValueError(f"mock recipe: {key} must be > 0, got {out[key]!r}")
     return out
@@ -259,6 +284,7 @@ def _row_values(row) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------- geometry / WCS
 
+
 def muse_wcs(ra_deg: float, dec_deg: float, shape: tuple[int, int]) -> WCS:
     """Celestial TAN WCS of a (ny, nx) MUSE spaxel grid centred on (ra, dec), 0.2 arcsec spaxels."""
     ny, nx = shape
@@ -271,7 +297,9 @@ def muse_wcs(ra_deg: float, dec_deg: float, shape: tuple[int, int]) -> WCS:
     return wcs
 
 
-def hst_grid(muse: WCS, shape: tuple[int, int], pixel_arcsec: float, margin_arcsec: float) -> tuple[WCS, tuple[int, int], int, int]:
+def hst_grid(
+    muse: WCS, shape: tuple[int, int], pixel_arcsec: float, margin_arcsec: float
+) -> tuple[WCS, tuple[int, int], int, int]:
     """HST WCS aligned with the MUSE grid (``factor`` x ``factor`` pixels per spaxel).
 
     The tangent point is a sky position ~(1.3, 0.9) arcsec away from the MUSE one (as for
@@ -354,10 +382,13 @@ def galaxy_structure(row, recipe: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------- star formation
 
+
 def _lookback_grid(edges: np.ndarray) -> np.ndarray:
     last = edges[-1]
     breaks = np.array([RECENT_SFR_YR, ARM_BURST_YR, BULGE_STOP_YR, min(BULGE_START_YR, last), min(DISC_START_YR, last)])
-    points = np.concatenate([[0.0], np.geomspace(1e4, last, 600), edges, breaks, breaks * (1 - 1e-6), breaks * (1 + 1e-6)])
+    points = np.concatenate(
+        [[0.0], np.geomspace(1e4, last, 600), edges, breaks, breaks * (1 - 1e-6), breaks * (1 + 1e-6)]
+    )
     return np.unique(points[(points >= 0) & (points <= last)])
 
 
@@ -381,6 +412,7 @@ def _recent_fraction(sfr: np.ndarray, lookback: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------- convolution
 
+
 def _gaussian_kernel(fwhm_pix: float) -> np.ndarray:
     """Normalised 1-D Gaussian (astropy, pixel-integrated by oversampling)."""
     kernel = Gaussian1DKernel(max(fwhm_pix, 1e-3) / FWHM_PER_SIGMA, mode="oversample", factor=25)
@@ -395,6 +427,7 @@ def _convolve2d(data: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ files
+
 
 def _celestial_cards(wcs: WCS) -> fits.Header:
     """TAN WCS cards with a CD matrix, as in PHANGS-MUSE and drizzled HST files."""
@@ -436,8 +469,18 @@ def _write_cube(path, galaxy: str, data: np.ndarray, var: np.ndarray, header: fi
         fits.HDUList(hdus).writeto(tmp)
 
 
-def _write_hst(sci_path, wht_path, key: str, galaxy: str, sci: np.ndarray, wht: np.ndarray, wcs: WCS,
-               photflam: float, pivot: float, exptime: float) -> None:
+def _write_hst(
+    sci_path,
+    wht_path,
+    key: str,
+    galaxy: str,
+    sci: np.ndarray,
+    wht: np.ndarray,
+    wcs: WCS,
+    photflam: float,
+    pivot: float,
+    exptime: float,
+) -> None:
     instrument, filt = key.split("_")
     header = _celestial_cards(wcs)
     header["TELESCOP"] = "HST"
@@ -461,9 +504,17 @@ def _write_hst(sci_path, wht_path, key: str, galaxy: str, sci: np.ndarray, wht: 
 
 # --------------------------------------------------------------------------- the mock
 
-def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: list[str],
-                      cube_path, hst_paths: dict[str, tuple[str | os.PathLike, str | os.PathLike]],
-                      truth_path) -> dict:
+
+def write_mock_galaxy(
+    row,
+    recipe: dict,
+    ssp_store,
+    age_bin_edges_yr,
+    filters: list[str],
+    cube_path,
+    hst_paths: dict[str, tuple[str | os.PathLike, str | os.PathLike]],
+    truth_path,
+) -> dict:
     """Write a mock galaxy's MUSE cube, HST images and truth maps in the PHANGS layouts.
 
     See the module docstring for the physics, the file layouts and the recipe keys.
@@ -540,14 +591,17 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
     ssp = load_ssp(ssp_store)
     logz_lo, logz_hi = float(np.min(ssp.logzsol)), float(np.max(ssp.logzsol))
     bin_age = 0.5 * (edges[1:] + edges[:-1])
-    amr = r["amr_dex"] * np.clip((np.log10(bin_age) - np.log10(AMR_START_YR))
-                                 / (np.log10(BULGE_START_YR) - np.log10(AMR_START_YR)), 0.0, 1.0)
+    amr = r["amr_dex"] * np.clip(
+        (np.log10(bin_age) - np.log10(AMR_START_YR)) / (np.log10(BULGE_START_YR) - np.log10(AMR_START_YR)), 0.0, 1.0
+    )
     logz_disc = r["logz_center"] + r["logz_gradient"] * rad[:, None] - amr[None, :]
     logz_bulge = logz_disc + r["bulge_logz_offset"] - r["logz_gradient"] * rad[:, None]  # bulge: no gradient
-    logz = np.where(bin_mass > 0,
-                    (bin_mass_c["bulge"] * logz_bulge + (bin_mass_c["disc"] + bin_mass_c["arm"]) * logz_disc)
-                    / np.where(bin_mass > 0, bin_mass, 1.0),
-                    logz_disc)
+    logz = np.where(
+        bin_mass > 0,
+        (bin_mass_c["bulge"] * logz_bulge + (bin_mass_c["disc"] + bin_mass_c["arm"]) * logz_disc)
+        / np.where(bin_mass > 0, bin_mass, 1.0),
+        logz_disc,
+    )
     logz = np.clip(logz, logz_lo, logz_hi)
     mass_fractions = bin_mass / bin_mass.sum(1, keepdims=True)
     recent_sfr = sum(mass_c[c][sel] * _recent_fraction(sfr[c], lookback) for c in sfr) / RECENT_SFR_YR  # M_sun/yr
@@ -566,8 +620,14 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
     # ----------------------------------------------------------------- forward modelling
     wave = MUSE_CRVAL3 + MUSE_CD3_3 * np.arange(MUSE_NAXIS3)
     max_velocity = float(np.max(np.abs(v_star)) + 5 * np.max(sigma_star) + 100.0)
-    model = ForwardModel(ssp, age_bin_edges_yr=edges, wavelength_aa=wave, filters=filters,
-                         max_velocity_kms=max_velocity, norm_window_aa=NORM_WINDOW_AA)
+    model = ForwardModel(
+        ssp,
+        age_bin_edges_yr=edges,
+        wavelength_aa=wave,
+        filters=filters,
+        max_velocity_kms=max_velocity,
+        norm_window_aa=NORM_WINDOW_AA,
+    )
     distance_cm = values["distance_mpc"] * MPC_CM
     to_cgs = L_SUN_ERG_S / (4 * np.pi * distance_cm**2)  # (L_sun/A) -> erg/s/cm^2/A
     gal_ext_cube = galactic_transmission(wave, values["ebv_galactic"])
@@ -598,7 +658,9 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
         for j, t in enumerate(throughputs.values()):
             weight = np.interp(observed, t.wavelength_aa, t.throughput, left=0.0, right=0.0) * observed
             phot[:, j] += line_flux * weight / np.trapezoid(t.throughput * t.wavelength_aa, t.wavelength_aa)
-        width = np.sqrt((observed * r["sigma_gas_kms"] / C_KMS) ** 2 + (muse_lsf_fwhm_aa(observed) / FWHM_PER_SIGMA) ** 2)
+        width = np.sqrt(
+            (observed * r["sigma_gas_kms"] / C_KMS) ** 2 + (muse_lsf_fwhm_aa(observed) / FWHM_PER_SIGMA) ** 2
+        )
         centre_pix = np.rint((observed - MUSE_CRVAL3) / MUSE_CD3_3).astype(int)
         pix = centre_pix[:, None] + lsf_pix[None, :]  # (n, 25)
         ok = (pix >= 0) & (pix < wave.size)
@@ -660,15 +722,16 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
         band_totals[band] = float(spaxel_flux.sum())
         photflam = PHOTFLAM[band]
         counts = np.zeros(hshape)
-        counts[margin:margin + factor * ny, margin:margin + factor * nx] = (
-            np.kron(spaxel_flux, np.ones((factor, factor))) / factor**2 / photflam)
+        counts[margin : margin + factor * ny, margin : margin + factor * nx] = (
+            np.kron(spaxel_flux, np.ones((factor, factor))) / factor**2 / photflam
+        )
         counts = _convolve2d(counts, hst_kernel)
         var_h = np.maximum(counts, 0.0) / r["hst_exptime_s"] + r["hst_background_e_s"] ** 2
         sci = counts + np.sqrt(var_h) * rng.standard_normal(hshape)
         wht = 1.0 / var_h
         if band == r["uncovered_band"]:
-            sci[hshape[0] // 2:, hshape[1] // 2:] = 0.0
-            wht[hshape[0] // 2:, hshape[1] // 2:] = 0.0
+            sci[hshape[0] // 2 :, hshape[1] // 2 :] = 0.0
+            wht[hshape[0] // 2 :, hshape[1] // 2 :] = 0.0
         sci_path, wht_path = hst_paths[band]
         _write_hst(sci_path, wht_path, band, galaxy, sci, wht, hwcs, photflam, pivot, float(r["hst_exptime_s"]))
 
@@ -700,12 +763,24 @@ def write_mock_galaxy(row, recipe: dict, ssp_store, age_bin_edges_yr, filters: l
     zero = np.where(galaxy_mask, 0.0, np.nan)
     images.update({f"{key}_ERR": zero for key in (*SUMMARY_HDUS, "T50", "T90")})
     images.update(SFH_ERR=np.broadcast_to(zero, sfh.shape), ZH_ERR=np.broadcast_to(zero, sfh.shape))
-    images.update(BIN_ID=bin_id, SNR=np.where(galaxy_mask, snr_map, np.nan), SFH=sfh, ZH=zh,
-                  CHI2=np.full((ny, nx), np.nan), OOD=np.full((ny, nx), np.nan))
+    images.update(
+        BIN_ID=bin_id,
+        SNR=np.where(galaxy_mask, snr_map, np.nan),
+        SFH=sfh,
+        ZH=zh,
+        CHI2=np.full((ny, nx), np.nan),
+        OOD=np.full((ny, nx), np.nan),
+    )
     assert set(images) == set(MAP_HDUS)
-    meta = {"GALAXY": galaxy, "DIST_MPC": values["distance_mpc"], "MODEL": "truth", "MODELSHA": "truth",
-            "ZSUN_REF": float(ssp.attrs.get("zsun", 0.02)), "SSPNAME": str(ssp.attrs.get("name", ""))[:60],
-            "MOCKSEED": int(r["seed"])}
+    meta = {
+        "GALAXY": galaxy,
+        "DIST_MPC": values["distance_mpc"],
+        "MODEL": "truth",
+        "MODELSHA": "truth",
+        "ZSUN_REF": float(ssp.attrs.get("zsun", 0.02)),
+        "SSPNAME": str(ssp.attrs.get("name", ""))[:60],
+        "MOCKSEED": int(r["seed"]),
+    }
     write_maps(truth_path, images, wcs, edges, meta)
 
     files = [str(cube_path), *(str(p) for pair in hst_paths.values() for p in pair), str(truth_path)]

@@ -136,9 +136,7 @@ class ResidualBlock(nn.Module):
         self.norm1 = nn.GroupNorm(math.gcd(8, c_out), c_out)
         self.conv2 = nn.Conv1d(c_out, c_out, kernel, padding=pad)
         self.norm2 = nn.GroupNorm(math.gcd(8, c_out), c_out)
-        self.skip = (
-            nn.Identity() if (c_in == c_out and stride == 1) else nn.Conv1d(c_in, c_out, 1, stride=stride)
-        )
+        self.skip = nn.Identity() if (c_in == c_out and stride == 1) else nn.Conv1d(c_in, c_out, 1, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.gelu(self.norm1(self.conv1(x)))
@@ -179,27 +177,36 @@ class SFHNet(nn.Module):
         d = config.attention_dim
         self.project = nn.Linear(c[-1], d)
         self.register_buffer("positions", sinusoidal_positions(length, d), persistent=False)
-        layer = nn.TransformerEncoderLayer(d, config.attention_heads, 2 * d, config.dropout, batch_first=True,
-                                           activation="gelu", norm_first=True)
-        self.encoder = (nn.TransformerEncoder(layer, config.attention_layers, enable_nested_tensor=False)
-                        if config.attention_layers > 0 else nn.Identity())
+        layer = nn.TransformerEncoderLayer(
+            d, config.attention_heads, 2 * d, config.dropout, batch_first=True, activation="gelu", norm_first=True
+        )
+        self.encoder = (
+            nn.TransformerEncoder(layer, config.attention_layers, enable_nested_tensor=False)
+            if config.attention_layers > 0
+            else nn.Identity()
+        )
         self.pool_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.pool = nn.MultiheadAttention(d, config.attention_heads, batch_first=True)
         p = config.photometry_dim
         self.photometry = nn.Sequential(nn.Linear(3 * config.n_filters, p), nn.GELU(), nn.Linear(p, p), nn.GELU())
         self.fuse = nn.Sequential(
-            nn.Linear(d + p, 2 * config.latent_dim), nn.GELU(), nn.Dropout(config.dropout),
-            nn.Linear(2 * config.latent_dim, config.latent_dim), nn.GELU(),
+            nn.Linear(d + p, 2 * config.latent_dim),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(2 * config.latent_dim, config.latent_dim),
+            nn.GELU(),
         )
         self.sfh_head = nn.Linear(config.latent_dim, config.n_bins)
         self.logz_head = nn.Linear(config.latent_dim, config.n_bins)
         self.summary_head = nn.Linear(config.latent_dim, 2 * len(SUMMARY_KEYS))
-        self.register_buffer("summary_offsets", torch.tensor([SUMMARY_OFFSETS[k] for k in SUMMARY_KEYS]), persistent=False)
+        self.register_buffer(
+            "summary_offsets", torch.tensor([SUMMARY_OFFSETS[k] for k in SUMMARY_KEYS]), persistent=False
+        )
         if config.posterior_heads:
             self.n_posterior_targets = 2 * config.n_bins + len(FORMATION_FRACTIONS)
             self.quantile_head = nn.Linear(config.latent_dim, self.n_posterior_targets * len(QUANTILES))
             offsets = torch.zeros(self.n_posterior_targets)
-            offsets[2 * config.n_bins:] = FORMATION_OFFSET
+            offsets[2 * config.n_bins :] = FORMATION_OFFSET
             self.register_buffer("posterior_offsets", offsets, persistent=False)
 
     def forward(self, spectrum: torch.Tensor, photometry: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -259,13 +266,18 @@ def loss_terms(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
     mu, log_sigma = outputs["summary"].float(), outputs["summary_log_sigma"].float()
     z = (targets["summary"] - mu) * torch.exp(-log_sigma)
     nll = (0.5 * z**2 + log_sigma).mean()
-    terms = {"sfh_cross_entropy": ce, "sfh_cumulative_l1": cum, "logz_mass_weighted": logz, "summary_nll": nll,
-             "posterior_pinball": torch.zeros((), device=ce.device)}
+    terms = {
+        "sfh_cross_entropy": ce,
+        "sfh_cumulative_l1": cum,
+        "logz_mass_weighted": logz,
+        "summary_nll": nll,
+        "posterior_pinball": torch.zeros((), device=ce.device),
+    }
     if "quantiles" in outputs:
         values = torch.cat([truth, targets["logzsol"], targets["formation"]], dim=1)
         n_bins = truth.shape[1]
         weights = torch.ones_like(values)
-        weights[:, n_bins:2 * n_bins] = truth * n_bins  # log Z counts where mass formed
+        weights[:, n_bins : 2 * n_bins] = truth * n_bins  # log Z counts where mass formed
         terms["posterior_pinball"] = (pinball(outputs["quantiles"].float(), values) * weights[..., None]).mean()
     return terms
 

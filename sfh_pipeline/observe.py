@@ -22,8 +22,13 @@ from .psf import match_psf, pixel_scale_arcsec, reproject_flux
 log = logging.getLogger(__name__)
 
 
-def hst_on_muse(cube_path: str | os.PathLike, bands: dict[str, tuple[str, str]], muse_psf_fwhm_arcsec: float,
-                hst_psf_fwhm_arcsec: float, out_path: str | os.PathLike) -> dict[str, float]:
+def hst_on_muse(
+    cube_path: str | os.PathLike,
+    bands: dict[str, tuple[str, str]],
+    muse_psf_fwhm_arcsec: float,
+    hst_psf_fwhm_arcsec: float,
+    out_path: str | os.PathLike,
+) -> dict[str, float]:
     """PSF-match every HST band to the MUSE PSF and reproject it onto the cube's spaxels.
 
     Parameters
@@ -41,21 +46,29 @@ def hst_on_muse(cube_path: str | os.PathLike, bands: dict[str, tuple[str, str]],
     for key, (sci, wht) in bands.items():
         # the PSF-matching kernel reaches ~3 FWHM: read that much beyond the MUSE field
         image = HstImage.read(key, sci, wht, around=(cube.wcs, cube.shape, 3.0 * muse_psf_fwhm_arcsec))
-        smoothed, var = match_psf(image.flux, image.error**2, pixel_scale_arcsec(image.wcs),
-                                  hst_psf_fwhm_arcsec, muse_psf_fwhm_arcsec)
+        smoothed, var = match_psf(
+            image.flux, image.error**2, pixel_scale_arcsec(image.wcs), hst_psf_fwhm_arcsec, muse_psf_fwhm_arcsec
+        )
         flux, var = reproject_flux(smoothed, var, image.wcs, cube.wcs, cube.shape)
         coverage[key] = float(np.isfinite(flux).mean())
         if coverage[key] == 0.0:
-            raise DataError(f"HST image {sci} ({key}) does not overlap the MUSE cube {cube_path}: "
-                            "check the files of this galaxy in the sample sheet")
+            raise DataError(
+                f"HST image {sci} ({key}) does not overlap the MUSE cube {cube_path}: "
+                "check the files of this galaxy in the sample sheet"
+            )
         on_muse[key] = (flux.astype(np.float32), var.astype(np.float32), image.pivot_aa)
         log.info("%s: %.1f%% of the spaxels covered", key, 100 * coverage[key])
     write_hst_on_muse(out_path, on_muse, cube.wcs.to_header())
     return coverage
 
 
-def bin_galaxy(cube_path: str | os.PathLike, systemic_velocity_kms: float, settings: dict[str, Any],
-               bins_path: str | os.PathLike, tiles_path: str | os.PathLike) -> dict[str, Any]:
+def bin_galaxy(
+    cube_path: str | os.PathLike,
+    systemic_velocity_kms: float,
+    settings: dict[str, Any],
+    bins_path: str | os.PathLike,
+    tiles_path: str | os.PathLike,
+) -> dict[str, Any]:
     """S/N map in a rest-frame continuum window, Voronoi binning, and the tiles that own bins.
 
     ``settings``: ``snr_window_aa`` (rest frame, A), ``target_snr``, ``min_snr`` (spaxels
@@ -70,18 +83,38 @@ def bin_galaxy(cube_path: str | os.PathLike, systemic_velocity_kms: float, setti
     signal, noise = continuum_snr(cube, window, tile_size=settings["tile_spaxels"])
     if not np.isfinite(signal).any():
         raise DataError(f"{cube_path}: no spaxel has finite data in {window[0]:.0f}-{window[1]:.0f} A")
-    binning = voronoi_bins(signal, noise, settings["target_snr"], settings["min_snr"],
-                           method=settings["binning_method"], tile_size=settings["binning_tile_spaxels"])
+    binning = voronoi_bins(
+        signal,
+        noise,
+        settings["target_snr"],
+        settings["min_snr"],
+        method=settings["binning_method"],
+        tile_size=settings["binning_tile_spaxels"],
+    )
     bin_id = binning.bin_id
     geometry = bin_geometry(bin_id, settings["tile_spaxels"])
-    meta = {"TARGETSN": (float(settings["target_snr"]), "Voronoi target S/N"),
-            "MINSN": (float(settings["min_snr"]), "spaxels below this S/N are not binned"),
-            "BINMETH": (binning.method, "binning method"),
-            "TILESIZE": (int(settings["tile_spaxels"]), "inference tile size, spaxels")}
-    write_bins(bins_path, bin_id, binning.bin_snr, signal, noise, geometry.n_spaxels, geometry.owner,
-               cube.wcs.to_header(), meta)
+    meta = {
+        "TARGETSN": (float(settings["target_snr"]), "Voronoi target S/N"),
+        "MINSN": (float(settings["min_snr"]), "spaxels below this S/N are not binned"),
+        "BINMETH": (binning.method, "binning method"),
+        "TILESIZE": (int(settings["tile_spaxels"]), "inference tile size, spaxels"),
+    }
+    write_bins(
+        bins_path,
+        bin_id,
+        binning.bin_snr,
+        signal,
+        noise,
+        geometry.n_spaxels,
+        geometry.owner,
+        cube.wcs.to_header(),
+        meta,
+    )
     tiles = sorted(set(geometry.owner))
     write_tiles(tiles_path, settings["tile_spaxels"], tiles, binning.n_bins)
-    return {"n_bins": int(binning.n_bins), "n_tiles": len(tiles), "method": binning.method,
-            "binned_spaxels": int((bin_id >= 0).sum())}
-
+    return {
+        "n_bins": int(binning.n_bins),
+        "n_tiles": len(tiles),
+        "method": binning.method,
+        "binned_spaxels": int((bin_id >= 0).sum()),
+    }

@@ -117,8 +117,10 @@ def _cube_bunit(path: Path, data_header: fitsio.FITSHDR) -> str:
         with fitsio.FITS(str(path)) as fits_file:
             bunit = str(fits_file[0].read_header().get("BUNIT", "") or "").strip()
     if not bunit:
-        raise DataError(f"{path}: no BUNIT in the DATA or primary header; set it to the flux unit of the cube "
-                        "(MUSE: '10**(-20)*erg/s/cm**2/Angstrom')")
+        raise DataError(
+            f"{path}: no BUNIT in the DATA or primary header; set it to the flux unit of the cube "
+            "(MUSE: '10**(-20)*erg/s/cm**2/Angstrom')"
+        )
     return bunit
 
 
@@ -145,8 +147,13 @@ class HstImage:
     pivot_aa: float
 
     @classmethod
-    def read(cls, key: str, sci_path: str | os.PathLike, wht_path: str | os.PathLike,
-             around: tuple[WCS, tuple[int, int], float] | None = None) -> HstImage:
+    def read(
+        cls,
+        key: str,
+        sci_path: str | os.PathLike,
+        wht_path: str | os.PathLike,
+        around: tuple[WCS, tuple[int, int], float] | None = None,
+    ) -> HstImage:
         """Read the ``exp-drc-sci`` (electrons/s) and ``err-drc-wht`` (inverse variance) pair.
 
         Electrons/s are converted with PHOTFLAM (erg s^-1 cm^-2 A^-1 per e-/s) or, if only
@@ -170,8 +177,11 @@ class HstImage:
                 header = {**dict(hdul[0].header), **dict(hdu.header)}
                 wcs = WCS(hdu.header).celestial
                 shape = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
-                ys, xs = (slice(0, shape[0]), slice(0, shape[1])) if around is None else \
-                    _cutout(wcs, shape, *around, where=f"{sci_path} ({key})")
+                ys, xs = (
+                    (slice(0, shape[0]), slice(0, shape[1]))
+                    if around is None
+                    else _cutout(wcs, shape, *around, where=f"{sci_path} ({key})")
+                )
                 sci = np.asarray(hdu.section[ys, xs], dtype=np.float64)
                 wcs = wcs[ys, xs]
             with fits.open(wht_path, memmap=True) as hdul:
@@ -180,7 +190,9 @@ class HstImage:
                     raise DataError(f"{wht_path}: no weight image of the science image's shape {shape}")
                 wht = np.asarray(hdu.section[ys, xs], dtype=np.float64)
         except (OSError, TypeError, KeyError) as err:
-            raise DataError(f"{sci_path} / {wht_path} ({key}): not readable FITS images ({err}); download them again") from err
+            raise DataError(
+                f"{sci_path} / {wht_path} ({key}): not readable FITS images ({err}); download them again"
+            ) from err
         bunit = str(header.get("BUNIT", "ELECTRONS/S")).upper().replace(" ", "")
         if bunit not in ("ELECTRONS/S", "ELECTRON/S", "E-/S"):
             raise DataError(f"{sci_path}: BUNIT {header.get('BUNIT')!r}, expected electrons/s (exp-drc-sci)")
@@ -197,13 +209,18 @@ class HstImage:
         return cls(key=key, flux=flux, error=error, wcs=wcs, pivot_aa=float(pivot) if pivot else float("nan"))
 
 
-def _cutout(wcs: WCS, shape: tuple[int, int], target_wcs: WCS, target_shape: tuple[int, int], margin_arcsec: float,
-            where: str) -> tuple[slice, slice]:
+def _cutout(
+    wcs: WCS, shape: tuple[int, int], target_wcs: WCS, target_shape: tuple[int, int], margin_arcsec: float, where: str
+) -> tuple[slice, slice]:
     """Pixel slices of an image (``wcs``, ``shape``) covering a target grid plus a margin."""
     ny, nx = target_shape
     # the target's outline, sampled finely enough for any rotation or distortion
-    ty = np.concatenate([np.linspace(-0.5, ny - 0.5, 50), np.full(50, ny - 0.5), np.linspace(-0.5, ny - 0.5, 50), np.full(50, -0.5)])
-    tx = np.concatenate([np.full(50, -0.5), np.linspace(-0.5, nx - 0.5, 50), np.full(50, nx - 0.5), np.linspace(-0.5, nx - 0.5, 50)])
+    ty = np.concatenate(
+        [np.linspace(-0.5, ny - 0.5, 50), np.full(50, ny - 0.5), np.linspace(-0.5, ny - 0.5, 50), np.full(50, -0.5)]
+    )
+    tx = np.concatenate(
+        [np.full(50, -0.5), np.linspace(-0.5, nx - 0.5, 50), np.full(50, nx - 0.5), np.linspace(-0.5, nx - 0.5, 50)]
+    )
     ra, dec = target_wcs.celestial.pixel_to_world_values(tx, ty)
     x, y = wcs.world_to_pixel_values(ra, dec)
     from astropy.wcs.utils import proj_plane_pixel_scales
@@ -213,5 +230,7 @@ def _cutout(wcs: WCS, shape: tuple[int, int], target_wcs: WCS, target_shape: tup
     x0, x1 = int(np.floor(np.nanmin(x) - margin)), int(np.ceil(np.nanmax(x) + margin)) + 1
     y0, y1, x0, x1 = max(y0, 0), min(y1, shape[0]), max(x0, 0), min(x1, shape[1])
     if y0 >= y1 or x0 >= x1:
-        raise DataError(f"HST image {where} does not overlap the MUSE cube: check the files of this galaxy in the sample sheet")
+        raise DataError(
+            f"HST image {where} does not overlap the MUSE cube: check the files of this galaxy in the sample sheet"
+        )
     return slice(y0, y1), slice(x0, x1)

@@ -69,8 +69,15 @@ _OVERLAP_TOLERANCE = 1e-6
 DEFAULT_VELOCITY_RANGE_KMS = 500.0
 #: Spectra rebinned at a time.
 _REBIN_BLOCK = 2048
-_TRAINSET_KEYS = ("wavelength_aa", "filters", "age_bin_edges_yr", "bin_age_yr", "logzsol_range",
-                  "norm_window_aa", "emission_mask_halfwidth_kms")
+_TRAINSET_KEYS = (
+    "wavelength_aa",
+    "filters",
+    "age_bin_edges_yr",
+    "bin_age_yr",
+    "logzsol_range",
+    "norm_window_aa",
+    "emission_mask_halfwidth_kms",
+)
 
 
 def load_predictor(
@@ -160,7 +167,7 @@ def rebin_matrix(edges_in: np.ndarray, edges_out: np.ndarray) -> scipy.sparse.cs
     counts = hi - lo
     rows = np.repeat(np.arange(n_out), counts)
     cols = lo[rows] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    overlap = (np.minimum(edges_out[rows + 1], edges_in[cols + 1]) - np.maximum(edges_out[rows], edges_in[cols]))
+    overlap = np.minimum(edges_out[rows + 1], edges_in[cols + 1]) - np.maximum(edges_out[rows], edges_in[cols])
     keep = overlap > _OVERLAP_TOLERANCE * (edges_out[rows + 1] - edges_out[rows])
     return scipy.sparse.csr_matrix((overlap[keep], (rows[keep], cols[keep])), shape=(n_out, edges_in.size - 1))
 
@@ -186,8 +193,10 @@ class Predictor:
             if str(self.path) not in message:
                 message = f"model file {self.path}: {message}"
             if ("architecture" in message or "model setting" in message) and "retrain" not in message:
-                message += ("; the file was written by another version of the code (or edited): retrain the "
-                            "model with this version, or predict with the version that wrote it")
+                message += (
+                    "; the file was written by another version of the code (or edited): retrain the "
+                    "model with this version, or predict with the version that wrote it"
+                )
             raise ValueError(message) from err
         except RuntimeError as err:  # size mismatches of load_state_dict
             detail = " ".join(line.strip() for line in str(err).splitlines()[:2])
@@ -208,12 +217,17 @@ class Predictor:
         self._filters = tuple(str(f) for f in trainset["filters"])
         self._edges = np.asarray(trainset["age_bin_edges_yr"], dtype=float)
         self._bin_age = np.asarray(trainset["bin_age_yr"], dtype=float)
-        sizes = {"n_wave": (config.n_wave, self._wave.size), "n_filters": (config.n_filters, len(self._filters)),
-                 "n_bins": (config.n_bins, self._edges.size - 1)}
+        sizes = {
+            "n_wave": (config.n_wave, self._wave.size),
+            "n_filters": (config.n_filters, len(self._filters)),
+            "n_bins": (config.n_bins, self._edges.size - 1),
+        }
         bad = {k: v for k, v in sizes.items() if v[0] != v[1]}
         if bad:
-            raise ValueError(f"model file {self.path}: network sizes {bad} (network, training set) do not match "
-                             "its training-set metadata; the file is corrupt: retrain the model")
+            raise ValueError(
+                f"model file {self.path}: network sizes {bad} (network, training set) do not match "
+                "its training-set metadata; the file is corrupt: retrain the model"
+            )
         for array in (self._wave, self._edges, self._bin_age):
             array.flags.writeable = False
         self.logzsol_range = tuple(float(v) for v in trainset["logzsol_range"])
@@ -234,21 +248,30 @@ class Predictor:
             self._emission = emission_line_mask(self._wave, self.emission_mask_halfwidth_kms)
         else:  # a model trained with another line list: the same rule with the file's lines
             centres = np.array([float(v) for v in dict(lines).values()])[None, :]
-            self._emission = np.any(np.abs(self._wave[:, None] / centres - 1) * C_KMS
-                                    <= self.emission_mask_halfwidth_kms, axis=1)
+            self._emission = np.any(
+                np.abs(self._wave[:, None] / centres - 1) * C_KMS <= self.emission_mask_halfwidth_kms, axis=1
+            )
         self._emission_bit = MASK_EMISSION
         ood = payload.get("ood_reference")
-        self._ood = None if ood is None else (np.asarray(ood["mean"]), np.asarray(ood["whitening"]),
-                                              float(ood["distance_quantile"]))
+        self._ood = (
+            None
+            if ood is None
+            else (np.asarray(ood["mean"]), np.asarray(ood["whitening"]), float(ood["distance_quantile"]))
+        )
         calibration = payload.get("quantile_calibration")
-        self._quantile_widening = None if calibration is None else {
-            level: np.asarray(calibration[level], dtype=float) for level in ("68", "95")}
+        self._quantile_widening = (
+            None
+            if calibration is None
+            else {level: np.asarray(calibration[level], dtype=float) for level in ("68", "95")}
+        )
         template = payload.get("velocity_template")
         self._velocity_template = None if template is None else np.asarray(template, dtype=float)
         self._window = (self._wave >= self.norm_window_aa[0]) & (self._wave <= self.norm_window_aa[1])
         if not self._window.any():
-            raise ValueError(f"model file {self.path}: normalisation window {self.norm_window_aa} lies outside "
-                             "the training grid; the file is corrupt: retrain the model")
+            raise ValueError(
+                f"model file {self.path}: normalisation window {self.norm_window_aa} lies outside "
+                "the training grid; the file is corrupt: retrain the model"
+            )
 
     # ------------------------------------------------------------------ metadata
 
@@ -276,8 +299,10 @@ class Predictor:
         return self._bin_age
 
     def __repr__(self) -> str:
-        return (f"Predictor({self.name!r}, {self.path}, {self._wave[0]:.1f}-{self._wave[-1]:.1f} A rest, "
-                f"{len(self._filters)} bands, device={self.device})")
+        return (
+            f"Predictor({self.name!r}, {self.path}, {self._wave[0]:.1f}-{self._wave[-1]:.1f} A rest, "
+            f"{len(self._filters)} bands, device={self.device})"
+        )
 
     # ------------------------------------------------------------------ observed -> training grid
 
@@ -305,14 +330,18 @@ class Predictor:
         if not np.all(np.isfinite(wave)):
             raise ValueError("wave contains NaN or infinite values; give the wavelength of every pixel (A)")
         if np.any(np.diff(wave) <= 0):
-            raise ValueError("wave must be strictly increasing (A); sort the pixels (and flux, error, mask) by wavelength")
+            raise ValueError(
+                "wave must be strictly increasing (A); sort the pixels (and flux, error, mask) by wavelength"
+            )
         flux = np.asarray(flux, dtype=float)
         error = np.asarray(error, dtype=float)
         if flux.ndim not in (1, 2):
             raise ValueError(f"flux must have shape (n_wave,) or (n_spectra, n_wave), got {flux.shape}")
         if flux.shape[-1] != wave.size:
-            raise ValueError(f"flux has {flux.shape[-1]} wavelength pixels but wave has {wave.size}: "
-                             "give flux (and error, mask) on the wave grid, wavelength along the last axis")
+            raise ValueError(
+                f"flux has {flux.shape[-1]} wavelength pixels but wave has {wave.size}: "
+                "give flux (and error, mask) on the wave grid, wavelength along the last axis"
+            )
         if error.shape != flux.shape:
             raise ValueError(f"error has shape {error.shape} but flux has {flux.shape}; give one error per flux pixel")
         flux2, error2 = np.atleast_2d(flux), np.atleast_2d(error)
@@ -324,8 +353,10 @@ class Predictor:
         else:
             mask = np.asarray(mask)
             if mask.shape not in (flux.shape, (wave.size,)):
-                raise ValueError(f"mask has shape {mask.shape}; give it the shape of flux {flux.shape} "
-                                 f"or of wave ({wave.size},), non-zero = bad pixel")
+                raise ValueError(
+                    f"mask has shape {mask.shape}; give it the shape of flux {flux.shape} "
+                    f"or of wave ({wave.size},), non-zero = bad pixel"
+                )
             user_bad = np.broadcast_to(mask != 0, flux2.shape)
         phot, phot_err, present = self._photometry(photometry, n, flux.ndim == 1)
         negative = np.isfinite(error2) & (error2 < 0)
@@ -357,7 +388,7 @@ class Predictor:
             w2 = w.multiply(w).tocsr()
             cover = np.asarray(w.sum(axis=1))  # (n_out, 1), > 0 once the coverage check passed
             for start in range(0, rows.size, _REBIN_BLOCK):  # bounded memory for large stacks
-                block = rows[start:start + _REBIN_BLOCK]
+                block = rows[start : start + _REBIN_BLOCK]
                 good = good_in[block].T  # (n_in, k)
                 good_cover = np.asarray(w @ good.astype(float))
                 bad = ~(good_cover > (1.0 - MAX_BAD_FRACTION) * cover)
@@ -407,7 +438,7 @@ class Predictor:
 
     @staticmethod
     def _which(flags: np.ndarray, n: int) -> str:
-        """"the spectrum", or "spectra [i, j, ...] (k of n)" of a stack."""
+        """ "the spectrum", or "spectra [i, j, ...] (k of n)" of a stack."""
         idx = np.nonzero(flags)[0]
         if n == 1:
             return "the spectrum"
@@ -421,9 +452,13 @@ class Predictor:
         have_lo, have_hi = float(edges_in[0]), float(edges_in[-1])
         missing = []
         if have_lo > need_lo * np.exp(slack_kms / C_KMS):
-            missing.append(f"blue end {_range(need_lo, have_lo)} rest = {_range(need_lo * (1 + z), have_lo * (1 + z))} observed")
+            missing.append(
+                f"blue end {_range(need_lo, have_lo)} rest = {_range(need_lo * (1 + z), have_lo * (1 + z))} observed"
+            )
         if have_hi < need_hi * np.exp(-slack_kms / C_KMS):
-            missing.append(f"red end {_range(have_hi, need_hi)} rest = {_range(have_hi * (1 + z), need_hi * (1 + z))} observed")
+            missing.append(
+                f"red end {_range(have_hi, need_hi)} rest = {_range(have_hi * (1 + z), need_hi * (1 + z))} observed"
+            )
         if have_lo >= need_hi or have_hi <= need_lo:
             missing = [f"all of it: the input covers {_range(have_lo, have_hi)} rest"]
         if missing:
@@ -435,8 +470,9 @@ class Predictor:
                 "in Angstrom (observed frame)"
             )
 
-    def _photometry(self, photometry: dict[str, tuple[Any, Any]] | None, n: int,
-                    single: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _photometry(
+        self, photometry: dict[str, tuple[Any, Any]] | None, n: int, single: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = len(self._filters)
         phot = np.zeros((n, k))
         err = np.zeros((n, k))
@@ -444,7 +480,9 @@ class Predictor:
         if photometry is None:
             return phot, err, present
         if not isinstance(photometry, dict):
-            raise ValueError("photometry must be a dict {filter_key: (flux, error)} in the spectrum's f_lambda units, or None")
+            raise ValueError(
+                "photometry must be a dict {filter_key: (flux, error)} in the spectrum's f_lambda units, or None"
+            )
         for key, value in photometry.items():
             if key not in self._filters:
                 raise ValueError(f"unknown filter key {key!r} in photometry; this model knows {list(self._filters)}")
@@ -490,8 +528,10 @@ class Predictor:
         from .kinematics import measure_velocities
 
         if self._velocity_template is None:
-            raise ValueError(f"model file {self.path} has no velocity template (written by an older version); "
-                             "retrain it, or pass velocity_range_kms=0 to use z as given")
+            raise ValueError(
+                f"model file {self.path} has no velocity template (written by an older version); "
+                "retrain it, or pass velocity_range_kms=0 to use z as given"
+            )
         wave = np.asarray(wave, dtype=float)
         flux2, error2 = np.atleast_2d(np.asarray(flux, dtype=float)), np.atleast_2d(np.asarray(error, dtype=float))
         n = flux2.shape[0]
@@ -508,8 +548,16 @@ class Predictor:
         velocity_err = np.full(n, np.nan)
         for zi in np.unique(z_arr):
             rows = np.flatnonzero(z_arr == zi)
-            v, e = measure_velocities(wave, flux2[rows], error2[rows], self._wave, self._velocity_template,
-                                      C_KMS * np.log1p(zi), float(velocity_range_kms), bad[rows])
+            v, e = measure_velocities(
+                wave,
+                flux2[rows],
+                error2[rows],
+                self._wave,
+                self._velocity_template,
+                C_KMS * np.log1p(zi),
+                float(velocity_range_kms),
+                bad[rows],
+            )
             velocity[rows], velocity_err[rows] = v, e
         return velocity, velocity_err
 
@@ -573,10 +621,18 @@ class Predictor:
             velocity, _ = self.refine_velocity(wave, flux, error, z_given, velocity_range_kms, mask)
             found = np.isfinite(velocity)
             z_used = np.where(found, np.expm1(np.where(found, velocity, 0.0) / C_KMS), z_given)
-            prepared = self.prepare(wave, flux, error, photometry=photometry, z=z_used, mask=mask,
-                                    coverage_slack_kms=slack)
-        result = self.predict_normalised(prepared["flux"], prepared["error"], prepared["mask"], prepared["phot"],
-                                         prepared["phot_error"], prepared["present"], batch_size=batch_size)
+            prepared = self.prepare(
+                wave, flux, error, photometry=photometry, z=z_used, mask=mask, coverage_slack_kms=slack
+            )
+        result = self.predict_normalised(
+            prepared["flux"],
+            prepared["error"],
+            prepared["mask"],
+            prepared["phot"],
+            prepared["phot_error"],
+            prepared["present"],
+            batch_size=batch_size,
+        )
         result["norm"] = prepared["norm"]
         result["velocity_kms"] = np.where(found, C_KMS * np.log1p(z_used), np.nan)
         result["velocity_ok"] = found
@@ -624,8 +680,10 @@ class Predictor:
         flux = np.asarray(flux)
         error = np.asarray(error)
         if flux.ndim != 2 or flux.shape[1] != n_wave:
-            raise ValueError(f"flux must have shape (n, {n_wave}) on the training grid, got {flux.shape}; "
-                             "use predict() for spectra on other grids")
+            raise ValueError(
+                f"flux must have shape (n, {n_wave}) on the training grid, got {flux.shape}; "
+                "use predict() for spectra on other grids"
+            )
         n = flux.shape[0]
         if error.shape != flux.shape:
             raise ValueError(f"error has shape {error.shape} but flux has {flux.shape}")
@@ -645,16 +703,24 @@ class Predictor:
                 raise ValueError("phot given without phot_error; give both (normalised like the spectrum)")
             phot_error = np.asarray(phot_error)
             if phot.shape != (n, k) or phot_error.shape != (n, k):
-                raise ValueError(f"phot and phot_error must have shape ({n}, {k}) (bands {list(self._filters)}), "
-                                 f"got {phot.shape} and {phot_error.shape}")
+                raise ValueError(
+                    f"phot and phot_error must have shape ({n}, {k}) (bands {list(self._filters)}), "
+                    f"got {phot.shape} and {phot_error.shape}"
+                )
             present = (np.isfinite(phot) & np.isfinite(phot_error)) if present is None else np.asarray(present, bool)
             if present.shape != (n, k):
                 raise ValueError(f"present must have shape ({n}, {k}), got {present.shape}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         photometry = encode_photometry(phot, phot_error, present)
-        parts: dict[str, list[np.ndarray]] = {"sfh": [], "logz": [], "summary": [], "sigma": [], "features": [],
-                                              "quantiles": []}
+        parts: dict[str, list[np.ndarray]] = {
+            "sfh": [],
+            "logz": [],
+            "summary": [],
+            "sigma": [],
+            "features": [],
+            "quantiles": [],
+        }
         empty = np.zeros(n, dtype=bool)
         self.net.eval()
         with torch.inference_mode():
@@ -663,8 +729,9 @@ class Predictor:
                 batch = slice(start, start + batch_size)
                 spectrum = encode_spectrum(flux[batch], error[batch], mask[batch])
                 empty[batch] = ~spectrum[:, 2, :].any(1)
-                out = self.net(torch.from_numpy(spectrum).to(self.device),
-                               torch.from_numpy(photometry[batch]).to(self.device))
+                out = self.net(
+                    torch.from_numpy(spectrum).to(self.device), torch.from_numpy(photometry[batch]).to(self.device)
+                )
                 parts["sfh"].append(torch.softmax(out["sfh_logits"].float().cpu().double(), dim=1).numpy())
                 parts["logz"].append(out["logz"].float().cpu().double().numpy())
                 parts["summary"].append(out["summary"].float().cpu().double().numpy())
@@ -673,12 +740,17 @@ class Predictor:
                 if "quantiles" in out:
                     parts["quantiles"].append(out["quantiles"].float().cpu().double().numpy())
         if empty.any():
-            raise ValueError(f"{self._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); "
-                             "drop them before predicting")
+            raise ValueError(
+                f"{self._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); drop them before predicting"
+            )
         if n == 0:
-            joined = {"sfh": np.zeros((0, len(self._bin_age))), "logz": np.zeros((0, len(self._bin_age))),
-                      "summary": np.zeros((0, len(SUMMARY_KEYS))), "sigma": np.zeros((0, len(SUMMARY_KEYS))),
-                      "features": np.zeros((0, 1))}
+            joined = {
+                "sfh": np.zeros((0, len(self._bin_age))),
+                "logz": np.zeros((0, len(self._bin_age))),
+                "summary": np.zeros((0, len(SUMMARY_KEYS))),
+                "sigma": np.zeros((0, len(SUMMARY_KEYS))),
+                "features": np.zeros((0, 1)),
+            }
         else:
             joined = {key: np.concatenate(value) for key, value in parts.items() if value}
         if self._ood is None:
@@ -708,8 +780,14 @@ class Predictor:
             half = np.full((n, 2 * n_bins + 2), np.nan)
         else:
             q, widening = joined["quantiles"], self._quantile_widening["68"]
-            times = q[:, 2 * n_bins:, 2]
+            times = q[:, 2 * n_bins :, 2]
             half = 0.5 * (q[..., 3] - q[..., 1]) + widening
             half = np.maximum(half, 0.0) * widen[:, None]
-        return {"sfh_err": half[:, :n_bins], "logzsol_err": half[:, n_bins:2 * n_bins],
-                "t50": times[:, 0], "t50_err": half[:, 2 * n_bins], "t90": times[:, 1], "t90_err": half[:, 2 * n_bins + 1]}
+        return {
+            "sfh_err": half[:, :n_bins],
+            "logzsol_err": half[:, n_bins : 2 * n_bins],
+            "t50": times[:, 0],
+            "t50_err": half[:, 2 * n_bins],
+            "t90": times[:, 1],
+            "t90_err": half[:, 2 * n_bins + 1],
+        }

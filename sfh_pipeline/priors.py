@@ -72,8 +72,15 @@ from dataclasses import dataclass
 import numpy as np
 
 SFH_FAMILIES: tuple[str, ...] = (
-    "delayed_tau", "exp_declining", "exp_rising", "lognormal", "double_power_law",
-    "constant_burst", "quenched", "continuity", "dirichlet",
+    "delayed_tau",
+    "exp_declining",
+    "exp_rising",
+    "lognormal",
+    "double_power_law",
+    "constant_burst",
+    "quenched",
+    "continuity",
+    "dirichlet",
 )
 
 #: Relative family weights when the config gives none. Non-parametric families get
@@ -81,18 +88,24 @@ SFH_FAMILIES: tuple[str, ...] = (
 #: (Carnall+2019; Leja+2019); bursts and quenching cover the star-forming discs and
 #: the bulge / inter-arm regions of nearby (PHANGS-like) galaxies.
 DEFAULT_FAMILY_WEIGHTS: dict[str, float] = {
-    "delayed_tau": 1.5, "exp_declining": 1.0, "exp_rising": 0.75, "lognormal": 1.0,
-    "double_power_law": 1.0, "constant_burst": 1.5, "quenched": 1.0,
-    "continuity": 2.0, "dirichlet": 1.0,
+    "delayed_tau": 1.5,
+    "exp_declining": 1.0,
+    "exp_rising": 0.75,
+    "lognormal": 1.0,
+    "double_power_law": 1.0,
+    "constant_burst": 1.5,
+    "quenched": 1.0,
+    "continuity": 2.0,
+    "dirichlet": 1.0,
 }
 
 METALLICITY_COMPONENTS: tuple[str, ...] = ("closed_box", "flat", "walk")
 DEFAULT_METALLICITY_WEIGHTS: dict[str, float] = {"closed_box": 0.5, "flat": 0.2, "walk": 0.3}
 
-T_FORM_MIN_YR = 1.0e9   #: earliest allowed onset of star formation (lookback), yr
-T_MAX_MIN_YR = 2.0e9    #: sample_sfh needs min(universe age, last edge) at least this, yr
-N_FINE = 1000           #: log-spaced points of the fine lookback grid
-FINE_MIN_YR = 1.0e5     #: first non-zero point of the fine grid, yr
+T_FORM_MIN_YR = 1.0e9  #: earliest allowed onset of star formation (lookback), yr
+T_MAX_MIN_YR = 2.0e9  #: sample_sfh needs min(universe age, last edge) at least this, yr
+N_FINE = 1000  #: log-spaced points of the fine lookback grid
+FINE_MIN_YR = 1.0e5  #: first non-zero point of the fine grid, yr
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,7 @@ class SFHDraw:
 
 # --------------------------------------------------------------------------- binning
 
+
 def _check_increasing(values, what: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1 or arr.size < 2 or not np.all(np.isfinite(arr)):
@@ -155,7 +169,7 @@ def _bin_weights(lookback: np.ndarray, edges: np.ndarray) -> np.ndarray:
     w_hi = (pts - lookback[k]) / (lookback[k + 1] - lookback[k])
     half_dx = 0.5 * np.diff(pts)
     b = np.searchsorted(edges, 0.5 * (pts[:-1] + pts[1:]), side="right") - 1
-    for end in (slice(None, -1), slice(1, None)):   # both ends of each sub-interval
+    for end in (slice(None, -1), slice(1, None)):  # both ends of each sub-interval
         np.add.at(weights, (k[end], b), half_dx * (1.0 - w_hi[end]))
         np.add.at(weights, (k[end] + 1, b), half_dx * w_hi[end])
     return weights
@@ -201,8 +215,9 @@ def bin_mass_fractions(sfr: np.ndarray, lookback_yr: np.ndarray, edges_yr: np.nd
     return mass / total
 
 
-def formation_times(mass_fractions: np.ndarray, edges_yr: np.ndarray, fractions=(0.5, 0.9),
-                    floor_yr: float = FINE_MIN_YR) -> np.ndarray:
+def formation_times(
+    mass_fractions: np.ndarray, edges_yr: np.ndarray, fractions=(0.5, 0.9), floor_yr: float = FINE_MIN_YR
+) -> np.ndarray:
     """log10 lookback times (yr) by which ``fractions`` of the mass had formed (T50, T90, ...).
 
     Parameters
@@ -232,7 +247,10 @@ def formation_times(mass_fractions: np.ndarray, edges_yr: np.ndarray, fractions=
     for j, f in enumerate(fractions):
         # the bin k whose older edge has less than f formed and whose younger edge has at least f
         k = np.clip(np.sum(before >= f, axis=-1) - 1, 0, edges.size - 2)
-        lo, hi = np.take_along_axis(before, k[..., None], -1)[..., 0], np.take_along_axis(before, k[..., None] + 1, -1)[..., 0]
+        lo, hi = (
+            np.take_along_axis(before, k[..., None], -1)[..., 0],
+            np.take_along_axis(before, k[..., None] + 1, -1)[..., 0],
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(lo > hi, (lo - f) / (lo - hi), 0.0)
         t = edges[k] + share * (edges[k + 1] - edges[k])
@@ -245,11 +263,11 @@ def formation_times(mass_fractions: np.ndarray, edges_yr: np.ndarray, fractions=
 class _Grid:
     """Everything the family samplers need about the binning (internal)."""
 
-    edges: np.ndarray        # (n_bins + 1,) yr
-    t_max: float             # min(universe age, last edge), yr
-    lookback: np.ndarray     # (n_t,) fine grid, yr
-    weights: np.ndarray      # (n_t, n_bins) from _bin_weights
-    widths: np.ndarray       # (n_bins,) bin widths within [0, t_max], yr
+    edges: np.ndarray  # (n_bins + 1,) yr
+    t_max: float  # min(universe age, last edge), yr
+    lookback: np.ndarray  # (n_t,) fine grid, yr
+    weights: np.ndarray  # (n_t, n_bins) from _bin_weights
+    widths: np.ndarray  # (n_bins,) bin widths within [0, t_max], yr
     dirichlet_alpha: float
 
     def masses(self, sfr: np.ndarray) -> np.ndarray:
@@ -264,6 +282,7 @@ class _Grid:
 # Each returns ln SFR (arbitrary normalisation), shape (m, n_t), given the time since
 # formation x > 0 (yr, shape (m, n_t)) and t_form (yr, shape (m,)); values where
 # x <= 0 are masked by the caller.
+
 
 def _loguniform(rng: np.random.Generator, lo: float, hi: float, size) -> np.ndarray:
     return np.exp(rng.uniform(np.log(lo), np.log(hi), size))
@@ -306,9 +325,12 @@ def _shape_constant(rng, x, t_form):
 
 
 _QUENCH_SHAPES: dict[str, Callable] = {
-    "delayed_tau": _shape_delayed_tau, "exp_declining": _shape_exp_declining,
-    "exp_rising": _shape_exp_rising, "lognormal": _shape_lognormal,
-    "double_power_law": _shape_double_power_law, "constant": _shape_constant,
+    "delayed_tau": _shape_delayed_tau,
+    "exp_declining": _shape_exp_declining,
+    "exp_rising": _shape_exp_rising,
+    "lognormal": _shape_lognormal,
+    "double_power_law": _shape_double_power_law,
+    "constant": _shape_constant,
 }
 
 
@@ -335,11 +357,13 @@ def _time_since_formation(grid: _Grid, t_form: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ family samplers
 # Each: (rng, grid, m) -> (masses (m, n_bins) unnormalised, t_form (m,), t_quench (m,)).
 
+
 def _parametric(shape: Callable) -> Callable:
     def sample(rng, grid: _Grid, m: int):
         t_form = _draw_t_form(rng, grid, np.full(m, T_FORM_MIN_YR))
         log_sfr = shape(rng, _time_since_formation(grid, t_form), t_form)
         return _smooth_masses(grid, log_sfr, t_form), t_form, np.full(m, np.nan)
+
     sample.__doc__ = f"Parametric family with shape {shape.__name__}; see the module docstring."
     return sample
 
@@ -414,8 +438,9 @@ _SAMPLERS: dict[str, Callable] = {
 assert tuple(_SAMPLERS) == SFH_FAMILIES
 
 
-def _probabilities(weights: Mapping[str, float] | None, valid: tuple[str, ...],
-                   default: Mapping[str, float], what: str) -> np.ndarray:
+def _probabilities(
+    weights: Mapping[str, float] | None, valid: tuple[str, ...], default: Mapping[str, float], what: str
+) -> np.ndarray:
     """Normalised probabilities over ``valid`` from a (partial) name -> weight mapping."""
     weights = default if weights is None else weights
     unknown = [name for name in weights if name not in valid]
@@ -429,9 +454,15 @@ def _probabilities(weights: Mapping[str, float] | None, valid: tuple[str, ...],
     return p / p.sum()
 
 
-def sample_sfh(rng: np.random.Generator, edges_yr: np.ndarray, n: int,
-               family_weights: dict[str, float] | None = None,
-               universe_age_yr: float = 1.38e10, *, dirichlet_alpha: float = 1.0) -> SFHDraw:
+def sample_sfh(
+    rng: np.random.Generator,
+    edges_yr: np.ndarray,
+    n: int,
+    family_weights: dict[str, float] | None = None,
+    universe_age_yr: float = 1.38e10,
+    *,
+    dirichlet_alpha: float = 1.0,
+) -> SFHDraw:
     """Draw ``n`` star-formation histories, binned into mass fractions.
 
     Parameters
@@ -482,9 +513,14 @@ def sample_sfh(rng: np.random.Generator, edges_yr: np.ndarray, n: int,
     n = int(n)
     fine = np.geomspace(FINE_MIN_YR, edges[-1], N_FINE) if edges[-1] > FINE_MIN_YR else np.array([])
     lookback = np.union1d(np.concatenate([[0.0], fine]), edges)
-    grid = _Grid(edges=edges, t_max=t_max, lookback=lookback, weights=_bin_weights(lookback, edges),
-                 widths=np.clip(np.minimum(edges[1:], t_max) - edges[:-1], 0.0, None),
-                 dirichlet_alpha=float(dirichlet_alpha))
+    grid = _Grid(
+        edges=edges,
+        t_max=t_max,
+        lookback=lookback,
+        weights=_bin_weights(lookback, edges),
+        widths=np.clip(np.minimum(edges[1:], t_max) - edges[:-1], 0.0, None),
+        dirichlet_alpha=float(dirichlet_alpha),
+    )
 
     family = rng.choice(len(SFH_FAMILIES), size=n, p=p).astype(np.int16)
     masses = np.zeros((n, edges.size - 1))
@@ -495,15 +531,19 @@ def sample_sfh(rng: np.random.Generator, edges_yr: np.ndarray, n: int,
         if rows.size:
             masses[rows], t_form[rows], t_quench[rows] = _SAMPLERS[name](rng, grid, rows.size)
     fractions = masses / masses.sum(axis=1, keepdims=True)
-    return SFHDraw(mass_fractions=fractions, family=family,
-                   formation_lookback_yr=t_form, quench_lookback_yr=t_quench)
+    return SFHDraw(mass_fractions=fractions, family=family, formation_lookback_yr=t_form, quench_lookback_yr=t_quench)
 
 
 # ------------------------------------------------------------------ metallicity
 
-def sample_metallicity(rng: np.random.Generator, mass_fractions: np.ndarray,
-                       logz_range: tuple[float, float], scatter_dex: float = 0.1,
-                       components: dict[str, float] | None = None) -> np.ndarray:
+
+def sample_metallicity(
+    rng: np.random.Generator,
+    mass_fractions: np.ndarray,
+    logz_range: tuple[float, float],
+    scatter_dex: float = 0.1,
+    components: dict[str, float] | None = None,
+) -> np.ndarray:
     """Draw a metallicity history log10(Z/Z_sun) per age bin for each SFH.
 
     Each row picks one enrichment history (weights ``components``, default
@@ -546,8 +586,7 @@ def sample_metallicity(rng: np.random.Generator, mass_fractions: np.ndarray,
     ndarray, shape (n, n_bins), float64
         log10(Z/Z_sun) per bin, within ``logz_range``.
     """
-    p = _probabilities(components, METALLICITY_COMPONENTS, DEFAULT_METALLICITY_WEIGHTS,
-                       "metallicity component")
+    p = _probabilities(components, METALLICITY_COMPONENTS, DEFAULT_METALLICITY_WEIGHTS, "metallicity component")
     f = np.asarray(mass_fractions, dtype=np.float64)
     if f.ndim != 2 or f.shape[1] < 1:
         raise ValueError(f"mass_fractions must have shape (n, n_bins), got {f.shape}")
@@ -563,21 +602,21 @@ def sample_metallicity(rng: np.random.Generator, mass_fractions: np.ndarray,
     which = rng.choice(len(METALLICITY_COMPONENTS), size=n, p=p)
     logz = np.empty((n, n_bins))
 
-    rows = np.flatnonzero(which == 0)                        # closed box
-    older = np.cumsum(f[rows, ::-1], axis=1)[:, ::-1] / total[rows]   # mass in bins >= i
+    rows = np.flatnonzero(which == 0)  # closed box
+    older = np.cumsum(f[rows, ::-1], axis=1)[:, ::-1] / total[rows]  # mass in bins >= i
     c = np.clip(older - 0.5 * f[rows] / total[rows], 0.0, 1.0)
     z_i = rng.uniform(lo, 0.5 * (lo + hi), rows.size)[:, None]
     z_f = z_i + rng.random((rows.size, 1)) * (hi - z_i)
     curvature = _loguniform(rng, 0.25, 3.0, (rows.size, 1))
     logz[rows] = z_i + (z_f - z_i) * c**curvature
 
-    rows = np.flatnonzero(which == 1)                        # flat
+    rows = np.flatnonzero(which == 1)  # flat
     logz[rows] = rng.uniform(lo, hi, (rows.size, 1))
 
-    rows = np.flatnonzero(which == 2)                        # smooth random walk
+    rows = np.flatnonzero(which == 2)  # smooth random walk
     drift = rng.uniform(-0.1, 0.1, (rows.size, 1))
     steps = drift + 0.1 * rng.standard_normal((rows.size, n_bins))
-    steps[:, -1] = 0.0                                       # oldest bin = start
+    steps[:, -1] = 0.0  # oldest bin = start
     walk = rng.uniform(lo, hi, (rows.size, 1)) + np.cumsum(steps[:, ::-1], axis=1)[:, ::-1]
     if n_bins > 2:
         padded = np.concatenate([walk[:, :1], walk, walk[:, -1:]], axis=1)

@@ -85,8 +85,7 @@ SUMMARY_HDUS = ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ")
 MAP_HDUS = {
     "BIN_ID": "",
     "SNR": "",
-    **{name: unit for key in SUMMARY_HDUS
-       for name, unit in ((key, "dex"), (f"{key}_ERR", "dex"))},
+    **{name: unit for key in SUMMARY_HDUS for name, unit in ((key, "dex"), (f"{key}_ERR", "dex"))},
     "SFH": "",
     "ZH": "dex",
     "MASS_DENSITY": "dex(solMass / kpc2)",
@@ -163,9 +162,17 @@ def read_age_bin_edges(header: fits.Header) -> np.ndarray:
 # ----------------------------------------------------------------------------- observe: bins, tiles, HST on MUSE
 
 
-def write_bins(path: str | os.PathLike, bin_id: np.ndarray, bin_snr: np.ndarray, signal: np.ndarray,
-               noise: np.ndarray, n_spaxels: np.ndarray, owner, wcs_header: fits.Header,
-               meta: Mapping[str, Any]) -> None:
+def write_bins(
+    path: str | os.PathLike,
+    bin_id: np.ndarray,
+    bin_snr: np.ndarray,
+    signal: np.ndarray,
+    noise: np.ndarray,
+    n_spaxels: np.ndarray,
+    owner,
+    wcs_header: fits.Header,
+    meta: Mapping[str, Any],
+) -> None:
     """Write a ``bins.fits`` file atomically (layout in the module docstring).
 
     ``bin_id`` (ny, nx), -1 = not binned; ``bin_snr``, ``n_spaxels``, ``owner`` (tile name, at
@@ -174,19 +181,28 @@ def write_bins(path: str | os.PathLike, bin_id: np.ndarray, bin_snr: np.ndarray,
     """
     bin_snr = np.asarray(bin_snr)
     snr_map = np.where(bin_id >= 0, bin_snr[np.clip(bin_id, 0, None)], np.nan)
-    images = {"BIN_ID": bin_id.astype(np.int32), "SNR": snr_map.astype(np.float32),
-              "SIGNAL": signal.astype(np.float32), "NOISE": noise.astype(np.float32)}
+    images = {
+        "BIN_ID": bin_id.astype(np.int32),
+        "SNR": snr_map.astype(np.float32),
+        "SIGNAL": signal.astype(np.float32),
+        "NOISE": noise.astype(np.float32),
+    }
     hdus = [fits.PrimaryHDU()]
     for key, value in meta.items():
         hdus[0].header[key] = value
     for name, data in images.items():
         hdus.append(fits.ImageHDU(data, header=wcs_header.copy(), name=name))
-    hdus.append(fits.BinTableHDU.from_columns([
-        fits.Column("BIN_ID", "J", array=np.arange(bin_snr.size)),
-        fits.Column("SNR", "E", array=bin_snr),
-        fits.Column("N_SPAXELS", "J", array=n_spaxels),
-        fits.Column("OWNER", "8A", array=np.asarray(owner, dtype="U8")),
-    ], name="BINS"))
+    hdus.append(
+        fits.BinTableHDU.from_columns(
+            [
+                fits.Column("BIN_ID", "J", array=np.arange(bin_snr.size)),
+                fits.Column("SNR", "E", array=bin_snr),
+                fits.Column("N_SPAXELS", "J", array=n_spaxels),
+                fits.Column("OWNER", "8A", array=np.asarray(owner, dtype="U8")),
+            ],
+            name="BINS",
+        )
+    )
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
 
@@ -221,13 +237,17 @@ def write_tiles(path: str | os.PathLike, tile_spaxels: int, tiles: list[str], n_
     write_json_atomically(path, {"tile_spaxels": int(tile_spaxels), "tiles": tiles, "n_bins": int(n_bins)})
 
 
-def write_hst_on_muse(path: str | os.PathLike, bands: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
-                      wcs_header: fits.Header) -> None:
+def write_hst_on_muse(
+    path: str | os.PathLike, bands: Mapping[str, tuple[np.ndarray, np.ndarray, float]], wcs_header: fits.Header
+) -> None:
     """Write ``hst_on_muse.fits`` atomically: ``bands`` is ``{band key: (flux, variance, pivot
     A)}`` on the cube's spaxels, ``wcs_header`` the cube's celestial WCS."""
     hdus = [fits.PrimaryHDU()]
     for key, (flux, var, pivot) in bands.items():
-        for name, values, unit in ((key.upper(), flux, "erg/(s cm2 Angstrom)"), (f"{key.upper()}_VAR", var, "erg2/(s2 cm4 Angstrom2)")):
+        for name, values, unit in (
+            (key.upper(), flux, "erg/(s cm2 Angstrom)"),
+            (f"{key.upper()}_VAR", var, "erg2/(s2 cm4 Angstrom2)"),
+        ):
             hdu = fits.ImageHDU(values.astype(np.float32, copy=False), header=wcs_header.copy(), name=name)
             hdu.header["BUNIT"] = unit
             hdu.header["PIVOT"] = (pivot, "band pivot wavelength, A")
@@ -242,8 +262,11 @@ def read_hst_on_muse(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.
     with fits.open(path) as hdul:
         for hdu in hdul[1:]:
             if not hdu.name.endswith("_VAR"):
-                out[hdu.name.lower()] = (np.asarray(hdu.data, float), np.asarray(hdul[f"{hdu.name}_VAR"].data, float),
-                                         float(hdu.header["PIVOT"]))
+                out[hdu.name.lower()] = (
+                    np.asarray(hdu.data, float),
+                    np.asarray(hdul[f"{hdu.name}_VAR"].data, float),
+                    float(hdu.header["PIVOT"]),
+                )
     return out
 
 
@@ -293,16 +316,22 @@ def read_tile_tables(paths) -> dict[str, np.ndarray]:
     out = {}
     for name in names:
         example = next(columns[name] for _, columns in tables if name in columns)
-        out[name] = np.concatenate([columns[name] if name in columns else np.full((n,) + example.shape[1:], np.nan)
-                                    for n, columns in tables])
+        out[name] = np.concatenate(
+            [columns[name] if name in columns else np.full((n,) + example.shape[1:], np.nan) for n, columns in tables]
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- maps files
 
 
-def write_maps(path: str | os.PathLike, images: Mapping[str, np.ndarray], wcs: WCS,
-               age_bin_edges_yr: np.ndarray, meta: Mapping[str, Any]) -> None:
+def write_maps(
+    path: str | os.PathLike,
+    images: Mapping[str, np.ndarray],
+    wcs: WCS,
+    age_bin_edges_yr: np.ndarray,
+    meta: Mapping[str, Any],
+) -> None:
     """Write a maps file atomically.
 
     Parameters
@@ -333,7 +362,8 @@ def write_maps(path: str | os.PathLike, images: Mapping[str, np.ndarray], wcs: W
         hdu = fits.ImageHDU(data, header=celestial.copy(), name=name)
         hdu.header["BUNIT"] = unit
         hdu.header["COMMENT"] = MAP_DESCRIPTIONS.get(name, MAP_DESCRIPTIONS.get(name.removesuffix("_ERR"), "")) + (
-            " (1-sigma uncertainty)" if name.endswith("_ERR") else "")
+            " (1-sigma uncertainty)" if name.endswith("_ERR") else ""
+        )
         hdus.append(hdu)
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
@@ -352,8 +382,11 @@ def read_maps(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WCS, np.n
             raise ValueError(f"{path}: not a maps file, missing HDUs {missing}")
         shape = hdul["BIN_ID"].data.shape
         edges = read_age_bin_edges(header)
-        images = {name: np.array(hdul[name].data) if name in names
-                  else np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + shape, np.nan, np.float32)
-                  for name in MAP_HDUS}
+        images = {
+            name: np.array(hdul[name].data)
+            if name in names
+            else np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + shape, np.nan, np.float32)
+            for name in MAP_HDUS
+        }
         wcs = WCS(hdul["BIN_ID"].header).celestial
     return images, wcs, edges, header

@@ -27,8 +27,9 @@ def pixel_scale_arcsec(wcs: WCS) -> float:
     return float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
 
 
-def match_psf(image: np.ndarray, variance: np.ndarray, pixel_arcsec: float,
-              fwhm_from_arcsec: float, fwhm_to_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
+def match_psf(
+    image: np.ndarray, variance: np.ndarray, pixel_arcsec: float, fwhm_from_arcsec: float, fwhm_to_arcsec: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Convolve an image (and its variance) from one Gaussian PSF FWHM to a broader one.
 
     Parameters
@@ -51,18 +52,32 @@ def match_psf(image: np.ndarray, variance: np.ndarray, pixel_arcsec: float,
     kernel = Gaussian2DKernel(sigma_pix)
     kernel.normalize("integral")
     bad = ~np.isfinite(image)
-    smoothed = convolve_fft(image, kernel, nan_treatment="interpolate", normalize_kernel=True,
-                            boundary="fill", fill_value=0.0, allow_huge=True)
+    smoothed = convolve_fft(
+        image,
+        kernel,
+        nan_treatment="interpolate",
+        normalize_kernel=True,
+        boundary="fill",
+        fill_value=0.0,
+        allow_huge=True,
+    )
     kernel_sq = kernel.array**2
-    var = convolve_fft(np.where(bad, 0.0, variance), kernel_sq, normalize_kernel=False,
-                       boundary="fill", fill_value=0.0, allow_huge=True)
+    var = convolve_fft(
+        np.where(bad, 0.0, variance),
+        kernel_sq,
+        normalize_kernel=False,
+        boundary="fill",
+        fill_value=0.0,
+        allow_huge=True,
+    )
     smoothed[bad] = np.nan
     var[bad] = np.nan
     return smoothed, var
 
 
-def reproject_flux(image: np.ndarray, variance: np.ndarray, wcs_in: WCS, wcs_out: WCS,
-                   shape_out: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def reproject_flux(
+    image: np.ndarray, variance: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape_out: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Flux per output pixel (and its variance) of an image given as flux per input pixel.
 
     ``reproject_exact`` conserves surface brightness (flux per input pixel averaged over the

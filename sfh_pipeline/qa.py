@@ -32,15 +32,21 @@ def plot_ssp_library(store: str | os.PathLike, output: str | os.PathLike) -> Pat
     for age in (3e6, 3e7, 3e8, 1e9, 3e9, 1e10):
         ia = int(np.argmin(np.abs(np.log10(lib.ages_yr / age))))
         spec = lib.flux[iz, ia]
-        axes[0].plot(lib.wavelength_aa, spec / spec[norm_window].mean(), lw=0.6,
-                     label=f"{lib.ages_yr[ia] / 1e9:.3g} Gyr")
-    axes[0].set(xlabel="wavelength [Å]", ylabel="f$_λ$ / f$_λ$(5500 Å)", yscale="log",
-                title=f"{lib.attrs.get('name', '')}: log Z/Z$_⊙$ = {lib.logzsol[iz]:+.2f}")
+        axes[0].plot(
+            lib.wavelength_aa, spec / spec[norm_window].mean(), lw=0.6, label=f"{lib.ages_yr[ia] / 1e9:.3g} Gyr"
+        )
+    axes[0].set(
+        xlabel="wavelength [Å]",
+        ylabel="f$_λ$ / f$_λ$(5500 Å)",
+        yscale="log",
+        title=f"{lib.attrs.get('name', '')}: log Z/Z$_⊙$ = {lib.logzsol[iz]:+.2f}",
+    )
     axes[0].legend(fontsize=7)
     for k, logz in enumerate(lib.logzsol):
         axes[1].plot(lib.ages_yr, lib.surviving_mass_fraction[k], label=f"{logz:+.2f}")
-    axes[1].set(xscale="log", xlabel="age [yr]", ylabel="surviving mass fraction",
-                title=lib.attrs.get("mass_definition", ""))
+    axes[1].set(
+        xscale="log", xlabel="age [yr]", ylabel="surviving mass fraction", title=lib.attrs.get("mass_definition", "")
+    )
     axes[1].legend(title="log Z/Z$_⊙$", fontsize=7)
     axes[2].plot(lib.wavelength_aa, lib.fwhm_aa)
     axes[2].set(xlabel="wavelength [Å]", ylabel="intrinsic FWHM [Å]", ylim=(0, 10))
@@ -54,8 +60,10 @@ def plot_trainset_prior(store: str | os.PathLike, output: str | os.PathLike, max
 
     group = zarr.open_group(store, mode="r")
     n = min(int(group.attrs["n_spectra"]), max_samples)
-    get = {name: np.asarray(group[name][:n]) for name in
-           ("lw_age", "mw_age", "lw_logz", "mw_logz", "av", "snr", "sigma_kms", "sfh", "sfh_family")}
+    get = {
+        name: np.asarray(group[name][:n])
+        for name in ("lw_age", "mw_age", "lw_logz", "mw_logz", "av", "snr", "sigma_kms", "sfh", "sfh_family")
+    }
     families = group.attrs["sfh_families"]
     edges = np.asarray(group.attrs["age_bin_edges_yr"])
     fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
@@ -105,7 +113,7 @@ def plot_learning_curves(history: list[dict[str, float]], output: str | os.PathL
     axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     axes[0].set(xlabel="epoch", ylabel="loss", title="total loss")
     axes[0].legend()
-    for key in (k[len("val_"):] for k in history[0] if k.startswith("val_") and k != "val_loss"):
+    for key in (k[len("val_") :] for k in history[0] if k.startswith("val_") and k != "val_loss"):
         axes[1].plot(epochs, [h[f"val_{key}"] for h in history], "o-", label=key)
     axes[1].set(xlabel="epoch", ylabel="validation loss term", yscale="symlog")
     axes[1].legend(fontsize=8)

@@ -37,8 +37,7 @@ def select_galaxies(sheet: pd.DataFrame, requested: str | list[str] | None, shee
     unknown = [n for n in names if n not in sheet.index]
     if unknown:
         raise ValueError(
-            f"galaxies {unknown} are not in the sample sheet {sheet_path}; "
-            f"it has: {', '.join(sheet.index)}"
+            f"galaxies {unknown} are not in the sample sheet {sheet_path}; it has: {', '.join(sheet.index)}"
         )
     return names
 
@@ -48,8 +47,17 @@ def select_galaxies(sheet: pd.DataFrame, requested: str | list[str] | None, shee
 #: cell it gets changes, so an edited E(B-V) redoes the tiles and maps but not the binning.
 HST_JOB_COLUMNS = ("galaxy", "muse_psf_fwhm_arcsec", "hst_bands")
 #: The numeric columns a mock galaxy is made from (with its name and, for its HST images, ``hst_bands``).
-MOCK_GALAXY_COLUMNS = ("galaxy", "muse_psf_fwhm_arcsec", "distance_mpc", "systemic_velocity_kms", "ra_deg",
-                       "dec_deg", "inclination_deg", "position_angle_deg", "ebv_galactic")
+MOCK_GALAXY_COLUMNS = (
+    "galaxy",
+    "muse_psf_fwhm_arcsec",
+    "distance_mpc",
+    "systemic_velocity_kms",
+    "ra_deg",
+    "dec_deg",
+    "inclination_deg",
+    "position_angle_deg",
+    "ebv_galactic",
+)
 MOCK_JOB_COLUMNS = (*MOCK_GALAXY_COLUMNS, "hst_bands")
 BINNING_JOB_COLUMNS = ("galaxy", "systemic_velocity_kms", "target_snr")
 
@@ -108,7 +116,10 @@ def galaxy_input_files(row: pd.Series, muse_dir: str | os.PathLike, hst_dir: str
 
 
 def missing_input_files(
-    sheet: pd.DataFrame, galaxies: list[str], muse_dir: str | os.PathLike, hst_dir: str | os.PathLike,
+    sheet: pd.DataFrame,
+    galaxies: list[str],
+    muse_dir: str | os.PathLike,
+    hst_dir: str | os.PathLike,
     downloaded=(),
 ) -> dict[str, list[Path]]:
     """Per galaxy, the input files that do not exist and are not among the paths ``downloaded``
@@ -116,8 +127,11 @@ def missing_input_files(
     fetched = {Path(p) for p in downloaded}
     missing = {}
     for galaxy in galaxies:
-        absent = [p for p in galaxy_input_files(sheet.loc[galaxy], muse_dir, hst_dir).values()
-                  if not p.exists() and p not in fetched]
+        absent = [
+            p
+            for p in galaxy_input_files(sheet.loc[galaxy], muse_dir, hst_dir).values()
+            if not p.exists() and p not in fetched
+        ]
         if absent:
             missing[galaxy] = absent
     return missing
@@ -161,7 +175,9 @@ def require_columns(row, columns: tuple[str, ...]) -> tuple[float, ...]:
         except (TypeError, ValueError):
             value = float("nan")
         if not np.isfinite(value):
-            raise ValueError(f"galaxy {row.get('galaxy')}: column {column!r} of the sample sheet is empty or not a "
-                             "number; fill it in (see docs/phangs_sample.md)")
+            raise ValueError(
+                f"galaxy {row.get('galaxy')}: column {column!r} of the sample sheet is empty or not a "
+                "number; fill it in (see docs/phangs_sample.md)"
+            )
         values.append(value)
     return tuple(values)

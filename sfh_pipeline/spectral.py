@@ -22,9 +22,18 @@ from .instrument import FWHM_PER_SIGMA
 #: velocity measurement had left it out until both used this table). He I 6678 is not
 #: masked (see ``sfh_pipeline.trainset.NEBULAR_LINES_AA``).
 EMISSION_LINES_AA = {
-    "Hbeta": 4861.33, "[OIII]4959": 4958.91, "[OIII]5007": 5006.84, "[NI]5198": 5197.90,
-    "[NI]5200": 5200.26, "HeI5876": 5875.62, "[OI]6300": 6300.30, "[OI]6364": 6363.78,
-    "[NII]6548": 6548.05, "Halpha": 6562.80, "[NII]6583": 6583.45, "[SII]6716": 6716.44,
+    "Hbeta": 4861.33,
+    "[OIII]4959": 4958.91,
+    "[OIII]5007": 5006.84,
+    "[NI]5198": 5197.90,
+    "[NI]5200": 5200.26,
+    "HeI5876": 5875.62,
+    "[OI]6300": 6300.30,
+    "[OI]6364": 6363.78,
+    "[NII]6548": 6548.05,
+    "Halpha": 6562.80,
+    "[NII]6583": 6583.45,
+    "[SII]6716": 6716.44,
     "[SII]6731": 6730.82,
 }
 #: Bits of the pixel masks of spectra on the network's grid (training set and prediction):

@@ -129,9 +129,7 @@ class SSPLibrary:
             fwhm_aa=self.fwhm_aa[wave_sel],
         )
 
-    def broadened(
-        self, target_fwhm_aa: np.ndarray | float | Callable[[np.ndarray], np.ndarray]
-    ) -> SSPLibrary:
+    def broadened(self, target_fwhm_aa: np.ndarray | float | Callable[[np.ndarray], np.ndarray]) -> SSPLibrary:
         """The library degraded to a target resolution FWHM in Angstrom.
 
         ``target_fwhm_aa`` is a scalar, an array per pixel, or a function of wavelength
@@ -183,9 +181,7 @@ def write_store(library: SSPLibrary, path: str | os.PathLike) -> Path:
         chunks = (1, *values.shape[1:]) if name == "flux" else values.shape
         array = group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks)
         array[...] = values
-    group.attrs.update(
-        {**library.attrs, "store_format_version": STORE_FORMAT_VERSION, "code_version": __version__}
-    )
+    group.attrs.update({**library.attrs, "store_format_version": STORE_FORMAT_VERSION, "code_version": __version__})
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
@@ -204,9 +200,7 @@ def load_ssp(
     """
     path = Path(path)
     if not path.exists():
-        raise SSPError(
-            f"SSP store {path} does not exist: run `snakemake {path}` (the ssp stage) first"
-        )
+        raise SSPError(f"SSP store {path} does not exist: run `snakemake {path}` (the ssp stage) first")
     try:
         group = zarr.open_group(path, mode="r")
         arrays = {name: np.asarray(group[name][...]) for name in _ARRAYS}

@@ -244,9 +244,12 @@ def read_emiles(path: Path, zsun: float = ZSUN_DEFAULT["emiles-fits"]) -> SSPLib
             continue
         mh = float(match["mh"]) * (-1 if match["sign"] == "m" else 1)
         age = float(match["age"])
-        meta = {"imf": f"{match['imf']} slope {match['slope']}", "slope": match["slope"],
-                "isochrones": {"P": "Padova+00", "T": "BaSTI"}.get(match["iso"], match["iso"]),
-                "abundances": f"{match['abund']}, [alpha/Fe] code {match['alpha']}"}
+        meta = {
+            "imf": f"{match['imf']} slope {match['slope']}",
+            "slope": match["slope"],
+            "isochrones": {"P": "Padova+00", "T": "BaSTI"}.get(match["iso"], match["iso"]),
+            "abundances": f"{match['abund']}, [alpha/Fe] code {match['alpha']}",
+        }
         with fits.open(io.BytesIO(payload)) as hdul:
             data, header = hdul[0].data, hdul[0].header
             if data is None or data.ndim != 1:

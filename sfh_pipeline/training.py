@@ -101,7 +101,9 @@ class TrainsetReader:
 
     def count(self, split: str, chunks: list[int]) -> int:
         code = SPLIT_CODES[split]
-        return int(sum(np.count_nonzero(self.split[c * self.chunk_size:(c + 1) * self.chunk_size] == code) for c in chunks))
+        return int(
+            sum(np.count_nonzero(self.split[c * self.chunk_size : (c + 1) * self.chunk_size] == code) for c in chunks)
+        )
 
     def read_chunk(self, chunk: int, split: str) -> dict[str, np.ndarray]:
         """The samples of one chunk that belong to ``split``, as numpy arrays."""
@@ -164,7 +166,9 @@ def iterate_batches(
     rng = np.random.default_rng([seed, epoch, rank, 11])
     n_filters = len(reader.attrs["filters"])
     if train:
-        per_rank = [reader.count(split, shard_chunks(reader.n_chunks, seed, epoch, r, world, True)) for r in range(world)]
+        per_rank = [
+            reader.count(split, shard_chunks(reader.n_chunks, seed, epoch, r, world, True)) for r in range(world)
+        ]
         limit = min(per_rank) // batch_size
         if max_batches is not None:
             limit = min(limit, max_batches)
@@ -178,7 +182,7 @@ def iterate_batches(
         next_chunk = buffer_size
         while futures and yielded < limit:
             arrays = [f.result() for f in futures]
-            futures = [pool.submit(reader.read_chunk, c, split) for c in chunks[next_chunk:next_chunk + buffer_size]]
+            futures = [pool.submit(reader.read_chunk, c, split) for c in chunks[next_chunk : next_chunk + buffer_size]]
             next_chunk += buffer_size
             block = {k: np.concatenate(([pending[k]] if pending else []) + [a[k] for a in arrays]) for k in arrays[0]}
             n = len(block["flux"])
@@ -188,10 +192,13 @@ def iterate_batches(
             for start in range(0, stop, batch_size):
                 if yielded >= limit:
                     return
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 sub = {k: v[idx] for k, v in block.items()}
-                present = (band_dropout(rng, len(idx), n_filters, config.band_keep_probability, config.no_bands_probability)
-                           if train else np.ones((len(idx), n_filters), bool))
+                present = (
+                    band_dropout(rng, len(idx), n_filters, config.band_keep_probability, config.no_bands_probability)
+                    if train
+                    else np.ones((len(idx), n_filters), bool)
+                )
                 yield make_batch(sub, present), sub
                 yielded += 1
             pending = {k: v[order[stop:]] for k, v in block.items()} if stop < n else None
@@ -262,13 +269,21 @@ def _learning_rate_factor(step: int, warmup: int, total: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def evaluate_split(net: torch.nn.Module, reader: TrainsetReader, split: str, device: torch.device,
-                   batch_size: int = 256, rank: int = 0, world: int = 1) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def evaluate_split(
+    net: torch.nn.Module,
+    reader: TrainsetReader,
+    split: str,
+    device: torch.device,
+    batch_size: int = 256,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Mean loss terms over a split and the raw predictions (this rank's share)."""
     net.eval()
     sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
-    preds: dict[str, list[np.ndarray]] = {k: [] for k in ("sfh", "logz", "summary", "summary_sigma",
-                                                           "spectral_features", "quantiles")}
+    preds: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("sfh", "logz", "summary", "summary_sigma", "spectral_features", "quantiles")
+    }
     truth: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for batch, raw in iterate_batches(reader, split, batch_size, 0, 0, rank=rank, world=world, train=False):
@@ -296,7 +311,10 @@ def calibrate_sigmas(predictions: dict[str, np.ndarray]) -> dict[str, float]:
     """Factor per summary quantity making 68.27 % of |truth - mean| <= factor * sigma."""
     scales = {}
     for i, key in enumerate(SUMMARY_KEYS):
-        z = np.abs(predictions[f"true_{key}"] - predictions["pred_summary"][:, i]) / predictions["pred_summary_sigma"][:, i]
+        z = (
+            np.abs(predictions[f"true_{key}"] - predictions["pred_summary"][:, i])
+            / predictions["pred_summary_sigma"][:, i]
+        )
         scales[key] = float(np.quantile(z, 0.6827)) if z.size else 1.0
     return scales
 
@@ -307,7 +325,7 @@ def posterior_targets(predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, n
     sfh = predictions["true_sfh"]
     values = np.concatenate([sfh, predictions["true_logzsol"], predictions["true_formation"]], axis=1)
     counts = np.ones(values.shape, dtype=bool)
-    counts[:, sfh.shape[1]:2 * sfh.shape[1]] = sfh >= 0.02
+    counts[:, sfh.shape[1] : 2 * sfh.shape[1]] = sfh >= 0.02
     return values, counts
 
 
@@ -321,8 +339,10 @@ def calibrate_quantiles(predictions: dict[str, np.ndarray]) -> dict[str, list[fl
     out = {}
     for name, (lo, hi), level in (("68", (1, 3), 0.6827), ("95", (0, 4), 0.9545)):
         score = np.maximum(q[..., lo] - values, values - q[..., hi])
-        out[name] = [float(np.quantile(score[counts[:, t], t], level)) if counts[:, t].any() else 0.0
-                     for t in range(values.shape[1])]
+        out[name] = [
+            float(np.quantile(score[counts[:, t], t], level)) if counts[:, t].any() else 0.0
+            for t in range(values.shape[1])
+        ]
     return out
 
 
@@ -340,8 +360,13 @@ def ood_reference(features: np.ndarray, shrinkage: float = 0.05, quantile: float
     cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
     whitening = np.linalg.cholesky(np.linalg.inv(cov)).T  # |whitening @ d|^2 = d^T cov^-1 d
     distance = np.linalg.norm((x - mean) @ whitening.T, axis=1)
-    return {"mean": mean.tolist(), "whitening": whitening.tolist(), "distance_quantile": float(np.quantile(distance, quantile)),
-            "quantile": quantile, "n": int(x.shape[0])}
+    return {
+        "mean": mean.tolist(),
+        "whitening": whitening.tolist(),
+        "distance_quantile": float(np.quantile(distance, quantile)),
+        "quantile": quantile,
+        "n": int(x.shape[0]),
+    }
 
 
 def trainset_velocity_template(reader: TrainsetReader, max_spectra: int = 4000) -> list[float]:
@@ -378,8 +403,12 @@ def train(
     device = pick_device(local_rank)
     reader = TrainsetReader(trainset_store)
     attrs = reader.attrs
-    expected = {"n_wave": reader.wavelength_aa.size, "n_filters": len(attrs["filters"]),
-                "n_bins": len(attrs["age_bin_edges_yr"]) - 1, "logz_range": tuple(attrs["logzsol_range"])}
+    expected = {
+        "n_wave": reader.wavelength_aa.size,
+        "n_filters": len(attrs["filters"]),
+        "n_bins": len(attrs["age_bin_edges_yr"]) - 1,
+        "logz_range": tuple(attrs["logzsol_range"]),
+    }
     mismatched = {k: (getattr(model_config, k), v) for k, v in expected.items() if getattr(model_config, k) != v}
     if mismatched:
         log.info("input and output sizes taken from the training set: %s", mismatched)
@@ -392,7 +421,9 @@ def train(
     module = net
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
-    optimiser = torch.optim.AdamW(module.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
+    optimiser = torch.optim.AdamW(
+        module.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
+    )
     per_rank = min(reader.count("train", shard_chunks(reader.n_chunks, 0, 0, r, world, False)) for r in range(world))
     steps_per_epoch = max(1, per_rank // train_config.batch_size)
     if train_config.max_train_batches_per_epoch:
@@ -406,8 +437,11 @@ def train(
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
     state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": [], "best_state": None}
     # what a resumed run must share with the checkpoint's run to end as if it had not stopped
-    run = {"train_config": dataclasses.asdict(train_config), "loss_weights": dataclasses.asdict(loss_weights),
-           "trainset": {"generator_digest": attrs["generator_digest"], "n_spectra": reader.n}}
+    run = {
+        "train_config": dataclasses.asdict(train_config),
+        "loss_weights": dataclasses.asdict(loss_weights),
+        "trainset": {"generator_digest": attrs["generator_digest"], "n_spectra": reader.n},
+    }
     ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.exists() else None
     if ckpt is not None and ckpt.get("model_config") != model_config.to_dict():
         raise ValueError(
@@ -416,8 +450,11 @@ def train(
         )
     changed = [key for key in run if ckpt is not None and ckpt.get(key) != run[key]]
     if changed:  # e.g. a grown training set or new training settings: the old run is not resumed
-        log.warning("checkpoint %s is of another training run (%s differ): training from the start",
-                    checkpoint_path, ", ".join(changed))
+        log.warning(
+            "checkpoint %s is of another training run (%s differ): training from the start",
+            checkpoint_path,
+            ", ".join(changed),
+        )
     elif ckpt is not None:
         _restore_model(module, ckpt["model"], checkpoint_path)
         optimiser.load_state_dict(ckpt["optimiser"])
@@ -433,12 +470,24 @@ def train(
         net.train()
         started = time.perf_counter()
         sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
-        batches = iterate_batches(reader, "train", train_config.batch_size, epoch, train_config.seed, rank=rank,
-                                  world=world, train=True, config=train_config, max_batches=steps_per_epoch)
+        batches = iterate_batches(
+            reader,
+            "train",
+            train_config.batch_size,
+            epoch,
+            train_config.seed,
+            rank=rank,
+            world=world,
+            train=True,
+            config=train_config,
+            max_batches=steps_per_epoch,
+        )
         if show:
             from tqdm import tqdm
 
-            batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train_config.max_epochs}", leave=False)
+            batches = tqdm(
+                batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train_config.max_epochs}", leave=False
+            )
         for batch, _ in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device_type=device.type, enabled=use_amp):
@@ -459,9 +508,15 @@ def train(
         val_terms, _ = evaluate_split(module, reader, "validation", device, rank=rank, world=world)
         val_loss = sum(getattr(loss_weights, k) * v for k, v in val_terms.items())
         train_loss = sum(getattr(loss_weights, k) * v for k, v in train_terms.items())
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                  **{f"train_{k}": v for k, v in train_terms.items()}, **{f"val_{k}": v for k, v in val_terms.items()},
-                  "learning_rate": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **{f"train_{k}": v for k, v in train_terms.items()},
+            **{f"val_{k}": v for k, v in val_terms.items()},
+            "learning_rate": optimiser.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
         state["history"].append(record)
         if val_loss < state["best_val"] - 1e-6:
             state["best_val"], state["bad_epochs"] = val_loss, 0
@@ -470,12 +525,22 @@ def train(
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         if rank == 0:
-            log.info("epoch %d: train %.4f  validation %.4f  (%.1f s)", epoch + 1, train_loss, val_loss, record["seconds"])
-            save_atomically({
-                "model": module.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": _rng_state(), "model_config": model_config.to_dict(),
-                **run, **state,
-            }, checkpoint_path)
+            log.info(
+                "epoch %d: train %.4f  validation %.4f  (%.1f s)", epoch + 1, train_loss, val_loss, record["seconds"]
+            )
+            save_atomically(
+                {
+                    "model": module.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": _rng_state(),
+                    "model_config": model_config.to_dict(),
+                    **run,
+                    **state,
+                },
+                checkpoint_path,
+            )
         if world > 1:
             dist.barrier()
 
@@ -531,4 +596,3 @@ def write_history(history: list[dict[str, float]], out_dir: Path) -> None:
     from .qa import plot_learning_curves
 
     plot_learning_curves(history, out_dir / "learning_curve.png")
-

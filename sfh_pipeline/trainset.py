@@ -104,11 +104,11 @@ DEFAULTS: dict[str, Any] = {
     "velscale_kms": 15.0,
     # What real spectra have and our forward model does not (issue 11): off by default.
     "realism": {
-        "emission_fraction": 0.0,          # share of spectra with nebular lines added before masking
-        "halpha_ew_aa": [0.5, 100.0],      # H alpha equivalent width (emission), log-uniform, A
-        "gas_velocity_sd_kms": 150.0,      # gas - stars velocity offset, Gaussian sd, km/s
-        "gas_sigma_kms": [20.0, 400.0],    # gas dispersion, log-uniform, km/s
-        "continuum_distortion_rms": 0.0,   # rms of a smooth multiplicative error (flux calibration)
+        "emission_fraction": 0.0,  # share of spectra with nebular lines added before masking
+        "halpha_ew_aa": [0.5, 100.0],  # H alpha equivalent width (emission), log-uniform, A
+        "gas_velocity_sd_kms": 150.0,  # gas - stars velocity offset, Gaussian sd, km/s
+        "gas_sigma_kms": [20.0, 400.0],  # gas dispersion, log-uniform, km/s
+        "continuum_distortion_rms": 0.0,  # rms of a smooth multiplicative error (flux calibration)
         "continuum_distortion_degree": 4,  # Legendre degree of that error
         "sky_residuals_per_spectrum": 0.0,  # mean number of sky-subtraction residual spikes
     },
@@ -172,8 +172,14 @@ def population_averages(
     }
 
 
-def nebular_emission(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.random.Generator,
-                     present: np.ndarray, settings: dict[str, Any], stellar_velocity_kms: np.ndarray) -> np.ndarray:
+def nebular_emission(
+    wavelength_aa: np.ndarray,
+    continuum: np.ndarray,
+    rng: np.random.Generator,
+    present: np.ndarray,
+    settings: dict[str, Any],
+    stellar_velocity_kms: np.ndarray,
+) -> np.ndarray:
     """Emission-line spectra (n, n_wave) in the units of ``continuum`` (zero where not ``present``).
 
     :func:`nebular_lines` (the draw) followed by :func:`emission_spectrum` (the rendering).
@@ -183,8 +189,13 @@ def nebular_emission(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.r
     return np.where(np.asarray(present)[:, None], emission, 0.0)
 
 
-def nebular_lines(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.random.Generator,
-                  settings: dict[str, Any], stellar_velocity_kms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def nebular_lines(
+    wavelength_aa: np.ndarray,
+    continuum: np.ndarray,
+    rng: np.random.Generator,
+    settings: dict[str, Any],
+    stellar_velocity_kms: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integrated line fluxes (n, n_lines, in the units of ``continuum`` times A, lines in the
     order of :data:`NEBULAR_LINES_AA`), gas velocity and gas dispersion (n,) km/s.
 
@@ -221,17 +232,27 @@ def nebular_lines(wavelength_aa: np.ndarray, continuum: np.ndarray, rng: np.rand
     hbeta = halpha / balmer
     sii_6731 = sii * halpha / (1 + sii_ratio)
     fluxes = {
-        "Halpha": halpha, "Hbeta": hbeta, "[NII]6583": nii * halpha, "[NII]6548": nii * halpha / 3.05,
-        "[OIII]5007": oiii * hbeta, "[OIII]4959": oiii * hbeta / 2.98, "[SII]6731": sii_6731,
-        "[SII]6716": sii_6731 * sii_ratio, "[OI]6300": oi * halpha, "[OI]6364": oi * halpha / 3.05,
-        "HeI5876": hei5876 * halpha, "HeI6678": hei6678 * halpha,
-        "[NI]5198": 0.6 * ni * hbeta, "[NI]5200": 0.4 * ni * hbeta,
+        "Halpha": halpha,
+        "Hbeta": hbeta,
+        "[NII]6583": nii * halpha,
+        "[NII]6548": nii * halpha / 3.05,
+        "[OIII]5007": oiii * hbeta,
+        "[OIII]4959": oiii * hbeta / 2.98,
+        "[SII]6731": sii_6731,
+        "[SII]6716": sii_6731 * sii_ratio,
+        "[OI]6300": oi * halpha,
+        "[OI]6364": oi * halpha / 3.05,
+        "HeI5876": hei5876 * halpha,
+        "HeI6678": hei6678 * halpha,
+        "[NI]5198": 0.6 * ni * hbeta,
+        "[NI]5200": 0.4 * ni * hbeta,
     }
     return np.stack([fluxes[name] for name in NEBULAR_LINES_AA], axis=1), v_gas, sigma_gas
 
 
-def emission_spectrum(wavelength_aa: np.ndarray, line_flux: np.ndarray, gas_velocity_kms: np.ndarray,
-                      gas_sigma_kms: np.ndarray) -> np.ndarray:
+def emission_spectrum(
+    wavelength_aa: np.ndarray, line_flux: np.ndarray, gas_velocity_kms: np.ndarray, gas_sigma_kms: np.ndarray
+) -> np.ndarray:
     """Gaussian lines (n, n_wave) of :data:`NEBULAR_LINES_AA` with integrated fluxes ``line_flux``
     (n, n_lines), at ``gas_velocity_kms``, with ``gas_sigma_kms`` added in quadrature to the MUSE LSF."""
     from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
@@ -248,8 +269,9 @@ def emission_spectrum(wavelength_aa: np.ndarray, line_flux: np.ndarray, gas_velo
     return emission
 
 
-def continuum_distortion(wavelength_aa: np.ndarray, rng: np.random.Generator, n: int, rms: float,
-                         degree: int) -> np.ndarray:
+def continuum_distortion(
+    wavelength_aa: np.ndarray, rng: np.random.Generator, n: int, rms: float, degree: int
+) -> np.ndarray:
     """Smooth multiplicative factors (n, n_wave) around 1: Legendre series of degree ``degree``
     (orders 1..degree, Gaussian coefficients) with ``rms`` fractional rms over the window,
     the size of MUSE's relative flux-calibration and sky-continuum errors (a few per cent)."""
@@ -282,14 +304,17 @@ def sky_residuals(error: np.ndarray, rng: np.random.Generator, rate: float, wave
 MAX_SKY_SPIKES = 8
 
 
-def sky_spikes(error: np.ndarray, rng: np.random.Generator, rate: float,
-               wavelength_aa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sky_spikes(
+    error: np.ndarray, rng: np.random.Generator, rate: float, wavelength_aa: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Centres (A) and peak heights (units of ``error``) of the spikes of :func:`sky_residuals`,
     (n, :data:`MAX_SKY_SPIKES`) each; both 0 for the slots a spectrum does not use."""
     n, n_wave = error.shape
     counts = rng.poisson(rate, n)
     where = rng.integers(0, n_wave, (n, MAX_SKY_SPIKES))
-    amplitude = rng.choice((-1.0, 1.0), (n, MAX_SKY_SPIKES)) * np.exp(rng.uniform(np.log(3.0), np.log(30.0), (n, MAX_SKY_SPIKES)))
+    amplitude = rng.choice((-1.0, 1.0), (n, MAX_SKY_SPIKES)) * np.exp(
+        rng.uniform(np.log(3.0), np.log(30.0), (n, MAX_SKY_SPIKES))
+    )
     on = counts[:, None] > np.arange(MAX_SKY_SPIKES)[None, :]
     centre = np.where(on, np.asarray(wavelength_aa, dtype=float)[where], 0.0)
     height = np.where(on, amplitude * np.take_along_axis(error, where, axis=1), 0.0)
@@ -324,8 +349,9 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
     rng = chunk_rng(config["seed"], chunk_index)
     edges = model.edges_yr
     sfh = sample_sfh(rng, edges, n, config["sfh_family_weights"])
-    logz = sample_metallicity(rng, sfh.mass_fractions, (model.logzsol[0], model.logzsol[-1]),
-                              scatter_dex=config["metallicity_scatter_dex"])
+    logz = sample_metallicity(
+        rng, sfh.mass_fractions, (model.logzsol[0], model.logzsol[-1]), scatter_dex=config["metallicity_scatter_dex"]
+    )
     dust = config["dust"]
     av = rng.uniform(0.0, dust["av_max"], n)
     bc_extra = rng.uniform(0.0, dust["birth_cloud_extra_max"], n)
@@ -364,8 +390,9 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
         gas_velocity, gas_sigma = np.where(has_emission, v_gas, 0.0), np.where(has_emission, sigma_gas, 0.0)
         observed = observed + emission_spectrum(model.wavelength_aa, line_flux, gas_velocity, gas_sigma)
     if real["continuum_distortion_rms"] > 0:
-        legendre = distortion_coefficients(distortion_rng, n, real["continuum_distortion_rms"],
-                                           int(real["continuum_distortion_degree"]))
+        legendre = distortion_coefficients(
+            distortion_rng, n, real["continuum_distortion_rms"], int(real["continuum_distortion_degree"])
+        )
         observed = observed * distortion_factors(model.wavelength_aa, legendre)
     if real["sky_residuals_per_spectrum"] > 0:
         spike_aa, spike_height = sky_spikes(error, sky_rng, real["sky_residuals_per_spectrum"], model.wavelength_aa)
@@ -423,16 +450,29 @@ def noise_free_flux(model: ForwardModel, labels: dict[str, np.ndarray]) -> np.nd
     those of :func:`generate_chunk`: forward model x mass formed, + nebular lines, x continuum
     distortion, + sky spikes, all / ``norm``.
     """
-    missing = [name for name in ("birth_cloud_extra", "emission_line_flux", "distortion_legendre", "sky_spike_aa")
-               if name not in labels]
+    missing = [
+        name
+        for name in ("birth_cloud_extra", "emission_line_flux", "distortion_legendre", "sky_spike_aa")
+        if name not in labels
+    ]
     if missing:
-        raise KeyError(f"labels lack {', '.join(missing)}: the store predates them; regenerate it to rebuild its spectra")
-    out = model.model(labels["sfh"], labels["logzsol"], labels["av"], labels["sigma_kms"],
-                      labels["velocity_kms"], labels["birth_cloud_extra"])
+        raise KeyError(
+            f"labels lack {', '.join(missing)}: the store predates them; regenerate it to rebuild its spectra"
+        )
+    out = model.model(
+        labels["sfh"],
+        labels["logzsol"],
+        labels["av"],
+        labels["sigma_kms"],
+        labels["velocity_kms"],
+        labels["birth_cloud_extra"],
+    )
     scale = 10.0 ** np.asarray(labels["log_mass_formed"], float) / np.asarray(labels["norm"], float)
     lam = model.wavelength_aa
     flux = out.flux * scale[:, None]
-    flux = flux + emission_spectrum(lam, labels["emission_line_flux"], labels["gas_velocity_kms"], labels["gas_sigma_kms"])
+    flux = flux + emission_spectrum(
+        lam, labels["emission_line_flux"], labels["gas_velocity_kms"], labels["gas_sigma_kms"]
+    )
     flux = flux * distortion_factors(lam, labels["distortion_legendre"])
     return flux + sky_spectrum(lam, labels["sky_spike_aa"], labels["sky_spike_height"])
 
@@ -456,26 +496,51 @@ def build_model(config: dict[str, Any], ssp_store: str | os.PathLike, filters) -
 
 #: Per-sample arrays written by the chunk jobs: name -> (second axis, dtype).
 CHUNK_ARRAYS = {
-    "flux": ("wave", "float32"), "error": ("wave", "float32"), "mask": ("wave", "uint8"),
-    "phot": ("filter", "float32"), "phot_error": ("filter", "float32"),
-    "sfh": ("bin", "float32"), "logzsol": ("bin", "float32"),
-    **{name: (None, "float32") for name in (
-        "av", "sigma_kms", "velocity_kms", "snr", "log_mass_formed", "log_stellar_mass",
-        "lw_age", "mw_age", "lw_logz", "mw_logz")},
-    "norm": (None, "float64"), "sfh_family": (None, "int16"),
+    "flux": ("wave", "float32"),
+    "error": ("wave", "float32"),
+    "mask": ("wave", "uint8"),
+    "phot": ("filter", "float32"),
+    "phot_error": ("filter", "float32"),
+    "sfh": ("bin", "float32"),
+    "logzsol": ("bin", "float32"),
+    **{
+        name: (None, "float32")
+        for name in (
+            "av",
+            "sigma_kms",
+            "velocity_kms",
+            "snr",
+            "log_mass_formed",
+            "log_stellar_mass",
+            "lw_age",
+            "mw_age",
+            "lw_logz",
+            "mw_logz",
+        )
+    },
+    "norm": (None, "float64"),
+    "sfh_family": (None, "int16"),
     # Added after the first stores: readers must not need them (an older store lacks them).
     "birth_cloud_extra": (None, "float32"),
-    "emission_line_flux": ("line", "float32"), "gas_velocity_kms": (None, "float32"),
-    "gas_sigma_kms": (None, "float32"), "distortion_legendre": ("legendre", "float32"),
-    "sky_spike_aa": ("spike", "float32"), "sky_spike_height": ("spike", "float32"),
+    "emission_line_flux": ("line", "float32"),
+    "gas_velocity_kms": (None, "float32"),
+    "gas_sigma_kms": (None, "float32"),
+    "distortion_legendre": ("legendre", "float32"),
+    "sky_spike_aa": ("spike", "float32"),
+    "sky_spike_height": ("spike", "float32"),
 }
 
 
 def _array_specs(config: dict[str, Any], n_wave: int, n_filters: int) -> dict[str, tuple[tuple, str]]:
     """Shape and dtype of every per-sample array, plus the split written by finalize."""
-    sizes = {"wave": n_wave, "filter": n_filters, "bin": len(config["age_bin_edges_yr"]) - 1,
-             "line": len(NEBULAR_LINES_AA), "legendre": int(config["realism"]["continuum_distortion_degree"]) + 1,
-             "spike": MAX_SKY_SPIKES}
+    sizes = {
+        "wave": n_wave,
+        "filter": n_filters,
+        "bin": len(config["age_bin_edges_yr"]) - 1,
+        "line": len(NEBULAR_LINES_AA),
+        "legendre": int(config["realism"]["continuum_distortion_degree"]) + 1,
+        "spike": MAX_SKY_SPIKES,
+    }
     n = config["n_spectra"]
     specs = {name: ((n, sizes[axis]) if axis else (n,), dtype) for name, (axis, dtype) in CHUNK_ARRAYS.items()}
     specs["split"] = ((n,), "uint8")
@@ -511,24 +576,26 @@ def init_store(store: str | os.PathLike, config: dict[str, Any], ssp_store: str 
         fill = np.nan if dtype.startswith("float") else 0
         group.create_array(name, shape=shape, dtype=dtype, chunks=(chunk, *shape[1:]), fill_value=fill)
     group.create_array("wavelength_aa", shape=model.wavelength_aa.shape, dtype="float64")[...] = model.wavelength_aa
-    group.attrs.update({
-        "config": config,
-        "generator_digest": digest,
-        "n_spectra": config["n_spectra"],
-        "chunk_size": chunk,
-        "filters": list(model.filters),
-        "age_bin_edges_yr": model.edges_yr.tolist(),
-        "bin_age_yr": model.bin_age_yr.tolist(),
-        "logzsol_range": [float(model.logzsol[0]), float(model.logzsol[-1])],
-        "sfh_families": list(SFH_FAMILIES),
-        "mask_bits": {"emission_line": MASK_EMISSION, "laser_gap": MASK_LASER_GAP},
-        "emission_lines_aa": EMISSION_LINES_AA,
-        "nebular_lines_aa": NEBULAR_LINES_AA,
-        "split_names": list(SPLIT_NAMES),
-        "ssp": {k: model.ssp_attrs.get(k) for k in ("name", "sha256", "source", "library", "imf")},
-        "code_version": __version__,
-        "flux_units": "f_lambda / norm (dimensionless); norm in L_sun/A",
-    })
+    group.attrs.update(
+        {
+            "config": config,
+            "generator_digest": digest,
+            "n_spectra": config["n_spectra"],
+            "chunk_size": chunk,
+            "filters": list(model.filters),
+            "age_bin_edges_yr": model.edges_yr.tolist(),
+            "bin_age_yr": model.bin_age_yr.tolist(),
+            "logzsol_range": [float(model.logzsol[0]), float(model.logzsol[-1])],
+            "sfh_families": list(SFH_FAMILIES),
+            "mask_bits": {"emission_line": MASK_EMISSION, "laser_gap": MASK_LASER_GAP},
+            "emission_lines_aa": EMISSION_LINES_AA,
+            "nebular_lines_aa": NEBULAR_LINES_AA,
+            "split_names": list(SPLIT_NAMES),
+            "ssp": {k: model.ssp_attrs.get(k) for k in ("name", "sha256", "source", "library", "imf")},
+            "code_version": __version__,
+            "flux_units": "f_lambda / norm (dimensionless); norm in L_sun/A",
+        }
+    )
     return dict(group.attrs)
 
 
@@ -563,8 +630,14 @@ def write_chunk(store: str | os.PathLike, chunk_index: int, ssp_store, marker: s
     sl = slice(chunk_index * config["chunk_size"], (chunk_index + 1) * config["chunk_size"])
     for name, values in arrays.items():
         group[name][sl] = values
-    info = {"chunk": chunk_index, "start": sl.start, "stop": sl.stop, "digest": chunk_digest(arrays),
-            "generator_digest": group.attrs["generator_digest"], "code_version": __version__}
+    info = {
+        "chunk": chunk_index,
+        "start": sl.start,
+        "stop": sl.stop,
+        "digest": chunk_digest(arrays),
+        "generator_digest": group.attrs["generator_digest"],
+        "code_version": __version__,
+    }
     write_json_atomically(marker, info)
     return info
 

@@ -47,19 +47,20 @@ from .ssp import load_ssp
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
 
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "age_min_yr": 3.0e7,       # youngest template (E-MILES starts at 6.3e7)
-    "age_stride": 1,           # every n-th library age (with the oldest always kept)
-    "mdegree": 8,              # multiplicative Legendre polynomial
-    "regul": 100.0,            # pPXF regularisation strength (1 / allowed weight wiggle)
-    "n_bootstrap": 8,          # wild-bootstrap refits for the reference's errors
-    "emission_mask_kms": 800.0,    # half-width of the gas-line mask: broad or offset gas leaks past 400
+    "age_min_yr": 3.0e7,  # youngest template (E-MILES starts at 6.3e7)
+    "age_stride": 1,  # every n-th library age (with the oldest always kept)
+    "mdegree": 8,  # multiplicative Legendre polynomial
+    "regul": 100.0,  # pPXF regularisation strength (1 / allowed weight wiggle)
+    "n_bootstrap": 8,  # wild-bootstrap refits for the reference's errors
+    "emission_mask_kms": 800.0,  # half-width of the gas-line mask: broad or offset gas leaks past 400
     "velocity_bounds_kms": 500.0,  # |residual velocity| allowed around the given z
     "seed": 1,
     # the validate stage (validate_galaxy)
-    "min_snr": 20.0,           # bins below this S/N are not fitted
-    "max_bins": 300,           # at most this many bins per galaxy (a seeded random subset)
-    "tile_spaxels": 32,        # cube read in tiles of this size (infer.tile_spaxels)
+    "min_snr": 20.0,  # bins below this S/N are not fitted
+    "max_bins": 300,  # at most this many bins per galaxy (a seeded random subset)
+    "tile_spaxels": 32,  # cube read in tiles of this size (infer.tile_spaxels)
 }
+
 
 def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     """``settings`` over :data:`DEFAULT_SETTINGS`; unknown keys are errors."""
@@ -71,8 +72,9 @@ def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
-def population_averages(light_weights: np.ndarray, log_age: np.ndarray, logz: np.ndarray,
-                        mass_per_light: np.ndarray) -> dict[str, float]:
+def population_averages(
+    light_weights: np.ndarray, log_age: np.ndarray, logz: np.ndarray, mass_per_light: np.ndarray
+) -> dict[str, float]:
     """Light- and mass-weighted <log10 age/yr> and <log10 Z/Z_sun> of weights on the
     (age, Z) grid. ``light_weights``, ``mass_per_light``: (n_age, n_Z); ``log_age``: (n_age,);
     ``logz``: (n_Z,)."""
@@ -83,8 +85,10 @@ def population_averages(light_weights: np.ndarray, log_age: np.ndarray, logz: np
     age = np.broadcast_to(np.asarray(log_age)[:, None], w.shape)
     z = np.broadcast_to(np.asarray(logz)[None, :], w.shape)
     return {
-        "lw_age": float((w * age).sum() / w.sum()), "mw_age": float((m * age).sum() / m.sum()),
-        "lw_logz": float((w * z).sum() / w.sum()), "mw_logz": float((m * z).sum() / m.sum()),
+        "lw_age": float((w * age).sum() / w.sum()),
+        "mw_age": float((m * age).sum() / m.sum()),
+        "lw_logz": float((w * z).sum() / w.sum()),
+        "mw_logz": float((m * z).sum() / m.sum()),
     }
 
 
@@ -134,14 +138,21 @@ class FullGridFit:
         Instrumental FWHM (A) as a function of observed wavelength (A).
     """
 
-    def __init__(self, ssp_store, rest_range_aa=(4800.0, 7000.0), redshift: float = 0.0,
-                 settings: dict[str, Any] | None = None, norm_window_aa=(5400.0, 5600.0),
-                 lsf_fwhm_aa=muse_lsf_fwhm_aa) -> None:
+    def __init__(
+        self,
+        ssp_store,
+        rest_range_aa=(4800.0, 7000.0),
+        redshift: float = 0.0,
+        settings: dict[str, Any] | None = None,
+        norm_window_aa=(5400.0, 5600.0),
+        lsf_fwhm_aa=muse_lsf_fwhm_aa,
+    ) -> None:
         self.settings = resolve_settings(settings)
         margin = 1.0 + (self.settings["velocity_bounds_kms"] + 2000.0) / C_KMS
         lo, hi = rest_range_aa[0] / margin, rest_range_aa[1] * margin
-        ssp = load_ssp(ssp_store, wavelength_range_aa=(lo, hi),
-                       age_range_yr=(float(self.settings["age_min_yr"]), np.inf))
+        ssp = load_ssp(
+            ssp_store, wavelength_range_aa=(lo, hi), age_range_yr=(float(self.settings["age_min_yr"]), np.inf)
+        )
         keep = np.arange(0, ssp.ages_yr.size, int(self.settings["age_stride"]))
         keep = np.unique(np.r_[keep, ssp.ages_yr.size - 1])
         z = float(redshift)
@@ -175,8 +186,14 @@ class FullGridFit:
             self._templates[key] = (np.ascontiguousarray(templates), ln_lam)
         return self._templates[key]
 
-    def fit(self, rest_wave_aa: np.ndarray, flux: np.ndarray, error: np.ndarray,
-            mask: np.ndarray | None = None, return_spectra: bool = False) -> dict[str, Any]:
+    def fit(
+        self,
+        rest_wave_aa: np.ndarray,
+        flux: np.ndarray,
+        error: np.ndarray,
+        mask: np.ndarray | None = None,
+        return_spectra: bool = False,
+    ) -> dict[str, Any]:
         """Fit one rest-frame spectrum (any linear sampling; f_lambda in any unit).
 
         ``mask`` non-zero = pixel not fitted (gas lines are masked in addition).
@@ -214,8 +231,15 @@ class FullGridFit:
         templates, ln_lam_temp = self._log_templates(velscale)
         n_age, n_z = templates.shape[1:]
         bounds = [[-s["velocity_bounds_kms"], s["velocity_bounds_kms"]], [5.0, 1000.0]]
-        common = dict(degree=-1, mdegree=int(s["mdegree"]), mask=good, lam=lam, lam_temp=np.exp(ln_lam_temp),
-                      bounds=bounds, quiet=True)
+        common = dict(
+            degree=-1,
+            mdegree=int(s["mdegree"]),
+            mask=good,
+            lam=lam,
+            lam_temp=np.exp(ln_lam_temp),
+            bounds=bounds,
+            quiet=True,
+        )
         pp = ppxf(templates, galaxy, noise, velscale, start=[0.0, 150.0], moments=2, **common)
         mass_per_light = 1.0 / self.light_per_mass
         weights = pp.weights.reshape(n_age, n_z)
@@ -224,10 +248,10 @@ class FullGridFit:
         out.update(velocity_kms=float(pp.sol[0]), sigma_kms=float(pp.sol[1]), chi2=float(pp.chi2))
         noise_scaled = noise * np.sqrt(max(pp.chi2, 1e-12))
         fixed = dict(start=list(pp.sol[:2]), moments=2, fixed=[1, 1])
-        reg = ppxf(templates, galaxy, noise_scaled, velscale, regul=float(s["regul"]), reg_dim=(n_age, n_z),
-                   **fixed, **common)
-        out.update(population_averages(reg.weights.reshape(n_age, n_z), self.log_age, self.logzsol,
-                                       mass_per_light))
+        reg = ppxf(
+            templates, galaxy, noise_scaled, velscale, regul=float(s["regul"]), reg_dim=(n_age, n_z), **fixed, **common
+        )
+        out.update(population_averages(reg.weights.reshape(n_age, n_z), self.log_age, self.logzsol, mass_per_light))
         if int(s["n_bootstrap"]) > 1:
             rng = np.random.default_rng(int(s["seed"]))
             residual = galaxy - pp.bestfit
@@ -235,8 +259,9 @@ class FullGridFit:
             for _ in range(int(s["n_bootstrap"])):
                 resampled = pp.bestfit + residual * rng.choice((-1.0, 1.0), residual.size)
                 boot = ppxf(templates, resampled, noise, velscale, **fixed, **common)
-                draws.append(population_averages(boot.weights.reshape(n_age, n_z), self.log_age, self.logzsol,
-                                                 mass_per_light))
+                draws.append(
+                    population_averages(boot.weights.reshape(n_age, n_z), self.log_age, self.logzsol, mass_per_light)
+                )
             for key in QUANTITIES:
                 out[f"{key}_err"] = float(np.std([d[key] for d in draws], ddof=1))
         if return_spectra:
@@ -249,9 +274,38 @@ class FullGridFit:
 
 #: Strongest night-sky emission lines and telluric bands in the MUSE range (observed air
 #: wavelengths, A): sky-subtraction residuals there are masked in the reference fits.
-SKY_LINES_AA = (5577.34, 5889.95, 5895.92, 6300.30, 6363.78, 6498.73, 6533.04, 6553.62, 6863.96, 6923.19,
-                7276.41, 7316.28, 7340.89, 7369.25, 7401.69, 7524.12, 7571.75, 7750.64, 7794.11, 7821.50,
-                7913.71, 7993.33, 8344.60, 8399.17, 8430.17, 8465.36, 8827.10, 8885.85, 8919.63, 8958.10)
+SKY_LINES_AA = (
+    5577.34,
+    5889.95,
+    5895.92,
+    6300.30,
+    6363.78,
+    6498.73,
+    6533.04,
+    6553.62,
+    6863.96,
+    6923.19,
+    7276.41,
+    7316.28,
+    7340.89,
+    7369.25,
+    7401.69,
+    7524.12,
+    7571.75,
+    7750.64,
+    7794.11,
+    7821.50,
+    7913.71,
+    7993.33,
+    8344.60,
+    8399.17,
+    8430.17,
+    8465.36,
+    8827.10,
+    8885.85,
+    8919.63,
+    8958.10,
+)
 TELLURIC_BANDS_AA = ((6864.0, 6935.0), (7160.0, 7340.0), (7590.0, 7700.0))
 SKY_HALF_WIDTH_AA = 3.0
 
@@ -301,8 +355,9 @@ def logz_shift_dex(zsun_library: float, zsun_reference: float) -> float:
     return float(np.log10(zsun_library / zsun_reference))
 
 
-def compare_references(network: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-                       second: dict[str, np.ndarray]) -> dict[str, Any]:
+def compare_references(
+    network: dict[str, np.ndarray], reference: dict[str, np.ndarray], second: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """The second reference against the network and against the first reference.
 
     All three hold ``<key>`` and ``<key>_err`` of :data:`QUANTITIES` per bin; the references also
@@ -346,9 +401,18 @@ def _fit_one(args) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return first, second
 
 
-def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_path, row: dict[str, Any],
-                    settings: dict[str, Any], out_dir, processes: int = 1,
-                    second_reference: dict[str, Any] | None = None) -> dict[str, Any]:
+def validate_galaxy(
+    cube_path,
+    bins_path,
+    tile_tables: list,
+    ssp_store,
+    model_path,
+    row: dict[str, Any],
+    settings: dict[str, Any],
+    out_dir,
+    processes: int = 1,
+    second_reference: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Full-grid reference fits of a real galaxy's bins and their agreement with the network.
 
     Bins with S/N >= ``settings['min_snr']`` and a measured velocity are fitted (at most
@@ -414,7 +478,9 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     if second_reference:
         unknown = set(second_reference) - {"ssp_store", "label", "settings"}
         if unknown or "ssp_store" not in second_reference:
-            raise ValueError(f"second_reference needs 'ssp_store' and may have 'label', 'settings'; got {sorted(second_reference)}")
+            raise ValueError(
+                f"second_reference needs 'ssp_store' and may have 'label', 'settings'; got {sorted(second_reference)}"
+            )
         s2 = resolve_settings({**s, **(second_reference.get("settings") or {})})
         second_init = (second_reference["ssp_store"], s2)
     init = (ssp_store, rest_range, z_sys, s, predictor.norm_window_aa, second_init)
@@ -431,16 +497,22 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     fitted = np.array([job[0] for job in jobs], dtype=int)
     network = {k: table[k.upper()][fitted] for k in QUANTITIES}
     network.update({f"{k}_err": table[f"{k.upper()}_ERR"][fitted] for k in QUANTITIES})
-    reference = {k: np.array([r[k] for r in fits_out], float) for k in fits_out[0]} if fits_out else \
-        {f"{k}{suffix}": np.zeros(0) for k in QUANTITIES for suffix in ("", "_err", "_unreg")}
+    reference = (
+        {k: np.array([r[k] for r in fits_out], float) for k in fits_out[0]}
+        if fits_out
+        else {f"{k}{suffix}": np.zeros(0) for k in QUANTITIES for suffix in ("", "_err", "_unreg")}
+    )
     unregularised = {k: reference[f"{k}_unreg"] for k in QUANTITIES}
     unregularised.update({f"{k}_err": reference[f"{k}_err"] for k in QUANTITIES})
     result: dict[str, Any] = {
         "galaxy": str(row.get("galaxy")),
         "model": str(model_path),
-        "reference": {"method": "pPXF, full SSP grid, regularised (regul) after chi2 rescaling; "
-                                "unregularised below; multiplicative polynomial, gas and sky masked",
-                      "library": Path(ssp_store).stem, "settings": s},
+        "reference": {
+            "method": "pPXF, full SSP grid, regularised (regul) after chi2 rescaling; "
+            "unregularised below; multiplicative polynomial, gas and sky masked",
+            "library": Path(ssp_store).stem,
+            "settings": s,
+        },
         "n_bins": int(fitted.size),
         **agreement(network, reference),
         "unregularised": agreement(network, unregularised),
@@ -448,7 +520,8 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     if fitted.size:
         best = int(np.argmax(bin_snr[fitted]))
         result["brightest_bin"] = {
-            "bin_id": int(fitted[best]), "snr": float(bin_snr[fitted[best]]),
+            "bin_id": int(fitted[best]),
+            "snr": float(bin_snr[fitted[best]]),
             "network": {k: float(network[k][best]) for k in QUANTITIES},
             "reference": {k: float(reference[k][best]) for k in QUANTITIES},
             "reference_unregularised": {k: float(reference[f"{k}_unreg"][best]) for k in QUANTITIES},
@@ -456,28 +529,40 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     second_columns = []
     if second_init is not None:
         first_fit = FullGridFit(ssp_store, rest_range, z_sys, {**s, "n_bootstrap": 0}, predictor.norm_window_aa)
-        second_fit = FullGridFit(second_init[0], rest_range, z_sys, {**second_init[1], "n_bootstrap": 0},
-                                 predictor.norm_window_aa)
+        second_fit = FullGridFit(
+            second_init[0], rest_range, z_sys, {**second_init[1], "n_bootstrap": 0}, predictor.norm_window_aa
+        )
         shift = logz_shift_dex(second_fit.zsun, first_fit.zsun)
-        keys = [f"{k}{suffix}" for k in QUANTITIES for suffix in ("", "_err", "_unreg")] + \
-            ["velocity_kms", "sigma_kms", "chi2"]
+        keys = [f"{k}{suffix}" for k in QUANTITIES for suffix in ("", "_err", "_unreg")] + [
+            "velocity_kms",
+            "sigma_kms",
+            "chi2",
+        ]
         second = {k: np.array([pair[1][k] for pair in pairs], float) for k in keys}
         for k in ("lw_logz", "mw_logz"):
             second[k] = second[k] + shift
             second[f"{k}_unreg"] = second[f"{k}_unreg"] + shift
-        grid = lambda fit, dz=0.0: {"age_yr": [float(fit.ages_yr[0]), float(fit.ages_yr[-1])],  # noqa: E731
-                                    "n_ages": int(fit.ages_yr.size),
-                                    "logz": [float(fit.logzsol[0] + dz), float(fit.logzsol[-1] + dz)],
-                                    "n_logz": int(fit.logzsol.size), "zsun": fit.zsun}
+
+        def grid(fit, dz=0.0):
+            return {
+                "age_yr": [float(fit.ages_yr[0]), float(fit.ages_yr[-1])],
+                "n_ages": int(fit.ages_yr.size),
+                "logz": [float(fit.logzsol[0] + dz), float(fit.logzsol[-1] + dz)],
+                "n_logz": int(fit.logzsol.size),
+                "zsun": fit.zsun,
+            }
+
         result["second_reference"] = {
             "library": str(second_reference.get("label") or Path(second_init[0]).stem),
             "store": Path(second_init[0]).stem,
             "settings": second_init[1],
             "logz_shift_dex": shift,
             "note": "log Z/Z_sun of this library + logz_shift_dex, i.e. on the first library's Z_sun; "
-                    "library_difference = first reference - this one, bin by bin",
-            "grids": {"first": {"library": result["reference"]["library"], **grid(first_fit)},
-                      "second": grid(second_fit, shift)},
+            "library_difference = first reference - this one, bin by bin",
+            "grids": {
+                "first": {"library": result["reference"]["library"], **grid(first_fit)},
+                "second": grid(second_fit, shift),
+            },
             "n_bins": int(np.isfinite(second["lw_age"]).sum()),
             **compare_references(network, reference, second),
         }
@@ -489,17 +574,27 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
                 "reference_unregularised": {k: float(second[f"{k}_unreg"][best]) for k in QUANTITIES},
             }
         for k in QUANTITIES:
-            for name, key in ((f"REF2_{k.upper()}", k), (f"REF2_{k.upper()}_ERR", f"{k}_err"),
-                              (f"REF2_{k.upper()}_UNREG", f"{k}_unreg")):
+            for name, key in (
+                (f"REF2_{k.upper()}", k),
+                (f"REF2_{k.upper()}_ERR", f"{k}_err"),
+                (f"REF2_{k.upper()}_UNREG", f"{k}_unreg"),
+            ):
                 second_columns.append(fits.Column(name, "D", array=second[key]))
         for name in ("velocity_kms", "sigma_kms", "chi2"):
             second_columns.append(fits.Column(f"REF2_{name.upper()}", "D", array=second[name]))
-    columns = [fits.Column("BIN_ID", "J", array=fitted), fits.Column("SNR", "E", array=bin_snr[fitted]),
-               fits.Column("VELOCITY", "D", array=velocity[fitted])]
+    columns = [
+        fits.Column("BIN_ID", "J", array=fitted),
+        fits.Column("SNR", "E", array=bin_snr[fitted]),
+        fits.Column("VELOCITY", "D", array=velocity[fitted]),
+    ]
     for k in QUANTITIES:
-        for name, values in ((f"NET_{k.upper()}", network[k]), (f"NET_{k.upper()}_ERR", network[f"{k}_err"]),
-                             (f"REF_{k.upper()}", reference[k]), (f"REF_{k.upper()}_ERR", reference[f"{k}_err"]),
-                             (f"REF_{k.upper()}_UNREG", reference[f"{k}_unreg"])):
+        for name, values in (
+            (f"NET_{k.upper()}", network[k]),
+            (f"NET_{k.upper()}_ERR", network[f"{k}_err"]),
+            (f"REF_{k.upper()}", reference[k]),
+            (f"REF_{k.upper()}_ERR", reference[f"{k}_err"]),
+            (f"REF_{k.upper()}_UNREG", reference[f"{k}_unreg"]),
+        ):
             columns.append(fits.Column(name, "D", array=np.asarray(values, float)))
     for name in ("velocity_kms", "sigma_kms", "chi2"):
         columns.append(fits.Column(f"REF_{name.upper()}", "D", array=np.asarray(reference.get(name, []), float)))
@@ -507,8 +602,10 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
     table_hdu.header["REFLIB"] = (result["reference"]["library"], "library of the REF_ columns")
     if second_columns:
         table_hdu.header["REF2LIB"] = (result["second_reference"]["library"], "library of the REF2_ columns")
-        table_hdu.header["REF2DZ"] = (result["second_reference"]["logz_shift_dex"],
-                                      "dex added to REF2_ log Z/Zsun (Zsun of REF_)")
+        table_hdu.header["REF2DZ"] = (
+            result["second_reference"]["logz_shift_dex"],
+            "dex added to REF2_ log Z/Zsun (Zsun of REF_)",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "bins.fits") as tmp:
         fits.HDUList([fits.PrimaryHDU(), table_hdu]).writeto(tmp)
@@ -517,11 +614,17 @@ def validate_galaxy(cube_path, bins_path, tile_tables: list, ssp_store, model_pa
         best = int(np.argmax(bin_snr[fitted]))
         rest, flux, error, mask = jobs[best][1]
         spectra = FullGridFit(ssp_store, rest_range, z_sys, {**s, "n_bootstrap": 0}, predictor.norm_window_aa).fit(
-            rest, flux, error, mask,
-                                                                                      return_spectra=True)
+            rest, flux, error, mask, return_spectra=True
+        )
         population = {name: table[name][fitted[best]] for name in ("SFH", "ZH", "AV", "SIGMA")}
-        plot_residuals(spectra, population, ssp_store, predictor.age_bin_edges_yr, out_dir / "residuals.png",
-                       title=f"{row.get('galaxy')} bin {fitted[best]} (S/N {bin_snr[fitted[best]]:.0f})")
+        plot_residuals(
+            spectra,
+            population,
+            ssp_store,
+            predictor.age_bin_edges_yr,
+            out_dir / "residuals.png",
+            title=f"{row.get('galaxy')} bin {fitted[best]} (S/N {bin_snr[fitted[best]]:.0f})",
+        )
     write_json_atomically(out_dir / "agreement.json", result)
     return result
 
@@ -542,8 +645,12 @@ def plot_residuals(spectra: dict, population: dict, ssp_store, age_bin_edges_yr,
     model = ForwardModel(load_ssp(ssp_store), age_bin_edges_yr, wavelength_aa=lam, max_velocity_kms=1000.0)
     av = float(np.nan_to_num(population["AV"]))
     sigma = float(np.nan_to_num(population["SIGMA"], nan=200.0))
-    rebuilt = model.model(np.asarray(population["SFH"], float)[None], np.asarray(population["ZH"], float)[None],
-                          np.array([av]), np.array([sigma])).flux[0]
+    rebuilt = model.model(
+        np.asarray(population["SFH"], float)[None],
+        np.asarray(population["ZH"], float)[None],
+        np.array([av]),
+        np.array([sigma]),
+    ).flux[0]
     scale = float(np.sum(galaxy[good] * rebuilt[good]) / np.sum(rebuilt[good] ** 2))
     rebuilt = rebuilt * scale
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 6.5), sharex=True, height_ratios=(2, 1))
@@ -566,8 +673,9 @@ def plot_residuals(spectra: dict, population: dict, ssp_store, age_bin_edges_yr,
     plt.close(fig)
 
 
-def plot_validation(bin_id: np.ndarray, fitted: np.ndarray, network: dict, reference: dict, out_png,
-                    title: str = "") -> None:
+def plot_validation(
+    bin_id: np.ndarray, fitted: np.ndarray, network: dict, reference: dict, out_png, title: str = ""
+) -> None:
     """Maps of the network, the reference and their difference for LW age and LW log Z, and the
     one-to-one diagrams of all four quantities."""
     import matplotlib
@@ -585,11 +693,20 @@ def plot_validation(bin_id: np.ndarray, fitted: np.ndarray, network: dict, refer
         for ax, (name, v) in zip(row_axes[:3], values.items()):
             per_bin = np.full(lookup.size, np.nan)
             per_bin[lookup >= 0] = np.asarray(v, float)[lookup[lookup >= 0]]
-            image = np.where(bin_id >= 0, per_bin[np.clip(bin_id, 0, None)], np.nan) if lookup.size else \
-                np.full(bin_id.shape, np.nan)
+            image = (
+                np.where(bin_id >= 0, per_bin[np.clip(bin_id, 0, None)], np.nan)
+                if lookup.size
+                else np.full(bin_id.shape, np.nan)
+            )
             diff = name.startswith("network -")
-            im = ax.imshow(image, origin="lower", cmap="RdBu_r" if diff else "viridis",
-                           vmin=-0.5 if diff else None, vmax=0.5 if diff else None, interpolation="nearest")
+            im = ax.imshow(
+                image,
+                origin="lower",
+                cmap="RdBu_r" if diff else "viridis",
+                vmin=-0.5 if diff else None,
+                vmax=0.5 if diff else None,
+                interpolation="nearest",
+            )
             fig.colorbar(im, ax=ax, fraction=0.046)
             ax.set_title(f"{label}: {name}", fontsize=9)
             ax.set_xticks([])

@@ -29,8 +29,15 @@ def aging_trainset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("aging")
     ssp = library_with_aging_lines(root / "aging.zarr")
-    config = ts.resolve_config({"n_spectra": 40, "chunk_size": 40, "seed": 2, "snr": [50.0, 100.0],
-                                "split_fractions": {"validation": 0.0, "test": 1.0}})
+    config = ts.resolve_config(
+        {
+            "n_spectra": 40,
+            "chunk_size": 40,
+            "seed": 2,
+            "snr": [50.0, 100.0],
+            "split_fractions": {"validation": 0.0, "test": 1.0},
+        }
+    )
     store = root / "trainset.zarr"
     ts.init_store(store, config, ssp, PHANGS_FILTERS)
     ts.write_chunk(store, 0, ssp, root / "chunk.json")
@@ -47,20 +54,40 @@ def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_
     store, ssp = aging_trainset
     n = 8
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--model", str(tiny_model), "--trainset", str(store),
-         "--ssp", str(ssp), "--n", str(n), "--processes", "2", "--cnn-timing-n", "64"],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(BENCH),
+            "--model",
+            str(tiny_model),
+            "--trainset",
+            str(store),
+            "--ssp",
+            str(ssp),
+            "--n",
+            str(n),
+            "--processes",
+            "2",
+            "--cnn-timing-n",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["n_spectra"] == n and result["processes"] == 2
-    bins, metallicities, templates = map(int, re.fullmatch(r"(\d+) age bins x (\d+) metallicities = (\d+)",
-                                                           result["templates"]).groups())
+    bins, metallicities, templates = map(
+        int, re.fullmatch(r"(\d+) age bins x (\d+) metallicities = (\d+)", result["templates"]).groups()
+    )
     assert bins == 16 and metallicities > 1 and templates == bins * metallicities
     # the ratios are of the printed rates, within the rounding of all three numbers (a fixed
     # rtol of 1e-3 failed once on a loaded machine: at 0.5 pPXF spectra/s, rounding to 0.001 is 1e-3)
     cnn, ppxf_rate, ratio = result["cnn_spectra_per_s"], result["ppxf_spectra_per_s"], result["speed_ratio"]
     np.testing.assert_allclose(ratio, cnn / ppxf_rate, rtol=1.5 * (0.05 / cnn + 0.0005 / ppxf_rate + 0.05 / ratio))
-    cnn_1, ppxf_s, ratio_1 = (result[k] for k in ("cnn_spectra_per_s_one_core", "ppxf_s_per_spectrum", "speed_ratio_one_core"))
+    cnn_1, ppxf_s, ratio_1 = (
+        result[k] for k in ("cnn_spectra_per_s_one_core", "ppxf_s_per_spectrum", "speed_ratio_one_core")
+    )
     np.testing.assert_allclose(ratio_1, cnn_1 * ppxf_s, rtol=1.5 * (0.05 / cnn_1 + 0.0005 / ppxf_s + 0.05 / ratio_1))
     # the posterior heads' cost: the same network timed with and without them
     cost = result["posterior_cost"]
@@ -77,12 +104,17 @@ def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_
     # The CNN's figures are those of its predictions on the same first n test spectra.
     group = zarr.open_group(store, mode="r")
     test = np.flatnonzero(np.asarray(group["split"][:]) == 2)[:n]
-    data = {k: np.asarray(group[k].get_orthogonal_selection((test,)))
-            for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age", "mw_age", "lw_logz", "mw_logz")}
+    data = {
+        k: np.asarray(group[k].get_orthogonal_selection((test,)))
+        for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age", "mw_age", "lw_logz", "mw_logz")
+    }
     predicted = load_predictor(tiny_model, device="cpu").predict_normalised(
-        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"])
+        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"]
+    )
     for quantity in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
-        expected = summary_metrics(np.asarray(predicted[quantity]), data[quantity], np.asarray(predicted[f"{quantity}_err"]))
+        expected = summary_metrics(
+            np.asarray(predicted[quantity]), data[quantity], np.asarray(predicted[f"{quantity}_err"])
+        )
         for key, value in expected.items():
             assert result["cnn"][quantity][key] == pytest.approx(value, abs=1e-4), (quantity, key)
 
@@ -95,20 +127,29 @@ def test_robustness_bench_compares_models_on_each_test_split(tiny_model, small_t
     from sfh_pipeline import load_predictor
 
     bench = BENCH.parent / "robustness.py"
-    done = subprocess.run([sys.executable, str(bench), "--model", f"tiny={tiny_model}",
-                           "--testset", f"small={small_trainset}"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(bench), "--model", f"tiny={tiny_model}", "--testset", f"small={small_trainset}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)["results"]["tiny on small"]
     group = zarr.open_group(small_trainset, mode="r")
     test = np.flatnonzero(np.asarray(group["split"][:]) == 2)
-    data = {k: np.asarray(group[k].get_orthogonal_selection((test, slice(None)) if group[k].ndim == 2 else (test,)))
-            for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age")}
+    data = {
+        k: np.asarray(group[k].get_orthogonal_selection((test, slice(None)) if group[k].ndim == 2 else (test,)))
+        for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age")
+    }
     predicted = load_predictor(tiny_model, device="cpu").predict_normalised(
-        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"])
+        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"]
+    )
     delta = predicted["lw_age"] - data["lw_age"]
     assert result["n"] == test.size
     assert result["lw_age"]["bias_dex"] == pytest.approx(np.median(delta), abs=1e-4)
-    assert result["lw_age"]["scatter_dex"] == pytest.approx(1.4826 * np.median(np.abs(delta - np.median(delta))), abs=1e-4)
+    assert result["lw_age"]["scatter_dex"] == pytest.approx(
+        1.4826 * np.median(np.abs(delta - np.median(delta))), abs=1e-4
+    )
 
 
 def test_library_crosscheck_fits_the_first_library_with_both(tmp_path):
@@ -119,15 +160,40 @@ def test_library_crosscheck_fits_the_first_library_with_both(tmp_path):
     from sfh_pipeline.ssp import write_store
 
     store = write_store(line_library(), tmp_path / "lines.zarr")
-    config = {"validate": {"age_min_yr": 3e7, "age_stride": 3, "n_bootstrap": 0, "emission_mask_kms": 800,
-                           "second_ssp": {"settings": {"age_stride": 1}}}}
+    config = {
+        "validate": {
+            "age_min_yr": 3e7,
+            "age_stride": 3,
+            "n_bootstrap": 0,
+            "emission_mask_kms": 800,
+            "second_ssp": {"settings": {"age_stride": 1}},
+        }
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     bench = BENCH.parent / "library_crosscheck.py"
     repo = str(BENCH.parents[1])
     done = subprocess.run(
-        [sys.executable, str(bench), "--ssp", str(store), "--second-ssp", str(store),
-         "--config", str(tmp_path / "config.yaml"), "--ages-gyr", "5", "--logz", "0.3", "--snr", "100"],
-        capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": repo})
+        [
+            sys.executable,
+            str(bench),
+            "--ssp",
+            str(store),
+            "--second-ssp",
+            str(store),
+            "--config",
+            str(tmp_path / "config.yaml"),
+            "--ages-gyr",
+            "5",
+            "--logz",
+            "0.3",
+            "--snr",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": repo},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["logz_shift_dex"] == 0.0 and result["second_settings"] == {"age_stride": 1}

@@ -37,7 +37,9 @@ def write_phangs_cube(path, shape=(60, 23, 29)):
     rng = np.random.default_rng(4)
     sig = np.nan_to_num(signal, nan=1.0)[None] * 100.0
     data = (sig * (1 + 0.02 * rng.standard_normal((n_wave, ny, nx)))).astype(np.float32)
-    stat = ((np.nan_to_num(noise, nan=1.0)[None] * 100.0) ** 2 * rng.uniform(0.8, 1.2, (n_wave, ny, nx))).astype(np.float32)
+    stat = ((np.nan_to_num(noise, nan=1.0)[None] * 100.0) ** 2 * rng.uniform(0.8, 1.2, (n_wave, ny, nx))).astype(
+        np.float32
+    )
     data[20:24] = np.nan  # laser-notch-like gap
     stat[20:24] = np.nan
     data[:, 0, 0] = stat[:, 0, 0] = np.nan  # outside the mosaic

@@ -25,8 +25,11 @@ SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").r
 TRAINSET_CHOICES = {"realism"}
 #: Settings of config.yaml that differ from the code's defaults on purpose (the demo model
 #: trains in minutes on a laptop; the A478 reference fits every third age, 4 bootstraps).
-DELIBERATE = {"model.training": {"batch_size", "max_epochs", "patience"}, "model.loss": set(),
-              "validate": {"age_stride", "n_bootstrap"}}
+DELIBERATE = {
+    "model.training": {"batch_size", "max_epochs", "patience"},
+    "model.loss": set(),
+    "validate": {"age_stride", "n_bootstrap"},
+}
 
 
 def test_config_yaml_does_not_repeat_a_trainset_default():
@@ -34,7 +37,9 @@ def test_config_yaml_does_not_repeat_a_trainset_default():
     for key, value in CONFIG["trainset"].items():
         if key == "name":
             continue
-        assert key in TRAINSET_CHOICES, f"config.yaml sets trainset.{key}: a deliberate choice? add it to TRAINSET_CHOICES"
+        assert key in TRAINSET_CHOICES, (
+            f"config.yaml sets trainset.{key}: a deliberate choice? add it to TRAINSET_CHOICES"
+        )
         if isinstance(value, dict):
             repeated += [f"{key}.{sub}" for sub, v in value.items() if v == ts.DEFAULTS[key][sub]]
         elif value == ts.DEFAULTS[key]:
@@ -69,16 +74,21 @@ def test_config_yaml_agrees_with_the_code_defaults_it_repeats():
         "model.loss": {f.name: f.default for f in dataclasses.fields(LossWeights)},
         "validate": DEFAULT_SETTINGS,
     }
-    sections = {"model.training": CONFIG["model"]["training"], "model.loss": CONFIG["model"]["loss"],
-                "validate": {k: v for k, v in CONFIG["validate"].items() if k != "second_ssp"}}
+    sections = {
+        "model.training": CONFIG["model"]["training"],
+        "model.loss": CONFIG["model"]["loss"],
+        "validate": {k: v for k, v in CONFIG["validate"].items() if k != "second_ssp"},
+    }
     disagree = []
     for name, section in sections.items():
         for key, value in section.items():
             assert key in defaults[name], f"{name}.{key} has no default in the code"
             same = value == defaults[name][key]
             if same == (key in DELIBERATE[name]):
-                disagree.append(f"{name}.{key}: {value!r} (code default {defaults[name][key]!r})"
-                                + (" is listed as deliberate but equals it" if same else ""))
+                disagree.append(
+                    f"{name}.{key}: {value!r} (code default {defaults[name][key]!r})"
+                    + (" is listed as deliberate but equals it" if same else "")
+                )
     assert not disagree, "config/config.yaml and the code's defaults:\n" + "\n".join(disagree)
 
 

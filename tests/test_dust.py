@@ -18,12 +18,14 @@ F99_ANCHORS_AA = np.array([6000.0, 5470.0, 4670.0, 4110.0])
 
 
 def f99_a_over_ebv(rv: float) -> np.ndarray:
-    return np.array([
-        -0.426 + 1.0044 * rv,
-        -0.050 + 1.0016 * rv,
-        0.701 + 1.0016 * rv,
-        1.208 + 1.0032 * rv - 0.00033 * rv**2,
-    ])
+    return np.array(
+        [
+            -0.426 + 1.0044 * rv,
+            -0.050 + 1.0016 * rv,
+            0.701 + 1.0016 * rv,
+            1.208 + 1.0032 * rv - 0.00033 * rv**2,
+        ]
+    )
 
 
 def test_transmission_at_the_f99_anchors_for_rv_3p1():

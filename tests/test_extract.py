@@ -44,8 +44,7 @@ def test_tiled_extraction_equals_untiled(tmp_path):
     geometry = bin_geometry(bin_id, tile_size=6)
     tiles = tile_slices(cube.shape, 6)
     assert len(tiles) == 12
-    crossing = [b for b in all_bins if len({t for t, (ys, xs) in tiles.items()
-                                            if (bin_id[ys, xs] == b).any()}) > 1]
+    crossing = [b for b in all_bins if len({t for t, (ys, xs) in tiles.items() if (bin_id[ys, xs] == b).any()}) > 1]
     assert len(crossing) > 5  # the test means something only if bins cross tile edges
     flux_tiled = np.full_like(flux_all, np.nan)
     var_tiled = np.full_like(var_all, np.nan)

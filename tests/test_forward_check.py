@@ -24,8 +24,12 @@ def test_true_population_fits_and_wrong_one_does_not(tmp_path):
     old[0, -3:] = 1 / 3
     logz = np.zeros((1, n_bins))
     mass = 2.0e4
-    clean = truth_model.model(old, logz, av=np.array([0.4]), sigma_kms=np.array([80.0]),
-                              velocity_kms=np.array([20.0])).flux[0] * mass
+    clean = (
+        truth_model.model(
+            old, logz, av=np.array([0.4]), sigma_kms=np.array([80.0]), velocity_kms=np.array([20.0])
+        ).flux[0]
+        * mass
+    )
     rng = np.random.default_rng(0)
     error = np.full_like(clean, np.median(clean) / 50.0)
     noisy = (clean + error * rng.standard_normal(clean.size))[None]

@@ -29,8 +29,19 @@ LAYERS = {
     # training sets or networks. kinematics (velocities by template cross-correlation) needs
     # only constants and the line table, and the predictor (ml) uses it: it is here, not in
     # galaxy.
-    "core": ("atomic", "constants", "version", "instrument", "spectral", "dust", "psf", "filters",
-             "kinematics", "products", "samples"),
+    "core": (
+        "atomic",
+        "constants",
+        "version",
+        "instrument",
+        "spectral",
+        "dust",
+        "psf",
+        "filters",
+        "kinematics",
+        "products",
+        "samples",
+    ),
     # The SSP libraries: fetching, converting, the standard store.
     "ssp": ("fetch", "ssp", "ssp_formats"),
     # Synthetic spectra: priors, the forward model, the training set, the mock galaxies. qa
@@ -61,7 +72,8 @@ class Import:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _targets(node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -103,8 +115,9 @@ def imports_of(module: str, source: Path = SOURCE) -> list[Import]:
                 visit(child, module_level)
             return
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.extend(Import(module, target, node.lineno, module_level)
-                         for target in _targets(node) if target != module)
+            found.extend(
+                Import(module, target, node.lineno, module_level) for target in _targets(node) if target != module
+            )
             return
         inside = module_level and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
@@ -175,15 +188,18 @@ def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_every_module_has_a_layer():
     assert sorted(LAYER_OF) == MODULES, (
         f"modules without a layer: {sorted(set(MODULES) - set(LAYER_OF))}; "
-        f"layers naming no module: {sorted(set(LAYER_OF) - set(MODULES))}")
+        f"layers naming no module: {sorted(set(LAYER_OF) - set(MODULES))}"
+    )
 
 
 def test_the_graph_reader_sees_relative_absolute_function_level_and_type_checking_imports(tmp_path):
-    code = ("from __future__ import annotations\nfrom typing import TYPE_CHECKING\n"
-            "import numpy as np\nfrom .atomic import atomic_path\nimport sfh_pipeline.dust\n"
-            "from sfh_pipeline import samples\nfrom . import __version__\n"
-            "if TYPE_CHECKING:\n    import torch\n    from .model import SFHNet\n"
-            "def f():\n    from .products import read_maps\n    import torch.nn\n")
+    code = (
+        "from __future__ import annotations\nfrom typing import TYPE_CHECKING\n"
+        "import numpy as np\nfrom .atomic import atomic_path\nimport sfh_pipeline.dust\n"
+        "from sfh_pipeline import samples\nfrom . import __version__\n"
+        "if TYPE_CHECKING:\n    import torch\n    from .model import SFHNet\n"
+        "def f():\n    from .products import read_maps\n    import torch.nn\n"
+    )
     tree = ast.parse(code)
     seen = []
     for node in ast.walk(tree):
@@ -192,8 +208,14 @@ def test_the_graph_reader_sees_relative_absolute_function_level_and_type_checkin
     assert seen.count("torch") == 2 and {"atomic", "dust", "samples", "__init__", "model", "products"} <= set(seen)
     (tmp_path / "probe.py").write_text(code)
     found = {(i.target, i.module_level) for i in imports_of("probe", tmp_path)}
-    assert found == {("atomic", True), ("dust", True), ("samples", True), ("__init__", True),
-                     ("products", False), ("torch", False)}
+    assert found == {
+        ("atomic", True),
+        ("dust", True),
+        ("samples", True),
+        ("__init__", True),
+        ("products", False),
+        ("torch", False),
+    }
 
 
 def test_no_import_cycles():
@@ -201,8 +223,9 @@ def test_no_import_cycles():
     cycles = find_cycles(edges)
     lines = {(i.importer, i.target): i.line for imports in IMPORTS.values() for i in imports}
     # "maps:210 -> infer:23 -> maps": maps imports infer at its line 210, infer maps at its line 23
-    described = [" -> ".join(f"{a}:{lines[a, b]}" for a, b in zip(cycle, cycle[1:])) + f" -> {cycle[-1]}"
-                 for cycle in cycles]
+    described = [
+        " -> ".join(f"{a}:{lines[a, b]}" for a, b in zip(cycle, cycle[1:])) + f" -> {cycle[-1]}" for cycle in cycles
+    ]
     assert not cycles, "import cycles in sfh_pipeline:\n" + "\n".join(described)
 
 
@@ -218,8 +241,10 @@ def test_no_module_imports_a_higher_layer():
             if i.target not in LAYER_OF or (module, i.target) in LAYER_EXCEPTIONS:
                 continue
             if RANK[LAYER_OF[i.target]] > RANK[LAYER_OF[module]]:
-                wrong.append(f"{module} ({LAYER_OF[module]}) imports {i.target} ({LAYER_OF[i.target]}) at line {i.line}"
-                             + ("" if i.module_level else ", in a function"))
+                wrong.append(
+                    f"{module} ({LAYER_OF[module]}) imports {i.target} ({LAYER_OF[i.target]}) at line {i.line}"
+                    + ("" if i.module_level else ", in a function")
+                )
     assert not wrong, "imports of a higher layer:\n" + "\n".join(wrong)
 
 
@@ -229,13 +254,20 @@ def test_layer_exceptions_are_still_needed():
 
 
 def test_only_ml_imports_torch_at_module_level():
-    wrong = [f"{module} ({LAYER_OF[module]}), line {i.line}" for module, imports in IMPORTS.items() for i in imports
-             if i.target == "torch" and i.module_level and LAYER_OF[module] != TORCH_LAYER]
+    wrong = [
+        f"{module} ({LAYER_OF[module]}), line {i.line}"
+        for module, imports in IMPORTS.items()
+        for i in imports
+        if i.target == "torch" and i.module_level and LAYER_OF[module] != TORCH_LAYER
+    ]
     assert not wrong, "torch imported at module level outside the ml layer: " + ", ".join(wrong)
 
 
 def _fresh_python(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -33,9 +33,7 @@ SETTINGS = {"tile_spaxels": 8, "velocity_range_kms": 300, "batch_size": 64}
 TILE = "y000x000"
 #: Voronoi bins of the 3 x 4 field: bin 0 one spaxel, bin 1 two, bin 2 seven; two spaxels are
 #: not binned (NaN in the cube: a bin sum that touched them would be NaN).
-BIN_ID = np.array([[0, 1, 1, -1],
-                   [2, 2, 2, -1],
-                   [2, 2, 2, 2]], dtype=np.int32)
+BIN_ID = np.array([[0, 1, 1, -1], [2, 2, 2, -1], [2, 2, 2, 2]], dtype=np.int32)
 #: Mass formed per spaxel, M_sun: 1e6 x (1 + row-major index).
 SPAXEL_MASS = 1e6 * (1.0 + np.arange(12.0).reshape(3, 4))
 #: Line-of-sight velocity of each bin's stars, km/s (v = c ln(1 + z)).
@@ -71,16 +69,24 @@ class KnownPopulation(Predictor):
     extra: dict | None = None
 
     def prepare(self, wave, flux, error, photometry=None, z=0.0, **kwargs):
-        self.seen = {"wave": np.array(wave), "flux": np.array(flux), "z": np.array(z),
-                     "photometry": {k: (np.array(f), np.array(e)) for k, (f, e) in (photometry or {}).items()}}
+        self.seen = {
+            "wave": np.array(wave),
+            "flux": np.array(flux),
+            "z": np.array(z),
+            "photometry": {k: (np.array(f), np.array(e)) for k, (f, e) in (photometry or {}).items()},
+        }
         return super().prepare(wave, flux, error, photometry=photometry, z=z, **kwargs)
 
     def predict_normalised(self, flux, error, mask, phot=None, phot_error=None, present=None, batch_size=128):
         from sfh_pipeline.model import SUMMARY_KEYS
 
         n = np.shape(flux)[0]
-        out = {"sfh": np.repeat(self.sfh[None], n, 0), "logzsol": np.repeat(self.logz[None], n, 0),
-               "ood": np.zeros(n), "age_bin_edges_yr": self.age_bin_edges_yr.copy()}
+        out = {
+            "sfh": np.repeat(self.sfh[None], n, 0),
+            "logzsol": np.repeat(self.logz[None], n, 0),
+            "ood": np.zeros(n),
+            "age_bin_edges_yr": self.age_bin_edges_yr.copy(),
+        }
         for key in SUMMARY_KEYS:
             out[key], out[f"{key}_err"] = np.zeros(n), np.full(n, 0.1)
         for key, value in (self.extra or {}).items():
@@ -106,10 +112,12 @@ def write_cube(path, data: np.ndarray, var: np.ndarray, bunit: str) -> WCS:
     celestial.wcs.crpix = [2.0, 2.0]
     celestial.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
     header = celestial.to_header()
-    header.update({"CTYPE3": "AWAV", "CUNIT3": "Angstrom", "CRVAL3": 4749.75, "CRPIX3": 1.0, "CD3_3": 1.25,
-                   "BUNIT": bunit})
-    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(v.astype(np.float32), header=header, name=n)
-                                  for n, v in (("DATA", data), ("STAT", var))]
+    header.update(
+        {"CTYPE3": "AWAV", "CUNIT3": "Angstrom", "CRVAL3": 4749.75, "CRPIX3": 1.0, "CD3_3": 1.25, "BUNIT": bunit}
+    )
+    hdus = [fits.PrimaryHDU()] + [
+        fits.ImageHDU(v.astype(np.float32), header=header, name=n) for n, v in (("DATA", data), ("STAT", var))
+    ]
     fits.HDUList(hdus).writeto(path)
     return celestial
 
@@ -132,10 +140,12 @@ def known(tmp_path_factory, tiny_model, analytic_ssp_store):
     predictor.sfh, predictor.logz = sfh, logz
 
     wave = 4749.75 + 1.25 * np.arange(2000)  # observed, to 7248.5 A
-    model = ForwardModel(load_ssp(analytic_ssp_store), predictor.age_bin_edges_yr, wavelength_aa=wave,
-                         max_velocity_kms=1500.0)
-    out = model.model(np.repeat(sfh[None], 3, 0), np.repeat(logz[None], 3, 0), np.zeros(3),
-                      np.full(3, SIGMA_KMS), BIN_VELOCITY)
+    model = ForwardModel(
+        load_ssp(analytic_ssp_store), predictor.age_bin_edges_yr, wavelength_aa=wave, max_velocity_kms=1500.0
+    )
+    out = model.model(
+        np.repeat(sfh[None], 3, 0), np.repeat(logz[None], 3, 0), np.zeros(3), np.full(3, SIGMA_KMS), BIN_VELOCITY
+    )
     per_msun_cgs = out.flux * L_SUN_ERG_S / (4 * np.pi * (DISTANCE_MPC * MPC_CM) ** 2)  # (3 bins, n_wave)
     intrinsic = np.full((wave.size, 3, 4), np.nan)
     for y, x in zip(*np.nonzero(BIN_ID >= 0)):
@@ -143,8 +153,10 @@ def known(tmp_path_factory, tiny_model, analytic_ssp_store):
     observed = intrinsic * foreground(wave, EBV)[:, None, None]
     var = (0.02 * np.nanmedian(observed, axis=0)) ** 2 * np.ones((wave.size, 1, 1))  # S/N ~ 50 per pixel
     cubes = {}
-    for name, unit, scale in (("cube", "10**(-20)*erg/s/cm**2/Angstrom", 1e-20),
-                              ("cube_e19", "10**(-19)*erg/s/cm**2/Angstrom", 1e-20)):
+    for name, unit, scale in (
+        ("cube", "10**(-20)*erg/s/cm**2/Angstrom", 1e-20),
+        ("cube_e19", "10**(-19)*erg/s/cm**2/Angstrom", 1e-20),
+    ):
         # cube_e19 holds the same numbers in a unit ten times larger: ten times the light
         celestial = write_cube(root / f"{name}.fits", observed / scale, var / scale**2, unit)
         cubes[name] = root / f"{name}.fits"
@@ -152,9 +164,15 @@ def known(tmp_path_factory, tiny_model, analytic_ssp_store):
     header = celestial.to_header()
     bins = root / "bins.fits"
     snr = np.array([20.0, 25.0, 40.0])
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(BIN_ID, header=header, name="BIN_ID"),
-                  fits.BinTableHDU.from_columns([fits.Column("BIN_ID", "J", array=np.arange(3)),
-                                                 fits.Column("SNR", "E", array=snr)], name="BINS")]).writeto(bins)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(BIN_ID, header=header, name="BIN_ID"),
+            fits.BinTableHDU.from_columns(
+                [fits.Column("BIN_ID", "J", array=np.arange(3)), fits.Column("SNR", "E", array=snr)], name="BINS"
+            ),
+        ]
+    ).writeto(bins)
     hst = root / "hst_on_muse.fits"
     hdus = [fits.PrimaryHDU()]
     for band, (pivot, _) in HST.items():
@@ -176,17 +194,23 @@ def known(tmp_path_factory, tiny_model, analytic_ssp_store):
     def run(case, cube, row):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(predict_module, "load_predictor", lambda path, device=None: predictor)
-            infer_tile(cubes[cube], bins, hst, tiny_model, analytic_ssp_store, TILE, row, SETTINGS,
-                       root / f"{case}.fits")
+            infer_tile(
+                cubes[cube], bins, hst, tiny_model, analytic_ssp_store, TILE, row, SETTINGS, root / f"{case}.fits"
+            )
         return read_tile_tables([root / f"{case}.fits"]), predictor.seen
 
     tables, seen = {}, {}
     for case, (cube, row) in cases.items():
         tables[case], seen[case] = run(case, cube, row)
     bin_mass = np.array([SPAXEL_MASS[BIN_ID == b].sum() for b in range(3)])
-    expected = {"mass_formed": bin_mass, "surviving_fraction": out.surviving_fraction,
-                "intrinsic_sum": np.stack([np.nansum(intrinsic[:, BIN_ID == b], axis=1) for b in range(3)]),
-                "wave": wave, "run": run, "predictor": predictor}
+    expected = {
+        "mass_formed": bin_mass,
+        "surviving_fraction": out.surviving_fraction,
+        "intrinsic_sum": np.stack([np.nansum(intrinsic[:, BIN_ID == b], axis=1) for b in range(3)]),
+        "wave": wave,
+        "run": run,
+        "predictor": predictor,
+    }
     return tables, seen, expected
 
 
@@ -208,8 +232,9 @@ def test_stellar_mass_is_the_mass_put_into_the_cube(known):
 
 def test_twice_the_distance_is_four_times_the_mass(known):
     tables, _, _ = known
-    np.testing.assert_allclose(tables["twice_as_far"]["LOG_MSTAR"] - tables["reference"]["LOG_MSTAR"],
-                               np.log10(4.0), atol=1e-9)
+    np.testing.assert_allclose(
+        tables["twice_as_far"]["LOG_MSTAR"] - tables["reference"]["LOG_MSTAR"], np.log10(4.0), atol=1e-9
+    )
     # the spectrum is the same: the prediction and its check did not change
     np.testing.assert_array_equal(tables["twice_as_far"]["CHI2"], tables["reference"]["CHI2"])
 
@@ -230,8 +255,9 @@ def test_spectra_are_corrected_for_the_galactic_foreground_exactly(known):
     planes = np.searchsorted(expected["wave"], ref["wave"])
     np.testing.assert_array_equal(expected["wave"][planes], ref["wave"])
     np.testing.assert_allclose(ref["flux"], expected["intrinsic_sum"][:, planes], rtol=1e-5)
-    np.testing.assert_allclose(raw["flux"] / ref["flux"], np.broadcast_to(foreground(ref["wave"], EBV), raw["flux"].shape),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        raw["flux"] / ref["flux"], np.broadcast_to(foreground(ref["wave"], EBV), raw["flux"].shape), rtol=1e-9
+    )
     assert foreground(ref["wave"][:1], EBV)[0] < 0.79  # a 20 % effect in the blue: worth the test
 
 
@@ -244,8 +270,15 @@ def test_hst_fluxes_are_bin_sums_corrected_at_the_pivot(known):
         pixels = hst_pixel(band)
         sums = np.array([sum(pixels[y, x] for y, x in zip(*np.nonzero(BIN_ID == b))) for b in range(3)])
         t = foreground(np.array([pivot]), EBV)[0]
-        errors = np.array([np.sqrt(sum((0.1 * pixels[y, x] * t) ** 2 for y, x in zip(*np.nonzero(BIN_ID == b))))
-                           for b in range(3)]) / t
+        errors = (
+            np.array(
+                [
+                    np.sqrt(sum((0.1 * pixels[y, x] * t) ** 2 for y, x in zip(*np.nonzero(BIN_ID == b))))
+                    for b in range(3)
+                ]
+            )
+            / t
+        )
         flux, error = seen["reference"]["photometry"][band]
         np.testing.assert_allclose(flux, sums, rtol=1e-9)
         np.testing.assert_allclose(error, errors, rtol=1e-9)
@@ -282,11 +315,19 @@ def test_bins_without_a_velocity_fall_back_to_the_systemic_one_and_are_flagged(k
 UNCERTAINTIES = {
     "sfh_err": 0.001 * (1 + np.arange(3.0))[:, None] * (1 + np.arange(16.0))[None, :],
     "logzsol_err": 0.1 + 0.01 * np.arange(3.0)[:, None] + 0.0005 * np.arange(16.0)[None, :],
-    "t50": np.array([9.8, 9.1, 8.7]), "t50_err": np.array([0.11, 0.12, 0.13]),
-    "t90": np.array([9.2, 8.4, 7.9]), "t90_err": np.array([0.21, 0.22, 0.23]),
+    "t50": np.array([9.8, 9.1, 8.7]),
+    "t50_err": np.array([0.11, 0.12, 0.13]),
+    "t90": np.array([9.2, 8.4, 7.9]),
+    "t90_err": np.array([0.21, 0.22, 0.23]),
 }
-COLUMN_OF = {"sfh_err": "SFH_ERR", "logzsol_err": "ZH_ERR", "t50": "T50", "t50_err": "T50_ERR", "t90": "T90",
-             "t90_err": "T90_ERR"}
+COLUMN_OF = {
+    "sfh_err": "SFH_ERR",
+    "logzsol_err": "ZH_ERR",
+    "t50": "T50",
+    "t50_err": "T50_ERR",
+    "t90": "T90",
+    "t90_err": "T90_ERR",
+}
 
 
 def test_uncertainties_and_formation_times_land_in_the_table_bin_by_bin(known):

@@ -85,7 +85,9 @@ def test_emission_lines_are_masked(forward):
 def test_masked_nan_and_out_of_range_spectra_give_nan(forward):
     galaxies, template_model = forward
     velocities = np.array([SYSTEMIC, SYSTEMIC, SYSTEMIC, SYSTEMIC + 1100.0, SYSTEMIC - 1100.0, SYSTEMIC + 100.0])
-    flux, error = make_spectra(galaxies, velocities.size, velocity=velocities, sigma=np.full(velocities.size, 80.0), seed=4)
+    flux, error = make_spectra(
+        galaxies, velocities.size, velocity=velocities, sigma=np.full(velocities.size, 80.0), seed=4
+    )
     mask = np.zeros(flux.shape, dtype=int)
     mask[0] = 1  # all masked
     flux[1] = np.nan  # all NaN

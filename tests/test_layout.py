@@ -32,8 +32,10 @@ def forbidden_imports(source: str, forbidden: set[str] = FORBIDDEN) -> list[str]
             # from .test_x import f / from tests.conftest import X / from . import test_x
             names = set(parts) | ({alias.name for alias in node.names} if len(parts) <= 1 else set())
             if names & forbidden:
-                found.append(f"{node.lineno}: {'.' * node.level}{node.module or ''} import "
-                             f"{', '.join(alias.name for alias in node.names)}")
+                found.append(
+                    f"{node.lineno}: {'.' * node.level}{node.module or ''} import "
+                    f"{', '.join(alias.name for alias in node.names)}"
+                )
     return found
 
 
@@ -61,6 +63,7 @@ def test_the_check_tells_test_module_imports_from_support_imports(source, flagge
 def test_no_test_module_imports_another_test_module_or_conftest():
     modules = sorted(TESTS.glob("test_*.py")) + [TESTS / "conftest.py"] + sorted((TESTS / "support").glob("*.py"))
     assert len(modules) > 30
-    offenders = {str(path.relative_to(TESTS)): found for path in modules
-                 if (found := forbidden_imports(path.read_text()))}
+    offenders = {
+        str(path.relative_to(TESTS)): found for path in modules if (found := forbidden_imports(path.read_text()))
+    }
     assert not offenders, f"move the shared helpers to tests/support: {offenders}"

@@ -45,21 +45,32 @@ def test_paint_and_roundtrip(tmp_path):
 
 
 #: the HDUs issue 13 added, with their BUNIT
-UNCERTAINTY_HDUS = {"SFH_ERR": "", "ZH_ERR": "dex", "T50": "dex(yr)", "T50_ERR": "dex", "T90": "dex(yr)",
-                    "T90_ERR": "dex"}
+UNCERTAINTY_HDUS = {
+    "SFH_ERR": "",
+    "ZH_ERR": "dex",
+    "T50": "dex(yr)",
+    "T50_ERR": "dex",
+    "T90": "dex(yr)",
+    "T90_ERR": "dex",
+}
 
 
 def test_uncertainty_and_formation_time_planes_roundtrip(tmp_path):
     """SFH_ERR and ZH_ERR have one plane per age bin, T50/T90 and their _ERR one; each HDU
     holds its own values (distinct per HDU and per plane) and its unit."""
-    from astropy.io import fits
     import astropy.units as u
+    from astropy.io import fits
 
     bin_id = np.array([[0, 0, 1], [-1, 2, 1]])
     images = maps_of(bin_id, np.array([5.0, 6.0, 7.0]))
-    per_bin = {"T50": np.array([9.1, 8.2, 7.3]), "T50_ERR": np.array([0.11, 0.12, 0.13]),
-               "T90": np.array([8.4, 7.5, 6.6]), "T90_ERR": np.array([0.21, 0.22, 0.23]),
-               "SFH_ERR": 0.001 * np.arange(48.0).reshape(3, 16), "ZH_ERR": 0.3 + 0.01 * np.arange(48.0).reshape(3, 16)}
+    per_bin = {
+        "T50": np.array([9.1, 8.2, 7.3]),
+        "T50_ERR": np.array([0.11, 0.12, 0.13]),
+        "T90": np.array([8.4, 7.5, 6.6]),
+        "T90_ERR": np.array([0.21, 0.22, 0.23]),
+        "SFH_ERR": 0.001 * np.arange(48.0).reshape(3, 16),
+        "ZH_ERR": 0.3 + 0.01 * np.arange(48.0).reshape(3, 16),
+    }
     for name, values in per_bin.items():
         images[name] = paint(bin_id, values)
     write_maps(tmp_path / "m.fits", images, grid_wcs(), EDGES, {"GALAXY": "X"})
@@ -128,11 +139,17 @@ def test_mosaic_of_two_overlapping_pointings(tmp_path):
         images = maps_of(local, unique.astype(float))
         # the planes of issue 13, each its own function of the bin's value (per plane for the _ERR planes)
         v = unique.astype(float)
-        images.update(T50=paint(local, v + 0.25), T50_ERR=paint(local, 0.5 * v), T90=paint(local, v - 0.25),
-                      T90_ERR=paint(local, 0.25 * v), SFH_ERR=paint(local, v[:, None] + 0.01 * np.arange(16)),
-                      ZH_ERR=paint(local, v[:, None] - 0.01 * np.arange(16)))
-        write_maps(tmp_path / f"{name}.fits", images, grid_wcs((1.0 - x0, 1.0)),
-                   EDGES, {"GALAXY": f"P{name}", "MODEL": "demo"})
+        images.update(
+            T50=paint(local, v + 0.25),
+            T50_ERR=paint(local, 0.5 * v),
+            T90=paint(local, v - 0.25),
+            T90_ERR=paint(local, 0.25 * v),
+            SFH_ERR=paint(local, v[:, None] + 0.01 * np.arange(16)),
+            ZH_ERR=paint(local, v[:, None] - 0.01 * np.arange(16)),
+        )
+        write_maps(
+            tmp_path / f"{name}.fits", images, grid_wcs((1.0 - x0, 1.0)), EDGES, {"GALAXY": f"P{name}", "MODEL": "demo"}
+        )
     summary = mosaic_maps([tmp_path / "a.fits", tmp_path / "b.fits"], tmp_path / "m.fits", "GAL")
     images, wcs, edges, header = read_maps(tmp_path / "m.fits")
     assert header["GALAXY"] == "GAL" and header["NPOINT"] == 2 and header["MODEL"] == "demo"
@@ -167,8 +184,10 @@ def test_maps_stage_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom sfh_pipeline.maps import assemble_maps\nfrom sfh_pipeline.products import read_tile_tables\n"
-            "from sfh_pipeline.atlas import quicklook, sample_atlas\nprint('torch' in sys.modules)")
+    code = (
+        "import sys\nfrom sfh_pipeline.maps import assemble_maps\nfrom sfh_pipeline.products import read_tile_tables\n"
+        "from sfh_pipeline.atlas import quicklook, sample_atlas\nprint('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"  # seconds of start-up per maps job otherwise
 
@@ -196,9 +215,8 @@ def test_mosaic_who_wins_where_pointings_overlap(tmp_path):
     for name, x0, binned, tag in (("a", 0, a_binned, 1000.0), ("b", 4, b_binned, 2000.0)):
         ids = np.where(binned, np.cumsum(binned.ravel()).reshape(binned.shape) - 1, -1)
         values = np.zeros(int(ids.max()) + 1)
-        values[ids[binned]] = tag + spaxel[:, x0:x0 + 6][binned]
-        write_maps(tmp_path / f"{name}.fits", maps_of(ids, values), grid_wcs((1.0 - x0, 1.0)), EDGES,
-                   {"GALAXY": name})
+        values[ids[binned]] = tag + spaxel[:, x0 : x0 + 6][binned]
+        write_maps(tmp_path / f"{name}.fits", maps_of(ids, values), grid_wcs((1.0 - x0, 1.0)), EDGES, {"GALAXY": name})
     summary = mosaic_maps([tmp_path / "a.fits", tmp_path / "b.fits"], tmp_path / "m.fits", "GAL")
     images, wcs, _, _ = read_maps(tmp_path / "m.fits")
     ra, dec = grid_wcs().pixel_to_world_values(xx, yy)
@@ -265,6 +283,7 @@ def truth_case(tmp_path_factory):
         # constant in each bin and linear in the bin's mean radius: the gradient is SLOPE_MW_LOGZ exactly
         "MW_LOGZ": 0.2 + SLOPE_MW_LOGZ * r_bin[bins],
     }
+
     def stored(a):  # maps and bins files hold float32
         return a.astype(np.float32).astype(float)
 
@@ -272,20 +291,38 @@ def truth_case(tmp_path_factory):
     for key, image in spaxel.items():
         weight = stored(signal) if key.startswith("LW") else 10.0 ** stored(log_mass)
         image32 = stored(image)
-        true_bin[key] = np.array([np.sum((weight * image32)[bins == b]) / np.sum(weight[bins == b])
-                                  for b in range(n_bins)])
+        true_bin[key] = np.array(
+            [np.sum((weight * image32)[bins == b]) / np.sum(weight[bins == b]) for b in range(n_bins)]
+        )
     truth = {name: np.zeros((ny, nx)) for name in MAP_HDUS if name not in PLANE_HDUS}
     truth.update(spaxel)
-    truth.update(BIN_ID=(yy * nx + xx).astype(np.int32), MASS_DENSITY=log_mass, SFH=np.full((16, ny, nx), 1 / 16),
-                 ZH=np.zeros((16, ny, nx)), SFH_ERR=np.zeros((16, ny, nx)), ZH_ERR=np.zeros((16, ny, nx)),
-                 CHI2=np.full((ny, nx), np.nan), OOD=np.full((ny, nx), np.nan))
+    truth.update(
+        BIN_ID=(yy * nx + xx).astype(np.int32),
+        MASS_DENSITY=log_mass,
+        SFH=np.full((16, ny, nx), 1 / 16),
+        ZH=np.zeros((16, ny, nx)),
+        SFH_ERR=np.zeros((16, ny, nx)),
+        ZH_ERR=np.zeros((16, ny, nx)),
+        CHI2=np.full((ny, nx), np.nan),
+        OOD=np.full((ny, nx), np.nan),
+    )
     write_maps(root / "truth.fits", truth, wcs, EDGES, {"GALAXY": "T", "MODEL": "truth"})
     header = wcs.to_header()
-    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(data.astype(dtype), header=header, name=name) for name, data, dtype in (
-        ("BIN_ID", bins, np.int32), ("SNR", np.full((ny, nx), 20.0), np.float32),
-        ("SIGNAL", signal, np.float32), ("NOISE", np.ones((ny, nx)), np.float32))]
-    hdus.append(fits.BinTableHDU.from_columns([fits.Column("BIN_ID", "J", array=np.arange(n_bins)),
-                                               fits.Column("SNR", "E", array=np.full(n_bins, 20.0))], name="BINS"))
+    hdus = [fits.PrimaryHDU()] + [
+        fits.ImageHDU(data.astype(dtype), header=header, name=name)
+        for name, data, dtype in (
+            ("BIN_ID", bins, np.int32),
+            ("SNR", np.full((ny, nx), 20.0), np.float32),
+            ("SIGNAL", signal, np.float32),
+            ("NOISE", np.ones((ny, nx)), np.float32),
+        )
+    ]
+    hdus.append(
+        fits.BinTableHDU.from_columns(
+            [fits.Column("BIN_ID", "J", array=np.arange(n_bins)), fits.Column("SNR", "E", array=np.full(n_bins, 20.0))],
+            name="BINS",
+        )
+    )
     fits.HDUList(hdus).writeto(root / "bins.fits")
     return root, bins, true_bin
 
@@ -329,7 +366,9 @@ def test_compare_reports_a_constant_offset_as_exactly_that_bias(truth_case, tmp_
     assert result["lw_age"]["median_abs_dex"] == pytest.approx(0.25, abs=1e-5)
     assert result["mw_logz"]["bias_dex"] == pytest.approx(-0.1, abs=1e-5)
     assert result["mw_logz"]["median_abs_dex"] == pytest.approx(0.1, abs=1e-5)
-    assert result["lw_age"]["spearman_rho"] == pytest.approx(1.0) and result["mw_logz"]["spearman_rho"] == pytest.approx(1.0)
+    assert result["lw_age"]["spearman_rho"] == pytest.approx(1.0) and result["mw_logz"][
+        "spearman_rho"
+    ] == pytest.approx(1.0)
     assert result["mw_logz"]["gradient_recovered_dex_per_arcsec"] == pytest.approx(SLOPE_MW_LOGZ, rel=1e-4)
     assert abs(result["mw_age"]["bias_dex"]) < 1e-6 and abs(result["lw_logz"]["bias_dex"]) < 1e-6
 
@@ -348,16 +387,18 @@ def test_compare_sees_a_scrambled_map(truth_case, tmp_path):
         out = np.empty_like(v)
         out[order] = v[order[::-1]]
         reversed_rank[key] = out
-    result = compare_with_truth(recovered_maps(tmp_path / "rev.fits", bins, reversed_rank), root / "truth.fits",
-                                root / "bins.fits", truth_row())
+    result = compare_with_truth(
+        recovered_maps(tmp_path / "rev.fits", bins, reversed_rank), root / "truth.fits", root / "bins.fits", truth_row()
+    )
     for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
         assert result[key]["spearman_rho"] == pytest.approx(-1.0, abs=1e-12), key
         assert result[key]["median_abs_dex"] > 0.05, key
 
     perm = np.random.default_rng(3).permutation(12)
     shuffled = {key: v[perm] for key, v in true_bin.items()}
-    result = compare_with_truth(recovered_maps(tmp_path / "shuf.fits", bins, shuffled), root / "truth.fits",
-                                root / "bins.fits", truth_row())
+    result = compare_with_truth(
+        recovered_maps(tmp_path / "shuf.fits", bins, shuffled), root / "truth.fits", root / "bins.fits", truth_row()
+    )
     for key in ("lw_age", "mw_age"):
         expected = stats.spearmanr(true_bin[key.upper()][perm], true_bin[key.upper()]).statistic
         assert expected < 0.7
@@ -403,9 +444,15 @@ def test_assembled_mass_density_spreads_each_bins_mass_over_its_own_area(truth_c
 
     root, bins, _ = truth_case
     n_bins = int(bins.max()) + 1
-    columns = {"BIN_ID": np.arange(n_bins), "N_SPAXELS": np.bincount(bins.ravel()), "LOG_MSTAR": np.full(n_bins, 8.0),
-               "CHI2": np.ones(n_bins), "OOD": np.full(n_bins, 0.5), "SFH": np.full((n_bins, 16), 1 / 16),
-               "ZH": np.zeros((n_bins, 16))}
+    columns = {
+        "BIN_ID": np.arange(n_bins),
+        "N_SPAXELS": np.bincount(bins.ravel()),
+        "LOG_MSTAR": np.full(n_bins, 8.0),
+        "CHI2": np.ones(n_bins),
+        "OOD": np.full(n_bins, 0.5),
+        "SFH": np.full((n_bins, 16), 1 / 16),
+        "ZH": np.zeros((n_bins, 16)),
+    }
     for key in SUMMARY_HDUS:
         columns[key], columns[f"{key}_ERR"] = np.full(n_bins, 9.0), np.full(n_bins, 0.1)
     write_tile_table(tmp_path / "tile.fits", columns, "y000x000", tmp_path / "model.pt", EDGES)
@@ -481,8 +528,14 @@ def write_tile(path, bins, extra=None, rows=None):
     n_bins = int(bins.max()) + 1
     rows = np.arange(n_bins) if rows is None else rows
     n = rows.size
-    columns = {"BIN_ID": rows, "N_SPAXELS": np.bincount(bins.ravel())[rows], "LOG_MSTAR": np.full(n, 8.0),
-               "CHI2": np.ones(n), "SFH": np.full((n, 16), 1 / 16), "ZH": np.zeros((n, 16))}
+    columns = {
+        "BIN_ID": rows,
+        "N_SPAXELS": np.bincount(bins.ravel())[rows],
+        "LOG_MSTAR": np.full(n, 8.0),
+        "CHI2": np.ones(n),
+        "SFH": np.full((n, 16), 1 / 16),
+        "ZH": np.zeros((n, 16)),
+    }
     for key in SUMMARY_HDUS:
         columns[key], columns[f"{key}_ERR"] = np.full(n, 9.0), np.full(n, 0.1)
     columns.update(extra or {})
@@ -500,10 +553,19 @@ def test_assembled_maps_paint_the_new_columns_and_nan_for_tables_without_them(tr
     (tmp_path / "model.pt").write_bytes(b"model")
     first = np.arange(6)
     b = first.astype(float)[:, None]
-    extra = {"OOD": 0.5 + first, "SFH_ERR": 0.001 * (b + 1) * np.arange(1, 17), "ZH_ERR": 0.1 + 0.01 * b + 0.001 * np.arange(16),
-             "T50": 9.0 + 0.1 * first, "T50_ERR": 0.05 + 0.01 * first, "T90": 8.0 - 0.1 * first,
-             "T90_ERR": 0.2 + 0.01 * first}
-    tables = [write_tile(tmp_path / "new.fits", bins, extra, first), write_tile(tmp_path / "old.fits", bins, rows=np.arange(6, 12))]
+    extra = {
+        "OOD": 0.5 + first,
+        "SFH_ERR": 0.001 * (b + 1) * np.arange(1, 17),
+        "ZH_ERR": 0.1 + 0.01 * b + 0.001 * np.arange(16),
+        "T50": 9.0 + 0.1 * first,
+        "T50_ERR": 0.05 + 0.01 * first,
+        "T90": 8.0 - 0.1 * first,
+        "T90_ERR": 0.2 + 0.01 * first,
+    }
+    tables = [
+        write_tile(tmp_path / "new.fits", bins, extra, first),
+        write_tile(tmp_path / "old.fits", bins, rows=np.arange(6, 12)),
+    ]
     row = {"galaxy": "T", "distance_mpc": 10.0, "systemic_velocity_kms": 0.0, "ebv_galactic": 0.0}
     assemble_maps(root / "bins.fits", tables, row, tmp_path / "model.pt", tmp_path / "maps.fits")
     images, _, _, _ = read_maps(tmp_path / "maps.fits")

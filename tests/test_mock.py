@@ -76,7 +76,9 @@ def test_hst_images_read_with_units_and_coverage(mock):
             header = hdul[0].header
             assert header["BUNIT"] == "ELECTRONS/S"
             assert header["CD1_1"] * 3600 == pytest.approx(-0.04)
-            assert header["PHOTFNU"] == pytest.approx(header["PHOTFLAM"] * header["PHOTPLAM"] ** 2 / 2.99792458e18 * 1e23)
+            assert header["PHOTFNU"] == pytest.approx(
+                header["PHOTFLAM"] * header["PHOTPLAM"] ** 2 / 2.99792458e18 * 1e23
+            )
         # 0.04" pixels; the MUSE field sits 25 pixels inside, spaxel (0, 0) on HST pixels 25-29
         assert image.wcs.wcs.crval[0] != row["ra_deg"]
         muse = MuseCube.open(files["muse_cube"]).wcs

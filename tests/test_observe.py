@@ -15,8 +15,14 @@ from sfh_pipeline.products import read_bins, read_hst_on_muse
 
 from .support.mock_galaxy import write
 
-SETTINGS = {"snr_window_aa": [5300, 5500], "target_snr": 20, "min_snr": 2, "binning_method": "auto",
-            "binning_tile_spaxels": 256, "tile_spaxels": 8}
+SETTINGS = {
+    "snr_window_aa": [5300, 5500],
+    "target_snr": 20,
+    "min_snr": 2,
+    "binning_method": "auto",
+    "binning_tile_spaxels": 256,
+    "tile_spaxels": 8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +141,17 @@ def test_infer_flags_bins_without_a_velocity_instead_of_guessing(galaxy, tmp_pat
     settings = {"tile_spaxels": 8, "velocity_range_kms": 300, "batch_size": 64}
     tile = json.loads(tiles.read_text())["tiles"][0]
     wrong = {**row, "systemic_velocity_kms": row["systemic_velocity_kms"] + 1000.0}
-    infer_tile(files["muse_cube"], bins, hst, tiny_model, analytic_ssp_store, tile, wrong, settings, tmp_path / "wrong.fits")
+    infer_tile(
+        files["muse_cube"], bins, hst, tiny_model, analytic_ssp_store, tile, wrong, settings, tmp_path / "wrong.fits"
+    )
     table = read_tile_tables([tmp_path / "wrong.fits"])
     assert np.all(table["FLAG"] == FLAG_NO_VELOCITY)
     for column in ("VELOCITY", "LW_AGE", "LW_LOGZ_ERR", "LOG_MSTAR", "CHI2", "OOD"):
         assert np.all(np.isnan(table[column])), column
     assert np.all(np.isnan(table["SFH"]))
-    infer_tile(files["muse_cube"], bins, hst, tiny_model, analytic_ssp_store, tile, row, settings, tmp_path / "right.fits")
+    infer_tile(
+        files["muse_cube"], bins, hst, tiny_model, analytic_ssp_store, tile, row, settings, tmp_path / "right.fits"
+    )
     table = read_tile_tables([tmp_path / "right.fits"])
     measured = table["FLAG"] == 0
     assert measured.mean() > 0.8

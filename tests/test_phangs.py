@@ -27,8 +27,11 @@ def test_cube_reader_tiles_and_units(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"with_stat": False}, "no HDU 'STAT'"), ({"bunit": "Jy"}, "BUNIT 'Jy'"),
-     ({"bunit": None}, "no BUNIT in the DATA or primary header")],
+    [
+        ({"with_stat": False}, "no HDU 'STAT'"),
+        ({"bunit": "Jy"}, "BUNIT 'Jy'"),
+        ({"bunit": None}, "no BUNIT in the DATA or primary header"),
+    ],
 )
 def test_cube_bad_input(tmp_path, kwargs, message):
     write_cube(tmp_path / "c.fits", **kwargs)

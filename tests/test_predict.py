@@ -32,17 +32,26 @@ def predictor(tiny_model) -> Predictor:
 @pytest.fixture(scope="module")
 def stored(small_trainset) -> dict[str, np.ndarray]:
     group = zarr.open_group(small_trainset, mode="r")
-    return {name: np.asarray(group[name][:])[INDICES] for name in ("flux", "error", "mask", "phot", "phot_error", "norm")}
+    return {
+        name: np.asarray(group[name][:])[INDICES] for name in ("flux", "error", "mask", "phot", "phot_error", "norm")
+    }
 
 
 def photometry_dict(predictor, stored, scale=UNIT):
-    return {key: (stored["phot"][:, j] * scale, stored["phot_error"][:, j] * scale)
-            for j, key in enumerate(predictor.filters)}
+    return {
+        key: (stored["phot"][:, j] * scale, stored["phot_error"][:, j] * scale)
+        for j, key in enumerate(predictor.filters)
+    }
 
 
 def batch_reference(predictor, stored, bands: bool):
-    return predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"],
-                                        stored["phot"] if bands else None, stored["phot_error"] if bands else None)
+    return predictor.predict_normalised(
+        stored["flux"],
+        stored["error"],
+        stored["mask"],
+        stored["phot"] if bands else None,
+        stored["phot_error"] if bands else None,
+    )
 
 
 def comparable(result, key):
@@ -104,8 +113,10 @@ def test_predictions_follow_the_truth_on_held_out_spectra(predictor, small_train
     Spearman lw_age X, mw_age X, lw_logz X; coverage X."""
     group = zarr.open_group(small_trainset, mode="r")
     test = np.flatnonzero(np.asarray(group["split"][:]) == 2)
-    rows = {name: np.asarray(group[name][:])[test] for name in
-            ("flux", "error", "mask", "phot", "phot_error", "sfh", *SUMMARY_KEYS)}
+    rows = {
+        name: np.asarray(group[name][:])[test]
+        for name in ("flux", "error", "mask", "phot", "phot_error", "sfh", *SUMMARY_KEYS)
+    }
     out = predictor.predict_normalised(rows["flux"], rows["error"], rows["mask"], rows["phot"], rows["phot_error"])
     for key in SUMMARY_KEYS:
         delta = out[key] - rows[key]
@@ -130,7 +141,10 @@ def test_posteriors_of_every_bin_are_calibrated_on_held_out_spectra(predictor, s
 
     group = zarr.open_group(small_trainset, mode="r")
     test = np.flatnonzero(np.asarray(group["split"][:]) == 2)
-    rows = {name: np.asarray(group[name][:])[test] for name in ("flux", "error", "mask", "phot", "phot_error", "sfh", "logzsol")}
+    rows = {
+        name: np.asarray(group[name][:])[test]
+        for name in ("flux", "error", "mask", "phot", "phot_error", "sfh", "logzsol")
+    }
     out = predictor.predict_normalised(rows["flux"], rows["error"], rows["mask"], rows["phot"], rows["phot_error"])
     assert out["sfh_err"].shape == out["logzsol_err"].shape == rows["sfh"].shape
     assert np.all(out["sfh_err"] >= 0) and np.all(np.isfinite(out["t50_err"]))
@@ -152,13 +166,19 @@ def test_a_model_file_without_posterior_heads_still_predicts(predictor, tiny_mod
     from sfh_pipeline.model import FORMATION_FRACTIONS, without_posterior_heads
     from sfh_pipeline.priors import formation_times
 
-    torch.save(without_posterior_heads(torch.load(tiny_model, map_location="cpu", weights_only=False)),
-               tmp_path / "old.pt")
-    old = load_predictor(tmp_path / "old.pt", device="cpu").predict_normalised(stored["flux"], stored["error"], stored["mask"])
+    torch.save(
+        without_posterior_heads(torch.load(tiny_model, map_location="cpu", weights_only=False)), tmp_path / "old.pt"
+    )
+    old = load_predictor(tmp_path / "old.pt", device="cpu").predict_normalised(
+        stored["flux"], stored["error"], stored["mask"]
+    )
     new = predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"])
     np.testing.assert_allclose(old["lw_age"], new["lw_age"], atol=1e-6)
-    np.testing.assert_allclose(np.stack([old["t50"], old["t90"]], 1),
-                               formation_times(old["sfh"], old["age_bin_edges_yr"], FORMATION_FRACTIONS), atol=1e-9)
+    np.testing.assert_allclose(
+        np.stack([old["t50"], old["t90"]], 1),
+        formation_times(old["sfh"], old["age_bin_edges_yr"], FORMATION_FRACTIONS),
+        atol=1e-9,
+    )
     assert all(np.isnan(old[key]).all() for key in ("sfh_err", "logzsol_err", "t50_err", "t90_err"))
 
 
@@ -169,9 +189,15 @@ def test_a_model_file_without_posterior_heads_still_predicts(predictor, tiny_mod
 def test_predict_on_training_grid_equals_batch_path(predictor, stored, bands):
     """An "observed" training spectrum (x UNIT, z = 0, training grid) = the stored arrays' prediction."""
     reference = batch_reference(predictor, stored, bands)
-    out = predictor.predict(predictor.wavelength_aa, stored["flux"] * UNIT, stored["error"] * UNIT,
-                            photometry=photometry_dict(predictor, stored) if bands else None, z=0.0,
-                            mask=stored["mask"], velocity_range_kms=0)
+    out = predictor.predict(
+        predictor.wavelength_aa,
+        stored["flux"] * UNIT,
+        stored["error"] * UNIT,
+        photometry=photometry_dict(predictor, stored) if bands else None,
+        z=0.0,
+        mask=stored["mask"],
+        velocity_range_kms=0,
+    )
     differences = max_differences(out, reference)
     assert max(differences.values()) < 5e-5, differences  # measured: <= 1.2e-5 (float32, errors x OOD)
     np.testing.assert_allclose(out["norm"], UNIT, rtol=1e-6)
@@ -180,10 +206,19 @@ def test_predict_on_training_grid_equals_batch_path(predictor, stored, bands):
 
     # One spectrum (1-D input): the same row, with scalars for the summaries.
     i = 3
-    photometry = ({key: (float(f[i]), float(e[i])) for key, (f, e) in photometry_dict(predictor, stored).items()}
-                  if bands else None)
-    single = predictor.predict(predictor.wavelength_aa, stored["flux"][i] * UNIT, stored["error"][i] * UNIT,
-                               photometry=photometry, mask=stored["mask"][i], velocity_range_kms=0)
+    photometry = (
+        {key: (float(f[i]), float(e[i])) for key, (f, e) in photometry_dict(predictor, stored).items()}
+        if bands
+        else None
+    )
+    single = predictor.predict(
+        predictor.wavelength_aa,
+        stored["flux"][i] * UNIT,
+        stored["error"][i] * UNIT,
+        photometry=photometry,
+        mask=stored["mask"][i],
+        velocity_range_kms=0,
+    )
     assert single["sfh"].shape == (16,) and np.ndim(single["lw_age"]) == 0 and np.ndim(single["norm"]) == 0
     for key in OUTPUT_KEYS:
         np.testing.assert_allclose(single[key], out[key][i], atol=1e-6, err_msg=key)
@@ -243,8 +278,9 @@ def test_redshifted_and_resampled_spectrum_gives_nearly_the_same(predictor, stor
     # 3 %, at most 41 % relative difference)
     ood_resampled, ood_different = (np.median(np.abs(x["ood"] - reference["ood"])) for x in (out, another))
     assert np.median(np.abs(out["ood"] / reference["ood"] - 1)) < 0.1 and ood_resampled < 0.3 * ood_different
-    wrong_z = predictor.predict(observed, flux, error, photometry=photometry, z=z - 0.001, mask=mask,
-                                velocity_range_kms=0)
+    wrong_z = predictor.predict(
+        observed, flux, error, photometry=photometry, z=z - 0.001, mask=mask, velocity_range_kms=0
+    )
     wrong = median_differences(wrong_z, reference)
     for key in ("sfh", "lw_age", "mw_age", "lw_logz", "logzsol"):
         assert wrong[key] >= 4 * resampled[key], (key, wrong[key], resampled[key])
@@ -297,8 +333,9 @@ def test_redshifted_and_resampled_spectrum_lands_on_the_training_pixels(predicto
         diff = np.where(valid, prepared["flux"] - stored["flux"], 0.0)
         n_blocks = stored["flux"].shape[1] // 40
         cut = n_blocks * 40
-        blocks = (diff[:, :cut].reshape(len(diff), n_blocks, 40).sum(2)
-                  / np.maximum(valid[:, :cut].reshape(len(diff), n_blocks, 40).sum(2), 1))
+        blocks = diff[:, :cut].reshape(len(diff), n_blocks, 40).sum(2) / np.maximum(
+            valid[:, :cut].reshape(len(diff), n_blocks, 40).sum(2), 1
+        )
         per_pixel = np.std((diff / stored["error"])[valid])
         extra_masked = ((prepared["mask"] != 0) & (stored["mask"] == 0)).sum(1).mean()
         return np.sqrt(np.mean(blocks**2)), per_pixel, extra_masked, prepared
@@ -374,8 +411,9 @@ def test_invariants_with_heavy_masking_and_no_bands(predictor, stored):
     window = (wave >= 5400) & (wave <= 5600)
     mask[:, np.nonzero(window)[0][::10]] = 0  # a few left to normalise with
     for photometry in (None, photometry_dict(predictor, stored)):
-        out = predictor.predict(wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=photometry, mask=mask,
-                                velocity_range_kms=0)
+        out = predictor.predict(
+            wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=photometry, mask=mask, velocity_range_kms=0
+        )
         for key in OUTPUT_KEYS:
             assert np.all(np.isfinite(out[key])), key
         np.testing.assert_allclose(out["sfh"].sum(1), 1.0, atol=1e-9)
@@ -389,8 +427,14 @@ def test_invariants_with_heavy_masking_and_no_bands(predictor, stored):
     partial = {key: partial[key] for key in predictor.filters[:3]}
     first = partial[predictor.filters[0]]
     partial[predictor.filters[0]] = (np.where(np.arange(INDICES.size) == 0, np.nan, first[0]), first[1])
-    out = predictor.predict(wave, stored["flux"] * UNIT, stored["error"] * UNIT, photometry=partial, mask=stored["mask"],
-                            velocity_range_kms=0)
+    out = predictor.predict(
+        wave,
+        stored["flux"] * UNIT,
+        stored["error"] * UNIT,
+        photometry=partial,
+        mask=stored["mask"],
+        velocity_range_kms=0,
+    )
     assert all(np.all(np.isfinite(out[key])) for key in OUTPUT_KEYS)
 
 
@@ -462,7 +506,9 @@ def test_shapes_that_do_not_match(predictor, one):
         predictor.predict(wave, np.stack([flux, flux]), np.stack([error, error]), z=[0.0, 0.1, 0.2])
     key = predictor.filters[0]
     with pytest.raises(ValueError, match=rf"photometry\['{key}'\] flux/error have shapes \(3,\)"):
-        predictor.predict(wave, np.stack([flux, flux]), np.stack([error, error]), photometry={key: ([1, 2, 3], [1, 2, 3])})
+        predictor.predict(
+            wave, np.stack([flux, flux]), np.stack([error, error]), photometry={key: ([1, 2, 3], [1, 2, 3])}
+        )
     with pytest.raises(ValueError, match=rf"photometry\['{key}'\] must be a pair"):
         predictor.predict(wave, flux, error, photometry={key: 1.0})
     with pytest.raises(ValueError, match=r"flux must have shape \(n, 1761\) on the training grid"):
@@ -555,8 +601,16 @@ def test_freed_inference_memory_is_reused_without_page_faults(predictor):
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc mallopt tuning is Linux-only")
     assert predictor.device.type == "cpu" and reuse_freed_memory()
-    net = SFHNet(ModelConfig(stem_stride=16, stem_kernel=16, stem_channels=16, channels=(16, 16, 32),
-                             attention_layers=0, attention_dim=32)).eval()
+    net = SFHNet(
+        ModelConfig(
+            stem_stride=16,
+            stem_kernel=16,
+            stem_channels=16,
+            channels=(16, 16, 32),
+            attention_layers=0,
+            attention_dim=32,
+        )
+    ).eval()
     spectrum, photometry = torch.zeros(256, 3, net.config.n_wave), torch.zeros(256, 3 * net.config.n_filters)
 
     def faults_of_one_batch() -> int:
@@ -584,7 +638,9 @@ def test_out_of_distribution_spectra_are_flagged_and_their_errors_widened(predic
     plain = predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"])
     assert np.mean(plain["ood"] < 1) >= 0.95
     for power in (6, -6):
-        tilted = predictor.predict_normalised(stored["flux"] * (wave / 5500.0) ** power, stored["error"], stored["mask"])
+        tilted = predictor.predict_normalised(
+            stored["flux"] * (wave / 5500.0) ** power, stored["error"], stored["mask"]
+        )
         assert np.median(tilted["ood"]) >= 1.5 * np.median(plain["ood"]), (power, np.median(tilted["ood"]))
     tilted_flux = stored["flux"] * (wave / 5500.0) ** -6
     assert np.mean(tilted["ood"] > 1.0) >= 0.9, tilted["ood"]
@@ -600,4 +656,6 @@ def test_out_of_distribution_spectra_are_flagged_and_their_errors_widened(predic
     for key in SUMMARY_KEYS:
         np.testing.assert_allclose(tilted[f"{key}_err"], bare[f"{key}_err"] * widen, rtol=1e-6)
     for key in ("sfh_err", "logzsol_err", "t50_err", "t90_err"):  # the posterior heads' errors too
-        np.testing.assert_allclose(tilted[key], bare[key] * (widen[:, None] if tilted[key].ndim == 2 else widen), rtol=1e-6)
+        np.testing.assert_allclose(
+            tilted[key], bare[key] * (widen[:, None] if tilted[key].ndim == 2 else widen), rtol=1e-6
+        )

@@ -31,6 +31,7 @@ def draws() -> dict[str, priors.SFHDraw]:
 
 # ------------------------------------------------------------------ generic properties
 
+
 @pytest.mark.parametrize("family", priors.SFH_FAMILIES)
 def test_every_family_gives_valid_labels(draws, family):
     d = draws[family]
@@ -82,21 +83,23 @@ def test_zero_draws_and_universe_age():
     empty = priors.sample_sfh(np.random.default_rng(0), EDGES, 0)
     assert empty.mass_fractions.shape == (0, 16) and empty.family.shape == (0,)
     # A younger universe: nothing older than 6 Gyr, for every family.
-    d = priors.sample_sfh(np.random.default_rng(0), EDGES, 3000,
-                          {f: 1 for f in priors.SFH_FAMILIES}, universe_age_yr=6e9)
+    d = priors.sample_sfh(
+        np.random.default_rng(0), EDGES, 3000, {f: 1 for f in priors.SFH_FAMILIES}, universe_age_yr=6e9
+    )
     assert np.all(d.mass_fractions[:, EDGES[:-1] >= 6e9] == 0)
     assert np.all(d.formation_lookback_yr <= 6e9)
 
 
 # ------------------------------------------------------------------ bin_mass_fractions
 
+
 def test_bin_mass_fractions_constant_sfr_gives_bin_widths():
     grid = np.geomspace(1e5, 1.4e10, 700)
-    grid = np.concatenate([[0.0], grid])          # edges deliberately not on the grid
+    grid = np.concatenate([[0.0], grid])  # edges deliberately not on the grid
     f = priors.bin_mass_fractions(np.full((3, grid.size), 2.5), grid, EDGES)
     assert f.shape == (3, 16)
     np.testing.assert_allclose(f, np.broadcast_to(WIDTHS / WIDTHS.sum(), f.shape), rtol=0, atol=1e-10)
-    one = priors.bin_mass_fractions(np.ones(grid.size), grid, EDGES)   # 1-D input
+    one = priors.bin_mass_fractions(np.ones(grid.size), grid, EDGES)  # 1-D input
     np.testing.assert_allclose(one, WIDTHS / WIDTHS.sum(), rtol=0, atol=1e-10)
 
 
@@ -110,8 +113,8 @@ def test_bin_mass_fractions_sfr_inside_one_bin():
 
 
 def test_bin_mass_fractions_linear_sfr_is_exact():
-    a, b = 3.0, -1.5e-10                           # SFR = a + b t, positive on [0, 1.4e10]
-    grid = np.geomspace(1e4, 1.4e10, 50)          # coarse, edges not on it
+    a, b = 3.0, -1.5e-10  # SFR = a + b t, positive on [0, 1.4e10]
+    grid = np.geomspace(1e4, 1.4e10, 50)  # coarse, edges not on it
     grid = np.concatenate([[0.0], grid])
     f = priors.bin_mass_fractions(a + b * grid, grid, EDGES)
     lo, hi = EDGES[:-1], EDGES[1:]
@@ -134,6 +137,7 @@ def test_bin_mass_fractions_validates_input():
 
 
 # ------------------------------------------------------------------ physical trends
+
 
 @pytest.mark.parametrize("family", ["delayed_tau", "exp_declining"])
 def test_declining_families_are_old(draws, family):
@@ -165,21 +169,21 @@ def test_quenched_has_no_mass_after_quenching(draws):
     t_q = d.quench_lookback_yr
     assert np.all(np.isfinite(t_q)) and t_q.min() >= 1e7 and t_q.max() <= 5e9
     assert np.all(d.formation_lookback_yr >= t_q + 1e9 - 1.0)
-    after = EDGES[1:][None, :] <= t_q[:, None]     # bins entirely younger than t_q
+    after = EDGES[1:][None, :] <= t_q[:, None]  # bins entirely younger than t_q
     residual = np.where(after, d.mass_fractions, 0.0).sum(axis=1)
     assert residual.max() < 1e-3
-    assert np.mean(residual == 0) > 0.3            # about half are fully truncated
+    assert np.mean(residual == 0) > 0.3  # about half are fully truncated
     # ... but the same smooth shapes without quenching do form mass there.
     assert np.median(mw_log_age(d.mass_fractions)) > np.median(mw_log_age(draws["exp_rising"].mass_fractions))
 
 
 def test_continuity_log_sfr_ratios_are_student_t():
-    d = draw("continuity", universe_age_yr=1.4e10)   # all bins fully inside the Universe
+    d = draw("continuity", universe_age_yr=1.4e10)  # all bins fully inside the Universe
     log_sfr = np.log10(d.mass_fractions / WIDTHS)
     ratio = (log_sfr[:, :-1] - log_sfr[:, 1:]).ravel()
     assert abs(np.median(ratio)) < 0.02
     q25, q75 = np.quantile(ratio, [0.25, 0.75])
-    expected_half_iqr = 0.3 * stats.t(2).ppf(0.75)   # 0.245 dex
+    expected_half_iqr = 0.3 * stats.t(2).ppf(0.75)  # 0.245 dex
     assert abs(0.5 * (q75 - q25) - expected_half_iqr) < 0.02
     # Heavy tails: a Gaussian with this IQR has P(|r| > 1.2) ~ 1e-6; Student-t(2) ~ 0.057.
     assert 0.04 < np.mean(np.abs(ratio) > 1.2) < 0.075
@@ -203,6 +207,7 @@ def test_dirichlet_mean_sfr_fraction_is_uniform(draws):
 
 # ------------------------------------------------------------------ metallicity
 
+
 @pytest.fixture(scope="module")
 def mixed_fractions() -> np.ndarray:
     return priors.sample_sfh(np.random.default_rng(11), EDGES, N).mass_fractions
@@ -216,13 +221,14 @@ def test_metallicity_shape_range_determinism(mixed_fractions):
     other = priors.sample_metallicity(np.random.default_rng(6), mixed_fractions, LOGZ_RANGE)
     np.testing.assert_array_equal(z, again)
     assert not np.array_equal(z, other)
-    assert z.std() > 0.4                      # spans the library, not a single value
+    assert z.std() > 0.4  # spans the library, not a single value
 
 
 def test_closed_box_is_monotonic_towards_young_bins(mixed_fractions):
-    z = priors.sample_metallicity(np.random.default_rng(5), mixed_fractions, LOGZ_RANGE,
-                                  scatter_dex=0.0, components={"closed_box": 1})
-    assert np.all(z[:, :-1] >= z[:, 1:])      # index 0 = youngest
+    z = priors.sample_metallicity(
+        np.random.default_rng(5), mixed_fractions, LOGZ_RANGE, scatter_dex=0.0, components={"closed_box": 1}
+    )
+    assert np.all(z[:, :-1] >= z[:, 1:])  # index 0 = youngest
     assert np.mean(z[:, 0] - z[:, -1] > 0.1) > 0.8
     # Enrichment starts in the low half of the range (visible where the oldest bin is empty).
     empty_oldest = mixed_fractions[:, -1] == 0
@@ -234,22 +240,26 @@ def test_closed_box_follows_the_mass_assembly():
     # Mass only in the two oldest bins: all younger (empty) bins already have the final Z.
     f = np.zeros((200, 16))
     f[:, -2:] = 0.5
-    z = priors.sample_metallicity(np.random.default_rng(0), f, LOGZ_RANGE, scatter_dex=0.0,
-                                  components={"closed_box": 1})
+    z = priors.sample_metallicity(
+        np.random.default_rng(0), f, LOGZ_RANGE, scatter_dex=0.0, components={"closed_box": 1}
+    )
     np.testing.assert_allclose(z[:, :-2], z[:, :1] * np.ones((1, 14)), rtol=0, atol=1e-12)
 
 
 def test_flat_and_walk_components(mixed_fractions):
-    flat = priors.sample_metallicity(np.random.default_rng(1), mixed_fractions, LOGZ_RANGE,
-                                     scatter_dex=0.0, components={"flat": 1})
+    flat = priors.sample_metallicity(
+        np.random.default_rng(1), mixed_fractions, LOGZ_RANGE, scatter_dex=0.0, components={"flat": 1}
+    )
     np.testing.assert_array_equal(flat, flat[:, :1] * np.ones((1, 16)))
-    walk = priors.sample_metallicity(np.random.default_rng(1), mixed_fractions, LOGZ_RANGE,
-                                     scatter_dex=0.0, components={"walk": 1})
-    assert np.mean(walk[:, 0] < walk[:, -1] - 0.1) > 0.2      # declining histories exist
-    assert np.mean(walk[:, 0] > walk[:, -1] + 0.1) > 0.2      # and enriching ones
-    assert np.abs(np.diff(walk, axis=1)).max() < 0.6          # smooth
-    scattered = priors.sample_metallicity(np.random.default_rng(1), mixed_fractions, (-5.0, 5.0),
-                                          scatter_dex=0.1, components={"flat": 1})
+    walk = priors.sample_metallicity(
+        np.random.default_rng(1), mixed_fractions, LOGZ_RANGE, scatter_dex=0.0, components={"walk": 1}
+    )
+    assert np.mean(walk[:, 0] < walk[:, -1] - 0.1) > 0.2  # declining histories exist
+    assert np.mean(walk[:, 0] > walk[:, -1] + 0.1) > 0.2  # and enriching ones
+    assert np.abs(np.diff(walk, axis=1)).max() < 0.6  # smooth
+    scattered = priors.sample_metallicity(
+        np.random.default_rng(1), mixed_fractions, (-5.0, 5.0), scatter_dex=0.1, components={"flat": 1}
+    )
     resid = scattered - scattered.mean(axis=1, keepdims=True)
     assert abs(resid.std() * np.sqrt(16 / 15) - 0.1) < 0.005
 
@@ -267,6 +277,7 @@ def test_metallicity_errors(mixed_fractions):
 
 
 # ------------------------------------------------------------------ errors
+
 
 def test_unknown_family_is_rejected_with_its_name_and_the_valid_ones():
     with pytest.raises(ValueError, match="delayed_tua") as err:
@@ -303,8 +314,8 @@ def test_formation_times_of_sfhs_with_known_t50_and_t90():
     edges = np.array([0.0, 1e9, 2e9, 4e9])
     got = 10 ** formation_times([[0, 0, 1], [1, 0, 0], [0.2, 0.3, 0.5], [0, 0, 0]], edges)
     np.testing.assert_allclose(got[0], [3.0e9, 2.2e9])  # all in 2-4 Gyr
-    np.testing.assert_allclose(got[1], [5e8, 1e8])      # all in the last Gyr
-    np.testing.assert_allclose(got[2], [2e9, 5e8])      # formed before 0/1/2/4 Gyr: 1, 0.8, 0.5, 0
+    np.testing.assert_allclose(got[1], [5e8, 1e8])  # all in the last Gyr
+    np.testing.assert_allclose(got[2], [2e9, 5e8])  # formed before 0/1/2/4 Gyr: 1, 0.8, 0.5, 0
     assert np.isnan(got[3]).all()
     # crossings at ~0 lookback are floored at 1e5 yr
     assert formation_times([[1.0, 0, 0]], edges, fractions=(0.9999999,))[0, 0] == pytest.approx(5.0)

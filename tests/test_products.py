@@ -32,8 +32,17 @@ def test_bins_and_tiles_round_trip(tmp_path):
     bin_snr = np.array([30.0, 35.5, 40.0])
     signal = np.arange(12.0).reshape(3, 4)
     meta = {"TARGETSN": (35.0, "Voronoi target S/N"), "BINMETH": ("tiled", "binning method")}
-    products.write_bins(tmp_path / "bins.fits", bin_id, bin_snr, signal, signal / 10, np.array([2, 3, 3]),
-                        ["t000_000", "t000_000", "t001_000"], celestial_header(), meta)
+    products.write_bins(
+        tmp_path / "bins.fits",
+        bin_id,
+        bin_snr,
+        signal,
+        signal / 10,
+        np.array([2, 3, 3]),
+        ["t000_000", "t000_000", "t001_000"],
+        celestial_header(),
+        meta,
+    )
     read_id, read_snr, header = products.read_bins(tmp_path / "bins.fits")
     np.testing.assert_array_equal(read_id, bin_id)
     np.testing.assert_allclose(read_snr, bin_snr, rtol=1e-6)
@@ -60,8 +69,13 @@ def test_hst_on_muse_round_trip(tmp_path):
 
 def test_tile_tables_round_trip_and_older_tables_without_the_later_columns(tmp_path):
     edges = [0.0, 1e8, 1e9, 1.4e10]
-    new = {"BIN_ID": np.array([0, 1]), "LW_AGE": np.array([9.1, 9.5]), "SFH": np.full((2, 3), 1 / 3),
-           "T50": np.array([9.0, 9.2]), "FLAG": np.array([0, products.FLAG_NO_VELOCITY])}
+    new = {
+        "BIN_ID": np.array([0, 1]),
+        "LW_AGE": np.array([9.1, 9.5]),
+        "SFH": np.full((2, 3), 1 / 3),
+        "T50": np.array([9.0, 9.2]),
+        "FLAG": np.array([0, products.FLAG_NO_VELOCITY]),
+    }
     old = {"BIN_ID": np.array([2]), "LW_AGE": np.array([8.8]), "SFH": np.full((1, 3), 1 / 3), "FLAG": np.array([0])}
     products.write_tile_table(tmp_path / "a.fits", new, "t000_000", "model.pt", edges)
     products.write_tile_table(tmp_path / "b.fits", old, "t001_000", "model.pt", edges)

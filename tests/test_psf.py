@@ -53,7 +53,9 @@ def test_nan_pixels_stay_nan_and_uncovered_spaxels_are_nan():
     image[10:20, 10:20] = np.nan
     matched, _ = match_psf(image, np.ones_like(image), 0.04, 0.08, 0.9)
     assert np.all(np.isnan(matched[10:20, 10:20])) and np.isfinite(matched[50, 50])
-    flux, _ = reproject_flux(matched, np.ones_like(image), tan_wcs(0.04, [50.5, 50.5]), tan_wcs(0.2, [20.5, 20.5]), (40, 40))
+    flux, _ = reproject_flux(
+        matched, np.ones_like(image), tan_wcs(0.04, [50.5, 50.5]), tan_wcs(0.2, [20.5, 20.5]), (40, 40)
+    )
     assert np.isnan(flux[0, 0]) and np.isfinite(flux[20, 20])
     with pytest.raises(ValueError, match="sharper"):
         match_psf(image, image, 0.04, 0.9, 0.5)

@@ -12,8 +12,10 @@ from sfh_pipeline import samples
 
 REPO = Path(__file__).resolve().parents[1]
 SHEET = REPO / "config" / "galaxies.tsv"
-PHANGS_MUSE = ("IC5332 NGC0628 NGC1087 NGC1300 NGC1365 NGC1385 NGC1433 NGC1512 NGC1566 NGC1672 "
-               "NGC2835 NGC3351 NGC3627 NGC4254 NGC4303 NGC4321 NGC4535 NGC5068 NGC7496").split()
+PHANGS_MUSE = (
+    "IC5332 NGC0628 NGC1087 NGC1300 NGC1365 NGC1385 NGC1433 NGC1512 NGC1566 NGC1672 "
+    "NGC2835 NGC3351 NGC3627 NGC4254 NGC4303 NGC4321 NGC4535 NGC5068 NGC7496"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +99,9 @@ def test_default_sheet_names_a_real_spectrum_only_galaxy(tmp_path, monkeypatch):
     assert samples.hst_band_keys(row) == []
     files = samples.galaxy_input_files(row, tmp_path / "muse", tmp_path / "hst")
     assert files == {"muse_cube": Path("resources/real/A478/minicube.fits")}
-    assert samples.galaxy_input_files(default.loc["MOCK-UVIS"], "m", "h")["muse_cube"] == \
-        Path("m/MOCK-UVIS_PHANGS_DATACUBE_copt_0.90asec.fits")
+    assert samples.galaxy_input_files(default.loc["MOCK-UVIS"], "m", "h")["muse_cube"] == Path(
+        "m/MOCK-UVIS_PHANGS_DATACUBE_copt_0.90asec.fits"
+    )
     downloads = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["downloads"]
     assert samples.missing_input_files(default, ["A478"], "m", "h", downloaded=downloads) == {}
     assert samples.missing_input_files(default, ["A478"], "m", "h") == {"A478": [files["muse_cube"]]}
@@ -118,4 +121,7 @@ def test_a_row_handed_to_a_job_does_not_depend_on_the_other_rows(tmp_path):
     back = samples.row_from_record(samples.row_record(before.loc["B"]))
     assert back["distance_mpc"] == 12.0 and back["target_snr"] != back["target_snr"]
     assert samples.row_record(after.loc["B"], ("galaxy", "target_snr", "ra_deg")) == {
-        "galaxy": "B", "target_snr": 25.0, "ra_deg": None}
+        "galaxy": "B",
+        "target_snr": 25.0,
+        "ra_deg": None,
+    }

@@ -28,8 +28,16 @@ from .support.workflow import REPO, check_galaxy_products
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.workflow, pytest.mark.network]
 
 # the test cluster has no sacct (no accounting) and is small: poll quickly with squeue
-FAST_POLLING = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-                "--seconds-between-status-checks", "3", "--latency-wait", "15"]
+FAST_POLLING = [
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--seconds-between-status-checks",
+    "3",
+    "--latency-wait",
+    "15",
+]
 
 
 def tiny_config(path: Path, grid: Path) -> Path:
@@ -37,10 +45,13 @@ def tiny_config(path: Path, grid: Path) -> Path:
     config["ssp"].update(name="fixture", source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
     config["trainset"].update(name="tiny", n_spectra=600, chunk_size=200)
     config["model"].update(gpus=0, threads=1, training={"max_epochs": 6, "batch_size": 32, "patience": 10})
-    config["model"]["architecture"].update(stem_channels=8, channels=[8, 12, 16, 16], attention_dim=16,
-                                           attention_heads=2, photometry_dim=16, latent_dim=32)
-    config["mock"] = {"MOCK-UVIS": {"seed": 11, "size_spaxels": [16, 16]},
-                      "MOCK-ACS": {"seed": 12, "size_spaxels": [16, 16], "uncovered_band": "wfc3-uvis_f275w"}}
+    config["model"]["architecture"].update(
+        stem_channels=8, channels=[8, 12, 16, 16], attention_dim=16, attention_heads=2, photometry_dim=16, latent_dim=32
+    )
+    config["mock"] = {
+        "MOCK-UVIS": {"seed": 11, "size_spaxels": [16, 16]},
+        "MOCK-ACS": {"seed": 12, "size_spaxels": [16, 16], "uncovered_band": "wfc3-uvis_f275w"},
+    }
     config["observe"]["target_snr"] = 20
     config["infer"].update(tile_spaxels=8, gpus=0)
     path.write_text(yaml.safe_dump(config))
@@ -59,27 +70,53 @@ def test_workflow_through_the_slurm_profile_with_a_cancelled_training(tmp_path):
         work.mkdir()
         grid = fx.write_bc03(tmp_path / "grid.fits")
         config = tiny_config(tmp_path / "tiny.yaml", grid)
-        env = {**os.environ, "SLURM_CONF": cluster["SLURM_CONF"], "SFH_SLURM_PARTITION": cluster["partition"],
-               "SFH_SLURM_ACCOUNT": "sfh"}
+        env = {
+            **os.environ,
+            "SLURM_CONF": cluster["SLURM_CONF"],
+            "SFH_SLURM_PARTITION": cluster["partition"],
+            "SFH_SLURM_ACCOUNT": "sfh",
+        }
         # the jobs run the `sfh-pipeline` of this interpreter's environment
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-               "--profile", str(REPO / "profiles" / "slurm"), *FAST_POLLING, "--configfile", str(config)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--profile",
+            str(REPO / "profiles" / "slurm"),
+            *FAST_POLLING,
+            "--configfile",
+            str(config),
+        ]
 
         # a partition that does not exist: SLURM's own refusal reaches the user
-        wrong = subprocess.run([*cmd[:-2], "resources/ssp/fixture.zarr", *cmd[-2:]], capture_output=True, text=True,
-                               env={**env, "SFH_SLURM_PARTITION": "nosuchpartition"})
+        wrong = subprocess.run(
+            [*cmd[:-2], "resources/ssp/fixture.zarr", *cmd[-2:]],
+            capture_output=True,
+            text=True,
+            env={**env, "SFH_SLURM_PARTITION": "nosuchpartition"},
+        )
         assert wrong.returncode != 0
         assert "nosuchpartition" in wrong.stdout + wrong.stderr and "partition" in (wrong.stdout + wrong.stderr).lower()
 
         # first run: no retries, so the cancelled training ends the run
-        first = subprocess.Popen([*cmd[:-2], "--restart-times", "0", *cmd[-2:]], env=env,
-                                 stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
+        first = subprocess.Popen(
+            [*cmd[:-2], "--restart-times", "0", *cmd[-2:]],
+            env=env,
+            stdout=open(tmp_path / "first.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
         checkpoint = work / "results/models/demo/checkpoints/last.pt"
         cancelled = None
         deadline = time.monotonic() + 900
         while cancelled is None and first.poll() is None and time.monotonic() < deadline:
-            training = [job for job, state, comment in squeue(env) if comment.startswith("rule_train") and state == "RUNNING"]
+            training = [
+                job for job, state, comment in squeue(env) if comment.startswith("rule_train") and state == "RUNNING"
+            ]
             if training and checkpoint.exists():
                 subprocess.run(["scancel", training[0]], env=env, check=True)
                 cancelled = training[0]

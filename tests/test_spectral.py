@@ -64,8 +64,15 @@ def test_kernel_conserves_flux_exactly_for_any_sigma_and_batches():
     kernel = gaussian_kernel_matrix(wave, rng.uniform(0, 3, wave.size))
     flux = rng.uniform(0, 1, (3, 2, wave.size)).astype(np.float32)
     out = (kernel @ flux.reshape(-1, wave.size).T).T.reshape(flux.shape)
-    widths = np.diff(np.concatenate([[2 * wave[0] - (wave[0] + wave[1]) / 2], (wave[1:] + wave[:-1]) / 2,
-                                     [2 * wave[-1] - (wave[-1] + wave[-2]) / 2]]))
+    widths = np.diff(
+        np.concatenate(
+            [
+                [2 * wave[0] - (wave[0] + wave[1]) / 2],
+                (wave[1:] + wave[:-1]) / 2,
+                [2 * wave[-1] - (wave[-1] + wave[-2]) / 2],
+            ]
+        )
+    )
     np.testing.assert_allclose((out * widths).sum(-1), (flux * widths).sum(-1), rtol=1e-5)
 
 

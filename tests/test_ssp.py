@@ -38,14 +38,22 @@ def test_bc03_nan_fails_conversion_and_writes_nothing(tmp_path):
     path = fx.write_bc03(tmp_path / "bc03.fits", nan_at=(1, 3, 500))
     store = tmp_path / "lib.zarr"
     with pytest.raises(SSPError, match=r"non-finite.*flux"):
-        convert_ssp_file(path, store, "bc03-fits", wavelength_range_aa=(1800, 10000), age_range_yr=(1e6, 1.4e10), **CONVERT)
+        convert_ssp_file(
+            path, store, "bc03-fits", wavelength_range_aa=(1800, 10000), age_range_yr=(1e6, 1.4e10), **CONVERT
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bc03.fits"]
 
 
 def test_convert_store_round_trip_and_ranges(tmp_path):
     store = tmp_path / "lib.zarr"
-    convert_ssp_file(fx.write_bc03(tmp_path / "bc03.fits"), store, "bc03-fits",
-                     wavelength_range_aa=(1800, 10000), age_range_yr=(1e6, 1.4e10), **CONVERT)
+    convert_ssp_file(
+        fx.write_bc03(tmp_path / "bc03.fits"),
+        store,
+        "bc03-fits",
+        wavelength_range_aa=(1800, 10000),
+        age_range_yr=(1e6, 1.4e10),
+        **CONVERT,
+    )
     lib = load_ssp(store)
     np.testing.assert_array_equal(lib.ages_yr, [1e6, 1e7, 1e8, 1e9, 1e10, 1.4e10])
     assert lib.wavelength_aa[0] <= 1800 and lib.wavelength_aa[-1] >= 10000
@@ -63,8 +71,14 @@ def test_load_rejects_missing_store_and_uncovered_range(tmp_path):
     with pytest.raises(SSPError, match="ssp stage"):
         load_ssp(tmp_path / "absent.zarr")
     store = tmp_path / "lib.zarr"
-    convert_ssp_file(fx.write_bc03(tmp_path / "bc03.fits"), store, "bc03-fits",
-                     wavelength_range_aa=(3000, 9000), age_range_yr=(1e6, 1.4e10), **CONVERT)
+    convert_ssp_file(
+        fx.write_bc03(tmp_path / "bc03.fits"),
+        store,
+        "bc03-fits",
+        wavelength_range_aa=(3000, 9000),
+        age_range_yr=(1e6, 1.4e10),
+        **CONVERT,
+    )
     with pytest.raises(SSPError, match="covers"):
         load_ssp(store, wavelength_range_aa=(1800, 9000))
 

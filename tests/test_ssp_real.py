@@ -24,8 +24,20 @@ def emiles_dir(tmp_path_factory):
     archive = cache / "ppxf-8.2.6.tar.gz"
     if not archive.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(cache), "ppxf==8.2.6"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(cache),
+                "ppxf==8.2.6",
+            ],
+            check=True,
+            capture_output=True,
         )
     out = tmp_path_factory.mktemp("emiles")
     with tarfile.open(archive) as tar:

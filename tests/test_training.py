@@ -95,13 +95,24 @@ def test_reader_batches_cover_the_split_once_and_shards_are_disjoint(small_train
 
 def run_train_cli(trainset, out, settings, env=None, launcher=None):
     cmd = (launcher or [sys.executable, "-m", "sfh_pipeline"]) + [
-        "train", "--trainset", str(trainset), "--out", str(out), "--config", json.dumps(settings), "--name", "t"]
+        "train",
+        "--trainset",
+        str(trainset),
+        "--out",
+        str(out),
+        "--config",
+        json.dumps(settings),
+        "--name",
+        "t",
+    ]
     return cmd, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
 
 
 # 30 batches an epoch: the resume and DDP tests need epochs, not a model that learned
-SETTINGS = {"architecture": TINY_MODEL, "training": {"max_epochs": 5, "batch_size": 16, "seed": 3, "patience": 10,
-                                                     "max_train_batches_per_epoch": 30}}
+SETTINGS = {
+    "architecture": TINY_MODEL,
+    "training": {"max_epochs": 5, "batch_size": 16, "seed": 3, "patience": 10, "max_train_batches_per_epoch": 30},
+}
 
 
 @pytest.mark.slow
@@ -135,8 +146,13 @@ def test_ddp_on_cpu_with_gloo_and_two_processes(small_trainset, tmp_path):
     assert torchrun, "torchrun ships with torch"
     settings = {**SETTINGS, "training": {**SETTINGS["training"], "max_epochs": 2}}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    _, job = run_train_cli(small_trainset, tmp_path, settings, env=env,
-                           launcher=[torchrun, "--standalone", "--nproc_per_node=2", "-m", "sfh_pipeline"])
+    _, job = run_train_cli(
+        small_trainset,
+        tmp_path,
+        settings,
+        env=env,
+        launcher=[torchrun, "--standalone", "--nproc_per_node=2", "-m", "sfh_pipeline"],
+    )
     assert job.wait(timeout=900) == 0, job.stderr.read()
     net, payload = load_model_file(tmp_path / "model.pt")
     assert payload["world_size"] == 2 and payload["device"] == "cpu"
@@ -158,8 +174,12 @@ def test_checkpoint_of_another_training_run_is_not_resumed(small_trainset, tiny_
     shutil.copytree(Path(tiny_model).parent / "checkpoints", tmp_path / "checkpoints")
     finished = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
     assert finished["epoch"] == TINY_TRAINING["max_epochs"]  # resuming it with max_epochs=1 would train nothing
-    payload = train(small_trainset, tmp_path, tiny_config(),
-                    TrainConfig(max_epochs=1, batch_size=32, learning_rate=finished["train_config"]["learning_rate"] / 2))
+    payload = train(
+        small_trainset,
+        tmp_path,
+        tiny_config(),
+        TrainConfig(max_epochs=1, batch_size=32, learning_rate=finished["train_config"]["learning_rate"] / 2),
+    )
     assert payload["epochs_run"] == 1 and len(payload["history"]) == 1
     assert "another training run (train_config differ)" in caplog.text
 
@@ -186,7 +206,9 @@ def test_pinball_loss_and_monotone_quantiles():
 
     quantiles = torch.zeros(1, len(QUANTILES))
     np.testing.assert_allclose(pinball(quantiles, torch.tensor([2.0]))[0].numpy(), 2.0 * np.array(QUANTILES), rtol=1e-6)
-    np.testing.assert_allclose(pinball(quantiles, torch.tensor([-1.0]))[0].numpy(), 1.0 - np.array(QUANTILES), rtol=1e-6)
+    np.testing.assert_allclose(
+        pinball(quantiles, torch.tensor([-1.0]))[0].numpy(), 1.0 - np.array(QUANTILES), rtol=1e-6
+    )
     torch.manual_seed(0)
     net = SFHNet(tiny_config(n_wave=500)).eval()
     torch.nn.init.normal_(net.quantile_head.weight, std=3.0)
@@ -212,8 +234,8 @@ def test_calibrate_quantiles_widens_too_narrow_intervals_to_their_level():
     right = norm.ppf(QUANTILES)
     q = np.zeros((n, 2 * n_bins + 2, len(QUANTILES)))
     q[:, :n_bins] = 1 / n_bins + 0.0 * right  # SFH truths exactly at the median
-    q[:, n_bins:2 * n_bins] = narrow
-    q[:, 2 * n_bins:] = 9 + right
+    q[:, n_bins : 2 * n_bins] = narrow
+    q[:, 2 * n_bins :] = 9 + right
     widening = calibrate_quantiles({**truth, "pred_quantiles": q})
     for level, (lo, hi), target in (("68", (1, 3), 0.6827), ("95", (0, 4), 0.9545)):
         w = np.asarray(widening[level])
@@ -221,5 +243,5 @@ def test_calibrate_quantiles_widens_too_narrow_intervals_to_their_level():
         inside = (values >= q[..., lo] - w) & (values <= q[..., hi] + w)
         np.testing.assert_allclose(inside[:, n_bins:].mean(0), target, atol=0.01)
         needed = norm.ppf(0.5 + target / 2)  # half-width of the level's central interval of N(0, 1)
-        np.testing.assert_allclose(w[n_bins:2 * n_bins], needed - narrow[hi], atol=0.05)
-        np.testing.assert_allclose(w[2 * n_bins:], needed - right[hi], atol=0.05)
+        np.testing.assert_allclose(w[n_bins : 2 * n_bins], needed - narrow[hi], atol=0.05)
+        np.testing.assert_allclose(w[2 * n_bins :], needed - right[hi], atol=0.05)

@@ -37,14 +37,16 @@ def build(tmp_path, ssp_store, name="set", **overrides):
     config = small_config(**overrides)
     store = tmp_path / f"{name}.zarr"
     ts.init_store(store, config, ssp_store, PHANGS_FILTERS)
-    markers = [ts.write_chunk(store, i, ssp_store, tmp_path / name / f"{i:05d}.json") and tmp_path / name / f"{i:05d}.json"
-               for i in range(config["n_spectra"] // config["chunk_size"])]
+    markers = [
+        ts.write_chunk(store, i, ssp_store, tmp_path / name / f"{i:05d}.json") and tmp_path / name / f"{i:05d}.json"
+        for i in range(config["n_spectra"] // config["chunk_size"])
+    ]
     return store, markers
 
 
 def read_chunk(store, i, size=30):
     group = zarr.open_group(store, mode="r")
-    return {name: np.asarray(group[name][i * size:(i + 1) * size]) for name in ts.CHUNK_ARRAYS}
+    return {name: np.asarray(group[name][i * size : (i + 1) * size]) for name in ts.CHUNK_ARRAYS}
 
 
 def test_chunks_are_bit_identical_when_regenerated_and_differ_between_chunks(tmp_path, ssp_store):
@@ -86,8 +88,9 @@ def test_split_assignment_is_stable_and_has_the_right_fractions():
     split = ts.split_assignment(7, np.arange(200_000), {"validation": 0.1, "test": 0.15})
     counts = np.bincount(split, minlength=3) / split.size
     np.testing.assert_allclose(counts, [0.75, 0.10, 0.15], atol=0.005)
-    np.testing.assert_array_equal(ts.split_assignment(7, np.arange(1000, 2000), {"validation": 0.1, "test": 0.15}),
-                                  split[1000:2000])
+    np.testing.assert_array_equal(
+        ts.split_assignment(7, np.arange(1000, 2000), {"validation": 0.1, "test": 0.15}), split[1000:2000]
+    )
 
 
 def test_interrupted_or_stale_chunks_fail_the_check(tmp_path, ssp_store):
@@ -112,8 +115,21 @@ def test_killed_chunk_job_leaves_no_passing_chunk_and_a_rerun_completes(tmp_path
     store = tmp_path / "big.zarr"
     ts.init_store(store, config, ssp_store, PHANGS_FILTERS)
     marker = tmp_path / "chunks" / "00000.json"
-    cmd = [sys.executable, "-m", "sfh_pipeline", "trainset", "chunk", "--store", str(store), "--index", "0",
-           "--ssp", str(ssp_store), "--marker", str(marker)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sfh_pipeline",
+        "trainset",
+        "chunk",
+        "--store",
+        str(store),
+        "--index",
+        "0",
+        "--ssp",
+        str(ssp_store),
+        "--marker",
+        str(marker),
+    ]
     job = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     flux_chunk = store / "flux" / "c" / "0" / "0"
     deadline = time.time() + 300
@@ -195,8 +211,12 @@ def test_bad_settings_are_named(tmp_path, ssp_store):
     with pytest.raises(ValueError, match="age_bin_edges_yr"):
         ts.init_store(tmp_path / "x.zarr", small_config(age_bin_edges_yr=[0, 1e9, 2e10]), ssp_store, PHANGS_FILTERS)
     with pytest.raises(ValueError, match="trainset.wavelength"):
-        ts.init_store(tmp_path / "x.zarr", small_config(wavelength={"start_aa": 4800, "stop_aa": 9990, "step_aa": 1.25}),
-                      ssp_store, PHANGS_FILTERS)
+        ts.init_store(
+            tmp_path / "x.zarr",
+            small_config(wavelength={"start_aa": 4800, "stop_aa": 9990, "step_aa": 1.25}),
+            ssp_store,
+            PHANGS_FILTERS,
+        )
     with pytest.raises(ValueError, match="unknown filter key 'acs-wfc_f999w'"):
         ts.init_store(tmp_path / "x.zarr", small_config(), ssp_store, ["acs-wfc_f999w"])
     empty = tmp_path / "empty.zarr"
@@ -259,8 +279,14 @@ def test_realism_off_keeps_the_spectra_and_on_keeps_the_labels(ssp_store):
     config = ts.resolve_config({"n_spectra": 40, "chunk_size": 40, "seed": 3})
     model = ts.build_model(config, ssp_store, PHANGS_FILTERS)
     plain = ts.generate_chunk(config, model, 0)
-    real = ts.resolve_config({"n_spectra": 40, "chunk_size": 40, "seed": 3,
-                              "realism": {"emission_fraction": 1.0, "continuum_distortion_rms": 0.05}})
+    real = ts.resolve_config(
+        {
+            "n_spectra": 40,
+            "chunk_size": 40,
+            "seed": 3,
+            "realism": {"emission_fraction": 1.0, "continuum_distortion_rms": 0.05},
+        }
+    )
     realistic = ts.generate_chunk(real, model, 0)
     for name in ("sfh", "logzsol", "lw_age", "mw_logz", "snr", "velocity_kms"):
         np.testing.assert_array_equal(plain[name], realistic[name])
@@ -299,13 +325,21 @@ def test_stored_labels_rebuild_the_stored_flux_to_within_its_noise(tmp_path, ssp
     # pooled over ~90,000 independent pixels, chi^2 / N has a standard deviation of 0.005
     assert np.mean(chi2) == pytest.approx(1.0, abs=0.03)
     # the photometry too (8 bands per spectrum: pooled over the set)
-    out = model.model(labels["sfh"], labels["logzsol"], labels["av"], labels["sigma_kms"], labels["velocity_kms"],
-                      labels["birth_cloud_extra"])
+    out = model.model(
+        labels["sfh"],
+        labels["logzsol"],
+        labels["av"],
+        labels["sigma_kms"],
+        labels["velocity_kms"],
+        labels["birth_cloud_extra"],
+    )
     phot = out.photometry * (10.0 ** labels["log_mass_formed"].astype(float) / labels["norm"])[:, None]
     assert np.mean(((labels["phot"] - phot) / labels["phot_error"]) ** 2) == pytest.approx(1.0, abs=0.2)
 
     def chi2_with(**wrong):
-        return reduced_chi2(labels["flux"], ts.noise_free_flux(model, {**labels, **wrong}), labels["error"], labels["mask"])
+        return reduced_chi2(
+            labels["flux"], ts.noise_free_flux(model, {**labels, **wrong}), labels["error"], labels["mask"]
+        )
 
     # Birth-cloud dust matters where young stars shine through a lot of dust: the spectrum where
     # dropping it changes the rebuild most must then be rejected.
@@ -332,8 +366,15 @@ def test_store_without_the_rebuild_labels_is_still_read_and_is_rebuilt_when_grow
     from sfh_pipeline.training import TrainsetReader
 
     store, markers = build(tmp_path, ssp_store)
-    added = ("birth_cloud_extra", "emission_line_flux", "gas_velocity_kms", "gas_sigma_kms",
-             "distortion_legendre", "sky_spike_aa", "sky_spike_height")
+    added = (
+        "birth_cloud_extra",
+        "emission_line_flux",
+        "gas_velocity_kms",
+        "gas_sigma_kms",
+        "distortion_legendre",
+        "sky_spike_aa",
+        "sky_spike_height",
+    )
     for name in added:
         shutil.rmtree(store / name)
     old = zarr.open_group(store, mode="r")
@@ -347,8 +388,10 @@ def test_store_without_the_rebuild_labels_is_still_read_and_is_rebuilt_when_grow
 
     arrays = TrainsetReader(store).read_chunk(0, "train")
     assert arrays["flux"].shape[0] == np.count_nonzero(np.asarray(old["split"][:30]) == 0)
-    labels = {name: np.asarray(old[name][:5]) for name in ("sfh", "logzsol", "av", "sigma_kms", "velocity_kms",
-                                                           "log_mass_formed", "norm")}
+    labels = {
+        name: np.asarray(old[name][:5])
+        for name in ("sfh", "logzsol", "av", "sigma_kms", "velocity_kms", "log_mass_formed", "norm")
+    }
     with pytest.raises(KeyError, match="predates them"):
         ts.noise_free_flux(ts.build_model(old.attrs["config"], ssp_store, old.attrs["filters"]), labels)
 

@@ -38,8 +38,12 @@ def observed(library: SSPLibrary, iz: int, ia: int, velocity_kms: float, sigma_k
 def test_full_grid_fit_recovers_a_known_population(line_store, iz, ia):
     library = line_library()
     wave, flux, error = observed(library, iz, ia, velocity_kms=120.0, sigma_kms=200.0, snr=80.0, seed=iz)
-    fit = FullGridFit(line_store, redshift=0.0, settings={"age_min_yr": 1e7, "n_bootstrap": 4, "regul": 10.0},
-                      lsf_fwhm_aa=lambda lam: np.full(np.shape(lam), 2.6))
+    fit = FullGridFit(
+        line_store,
+        redshift=0.0,
+        settings={"age_min_yr": 1e7, "n_bootstrap": 4, "regul": 10.0},
+        lsf_fwhm_aa=lambda lam: np.full(np.shape(lam), 2.6),
+    )
     result = fit.fit(wave, flux, error)
     assert result["velocity_kms"] == pytest.approx(120.0, abs=10.0)
     assert result["sigma_kms"] == pytest.approx(200.0, rel=0.1)
@@ -70,8 +74,12 @@ def test_agreement_of_a_known_offset():
     network["lw_age"] = network["lw_age"] - 0.2 + np.where(np.arange(50) < 10, 0.3, 0.01)  # 10 bins off by 0.3
     network["mw_age"][0] = np.nan
     result = agreement(network, reference)
-    assert result["lw_logz"] == {"median_delta_dex": pytest.approx(0.2), "scatter_dex": pytest.approx(0.0, abs=1e-9),
-                                 "pull_within_1sigma": 0.0, "n": 50}
+    assert result["lw_logz"] == {
+        "median_delta_dex": pytest.approx(0.2),
+        "scatter_dex": pytest.approx(0.0, abs=1e-9),
+        "pull_within_1sigma": 0.0,
+        "n": 50,
+    }
     assert result["lw_age"]["median_delta_dex"] == pytest.approx(0.01)
     assert result["lw_age"]["pull_within_1sigma"] == pytest.approx(0.8)  # |0.01| <= 0.05, |0.3| > 0.05
     assert result["mw_age"]["n"] == 49

@@ -41,8 +41,15 @@ def test_lint_is_clean(tmp_path):
 
 def test_dry_run_default_config(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n").stdout)
-    expected = {"ssp_fetch": 2, "ssp_convert": 2, "ssp_qa": 1, "filters": 1, "train": 1, "evaluate": 1,
-                "validate": 1}  # two libraries: the training one and validation's second reference
+    expected = {
+        "ssp_fetch": 2,
+        "ssp_convert": 2,
+        "ssp_qa": 1,
+        "filters": 1,
+        "train": 1,
+        "evaluate": 1,
+        "validate": 1,
+    }  # two libraries: the training one and validation's second reference
     assert {rule: counts.get(rule) for rule in expected} == expected, counts
 
 
@@ -104,8 +111,10 @@ def test_misspelled_nested_key_and_unknown_source_type(tmp_path):
 
 
 SMALL_GALAXIES = {
-    "mock": {"MOCK-UVIS": {"seed": 11, "size_spaxels": [20, 20]},
-             "MOCK-ACS": {"seed": 12, "size_spaxels": [20, 20], "uncovered_band": "wfc3-uvis_f275w"}},
+    "mock": {
+        "MOCK-UVIS": {"seed": 11, "size_spaxels": [20, 20]},
+        "MOCK-ACS": {"seed": 12, "size_spaxels": [20, 20], "uncovered_band": "wfc3-uvis_f275w"},
+    },
     "infer": {"tile_spaxels": 8},
     "observe": {"target_snr": 20},
 }
@@ -117,10 +126,17 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     sheet = tmp_path / "sheet.tsv"  # the mock rows of the default sheet, edited below; the real galaxy joins at the end
     default_rows = (REPO / "config" / "default_galaxies.tsv").read_text().splitlines()
     sheet.write_text("\n".join(row for row in default_rows if not row.startswith("A478")) + "\n")
-    good = write_config(tmp_path / "good.yaml", name="fixture", trainset={"name": "tiny", "n_spectra": 600, "chunk_size": 200},
-                        extra={**SMALL_GALAXIES, "model": {"training": {"max_epochs": 2, "batch_size": 64}},
-                               "sample": {"sheet": str(sheet)}},
-                        source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
+    good = write_config(
+        tmp_path / "good.yaml",
+        name="fixture",
+        trainset={"name": "tiny", "n_spectra": 600, "chunk_size": 200},
+        extra={
+            **SMALL_GALAXIES,
+            "model": {"training": {"max_epochs": 2, "batch_size": 64}},
+            "sample": {"sheet": str(sheet)},
+        },
+        source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)},
+    )
     snakemake(tmp_path, "--configfile", str(good), "--config", "galaxies=MOCK-UVIS")
     check_galaxy_products(tmp_path, ["MOCK-UVIS"])
     # a galaxy added to the run: only its jobs (and the atlas) run
@@ -160,12 +176,19 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     # the HTML report holds the maps, the evaluation figures and the QA plots
     snakemake(tmp_path, "--configfile", str(good), "--report", str(tmp_path / "report.html"))
     html = (tmp_path / "report.html").read_text(errors="replace")
-    for name in ("MOCK-ACS_maps.png", "atlas.png", "pred_vs_true.png", "learning_curve.png", "trainset_tiny.png",
-                 "ssp_fixture.png"):
+    for name in (
+        "MOCK-ACS_maps.png",
+        "atlas.png",
+        "pred_vs_true.png",
+        "learning_curve.png",
+        "trainset_tiny.png",
+        "ssp_fixture.png",
+    ):
         assert name in html, name
 
-    bad = write_config(tmp_path / "bad.yaml", name="corrupt",
-                       source={"type": "file", "path": str(grid), "sha256": "f" * 64})
+    bad = write_config(
+        tmp_path / "bad.yaml", name="corrupt", source={"type": "file", "path": str(grid), "sha256": "f" * 64}
+    )
     proc = snakemake(tmp_path, "resources/ssp/corrupt.zarr", "--configfile", str(bad), check=False)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -176,10 +199,17 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     assert not (tmp_path / "resources/ssp/corrupt.zarr").exists()
 
     # a larger training set: one run re-creates the layout, makes the new chunk, retrains
-    grown = write_config(tmp_path / "grown.yaml", name="fixture", trainset={"name": "tiny", "n_spectra": 800, "chunk_size": 200},
-                         extra={**SMALL_GALAXIES, "model": {"training": {"max_epochs": 2, "batch_size": 64}},
-                                "sample": {"sheet": str(sheet)}},
-                         source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
+    grown = write_config(
+        tmp_path / "grown.yaml",
+        name="fixture",
+        trainset={"name": "tiny", "n_spectra": 800, "chunk_size": 200},
+        extra={
+            **SMALL_GALAXIES,
+            "model": {"training": {"max_epochs": 2, "batch_size": 64}},
+            "sample": {"sheet": str(sheet)},
+        },
+        source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)},
+    )
     model_file = tmp_path / "results/models/demo/model.pt"
     weights_before = torch.load(model_file, weights_only=False)["state_dict"]["sfh_head.weight"]
     snakemake(tmp_path, "results/models/demo/model.pt", "--configfile", str(grown))
@@ -190,7 +220,9 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     store = zarr.open_group(tmp_path / "resources/trainsets/tiny/trainset.zarr", mode="r")
     assert np.isfinite(np.asarray(store["flux"][600:800])).any(axis=1).all()
     np.testing.assert_array_equal(np.asarray(store["flux"][200:400]), before)
-    assert job_counts(snakemake(tmp_path, "-n", "results/models/demo/model.pt", "--configfile", str(grown)).stdout) == {}
+    assert (
+        job_counts(snakemake(tmp_path, "-n", "results/models/demo/model.pt", "--configfile", str(grown)).stdout) == {}
+    )
 
     # the real galaxy of the default sheet joins: its cube is fetched (mpdaf wheel, cached), it
     # goes through every stage of a PHANGS galaxy and is validated against full spectral fitting
@@ -229,19 +261,25 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     after_binning = {"observe_bins", "maps", "validate", "atlas", "all"}
     tiles_on = {"infer_tile", "maps", "validate", "atlas", "all"}
     mock_jobs = {"mock_MOCK_UVIS", "observe_bins", "maps", "maps_vs_truth", "atlas", "all"}
-    edits = [("A478", "systemic_velocity_kms", "24700", after_binning), ("A478", "target_snr", "25", after_binning),
-             ("A478", "muse_psf_fwhm_arcsec", "0.9", {"observe_hst", *tiles_on}),
-             ("A478", "ebv_galactic", "0.2", tiles_on), ("A478", "distance_mpc", "350", tiles_on),
-             ("A478", "velocity_range_kms", "1000", tiles_on), ("A478", "ra_deg", "63.4", tiles_on),
-             ("MOCK-UVIS", "ebv_galactic", "0.2", mock_jobs), ("MOCK-UVIS", "inclination_deg", "60", mock_jobs),
-             ("MOCK-UVIS", "target_snr", "25", after_binning - {"validate"} | {"maps_vs_truth"}),
-             ("MOCK-UVIS", "hst_bands", "wfc3-uvis_f275w,wfc3-uvis_f336w,wfc3-uvis_f438w,wfc3-uvis_f555w", mock_jobs)]
+    edits = [
+        ("A478", "systemic_velocity_kms", "24700", after_binning),
+        ("A478", "target_snr", "25", after_binning),
+        ("A478", "muse_psf_fwhm_arcsec", "0.9", {"observe_hst", *tiles_on}),
+        ("A478", "ebv_galactic", "0.2", tiles_on),
+        ("A478", "distance_mpc", "350", tiles_on),
+        ("A478", "velocity_range_kms", "1000", tiles_on),
+        ("A478", "ra_deg", "63.4", tiles_on),
+        ("MOCK-UVIS", "ebv_galactic", "0.2", mock_jobs),
+        ("MOCK-UVIS", "inclination_deg", "60", mock_jobs),
+        ("MOCK-UVIS", "target_snr", "25", after_binning - {"validate"} | {"maps_vs_truth"}),
+        ("MOCK-UVIS", "hst_bands", "wfc3-uvis_f275w,wfc3-uvis_f336w,wfc3-uvis_f438w,wfc3-uvis_f555w", mock_jobs),
+    ]
     for galaxy, column, value, expected in edits:
         original = sheet_value(sheet, galaxy, column)
         set_sheet_value(sheet, galaxy, column, value)
         dry = snakemake(tmp_path, "-n", "--configfile", str(grown)).stdout
         assert set(job_counts(dry)) == expected and f"galaxy={galaxy}" in dry, (galaxy, column, job_counts(dry))
-        assert not re.search(r"galaxy=(?!%s\b)" % re.escape(galaxy), dry), (galaxy, column)
+        assert not re.search(rf"galaxy=(?!{re.escape(galaxy)}\b)", dry), (galaxy, column)
         set_sheet_value(sheet, galaxy, column, original)
     assert job_counts(snakemake(tmp_path, "-n", "--configfile", str(grown)).stdout) == {}
 
@@ -256,8 +294,15 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
 TINY_RECOVERY = {
     "spearman_min": {"mass_density": 0.95},
     # T50/T90 (log yr): only a quantity in the wrong units or plane fails
-    "abs_bias_max": {"lw_age": 1.0, "mw_age": 1.0, "lw_logz": 1.0, "mw_logz": 1.0, "mass_density": 0.15,
-                     "t50": 1.5, "t90": 1.5},
+    "abs_bias_max": {
+        "lw_age": 1.0,
+        "mw_age": 1.0,
+        "lw_logz": 1.0,
+        "mw_logz": 1.0,
+        "mass_density": 0.15,
+        "t50": 1.5,
+        "t90": 1.5,
+    },
     "sfh_coarse_abs_bias_max": 0.5,
 }
 DEMO_RECOVERY = {
@@ -301,14 +346,22 @@ def test_default_workflow_with_real_bc03(tmp_path):
     assert metrics["n_test"] > 1000
     store = zarr.open_group(tmp_path / "resources/trainsets/demo/trainset.zarr", mode="r")
     test = np.flatnonzero(np.asarray(store["split"][:]) == 2)
-    data = {k: np.asarray(store[k].get_orthogonal_selection((test,))) for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age")}
+    data = {
+        k: np.asarray(store[k].get_orthogonal_selection((test,)))
+        for k in ("flux", "error", "mask", "phot", "phot_error", "lw_age")
+    }
     predicted = sfh_pipeline.load_predictor(tmp_path / "results/models/demo/model.pt").predict_normalised(
-        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"], np.ones_like(data["phot"], bool))
+        data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"], np.ones_like(data["phot"], bool)
+    )
     assert spearmanr(predicted["lw_age"], data["lw_age"]).statistic > 0.8
     assert metrics["lw_age"]["scatter_dex"] < 0.5 * np.std(data["lw_age"])
     # the mock galaxies, recovered by the demo model (issue 5's acceptance figures)
     comparisons = check_galaxy_products(tmp_path, ["MOCK-UVIS", "MOCK-ACS"])
-    assert sorted(json.loads((tmp_path / "results/atlas/summary.json").read_text())) == ["A478", "MOCK-ACS", "MOCK-UVIS"]
+    assert sorted(json.loads((tmp_path / "results/atlas/summary.json").read_text())) == [
+        "A478",
+        "MOCK-ACS",
+        "MOCK-UVIS",
+    ]
     for galaxy, result in comparisons.items():
         assert_recovers_truth(result, DEMO_RECOVERY, galaxy)
         assert result["lw_age"]["median_abs_dex"] <= 0.15, (galaxy, result["lw_age"])
@@ -337,8 +390,9 @@ def test_a_pretrained_model_replaces_training_and_is_verified(tmp_path):
     model = tmp_path / "elsewhere" / "model.pt"
     model.parent.mkdir()
     model.write_bytes(b"weights" * 1000)
-    config = write_config(tmp_path / "pretrained.yaml",
-                          extra={"model": {"pretrained": {"path": str(model), "sha256": sha256_of(model)}}})
+    config = write_config(
+        tmp_path / "pretrained.yaml", extra={"model": {"pretrained": {"path": str(model), "sha256": sha256_of(model)}}}
+    )
     dry = snakemake(tmp_path, "-n", "-p", "--configfile", str(config))
     counts = job_counts(dry.stdout)
     assert counts["validate"] == 1 and counts["observe_bins"] == 3, counts
@@ -356,10 +410,12 @@ def test_a_pretrained_model_replaces_training_and_is_verified(tmp_path):
 def test_jobs_run_with_the_interpreter_of_snakemake(tmp_path):
     """A PATH without the environment (Snakemake started as .venv/bin/snakemake) does not matter."""
     grid = fx.write_bc03(tmp_path / "grid.fits")
-    config = write_config(tmp_path / "fixture.yaml", name="fixture",
-                          source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)})
-    snakemake(tmp_path, "resources/ssp/fixture.zarr", "--configfile", str(config),
-              env={**os.environ, "PATH": "/usr/bin:/bin"})
+    config = write_config(
+        tmp_path / "fixture.yaml", name="fixture", source={"type": "file", "path": str(grid), "sha256": sha256_of(grid)}
+    )
+    snakemake(
+        tmp_path, "resources/ssp/fixture.zarr", "--configfile", str(config), env={**os.environ, "PATH": "/usr/bin:/bin"}
+    )
     assert load_ssp(tmp_path / "resources/ssp/fixture.zarr").shape[0] == 3
 
 
@@ -367,10 +423,17 @@ def test_dry_run_mosaic_of_two_pointings(tmp_path):
     """Rows that share a `mosaic` name are processed one by one and combined; the atlas shows the mosaic."""
     sheet = (REPO / "config" / "default_galaxies.tsv").read_text().splitlines()
     header, uvis = sheet[0].split("\t"), sheet[1].split("\t")
-    second = dict(zip(header, uvis), galaxy="MOCK-UVIS-B", muse_cube="MOCK-UVIS-B_PHANGS_DATACUBE_copt_0.90asec.fits",
-                  hst_target="mock-uvis-b")
-    rows = ["\t".join(header + ["mosaic"]), "\t".join(uvis + ["MOCK-UVIS-ALL"]),
-            "\t".join([second[k] for k in header] + ["MOCK-UVIS-ALL"])]
+    second = dict(
+        zip(header, uvis),
+        galaxy="MOCK-UVIS-B",
+        muse_cube="MOCK-UVIS-B_PHANGS_DATACUBE_copt_0.90asec.fits",
+        hst_target="mock-uvis-b",
+    )
+    rows = [
+        "\t".join(header + ["mosaic"]),
+        "\t".join(uvis + ["MOCK-UVIS-ALL"]),
+        "\t".join([second[k] for k in header] + ["MOCK-UVIS-ALL"]),
+    ]
     (tmp_path / "pointings.tsv").write_text("\n".join(rows) + "\n")
     config = write_config(tmp_path / "mosaic.yaml", extra={"sample": {"sheet": str(tmp_path / "pointings.tsv")}})
     config_dict = yaml.safe_load(config.read_text())
@@ -394,7 +457,9 @@ def test_readme_cluster_commands_dry_run(tmp_path, monkeypatch):
     assert len(commands) >= 2
     sheet = read_sample_sheet(REPO / "config" / "galaxies.tsv")
     for galaxy in sheet.index:  # empty stand-ins for the PHANGS files: a dry run only checks they exist
-        for path in galaxy_input_files(sheet.loc[galaxy], tmp_path / "data/phangs/muse", tmp_path / "data/phangs/hst").values():
+        for path in galaxy_input_files(
+            sheet.loc[galaxy], tmp_path / "data/phangs/muse", tmp_path / "data/phangs/hst"
+        ).values():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
     monkeypatch.setenv("SFH_SLURM_PARTITION", "batch")
@@ -404,11 +469,23 @@ def test_readme_cluster_commands_dry_run(tmp_path, monkeypatch):
         args = [str(REPO / a) if a.startswith(("profiles/", "config/")) else a for a in args]
         if "--config" in args:  # snakemake's --config/--configfile take several values: keep them last
             i = args.index("--config")
-            args = args[:i] + args[i + 2:] + args[i:i + 2]
+            args = args[:i] + args[i + 2 :] + args[i : i + 2]
         counts = job_counts(snakemake(tmp_path, "-n", *args).stdout)
         n_galaxies = 1 if "galaxies=NGC3627" in command else 19
         assert counts["observe_bins"] == n_galaxies and counts["maps"] == n_galaxies, (command, counts)
         assert counts["train"] == 1
-    forced = job_counts(snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles/slurm"), "--forcerun", "train",
-                                  "--configfile", str(REPO / "config/phangs.yaml"), "--config", "galaxies=NGC3627").stdout)
+    forced = job_counts(
+        snakemake(
+            tmp_path,
+            "-n",
+            "--profile",
+            str(REPO / "profiles/slurm"),
+            "--forcerun",
+            "train",
+            "--configfile",
+            str(REPO / "config/phangs.yaml"),
+            "--config",
+            "galaxies=NGC3627",
+        ).stdout
+    )
     assert forced["train"] == 1 and forced["evaluate"] == 1 and forced["maps"] == 1

@@ -10,5 +10,6 @@ SMALL_TRAINSET = {"n_spectra": 3000, "chunk_size": 500, "seed": 5, "snr": [20.0,
 TINY_TRAINING = {"max_epochs": 15, "batch_size": 32, "learning_rate": 3e-3, "patience": 15}
 
 #: The tiny network (ModelConfig arguments): small enough to train in about a minute on 2 cores.
-TINY_MODEL = dict(stem_channels=8, channels=(8, 12, 16, 16), attention_dim=16, attention_heads=2,
-                  photometry_dim=16, latent_dim=32)
+TINY_MODEL = dict(
+    stem_channels=8, channels=(8, 12, 16, 16), attention_dim=16, attention_heads=2, photometry_dim=16, latent_dim=32
+)

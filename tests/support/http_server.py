@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.end_headers()
                     return
                 status = 206
-        body = data[start:end + 1]
+        body = data[start : end + 1]
 
         record.status = status
         self.send_response(status)
@@ -184,8 +184,10 @@ class LoopbackServer:
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name="LoopbackServer", daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="LoopbackServer",
+            daemon=True,
         )
         self._thread.start()
         return self

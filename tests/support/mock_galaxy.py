@@ -21,7 +21,13 @@ def write(root: Path, ssp_store, seed: int = 11, **extra):
     bands = hst_band_keys(row)
     recipe = {"seed": seed, "size_spaxels": SIZE, "uncovered_band": UNCOVERED, **extra}
     summary = write_mock_galaxy(
-        row.to_dict(), recipe, ssp_store, DEFAULT_AGE_BIN_EDGES_YR, bands, files["muse_cube"],
-        {b: (files[f"{b}_sci"], files[f"{b}_wht"]) for b in bands}, root / "truth.fits",
+        row.to_dict(),
+        recipe,
+        ssp_store,
+        DEFAULT_AGE_BIN_EDGES_YR,
+        bands,
+        files["muse_cube"],
+        {b: (files[f"{b}_sci"], files[f"{b}_wht"]) for b in bands},
+        root / "truth.fits",
     )
     return row, files, bands, recipe, summary

@@ -16,8 +16,7 @@ def celestial(header, crval=(170.0625, 12.9915), scale_deg=0.2 / 3600):
     return header
 
 
-def write_cube(path, *, bunit="10**(-20)*erg/s/cm**2/Angstrom", with_stat=True, shape=(40, 15, 20),
-               primary_bunit=None):
+def write_cube(path, *, bunit="10**(-20)*erg/s/cm**2/Angstrom", with_stat=True, shape=(40, 15, 20), primary_bunit=None):
     """Write a PHANGS-MUSE-like cube (random flux, STAT = 1 % of it, NaN spaxel (0, 0)); returns DATA."""
     rng = np.random.default_rng(1)
     data = rng.uniform(50, 100, shape).astype(np.float32)

@@ -46,41 +46,43 @@ def free_port() -> int:
 
 
 def slurm_conf(root: Path, node: str, cpus: int, memory_mb: int, munge_socket: Path) -> str:
-    return "\n".join([
-        "ClusterName=sfhtest",
-        f"SlurmctldHost={node}(127.0.0.1)",
-        "AuthType=auth/munge",
-        "CredType=cred/munge",
-        f"AuthInfo=socket={munge_socket}",
-        "SlurmUser=root",
-        "SlurmdUser=root",
-        f"SlurmctldPort={free_port()}",
-        f"SlurmdPort={free_port()}",
-        f"StateSaveLocation={root}/state",
-        f"SlurmdSpoolDir={root}/spool",
-        f"SlurmctldPidFile={root}/slurmctld.pid",
-        f"SlurmdPidFile={root}/slurmd.pid",
-        f"SlurmctldLogFile={root}/slurmctld.log",
-        f"SlurmdLogFile={root}/slurmd.log",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory",
-        "AccountingStorageType=accounting_storage/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "JobCompType=jobcomp/none",
-        "MpiDefault=none",
-        "SchedulerType=sched/backfill",
-        "ReturnToService=2",
-        "SlurmctldTimeout=30",
-        "SlurmdTimeout=30",
-        "InactiveLimit=0",
-        "KillWait=5",
-        "MinJobAge=300",
-        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN",
-        f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
-        "",
-    ])
+    return "\n".join(
+        [
+            "ClusterName=sfhtest",
+            f"SlurmctldHost={node}(127.0.0.1)",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={munge_socket}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}",
+            f"StateSaveLocation={root}/state",
+            f"SlurmdSpoolDir={root}/spool",
+            f"SlurmctldPidFile={root}/slurmctld.pid",
+            f"SlurmdPidFile={root}/slurmd.pid",
+            f"SlurmctldLogFile={root}/slurmctld.log",
+            f"SlurmdLogFile={root}/slurmd.log",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "JobCompType=jobcomp/none",
+            "MpiDefault=none",
+            "SchedulerType=sched/backfill",
+            "ReturnToService=2",
+            "SlurmctldTimeout=30",
+            "SlurmdTimeout=30",
+            "InactiveLimit=0",
+            "KillWait=5",
+            "MinJobAge=300",
+            f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN",
+            f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -119,22 +121,48 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
 
     processes: list[subprocess.Popen] = []
     try:
-        processes.append(subprocess.Popen(
-            ["munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge_socket}",
-             f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"],
-            stdout=subprocess.DEVNULL, stderr=open(root / "munged.err", "w")))
+        processes.append(
+            subprocess.Popen(
+                [
+                    "munged",
+                    "--foreground",
+                    "--force",
+                    f"--key-file={key}",
+                    f"--socket={munge_socket}",
+                    f"--pid-file={root}/munged.pid",
+                    f"--log-file={root}/munged.log",
+                    f"--seed-file={root}/munged.seed",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(root / "munged.err", "w"),
+            )
+        )
         wait_for(munge_socket.exists, 30, "munged's socket")
-        processes.append(subprocess.Popen(["slurmctld", "-D", "-i", "-f", str(conf)], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=open(root / "slurmctld.err", "w")))
-        processes.append(subprocess.Popen(["slurmd", "-D", "-f", str(conf), "-N", node], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=open(root / "slurmd.err", "w")))
+        processes.append(
+            subprocess.Popen(
+                ["slurmctld", "-D", "-i", "-f", str(conf)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(root / "slurmctld.err", "w"),
+            )
+        )
+        processes.append(
+            subprocess.Popen(
+                ["slurmd", "-D", "-f", str(conf), "-N", node],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(root / "slurmd.err", "w"),
+            )
+        )
 
         def node_idle() -> bool:
             for proc in processes:
                 if proc.poll() is not None:
-                    logs = "\n".join((root / f).read_text()[-2000:] for f in
-                                     ("munged.err", "slurmctld.err", "slurmd.err", "slurmctld.log", "slurmd.log")
-                                     if (root / f).exists())
+                    logs = "\n".join(
+                        (root / f).read_text()[-2000:]
+                        for f in ("munged.err", "slurmctld.err", "slurmd.err", "slurmctld.log", "slurmd.log")
+                        if (root / f).exists()
+                    )
                     raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{logs}")
             out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
             return out.returncode == 0 and out.stdout.strip() == "idle"

@@ -14,7 +14,9 @@ from sfh_pipeline.ssp import SSPLibrary, write_store
 
 BC03_ZSOL = (0.2, 1.0, 2.5)  # written in this order; the reader sorts
 BC03_AGES = np.array([0.0, 1e6, 1e7, 1e8, 1e9, 1e10, 1.4e10, 2e10])
-BC03_WAVE = np.concatenate([np.arange(1500.0, 3540.0, 10.0), np.arange(3540.0, 7350.0, 0.9), np.arange(7350.0, 10500.0, 20.0)])
+BC03_WAVE = np.concatenate(
+    [np.arange(1500.0, 3540.0, 10.0), np.arange(3540.0, 7350.0, 0.9), np.arange(7350.0, 10500.0, 20.0)]
+)
 
 
 def bc03_flux(iz: int, ia: int, wave: np.ndarray) -> np.ndarray:
@@ -29,7 +31,10 @@ def write_bc03(path: Path, *, drop_hdu: str | None = None, nan_at: tuple | None 
         if nan_at is not None and nan_at[0] == iz:
             data[nan_at[1], nan_at[2]] = np.nan
         hdus.append(fits.ImageHDU(data.astype(">f8"), name=f"ZMET_{zsol:.3f}ZSOL"))
-    live = np.column_stack([np.log10(np.maximum(BC03_AGES, 1.0))] + [np.linspace(1, 0.5 - 0.05 * iz, BC03_AGES.size) for iz in range(len(BC03_ZSOL))])
+    live = np.column_stack(
+        [np.log10(np.maximum(BC03_AGES, 1.0))]
+        + [np.linspace(1, 0.5 - 0.05 * iz, BC03_AGES.size) for iz in range(len(BC03_ZSOL))]
+    )
     hdus.append(fits.ImageHDU(live.astype(">f8"), name="LIV_MSTAR_FRAC"))
     hdus.append(fits.ImageHDU(BC03_AGES.astype(">f8"), name="STELLAR_AGE_YR"))
     hdus.append(fits.ImageHDU(BC03_WAVE.astype(">f8"), name="WAVELENGTHS_AA"))
@@ -47,10 +52,16 @@ def write_ppxf_npz(path: Path, *, masses_scale: float = 1.0, drop: str | None = 
     templates = np.empty((PPXF_LAM.size, PPXF_AGES_GYR.size, PPXF_METALS.size))
     for j, age in enumerate(PPXF_AGES_GYR):
         for k, met in enumerate(PPXF_METALS):
-            templates[:, j, k] = 1e-5 * age ** -0.5 * (1 + met) + 1e-6 * (PPXF_LAM / 5000.0)
+            templates[:, j, k] = 1e-5 * age**-0.5 * (1 + met) + 1e-6 * (PPXF_LAM / 5000.0)
     masses = masses_scale * (0.9 - 0.03 * np.log10(PPXF_AGES_GYR)[:, None] + 0.01 * PPXF_METALS[None, :])
-    arrays = dict(templates=templates.astype(">f4"), lam=PPXF_LAM, fwhm=np.full(PPXF_LAM.size, 2.51),
-                  ages=PPXF_AGES_GYR, metals=PPXF_METALS, masses=masses)
+    arrays = dict(
+        templates=templates.astype(">f4"),
+        lam=PPXF_LAM,
+        fwhm=np.full(PPXF_LAM.size, 2.51),
+        ages=PPXF_AGES_GYR,
+        metals=PPXF_METALS,
+        masses=masses,
+    )
     if drop:
         arrays.pop(drop)
     np.savez_compressed(path, **arrays)
@@ -68,19 +79,26 @@ def emiles_name(mh: float, age: float) -> str:
 
 
 def emiles_mass_table(skip: tuple | None = None) -> str:
-    lines = ["#IMF slope [M/H]   Age    Mtotal  M(*+remn)  M*   Mremn   Mgas  M(*+remn)/Lv M*/Lv    Mv          unknown"]
+    lines = [
+        "#IMF slope [M/H]   Age    Mtotal  M(*+remn)  M*   Mremn   Mgas  M(*+remn)/Lv M*/Lv    Mv          unknown"
+    ]
     for slope in (0.30, 1.30):
         for mh in (-2.3152, -0.4, 0.0, 0.22):
             for age in EMILES_AGES:
                 if skip == (mh, age):
                     continue
                 remn = 0.8 - 0.05 * np.log10(age) + 0.01 * mh + (0.1 if slope == 0.30 else 0.0)
-                lines.append(f"UN  {slope:.2f} {mh:+.4f}  {age:.4f}   1.0000  {remn:.4f}  0.5  0.1  0.2  1.0  1.0  5.0  1.0")
+                lines.append(
+                    f"UN  {slope:.2f} {mh:+.4f}  {age:.4f}   1.0000  {remn:.4f}  0.5  0.1  0.2  1.0  1.0  5.0  1.0"
+                )
     return "\n".join(lines) + "\n"
 
 
-def write_emiles_tar(path: Path, *, with_masses: bool = True, skip_spectrum: tuple | None = None, skip_mass=None) -> Path:
+def write_emiles_tar(
+    path: Path, *, with_masses: bool = True, skip_spectrum: tuple | None = None, skip_mass=None
+) -> Path:
     with tarfile.open(path, "w:gz") as tar:
+
         def add(name: str, payload: bytes) -> None:
             info = tarfile.TarInfo(f"EMILES/{name}")
             info.size = len(payload)
@@ -91,7 +109,7 @@ def write_emiles_tar(path: Path, *, with_masses: bool = True, skip_spectrum: tup
                 if skip_spectrum == (mh, age):
                     continue
                 wave = EMILES_CRVAL + EMILES_CDELT * np.arange(EMILES_N)
-                hdu = fits.PrimaryHDU((1e-5 * age ** -0.3 * (wave / 5000) ** mh).astype(np.float32))
+                hdu = fits.PrimaryHDU((1e-5 * age**-0.3 * (wave / 5000) ** mh).astype(np.float32))
                 hdu.header["CRVAL1"], hdu.header["CDELT1"], hdu.header["CRPIX1"] = EMILES_CRVAL, EMILES_CDELT, 1
                 buffer = io.BytesIO()
                 hdu.writeto(buffer)
@@ -126,9 +144,16 @@ def analytic_library() -> SSPLibrary:
         for j, age in enumerate(ages):
             flux[i, j] = continuum(wave, age, z) * absorption(wave, 0.3)
     frac = np.tile(1.0 - 0.4 * ages / ages.max(), (logz.size, 1))
-    return SSPLibrary(flux=flux.astype(np.float32), ages_yr=ages, metallicity_z=0.02 * 10**logz, logzsol=logz,
-                      wavelength_aa=wave, surviving_mass_fraction=frac, fwhm_aa=np.full(wave.size, 2.5),
-                      attrs={"name": "analytic"})
+    return SSPLibrary(
+        flux=flux.astype(np.float32),
+        ages_yr=ages,
+        metallicity_z=0.02 * 10**logz,
+        logzsol=logz,
+        wavelength_aa=wave,
+        surviving_mass_fraction=frac,
+        fwhm_aa=np.full(wave.size, 2.5),
+        attrs={"name": "analytic"},
+    )
 
 
 def library_with_aging_lines(path: Path) -> Path:
@@ -161,7 +186,13 @@ def line_library() -> SSPLibrary:
             lines = 0.35 * t * np.exp(-0.5 * ((wave[:, None] - AGE_LINES) / 1.5) ** 2).sum(1)
             lines += 0.25 * (z + 1.2) * np.exp(-0.5 * ((wave[:, None] - Z_LINES) / 1.5) ** 2).sum(1)
             flux[i, j] = (wave / 5500.0) ** (-1.0 + t) * (1.0 - 0.3 * t) * (1.0 - lines)
-    return SSPLibrary(flux=flux.astype(np.float32), ages_yr=LINE_AGES, metallicity_z=0.02 * 10**LINE_LOGZ,
-                      logzsol=LINE_LOGZ, wavelength_aa=wave,
-                      surviving_mass_fraction=np.full((LINE_LOGZ.size, LINE_AGES.size), 0.7),
-                      fwhm_aa=np.full(wave.size, 1.0), attrs={"name": "lines"})
+    return SSPLibrary(
+        flux=flux.astype(np.float32),
+        ages_yr=LINE_AGES,
+        metallicity_z=0.02 * 10**LINE_LOGZ,
+        logzsol=LINE_LOGZ,
+        wavelength_aa=wave,
+        surviving_mass_fraction=np.full((LINE_LOGZ.size, LINE_AGES.size), 0.7),
+        fwhm_aa=np.full(wave.size, 1.0),
+        attrs={"name": "lines"},
+    )

@@ -15,7 +15,6 @@ from sfh_pipeline.fetch import source_filename
 from sfh_pipeline.predict import verify_model_file
 from sfh_pipeline.trainset import config_digest, resolve_config
 
-
 validate(config, "../schemas/config.schema.yaml")
 
 # Rules call `sfh-pipeline`: bin/sfh-pipeline runs the package of this checkout with the
@@ -117,8 +116,10 @@ def pretrained_model(entry):
             catalog = yaml.safe_load(handle)
         if entry not in catalog:
             raise ValueError(f"model.pretrained: {entry!r} is not in {catalog_path}; it has {sorted(catalog)}")
-        return {"path": os.path.join(workflow.basedir, "models", catalog[entry]["path"]),
-                "sha256": catalog[entry]["sha256"]}
+        return {
+            "path": os.path.join(workflow.basedir, "models", catalog[entry]["path"]),
+            "sha256": catalog[entry]["sha256"],
+        }
     return {"path": workflow_path(entry["path"]), "sha256": entry["sha256"]}
 
 
@@ -202,13 +203,14 @@ if "sample" in config:
     validate(SAMPLE, "../schemas/galaxies.schema.yaml")
     GALAXIES = samples.select_galaxies(SAMPLE, config.get("galaxies"), config["sample"]["sheet"])
     _missing = samples.missing_input_files(
-        SAMPLE, [g for g in GALAXIES if g not in (config.get("mock") or {})],
-        config["sample"]["muse_dir"], config["sample"]["hst_dir"], downloaded=config.get("downloads") or {},
+        SAMPLE,
+        [g for g in GALAXIES if g not in (config.get("mock") or {})],
+        config["sample"]["muse_dir"],
+        config["sample"]["hst_dir"],
+        downloaded=config.get("downloads") or {},
     )
     if _missing:
-        logger.warning(
-            samples.describe_missing(_missing, config["sample"]["muse_dir"], config["sample"]["hst_dir"])
-        )
+        logger.warning(samples.describe_missing(_missing, config["sample"]["muse_dir"], config["sample"]["hst_dir"]))
 else:
     SAMPLE, GALAXIES = None, []
 MOCK_GALAXIES = [g for g in GALAXIES if g in (config.get("mock") or {})]
@@ -224,4 +226,3 @@ def name_pattern(names):
     import re
 
     return "|".join(re.escape(n) for n in names) or "(?!x)x"
-

@@ -10,22 +10,22 @@ rule infer_tile:
         ssp=ancient(ssp_store(SSP_NAME)),
     output:
         galaxy_file("{galaxy}", "tiles", "{tile}.fits"),
-    params:
-        args=lambda wc: galaxy_args(wc.galaxy),
-        settings=shell_json(config["infer"]),
-        model_sha256=MODEL_SHA256_ARG,
-    wildcard_constraints:
-        tile=r"y\d+x\d+",
-    threads: 1
-    resources:
-        gpu=config["infer"]["gpus"],
-        mem_mb=memory_mb(4000),
-    conda:
-        SFH_ENV
     log:
         "logs/infer/{galaxy}/{tile}.log",
     benchmark:
         "benchmarks/infer/{galaxy}/{tile}.tsv"
+    wildcard_constraints:
+        tile=r"y\d+x\d+",
+    conda:
+        SFH_ENV
+    threads: 1
+    resources:
+        gpu=config["infer"]["gpus"],
+        mem_mb=memory_mb(4000),
+    params:
+        args=lambda wc: galaxy_args(wc.galaxy),
+        settings=shell_json(config["infer"]),
+        model_sha256=MODEL_SHA256_ARG,
     shell:
         "sfh-pipeline infer {params.args} --bins {input.bins:q} --hst {input.hst:q} --model {input.model:q} {params.model_sha256}"
         " --ssp {input.ssp:q} --tile {wildcards.tile} --settings {params.settings} --out {output:q} 2> {log:q}"

@@ -1,7 +1,10 @@
 # Stage `maps`: tiles painted into the per-galaxy maps, checks against mock truths, the atlas.
 
+
 # seconds of work each: not worth a trip through a batch queue
-localrules: maps_vs_truth, atlas
+localrules:
+    maps_vs_truth,
+    atlas,
 
 
 rule maps:
@@ -11,17 +14,21 @@ rule maps:
         model=MODEL_PT,
     output:
         maps=maps_file("{galaxy}"),
-        png=report(galaxy_file("{galaxy}", "maps", "{galaxy}_maps.png"), caption="../report/maps.rst",
-                   category="Galaxies", subcategory="{galaxy}"),
-    params:
-        args=lambda wc: galaxy_args(wc.galaxy, data=False),
-        model_sha256=MODEL_SHA256_ARG,
+        png=report(
+            galaxy_file("{galaxy}", "maps", "{galaxy}_maps.png"),
+            caption="../report/maps.rst",
+            category="Galaxies",
+            subcategory="{galaxy}",
+        ),
+    log:
+        "logs/maps/{galaxy}.log",
     wildcard_constraints:
         galaxy=name_pattern(GALAXIES),
     conda:
         SFH_ENV
-    log:
-        "logs/maps/{galaxy}.log",
+    params:
+        args=lambda wc: galaxy_args(wc.galaxy, data=False),
+        model_sha256=MODEL_SHA256_ARG,
     shell:
         "sfh-pipeline maps assemble {params.args} --bins {input.bins:q}"
         " --tables {input.tables:q} --model {input.model:q} {params.model_sha256} --out {output.maps:q} --png {output.png:q} 2> {log:q}"
@@ -34,12 +41,12 @@ rule maps_vs_truth:
         bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
     output:
         galaxy_file("{galaxy}", "maps", "{galaxy}_vs_truth.json"),
-    params:
-        args=lambda wc: galaxy_args(wc.galaxy, data=False),
-    conda:
-        SFH_ENV
     log:
         "logs/maps/{galaxy}_vs_truth.log",
+    conda:
+        SFH_ENV
+    params:
+        args=lambda wc: galaxy_args(wc.galaxy, data=False),
     shell:
         "sfh-pipeline maps compare {params.args} --maps {input.maps:q}"
         " --truth {input.truth:q} --bins {input.bins:q} --out {output:q} 2> {log:q}"
@@ -50,14 +57,18 @@ rule mosaic:
         lambda wc: [maps_file(pointing) for pointing in MOSAICS[wc.galaxy]],
     output:
         maps=maps_file("{galaxy}"),
-        png=report(galaxy_file("{galaxy}", "maps", "{galaxy}_maps.png"), caption="../report/maps.rst",
-                   category="Galaxies", subcategory="{galaxy}"),
+        png=report(
+            galaxy_file("{galaxy}", "maps", "{galaxy}_maps.png"),
+            caption="../report/maps.rst",
+            category="Galaxies",
+            subcategory="{galaxy}",
+        ),
+    log:
+        "logs/maps/{galaxy}.log",
     wildcard_constraints:
         galaxy=name_pattern(MOSAICS),
     conda:
         SFH_ENV
-    log:
-        "logs/maps/{galaxy}.log",
     shell:
         "sfh-pipeline maps mosaic --galaxy {wildcards.galaxy} --maps {input:q} --out {output.maps:q}"
         " --png {output.png:q} 2> {log:q}"
@@ -69,10 +80,10 @@ rule atlas:
     output:
         png=report("results/atlas/atlas.png", caption="../report/atlas.rst", category="Galaxies"),
         summary="results/atlas/summary.json",
-    conda:
-        SFH_ENV
     log:
         "logs/maps/atlas.log",
+    conda:
+        SFH_ENV
     shell:
         "sfh-pipeline maps atlas --maps {input:q} --png {output.png:q} --json {output.summary:q} 2> {log:q}"
 
@@ -88,31 +99,47 @@ rule validate:
     output:
         agreement=validation_file("{galaxy}", "agreement.json"),
         table=validation_file("{galaxy}", "bins.fits"),
-        png=report(validation_file("{galaxy}", "maps.png"), caption="../report/validation.rst",
-                   category="Validation", subcategory="{galaxy}"),
-        residuals=report(validation_file("{galaxy}", "residuals.png"), caption="../report/validation.rst",
-                         category="Validation", subcategory="{galaxy}"),
-    params:
-        args=lambda wc: galaxy_args(wc.galaxy),
-        settings=shell_json({**{k: v for k, v in config["validate"].items() if k != "second_ssp"},
-                             "tile_spaxels": config["infer"]["tile_spaxels"]}),
-        second=lambda wc, input: (
-            f"--second-ssp {shlex.quote(input.second_ssp)} --second-reference "
-            + shell_json({"label": SECOND_SSP["label"], "settings": SECOND_SSP.get("settings", {})})
-        ) if SECOND_SSP else "",
-        out_dir=lambda wc: os.path.dirname(validation_file(wc.galaxy, "agreement.json")),
-        model_sha256=MODEL_SHA256_ARG,
-    wildcard_constraints:
-        galaxy=name_pattern(REAL_GALAXIES),
-    threads: 2
-    resources:
-        mem_mb=memory_mb(4000),
-    conda:
-        SFH_ENV
+        png=report(
+            validation_file("{galaxy}", "maps.png"),
+            caption="../report/validation.rst",
+            category="Validation",
+            subcategory="{galaxy}",
+        ),
+        residuals=report(
+            validation_file("{galaxy}", "residuals.png"),
+            caption="../report/validation.rst",
+            category="Validation",
+            subcategory="{galaxy}",
+        ),
     log:
         "logs/validate/{galaxy}.log",
     benchmark:
         "benchmarks/validate/{galaxy}.tsv"
+    wildcard_constraints:
+        galaxy=name_pattern(REAL_GALAXIES),
+    conda:
+        SFH_ENV
+    threads: 2
+    resources:
+        mem_mb=memory_mb(4000),
+    params:
+        args=lambda wc: galaxy_args(wc.galaxy),
+        settings=shell_json(
+            {
+                **{k: v for k, v in config["validate"].items() if k != "second_ssp"},
+                "tile_spaxels": config["infer"]["tile_spaxels"],
+            }
+        ),
+        second=lambda wc, input: (
+            (
+                f"--second-ssp {shlex.quote(input.second_ssp)} --second-reference "
+                + shell_json({"label": SECOND_SSP["label"], "settings": SECOND_SSP.get("settings", {})})
+            )
+            if SECOND_SSP
+            else ""
+        ),
+        out_dir=lambda wc: os.path.dirname(validation_file(wc.galaxy, "agreement.json")),
+        model_sha256=MODEL_SHA256_ARG,
     shell:
         "sfh-pipeline validate {params.args} --bins {input.bins:q} --tables {input.tables:q} --model {input.model:q} {params.model_sha256}"
         " --ssp {input.ssp:q} {params.second} --settings {params.settings} --processes {threads} --out-dir {params.out_dir:q}"

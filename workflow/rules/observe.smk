@@ -9,14 +9,14 @@ for _path, _source in (config.get("downloads") or {}).items():
             f"fetch_{_name}"
         output:
             _path,
-        params:
-            source=shell_json(_source),
-            cache_dir=config["cache_dir"],
+        log:
+            f"logs/fetch/{_name}.log",
         localrule: True
         conda:
             SFH_ENV
-        log:
-            f"logs/fetch/{_name}.log",
+        params:
+            source=shell_json(_source),
+            cache_dir=config["cache_dir"],
         shell:
             "sfh-pipeline fetch --source {params.source} --cache-dir {params.cache_dir:q} --output {output:q} 2> {log:q}"
 
@@ -31,14 +31,14 @@ for _galaxy in MOCK_GALAXIES:
         output:
             **galaxy_inputs(_galaxy),
             truth=mock_truth(_galaxy),
+        log:
+            f"logs/mock/{_galaxy}.log",
+        conda:
+            SFH_ENV
         params:
             args=galaxy_args(_galaxy, columns=samples.MOCK_JOB_COLUMNS),
             recipe=shell_json(config["mock"][_galaxy]),
             edges=" ".join(str(e) for e in TRAINSET["age_bin_edges_yr"]),
-        conda:
-            SFH_ENV
-        log:
-            f"logs/mock/{_galaxy}.log",
         shell:
             "sfh-pipeline mock {params.args} --recipe {params.recipe} --ssp {input.ssp:q}"
             " --age-bin-edges {params.edges} --truth {output.truth:q} 2> {log:q}"
@@ -49,17 +49,17 @@ rule observe_hst:
         unpack(lambda wc: galaxy_inputs(wc.galaxy)),
     output:
         galaxy_file("{galaxy}", "observe", "hst_on_muse.fits"),
-    params:
-        args=lambda wc: galaxy_args(wc.galaxy, columns=samples.HST_JOB_COLUMNS),
-        psf=config["observe"]["hst_psf_fwhm_arcsec"],
-    resources:
-        mem_mb=memory_mb(8000),
-    conda:
-        SFH_ENV
     log:
         "logs/observe/{galaxy}/hst.log",
     benchmark:
         "benchmarks/observe/{galaxy}/hst.tsv"
+    conda:
+        SFH_ENV
+    resources:
+        mem_mb=memory_mb(8000),
+    params:
+        args=lambda wc: galaxy_args(wc.galaxy, columns=samples.HST_JOB_COLUMNS),
+        psf=config["observe"]["hst_psf_fwhm_arcsec"],
     shell:
         "sfh-pipeline observe hst {params.args} --hst-psf-fwhm {params.psf} --out {output:q} 2> {log:q}"
 
@@ -70,17 +70,17 @@ checkpoint observe_bins:
     output:
         bins=galaxy_file("{galaxy}", "observe", "bins.fits"),
         tiles=galaxy_file("{galaxy}", "observe", "tiles.json"),
-    params:
-        args=lambda wc: galaxy_args(wc.galaxy, columns=samples.BINNING_JOB_COLUMNS),
-        settings=lambda wc: shell_json(observe_settings(wc.galaxy)),
-    resources:
-        mem_mb=memory_mb(4000),
-    conda:
-        SFH_ENV
     log:
         "logs/observe/{galaxy}/bins.log",
     benchmark:
         "benchmarks/observe/{galaxy}/bins.tsv"
+    conda:
+        SFH_ENV
+    resources:
+        mem_mb=memory_mb(4000),
+    params:
+        args=lambda wc: galaxy_args(wc.galaxy, columns=samples.BINNING_JOB_COLUMNS),
+        settings=lambda wc: shell_json(observe_settings(wc.galaxy)),
     shell:
         "sfh-pipeline observe bins {params.args} --settings {params.settings}"
         " --bins {output.bins:q} --tiles {output.tiles:q} 2> {log:q}"

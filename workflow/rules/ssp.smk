@@ -2,22 +2,25 @@
 # {library} is the training library (config `ssp`) or the validate stage's second reference
 # (config `validate.second_ssp`), both in SSP_LIBRARIES.
 
-localrules: ssp_fetch, ssp_qa
+
+localrules:
+    ssp_fetch,
+    ssp_qa,
 
 
 rule ssp_fetch:
     output:
         "resources/downloads/ssp/{library}/{filename}",
-    params:
-        source=lambda wc: shell_json(SSP_LIBRARIES[wc.library]["source"]),
-        cache_dir=config["cache_dir"],
+    log:
+        "logs/ssp/fetch_{library}_{filename}.log",
     wildcard_constraints:
         library=name_pattern(SSP_LIBRARIES),
         filename=name_pattern({os.path.basename(ssp_download(name)) for name in SSP_LIBRARIES}),
     conda:
         SFH_ENV
-    log:
-        "logs/ssp/fetch_{library}_{filename}.log",
+    params:
+        source=lambda wc: shell_json(SSP_LIBRARIES[wc.library]["source"]),
+        cache_dir=config["cache_dir"],
     shell:
         "sfh-pipeline ssp fetch --source {params.source} --cache-dir {params.cache_dir:q}"
         " --output {output:q} 2> {log:q}"
@@ -28,20 +31,20 @@ rule ssp_convert:
         lambda wc: ssp_download(wc.library),
     output:
         directory(ssp_store("{library}")),
+    log:
+        "logs/ssp/convert_{library}.log",
+    wildcard_constraints:
+        library=name_pattern(SSP_LIBRARIES),
+    conda:
+        SFH_ENV
+    resources:
+        mem_mb=4000,
     params:
         fmt=lambda wc: SSP_LIBRARIES[wc.library]["format"],
         source=lambda wc: shell_json(SSP_LIBRARIES[wc.library]["source"]),
         wave=lambda wc: SSP_LIBRARIES[wc.library]["wavelength_range_aa"],
         ages=lambda wc: SSP_LIBRARIES[wc.library]["age_range_yr"],
         zsun=lambda wc: f"--zsun {SSP_LIBRARIES[wc.library]['zsun']}" if "zsun" in SSP_LIBRARIES[wc.library] else "",
-    wildcard_constraints:
-        library=name_pattern(SSP_LIBRARIES),
-    conda:
-        SFH_ENV
-    log:
-        "logs/ssp/convert_{library}.log",
-    resources:
-        mem_mb=4000,
     shell:
         "sfh-pipeline ssp convert --input {input:q} --output {output:q} --format {params.fmt}"
         " --name {wildcards.library} --source {params.source}"
@@ -53,9 +56,9 @@ rule ssp_qa:
         ssp_store("{library}"),
     output:
         report("results/qa/ssp_{library}.png", caption="../report/ssp.rst", category="QA"),
-    conda:
-        SFH_ENV
     log:
         "logs/ssp/qa_{library}.log",
+    conda:
+        SFH_ENV
     shell:
         "sfh-pipeline ssp qa --store {input:q} --output {output:q} 2> {log:q}"

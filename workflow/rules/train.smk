@@ -7,7 +7,20 @@ rule train:
     output:
         model=model_file("{model}", "model.pt"),
         history=model_file("{model}", "history.csv"),
-        curve=report(model_file("{model}", "learning_curve.png"), caption="../report/learning_curve.rst", category="Model"),
+        curve=report(
+            model_file("{model}", "learning_curve.png"), caption="../report/learning_curve.rst", category="Model"
+        ),
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "benchmarks/train/{model}.tsv"
+    conda:
+        SFH_ENV
+    threads: config["model"]["threads"]
+    resources:
+        gpu=config["model"]["gpus"],
+        mem_mb=memory_mb(8000),
+        runtime=720,
     params:
         settings=lambda wc: shell_json({k: v for k, v in config["model"].items() if k != "name"}),
         store=trainset_store(TRAINSET_NAME),
@@ -18,17 +31,6 @@ rule train:
             if int(resources.gpu) > 1
             else "sfh-pipeline"
         ),
-    threads: config["model"]["threads"]
-    resources:
-        gpu=config["model"]["gpus"],
-        mem_mb=memory_mb(8000),
-        runtime=720,
-    conda:
-        SFH_ENV
-    log:
-        "logs/train/{model}.log",
-    benchmark:
-        "benchmarks/train/{model}.tsv"
     shell:
         "{params.launcher} train --trainset {params.store:q} --out {params.out:q}"
         " --config {params.settings} --name {wildcards.model} 2> {log:q}"
@@ -45,17 +47,17 @@ rule evaluate:
             caption="../report/evaluation.rst",
             category="Model",
         ),
-    params:
-        store=trainset_store(TRAINSET_NAME),
-        out=lambda wc: model_dir(wc.model),
-    threads: config["model"]["threads"]
-    resources:
-        mem_mb=memory_mb(8000),
-    conda:
-        SFH_ENV
     log:
         "logs/evaluate/{model}.log",
     benchmark:
         "benchmarks/evaluate/{model}.tsv"
+    conda:
+        SFH_ENV
+    threads: config["model"]["threads"]
+    resources:
+        mem_mb=memory_mb(8000),
+    params:
+        store=trainset_store(TRAINSET_NAME),
+        out=lambda wc: model_dir(wc.model),
     shell:
         "sfh-pipeline evaluate --model {input.model:q} --trainset {params.store:q} --out {params.out:q} 2> {log:q}"

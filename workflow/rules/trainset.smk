@@ -1,6 +1,8 @@
 # Stage `trainset`: synthetic spectra + photometry + labels, one job per chunk, into one zarr store.
 
-localrules: trainset_qa
+
+localrules:
+    trainset_qa,
 
 
 rule trainset_init:
@@ -8,14 +10,14 @@ rule trainset_init:
         ssp=ancient(ssp_store(SSP_NAME)),
     output:
         trainset_layout("{trainset}"),
+    log:
+        "logs/trainset/{trainset}/init.log",
+    conda:
+        SFH_ENV
     params:
         config=lambda wc: shell_json(TRAINSET),
         store=lambda wc: trainset_store(wc.trainset),
         filters=config["filters"],
-    conda:
-        SFH_ENV
-    log:
-        "logs/trainset/{trainset}/init.log",
     shell:
         "sfh-pipeline trainset init --config {params.config} --store {params.store:q}"
         " --ssp {input.ssp:q} --filters {params.filters} --layout {output:q} 2> {log:q}"
@@ -30,20 +32,20 @@ rule trainset_chunk:
         ssp=ancient(ssp_store(SSP_NAME)),
     output:
         trainset_marker("{trainset}", "{chunk}"),
-    params:
-        generator=lambda wc: TRAINSET_DIGEST,
-        store=lambda wc: trainset_store(wc.trainset),
-    wildcard_constraints:
-        chunk=r"\d+",
-    conda:
-        SFH_ENV
     log:
         "logs/trainset/{trainset}/chunk_{chunk}.log",
     benchmark:
         "benchmarks/trainset/{trainset}/chunk_{chunk}.tsv"
+    wildcard_constraints:
+        chunk=r"\d+",
+    conda:
+        SFH_ENV
     resources:
         mem_mb=memory_mb(2000),
         runtime=30,
+    params:
+        generator=lambda wc: TRAINSET_DIGEST,
+        store=lambda wc: trainset_store(wc.trainset),
     shell:
         "sfh-pipeline trainset chunk --store {params.store:q} --index {wildcards.chunk}"
         " --ssp {input.ssp:q} --marker {output:q} 2> {log:q}"
@@ -54,12 +56,12 @@ rule trainset_finalize:
         markers=lambda wc: trainset_markers(wc.trainset),
     output:
         trainset_report("{trainset}"),
-    params:
-        store=lambda wc: trainset_store(wc.trainset),
-    conda:
-        SFH_ENV
     log:
         "logs/trainset/{trainset}/finalize.log",
+    conda:
+        SFH_ENV
+    params:
+        store=lambda wc: trainset_store(wc.trainset),
     shell:
         "sfh-pipeline trainset finalize --store {params.store:q} --markers {input.markers:q}"
         " --report {output:q} 2> {log:q}"
@@ -70,11 +72,11 @@ rule trainset_qa:
         trainset_report("{trainset}"),
     output:
         report("results/qa/trainset_{trainset}.png", caption="../report/trainset.rst", category="QA"),
-    params:
-        store=lambda wc: trainset_store(wc.trainset),
-    conda:
-        SFH_ENV
     log:
         "logs/trainset/{trainset}/qa.log",
+    conda:
+        SFH_ENV
+    params:
+        store=lambda wc: trainset_store(wc.trainset),
     shell:
         "sfh-pipeline trainset qa --store {params.store:q} --output {output:q} 2> {log:q}"
