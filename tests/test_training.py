@@ -100,6 +100,12 @@ def run_train_cli(trainset, out, settings, env=None, launcher=None):
     return cmd, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def finish(job, timeout=None):
+    """Wait for a job of run_train_cli: its exit code and its stderr (read to the end and closed)."""
+    _, stderr = job.communicate(timeout=timeout)
+    return job.returncode, stderr
+
+
 # 30 batches an epoch: the resume and DDP tests need epochs, not a model that learned
 SETTINGS = {"architecture": TINY_MODEL, "training": {"max_epochs": 5, "batch_size": 16, "seed": 3, "patience": 10,
                                                      "max_train_batches_per_epoch": 30}}
@@ -109,7 +115,8 @@ SETTINGS = {"architecture": TINY_MODEL, "training": {"max_epochs": 5, "batch_siz
 def test_killed_training_resumes_to_the_same_weights(small_trainset, tmp_path):
     straight = tmp_path / "straight"
     _, job = run_train_cli(small_trainset, straight, SETTINGS)
-    assert job.wait() == 0, job.stderr.read()
+    code, stderr = finish(job)
+    assert code == 0, stderr
 
     resumed = tmp_path / "resumed"
     cmd, job = run_train_cli(small_trainset, resumed, SETTINGS)
@@ -118,12 +125,12 @@ def test_killed_training_resumes_to_the_same_weights(small_trainset, tmp_path):
     while not checkpoint.exists() and job.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.kill(job.pid, signal.SIGKILL)
-    job.wait()
+    finish(job)
     assert not (resumed / "model.pt").exists(), "the job finished before it was killed: nothing was tested"
     epoch_at_kill = torch.load(checkpoint, weights_only=False)["epoch"]
     assert 1 <= epoch_at_kill < 5
     _, job = run_train_cli(small_trainset, resumed, SETTINGS)
-    assert job.wait() == 0
+    assert finish(job)[0] == 0
     a, b = torch.load(straight / "model.pt", weights_only=False), torch.load(resumed / "model.pt", weights_only=False)
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-5, atol=1e-6)
@@ -138,7 +145,8 @@ def test_ddp_on_cpu_with_gloo_and_two_processes(small_trainset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _, job = run_train_cli(small_trainset, tmp_path, settings, env=env,
                            launcher=[torchrun, "--standalone", "--nproc_per_node=2", "-m", "sfh_pipeline"])
-    assert job.wait(timeout=900) == 0, job.stderr.read()
+    code, stderr = finish(job, timeout=900)
+    assert code == 0, stderr
     net, payload = load_model_file(tmp_path / "model.pt")
     assert payload["world_size"] == 2 and payload["device"] == "cpu"
     assert len(payload["history"]) == 2
