@@ -232,3 +232,39 @@ def test_calibrate_quantiles_widens_too_narrow_intervals_to_their_level():
         needed = norm.ppf(0.5 + target / 2)  # half-width of the level's central interval of N(0, 1)
         np.testing.assert_allclose(w[n_bins:2 * n_bins], needed - narrow[hi], atol=0.05)
         np.testing.assert_allclose(w[2 * n_bins:], needed - right[hi], atol=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
+def test_training_on_cuda_with_mixed_precision(small_trainset, tmp_path):
+    """A few epochs on the GPU, where training runs in mixed precision (autocast + GradScaler):
+    finite losses that fall, a model file recorded as trained on cuda with float32 weights, and
+    the network predicts the same on the GPU as on the CPU."""
+    import zarr
+
+    from sfh_pipeline import load_predictor
+
+    settings = TrainConfig(max_epochs=4, batch_size=32, learning_rate=3e-3, patience=10, max_train_batches_per_epoch=40)
+    payload = train(small_trainset, tmp_path, tiny_config(), settings, model_name="gpu")
+    assert payload["device"].startswith("cuda") and payload["world_size"] == 1
+    history = payload["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for record in history:
+        assert all(np.isfinite(value) for value in record.values()), record
+    assert history[-1]["train_loss"] < history[0]["train_loss"], [h["train_loss"] for h in history]
+    assert min(h["val_loss"] for h in history[1:]) < history[0]["val_loss"], [h["val_loss"] for h in history]
+    # AMP was on: the loss scaler was enabled (a disabled GradScaler keeps no state)
+    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["scaler"]
+    assert scaler.get("scale", 0) > 0, scaler
+    assert all(v.dtype == torch.float32 for v in payload["state_dict"].values() if v.is_floating_point())
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "learning_curve.png").is_file()
+
+    group = zarr.open_group(small_trainset, mode="r")
+    test = np.flatnonzero(np.asarray(group["split"][:]) == 2)[:64]
+    inputs = [np.asarray(group[k].get_orthogonal_selection((test,))) for k in ("flux", "error", "mask", "phot", "phot_error")]
+    on_gpu = load_predictor(tmp_path / "model.pt", device="cuda").predict_normalised(*inputs)
+    on_cpu = load_predictor(tmp_path / "model.pt", device="cpu").predict_normalised(*inputs)
+    for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+        assert np.all(np.isfinite(on_gpu[key])), key
+        # TF32 convolutions on the GPU: agreement to about 1e-3, not to float32 precision
+        np.testing.assert_allclose(on_gpu[key], on_cpu[key], atol=0.01, err_msg=key)
