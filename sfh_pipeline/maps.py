@@ -177,6 +177,12 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
     def bin_value(image):
         return np.bincount(ids, weights=image[inside], minlength=n_bins) / np.bincount(ids, minlength=n_bins)
 
+    def spearman(recovered, true):
+        # undefined (NaN) if either side is constant, as scipy says, but without its warning
+        if np.all(recovered == recovered[:1]) or np.all(true == true[:1]):
+            return float("nan")
+        return float(stats.spearmanr(recovered, true).statistic)
+
     r_bin = bin_mean(radius[inside], np.ones(ids.size))
     result: dict[str, Any] = {"n_bins": n_bins}
     for key in SUMMARY_HDUS:
@@ -186,7 +192,7 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
         ok = np.isfinite(true) & np.isfinite(recovered)
         delta = recovered[ok] - true[ok]
         result[key.lower()] = {
-            "spearman_rho": float(stats.spearmanr(recovered[ok], true[ok]).statistic),
+            "spearman_rho": spearman(recovered[ok], true[ok]),
             "median_abs_dex": float(np.median(np.abs(delta))),
             "bias_dex": float(np.median(delta)),
             "n": int(ok.sum()),
@@ -199,7 +205,7 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
     recovered = bin_value(images["MASS_DENSITY"])
     ok = np.isfinite(true) & np.isfinite(recovered)
     result["mass_density"] = {
-        "spearman_rho": float(stats.spearmanr(recovered[ok], true[ok]).statistic),
+        "spearman_rho": spearman(recovered[ok], true[ok]),
         "median_abs_dex": float(np.median(np.abs(recovered[ok] - true[ok]))),
         "bias_dex": float(np.median(recovered[ok] - true[ok])),
         "n": int(ok.sum()),
@@ -228,7 +234,7 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
         ok = np.isfinite(true) & np.isfinite(recovered)
         delta = recovered[ok] - true[ok]
         result[key.lower()] = {
-            "spearman_rho": float(stats.spearmanr(recovered[ok], true[ok]).statistic) if ok.sum() > 1 else None,
+            "spearman_rho": spearman(recovered[ok], true[ok]) if ok.sum() > 1 else None,
             "median_abs_dex": float(np.median(np.abs(delta))) if ok.any() else None,
             "bias_dex": float(np.median(delta)) if ok.any() else None,
             "n": int(ok.sum()),

@@ -21,6 +21,7 @@ Three layouts are understood (the ``format`` key of the config's ``ssp`` section
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import re
@@ -125,11 +126,12 @@ def read_bc03_fits(path: Path, zsun: float = ZSUN_DEFAULT["bc03-fits"]) -> SSPLi
 
 def read_ppxf_npz(path: Path, zsun: float = ZSUN_DEFAULT["ppxf-npz"]) -> SSPLibrary:
     """Read a pPXF ``sps_lib`` npz file (layout in the module docstring)."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise SSPError(f"{path}: not a readable npz file ({err}); was the download complete?") from err
-    with npz:
+    with contextlib.ExitStack() as stack:
+        try:
+            # the file is opened here, not by np.load, which leaves it open when the zip is corrupt
+            npz = stack.enter_context(np.load(stack.enter_context(open(path, "rb")), allow_pickle=False))
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise SSPError(f"{path}: not a readable npz file ({err}); was the download complete?") from err
         required = ("templates", "lam", "fwhm", "ages", "metals", "masses")
         missing = [k for k in required if k not in npz.files]
         if missing:

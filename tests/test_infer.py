@@ -112,6 +112,10 @@ def write_cube(path, data: np.ndarray, var: np.ndarray, bunit: str) -> WCS:
     celestial.wcs.crpix = [2.0, 2.0]
     celestial.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
     header = celestial.to_header()
+    # a CD matrix for every axis, as in DR1 (CD3_3 beside CDELT1/2 would make the celestial
+    # scale 1 degree per spaxel: wcslib's cdfix, with a FITSFixedWarning)
+    for i in (1, 2):
+        header[f"CD{i}_{i}"] = header.pop(f"CDELT{i}")
     header.update(
         {"CTYPE3": "AWAV", "CUNIT3": "Angstrom", "CRVAL3": 4749.75, "CRPIX3": 1.0, "CD3_3": 1.25, "BUNIT": bunit}
     )
@@ -151,7 +155,9 @@ def known(tmp_path_factory, tiny_model, analytic_ssp_store):
     for y, x in zip(*np.nonzero(BIN_ID >= 0)):
         intrinsic[:, y, x] = per_msun_cgs[BIN_ID[y, x]] * SPAXEL_MASS[y, x]
     observed = intrinsic * foreground(wave, EBV)[:, None, None]
-    var = (0.02 * np.nanmedian(observed, axis=0)) ** 2 * np.ones((wave.size, 1, 1))  # S/N ~ 50 per pixel
+    level = np.full(BIN_ID.shape, np.nan)  # spaxels in no bin hold no light: NaN
+    level[BIN_ID >= 0] = np.nanmedian(observed[:, BIN_ID >= 0], axis=0)
+    var = (0.02 * level) ** 2 * np.ones((wave.size, 1, 1))  # S/N ~ 50 per pixel
     cubes = {}
     for name, unit, scale in (
         ("cube", "10**(-20)*erg/s/cm**2/Angstrom", 1e-20),

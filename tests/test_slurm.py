@@ -104,12 +104,10 @@ def test_workflow_through_the_slurm_profile_with_a_cancelled_training(tmp_path):
         assert "nosuchpartition" in wrong.stdout + wrong.stderr and "partition" in (wrong.stdout + wrong.stderr).lower()
 
         # first run: no retries, so the cancelled training ends the run
-        first = subprocess.Popen(
-            [*cmd[:-2], "--restart-times", "0", *cmd[-2:]],
-            env=env,
-            stdout=open(tmp_path / "first.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
+        with open(tmp_path / "first.log", "w") as first_log:  # Snakemake keeps its own descriptor of the file
+            first = subprocess.Popen(
+                [*cmd[:-2], "--restart-times", "0", *cmd[-2:]], env=env, stdout=first_log, stderr=subprocess.STDOUT
+            )
         checkpoint = work / "results/models/demo/checkpoints/last.pt"
         cancelled = None
         deadline = time.monotonic() + 900

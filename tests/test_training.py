@@ -108,6 +108,12 @@ def run_train_cli(trainset, out, settings, env=None, launcher=None):
     return cmd, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def finish(job, timeout=None):
+    """Wait for a job of run_train_cli: its exit code and its stderr (read to the end and closed)."""
+    _, stderr = job.communicate(timeout=timeout)
+    return job.returncode, stderr
+
+
 # 30 batches an epoch: the resume and DDP tests need epochs, not a model that learned
 SETTINGS = {
     "architecture": TINY_MODEL,
@@ -119,7 +125,8 @@ SETTINGS = {
 def test_killed_training_resumes_to_the_same_weights(small_trainset, tmp_path):
     straight = tmp_path / "straight"
     _, job = run_train_cli(small_trainset, straight, SETTINGS)
-    assert job.wait() == 0, job.stderr.read()
+    code, stderr = finish(job)
+    assert code == 0, stderr
 
     resumed = tmp_path / "resumed"
     cmd, job = run_train_cli(small_trainset, resumed, SETTINGS)
@@ -128,12 +135,12 @@ def test_killed_training_resumes_to_the_same_weights(small_trainset, tmp_path):
     while not checkpoint.exists() and job.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.kill(job.pid, signal.SIGKILL)
-    job.wait()
+    finish(job)
     assert not (resumed / "model.pt").exists(), "the job finished before it was killed: nothing was tested"
     epoch_at_kill = torch.load(checkpoint, weights_only=False)["epoch"]
     assert 1 <= epoch_at_kill < 5
     _, job = run_train_cli(small_trainset, resumed, SETTINGS)
-    assert job.wait() == 0
+    assert finish(job)[0] == 0
     a, b = torch.load(straight / "model.pt", weights_only=False), torch.load(resumed / "model.pt", weights_only=False)
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-5, atol=1e-6)
@@ -153,7 +160,8 @@ def test_ddp_on_cpu_with_gloo_and_two_processes(small_trainset, tmp_path):
         env=env,
         launcher=[torchrun, "--standalone", "--nproc_per_node=2", "-m", "sfh_pipeline"],
     )
-    assert job.wait(timeout=900) == 0, job.stderr.read()
+    code, stderr = finish(job, timeout=900)
+    assert code == 0, stderr
     net, payload = load_model_file(tmp_path / "model.pt")
     assert payload["world_size"] == 2 and payload["device"] == "cpu"
     assert len(payload["history"]) == 2
@@ -245,3 +253,41 @@ def test_calibrate_quantiles_widens_too_narrow_intervals_to_their_level():
         needed = norm.ppf(0.5 + target / 2)  # half-width of the level's central interval of N(0, 1)
         np.testing.assert_allclose(w[n_bins : 2 * n_bins], needed - narrow[hi], atol=0.05)
         np.testing.assert_allclose(w[2 * n_bins :], needed - right[hi], atol=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
+def test_training_on_cuda_with_mixed_precision(small_trainset, tmp_path):
+    """A few epochs on the GPU, where training runs in mixed precision (autocast + GradScaler):
+    finite losses that fall, a model file recorded as trained on cuda with float32 weights, and
+    the network predicts the same on the GPU as on the CPU."""
+    import zarr
+
+    from sfh_pipeline import load_predictor
+
+    settings = TrainConfig(max_epochs=4, batch_size=32, learning_rate=3e-3, patience=10, max_train_batches_per_epoch=40)
+    payload = train(small_trainset, tmp_path, tiny_config(), settings, model_name="gpu")
+    assert payload["device"].startswith("cuda") and payload["world_size"] == 1
+    history = payload["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for record in history:
+        assert all(np.isfinite(value) for value in record.values()), record
+    assert history[-1]["train_loss"] < history[0]["train_loss"], [h["train_loss"] for h in history]
+    assert min(h["val_loss"] for h in history[1:]) < history[0]["val_loss"], [h["val_loss"] for h in history]
+    # AMP was on: the loss scaler was enabled (a disabled GradScaler keeps no state)
+    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["scaler"]
+    assert scaler.get("scale", 0) > 0, scaler
+    assert all(v.dtype == torch.float32 for v in payload["state_dict"].values() if v.is_floating_point())
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "learning_curve.png").is_file()
+
+    group = zarr.open_group(small_trainset, mode="r")
+    test = np.flatnonzero(np.asarray(group["split"][:]) == 2)[:64]
+    inputs = [
+        np.asarray(group[k].get_orthogonal_selection((test,))) for k in ("flux", "error", "mask", "phot", "phot_error")
+    ]
+    on_gpu = load_predictor(tmp_path / "model.pt", device="cuda").predict_normalised(*inputs)
+    on_cpu = load_predictor(tmp_path / "model.pt", device="cpu").predict_normalised(*inputs)
+    for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+        assert np.all(np.isfinite(on_gpu[key])), key
+        # TF32 convolutions on the GPU: agreement to about 1e-3, not to float32 precision
+        np.testing.assert_allclose(on_gpu[key], on_cpu[key], atol=0.01, err_msg=key)

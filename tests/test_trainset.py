@@ -136,7 +136,7 @@ def test_killed_chunk_job_leaves_no_passing_chunk_and_a_rerun_completes(tmp_path
     while not flux_chunk.exists() and job.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     os.kill(job.pid, signal.SIGKILL)
-    job.wait()
+    job.communicate()  # waits, and closes the stderr pipe
     assert flux_chunk.exists(), "the job was killed before it wrote anything: nothing was tested"
     assert not marker.exists()
     assert ts.check_complete(store, [])[0] == "chunk 0: no marker (job never finished)"

@@ -94,6 +94,13 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
+def start_daemon(cmd: list[str], stderr_log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``cmd`` with its stderr in ``stderr_log``; the daemon keeps its own descriptor of
+    the file, this process closes its one at once."""
+    with open(stderr_log, "w") as handle:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=handle)
+
+
 @contextlib.contextmanager
 def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
     """Start a one-node cluster under ``root``; yields the environment its clients need."""
@@ -122,7 +129,7 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
     processes: list[subprocess.Popen] = []
     try:
         processes.append(
-            subprocess.Popen(
+            start_daemon(
                 [
                     "munged",
                     "--foreground",
@@ -133,27 +140,12 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
                     f"--log-file={root}/munged.log",
                     f"--seed-file={root}/munged.seed",
                 ],
-                stdout=subprocess.DEVNULL,
-                stderr=open(root / "munged.err", "w"),
+                root / "munged.err",
             )
         )
         wait_for(munge_socket.exists, 30, "munged's socket")
-        processes.append(
-            subprocess.Popen(
-                ["slurmctld", "-D", "-i", "-f", str(conf)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=open(root / "slurmctld.err", "w"),
-            )
-        )
-        processes.append(
-            subprocess.Popen(
-                ["slurmd", "-D", "-f", str(conf), "-N", node],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=open(root / "slurmd.err", "w"),
-            )
-        )
+        processes.append(start_daemon(["slurmctld", "-D", "-i", "-f", str(conf)], root / "slurmctld.err", env))
+        processes.append(start_daemon(["slurmd", "-D", "-f", str(conf), "-N", node], root / "slurmd.err", env))
 
         def node_idle() -> bool:
             for proc in processes:
