@@ -74,6 +74,10 @@ class TrainConfig:
     no_bands_probability: float = 0.1
     shuffle_buffer_chunks: int = 2
     max_train_batches_per_epoch: int | None = None
+    # a budget of training wall time (hours, summed over all resumptions): training stops after
+    # the epoch that passes it and writes the best model so far. Like patience, a stop condition:
+    # changing it resumes the run instead of starting another.
+    max_hours: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -438,7 +442,7 @@ def train(
     state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": [], "best_state": None}
     # what a resumed run must share with the checkpoint's run to end as if it had not stopped
     run = {
-        "train_config": dataclasses.asdict(train_config),
+        "train_config": _run_identity(dataclasses.asdict(train_config)),
         "loss_weights": dataclasses.asdict(loss_weights),
         "trainset": {"generator_digest": attrs["generator_digest"], "n_spectra": reader.n},
     }
@@ -448,6 +452,8 @@ def train(
             f"checkpoint {checkpoint_path} was written by another architecture than model settings now "
             "configured; delete it or restore the settings"
         )
+    if ckpt is not None:
+        ckpt["train_config"] = _run_identity(ckpt["train_config"])
     changed = [key for key in run if ckpt is not None and ckpt.get(key) != run[key]]
     if changed:  # e.g. a grown training set or new training settings: the old run is not resumed
         log.warning(
@@ -465,7 +471,11 @@ def train(
         log.info("resuming %s from epoch %d (%s)", model_name, state["epoch"], checkpoint_path)
 
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
-    while state["epoch"] < train_config.max_epochs and state["bad_epochs"] < train_config.patience:
+    while (
+        state["epoch"] < train_config.max_epochs
+        and state["bad_epochs"] < train_config.patience
+        and not _over_budget(state["history"], train_config.max_hours)
+    ):
         epoch = state["epoch"]
         net.train()
         started = time.perf_counter()
@@ -582,6 +592,16 @@ def train(
     save_atomically(payload, out_dir / "model.pt")
     write_history(state["history"], out_dir)
     return payload
+
+
+def _run_identity(train_config: dict[str, Any]) -> dict[str, Any]:
+    """The training settings that decide the batches and weights of every epoch (stop conditions left out)."""
+    return {k: v for k, v in train_config.items() if k not in ("patience", "max_hours")}
+
+
+def _over_budget(history: list[dict[str, float]], max_hours: float | None) -> bool:
+    """Whether the epochs run so far (their ``seconds``, over all resumptions) used up ``max_hours``."""
+    return max_hours is not None and sum(h["seconds"] for h in history) >= max_hours * 3600
 
 
 def write_history(history: list[dict[str, float]], out_dir: Path) -> None:

@@ -192,6 +192,22 @@ def test_checkpoint_of_another_training_run_is_not_resumed(small_trainset, tiny_
     assert "another training run (train_config differ)" in caplog.text
 
 
+def test_a_spent_time_budget_ends_training_and_a_larger_one_resumes_it(small_trainset, tmp_path):
+    """``max_hours`` stops training after the epoch that spends it, with the best model so far
+    written; raising it (or dropping it) continues that run instead of starting another, and the
+    run then ends with the weights of a run never stopped."""
+    settings = dict(max_epochs=3, batch_size=32, seed=5, patience=10, max_train_batches_per_epoch=20)
+    straight = train(small_trainset, tmp_path / "straight", tiny_config(), TrainConfig(**settings))
+    budgeted = train(small_trainset, tmp_path / "budget", tiny_config(), TrainConfig(**settings, max_hours=1e-9))
+    assert budgeted["epochs_run"] == 1 and len(budgeted["history"]) == 1
+    assert (tmp_path / "budget" / "model.pt").is_file()
+    resumed = train(small_trainset, tmp_path / "budget", tiny_config(), TrainConfig(**settings, max_hours=None))
+    assert resumed["epochs_run"] == 3 and [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][0] == budgeted["history"][0]  # its first epoch (and wall time) was not run again
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
 def test_checkpoint_of_another_architecture_is_a_clear_error(small_trainset, tiny_model, tmp_path):
     shutil.copytree(Path(tiny_model).parent / "checkpoints", tmp_path / "checkpoints")
     with pytest.raises(ValueError, match="another architecture"):
