@@ -113,6 +113,22 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
+def _ship_model(args: argparse.Namespace) -> None:
+    from .model_card import ship_model
+
+    entry = ship_model(
+        args.model,
+        args.metrics,
+        args.models_dir,
+        args.name,
+        mock_comparisons=args.mocks,
+        validations=args.validations,
+        commands=args.command,
+        notes=Path(args.notes).read_text() if args.notes else "",
+    )
+    log.info("shipped %s: %s (sha256 %s)", args.name, entry["path"], entry["sha256"])
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_model
 
@@ -392,6 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--trainset", required=True)
     ev.add_argument("--out", required=True, help="folder for metrics.json and the figures")
     ev.set_defaults(func=_evaluate)
+    ship = stages.add_parser(
+        "ship-model", help="copy a trained, evaluated model into models/<name>/ with a model card, and catalog it"
+    )
+    ship.add_argument("--model", required=True, help="model.pt of the train stage")
+    ship.add_argument("--metrics", required=True, help="metrics.json of the evaluate stage")
+    ship.add_argument("--name", required=True, help="catalog name (model.pretrained: <name>)")
+    ship.add_argument("--models-dir", default="models", help="the project's models/ folder, holding catalog.yaml")
+    ship.add_argument("--mocks", nargs="*", default=[], help="<galaxy>_vs_truth.json of mock galaxies")
+    ship.add_argument("--validations", nargs="*", default=[], help="agreement.json of real galaxies")
+    ship.add_argument("--command", action="append", default=[], help="a command that made the files (repeatable)")
+    ship.add_argument("--notes", default="", help="a Markdown file of notes for the card")
+    ship.set_defaults(func=_ship_model)
 
     mock = stages.add_parser("mock", help="write a mock galaxy in the PHANGS file layouts, and its truth")
     _add_galaxy_args(mock)

@@ -1,0 +1,247 @@
+"""Ship a trained model with the project: its file, its figures and a model card, in the catalog.
+
+``ship_model`` copies a model that the workflow trained and evaluated into ``models/<name>/``
+(``model.pt``, ``metrics.json``, the test-split figures, and the JSON of any mock-galaxy
+comparisons and real-data validations made with it), writes the model card ``README.md`` from
+those files only, and enters the model with its sha256 in ``models/catalog.yaml`` so that
+``model.pretrained: <name>`` uses it. Every figure in the card is read from a file shipped
+beside it, so the card cannot quote a number that its files do not hold.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .products import sha256_of
+
+#: GitHub-style repositories refuse files above 100 MB; a model shipped in git stays far below.
+MAX_MODEL_MB = 20.0
+
+#: Figures of the evaluate stage copied beside the model when present.
+FIGURES = ("pred_vs_true.png", "sfh_bins.png", "age_metallicity.png", "learning_curve.png")
+
+CATALOG_HEADER = """\
+# Models committed with the project, by name: config key model.pretrained takes a name of this
+# table. Each has a model card (README.md) beside its file; the sha256 is checked before a run
+# and by every job that loads the file. Entries are written by `sfh-pipeline ship-model`.
+"""
+
+SUMMARY_LABELS = {
+    "lw_age": "LW log age",
+    "mw_age": "MW log age",
+    "lw_logz": "LW log Z/Z⊙",
+    "mw_logz": "MW log Z/Z⊙",
+}
+
+
+def ship_model(
+    model_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    models_dir: str | os.PathLike,
+    name: str,
+    *,
+    mock_comparisons: Sequence[str | os.PathLike] = (),
+    validations: Sequence[str | os.PathLike] = (),
+    commands: Sequence[str] = (),
+    notes: str = "",
+) -> dict[str, Any]:
+    """Copy a trained model and its evidence into ``models_dir/name/`` and enter it in the catalog.
+
+    Parameters
+    ----------
+    model_path, metrics_path
+        ``model.pt`` of the train stage and ``metrics.json`` of the evaluate stage (test split).
+        Figures of the evaluate stage beside ``metrics_path`` are copied too.
+    models_dir
+        The project's ``models/`` folder (holds ``catalog.yaml``).
+    name
+        Catalog name, also the folder name.
+    mock_comparisons
+        ``<galaxy>_vs_truth.json`` files of the maps stage (mock galaxies against their truth).
+    validations
+        ``agreement.json`` files of the validate stage (real galaxies against full spectral fits).
+    commands
+        The commands that made the files, quoted in the card.
+    notes
+        Free text for the card (what helped, what is known to be weak).
+
+    Returns
+    -------
+    dict
+        The catalog entry: ``path`` (relative to ``models_dir``), ``sha256``, ``card``.
+
+    Raises
+    ------
+    ValueError
+        If the model file is larger than :data:`MAX_MODEL_MB`, or the metrics are not of this model.
+    """
+    import torch
+
+    model_path, metrics_path = Path(model_path), Path(metrics_path)
+    size_mb = model_path.stat().st_size / 1e6
+    if size_mb > MAX_MODEL_MB:
+        raise ValueError(f"{model_path} is {size_mb:.1f} MB; a shipped model must be at most {MAX_MODEL_MB} MB")
+    payload = torch.load(model_path, map_location="cpu", weights_only=False)
+    metrics = json.loads(metrics_path.read_text())
+    if metrics.get("model") != payload.get("name"):
+        raise ValueError(f"{metrics_path} evaluates model {metrics.get('model')!r}, not {payload.get('name')!r}")
+
+    dest = Path(models_dir) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_path, dest / "model.pt")
+    shutil.copyfile(metrics_path, dest / "metrics.json")
+    figures = [f for f in FIGURES if (metrics_path.parent / f).is_file()]
+    for figure in figures:
+        shutil.copyfile(metrics_path.parent / figure, dest / figure)
+    mocks = _copy_json(mock_comparisons, dest / "mocks", lambda p: p.name.removesuffix("_vs_truth.json"))
+    reals = _copy_json(validations, dest / "real_data", lambda p: p.parent.name)
+
+    digest = sha256_of(dest / "model.pt")
+    card = model_card(name, payload, metrics, mocks, reals, figures, digest, size_mb, commands, notes)
+    (dest / "README.md").write_text(card)
+    entry = {"path": f"{name}/model.pt", "sha256": digest, "card": f"{name}/README.md"}
+    _enter_in_catalog(Path(models_dir) / "catalog.yaml", name, entry)
+    return entry
+
+
+def _copy_json(paths: Sequence[str | os.PathLike], folder: Path, label) -> dict[str, dict[str, Any]]:
+    """Copy JSON files into ``folder`` as ``<label>.json``; their contents by label."""
+    out = {}
+    for path in map(Path, paths):
+        folder.mkdir(exist_ok=True)
+        shutil.copyfile(path, folder / f"{label(path)}.json")
+        out[label(path)] = json.loads(path.read_text())
+    return out
+
+
+def _enter_in_catalog(catalog_path: Path, name: str, entry: dict[str, str]) -> None:
+    catalog = (yaml.safe_load(catalog_path.read_text()) if catalog_path.exists() else None) or {}
+    catalog[name] = entry
+    catalog_path.write_text(CATALOG_HEADER + yaml.safe_dump(catalog, sort_keys=True))
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def model_card(
+    name: str,
+    payload: dict[str, Any],
+    metrics: dict[str, Any],
+    mocks: dict[str, dict[str, Any]],
+    reals: dict[str, dict[str, Any]],
+    figures: Sequence[str],
+    sha256: str,
+    size_mb: float,
+    commands: Sequence[str] = (),
+    notes: str = "",
+) -> str:
+    """The model card (Markdown) of a shipped model, from its payload and evaluation files."""
+    history = payload.get("history") or []
+    hours = sum(h.get("seconds", 0.0) for h in history) / 3600
+    trainset = payload.get("trainset") or {}
+    n_params = sum(v.numel() for v in payload["state_dict"].values())
+    lines = [
+        f"# Model `{name}`",
+        "",
+        f"- file: `model.pt`, {size_mb:.1f} MB, {n_params:,} numbers in its weights",
+        f"- sha256: `{sha256}` (checked on every load through the catalog)",
+        f"- use it: `--config 'model={{pretrained: {name}}}'`, or in Python "
+        f'`sfh_pipeline.load_predictor("models/{name}/model.pt", sha256="{sha256}")`',
+        f"- shipped {_dt.date.today().isoformat()} from host `{platform.node()}` "
+        f"({platform.machine()}, {os.cpu_count()} CPUs)",
+        "",
+        "## Training",
+        "",
+        f"- training set: generator digest `{trainset.get('generator_digest', 'n/a')}`, "
+        f"SSP library `{(trainset.get('ssp') or {}).get('name', 'n/a')}`, "
+        f"{len(trainset.get('wavelength_aa', []))} wavelength pixels, filters "
+        f"{', '.join(trainset.get('filters', []))}",
+        f"- architecture: `{json.dumps(payload.get('model_config'))}`",
+        f"- training settings: `{json.dumps(payload.get('train_config'))}`",
+        f"- loss weights: `{json.dumps(payload.get('loss_weights'))}`",
+        f"- {payload.get('epochs_run', len(history))} epochs, {hours:.2f} h of training wall time on "
+        f"`{payload.get('device', 'n/a')}` (world size {payload.get('world_size', 1)}); best validation loss "
+        f"{_f(payload.get('best_validation_loss'))}",
+        "",
+        "## Test split (synthetic spectra of the training forward model)",
+        "",
+        f"{metrics.get('n_test', 'n/a')} spectra. Bias and scatter in dex (scatter: 1.4826 × MAD); "
+        "coverage: share of truths inside the calibrated 68 % interval.",
+        "",
+        "| quantity | bias | scatter | coverage 68 % |",
+        "|---|---|---|---|",
+    ]
+    for key, label in SUMMARY_LABELS.items():
+        m = metrics.get(key, {})
+        lines.append(f"| {label} | {_f(m.get('bias_dex'))} | {_f(m.get('scatter_dex'))} | {_f(m.get('coverage_68'))} |")
+    if metrics.get("by_snr"):
+        lines += ["", "By S/N per pixel (scatter / bias in dex):", ""]
+        lines += ["| S/N | n | " + " | ".join(SUMMARY_LABELS.values()) + " |", "|---" * 6 + "|"]
+        for entry in metrics["by_snr"]:
+            hi = entry["snr_max"] if entry["snr_max"] is not None else "∞"
+            cells = [f"{_f(entry[k]['scatter_dex'], 2)} / {_f(entry[k]['bias_dex'], 2)}" for k in SUMMARY_LABELS]
+            lines.append(
+                f"| {entry['snr_min']:g}–{hi if isinstance(hi, str) else f'{hi:g}'} | {entry['n']} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    posteriors = metrics.get("posteriors")
+    if posteriors:
+        cov = lambda entries, level: [e[f"coverage_{level}"] for e in entries if e["n"]]  # noqa: E731
+        lines += [
+            "",
+            "Posterior heads (per SFH bin and per metallicity bin, calibrated on the validation split): "
+            "coverage of the 68 % interval ranges "
+            f"{min(cov(posteriors['sfh'], 68)):.2f}–{max(cov(posteriors['sfh'], 68)):.2f} over SFH bins and "
+            f"{min(cov(posteriors['zh'], 68)):.2f}–{max(cov(posteriors['zh'], 68)):.2f} over metallicity bins; "
+            f"of the 95 % interval {min(cov(posteriors['sfh'], 95)):.2f}–{max(cov(posteriors['sfh'], 95)):.2f} "
+            f"and {min(cov(posteriors['zh'], 95)):.2f}–{max(cov(posteriors['zh'], 95)):.2f}. "
+            f"T50: scatter {_f(posteriors['t50'].get('scatter_dex'))} dex, 68 % coverage "
+            f"{_f(posteriors['t50']['coverage_68'], 2)}; T90: scatter {_f(posteriors['t90'].get('scatter_dex'))} dex, "
+            f"coverage {_f(posteriors['t90']['coverage_68'], 2)}.",
+        ]
+    if mocks:
+        lines += [
+            "",
+            "## Mock galaxies (maps against their truth, per bin)",
+            "",
+            "| galaxy | bins | " + " | ".join(f"{label} ρ / bias" for label in SUMMARY_LABELS.values()) + " |",
+            "|---" * 6 + "|",
+        ]
+        for galaxy, result in sorted(mocks.items()):
+            cells = [f"{_f(result[k]['spearman_rho'], 2)} / {_f(result[k]['bias_dex'], 2)}" for k in SUMMARY_LABELS]
+            lines.append(f"| {galaxy} | {result.get('n_bins', 'n/a')} | " + " | ".join(cells) + " |")
+    if reals:
+        lines += [
+            "",
+            "## Real spectra (network minus full-spectrum pPXF fit of the same library, per bin)",
+            "",
+            "| galaxy | bins | reference | " + " | ".join(SUMMARY_LABELS.values()) + " |",
+            "|---" * 7 + "|",
+        ]
+        for galaxy, result in sorted(reals.items()):
+            for label, block in (("regularised", result), ("unregularised", result.get("unregularised", {}))):
+                if not block:
+                    continue
+                cells = [
+                    f"{_f(block[k]['median_delta_dex'], 2)} (±{_f(block[k]['scatter_dex'], 2)})" for k in SUMMARY_LABELS
+                ]
+                lines.append(f"| {galaxy} | {result.get('n_bins', 'n/a')} | {label} | " + " | ".join(cells) + " |")
+        lines += ["", "Median difference (scatter), dex."]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
+    if commands:
+        lines += ["", "## How these files were made", "", "```sh", *commands, "```"]
+    return "\n".join(lines) + "\n"
