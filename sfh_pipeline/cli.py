@@ -125,6 +125,7 @@ def _ship_model(args: argparse.Namespace) -> None:
         validations=args.validations,
         commands=args.command,
         notes=Path(args.notes).read_text() if args.notes else "",
+        trainset=args.trainset,
     )
     log.info("shipped %s: %s (sha256 %s)", args.name, entry["path"], entry["sha256"])
 
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--validations", nargs="*", default=[], help="agreement.json of real galaxies")
     ship.add_argument("--command", action="append", default=[], help="a command that made the files (repeatable)")
     ship.add_argument("--notes", default="", help="a Markdown file of notes for the card")
+    ship.add_argument("--trainset", default=None, help="the model's training set: check spectra for the tests")
     ship.set_defaults(func=_ship_model)
 
     mock = stages.add_parser("mock", help="write a mock galaxy in the PHANGS file layouts, and its truth")

@@ -26,6 +26,9 @@ from .products import sha256_of
 #: GitHub-style repositories refuse files above 100 MB; a model shipped in git stays far below.
 MAX_MODEL_MB = 20.0
 
+#: Test spectra with the model's predictions of them, beside a shipped model (see write_check_spectra).
+CHECK_SPECTRA = "check_spectra.npz"
+
 #: Figures of the evaluate stage copied beside the model when present.
 FIGURES = ("pred_vs_true.png", "sfh_bins.png", "age_metallicity.png", "learning_curve.png")
 
@@ -53,6 +56,7 @@ def ship_model(
     validations: Sequence[str | os.PathLike] = (),
     commands: Sequence[str] = (),
     notes: str = "",
+    trainset: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Copy a trained model and its evidence into ``models_dir/name/`` and enter it in the catalog.
 
@@ -73,6 +77,9 @@ def ship_model(
         The commands that made the files, quoted in the card.
     notes
         Free text for the card (what helped, what is known to be weak).
+    trainset
+        The model's training set: a few of its test spectra, their truths and the model's
+        predictions go into ``check_spectra.npz`` for the tests of the shipped model.
 
     Returns
     -------
@@ -106,11 +113,50 @@ def ship_model(
     reals = _copy_json(validations, dest / "real_data", lambda p: p.parent.name)
 
     digest = sha256_of(dest / "model.pt")
+    if trainset is not None:
+        write_check_spectra(dest / "model.pt", trainset, dest / CHECK_SPECTRA)
     card = model_card(name, payload, metrics, mocks, reals, figures, digest, size_mb, commands, notes)
     (dest / "README.md").write_text(card)
     entry = {"path": f"{name}/model.pt", "sha256": digest, "card": f"{name}/README.md"}
     _enter_in_catalog(Path(models_dir) / "catalog.yaml", name, entry)
     return entry
+
+
+def write_check_spectra(
+    model_path: str | os.PathLike, trainset_store: str | os.PathLike, output: str | os.PathLike, n: int = 12
+) -> Path:
+    """Save ``n`` test-split spectra of the training set (S/N >= 20 per pixel, spread over the split),
+    their true summaries and SFH, and the model's predictions of them, as an npz file.
+
+    Inputs are stored as the network reads them (``flux``, ``error``, ``mask``, ``phot``,
+    ``phot_error``: normalised, on the training grid); ``true_<key>`` and ``pred_<key>`` for
+    the summaries (log yr, dex), ``sfh`` (mass fractions per age bin) and their ``_err``.
+    """
+    import numpy as np
+    import zarr
+
+    from .predict import load_predictor
+
+    group = zarr.open_group(trainset_store, mode="r")
+    candidates = np.flatnonzero((np.asarray(group["split"][:]) == 2) & (np.asarray(group["snr"][:]) >= 20))
+    if candidates.size < n:
+        raise ValueError(f"{trainset_store}: only {candidates.size} test spectra with S/N >= 20, {n} wanted")
+    rows = candidates[np.linspace(0, candidates.size - 1, n).astype(int)]
+    take = lambda key: np.asarray(group[key].get_orthogonal_selection((rows,)))  # noqa: E731
+    inputs = {key: take(key) for key in ("flux", "error", "mask", "phot", "phot_error")}
+    inputs = {k: v.astype(np.uint8 if k == "mask" else np.float32) for k, v in inputs.items()}
+    pred = load_predictor(model_path, device="cpu").predict_normalised(*inputs.values())
+    keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+    arrays = {
+        **inputs,
+        "rows": rows,
+        **{f"true_{k}": take(k) for k in (*keys, "sfh")},
+        **{f"pred_{k}": np.asarray(pred[k]) for k in (*keys, "sfh")},
+        **{f"pred_{k}_err": np.asarray(pred[f"{k}_err"]) for k in keys},
+    }
+    output = Path(output)
+    np.savez_compressed(output, **arrays)
+    return output
 
 
 def _copy_json(paths: Sequence[str | os.PathLike], folder: Path, label) -> dict[str, dict[str, Any]]:

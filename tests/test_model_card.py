@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
+import zarr
 
 from sfh_pipeline import load_predictor
 from sfh_pipeline import model_card as card_module
@@ -41,7 +43,9 @@ def evaluated(tiny_model, small_trainset, tmp_path_factory):
     return evaluate_model(tiny_model, small_trainset, out), out / "metrics.json"
 
 
-def test_shipped_model_is_catalogued_verified_and_described_by_its_files(tiny_model, evaluated, tmp_path):
+def test_shipped_model_is_catalogued_verified_and_described_by_its_files(
+    tiny_model, small_trainset, evaluated, tmp_path
+):
     metrics, metrics_path = evaluated
     mock = tmp_path / "MOCK-X_vs_truth.json"
     mock.write_text(json.dumps(MOCK))
@@ -59,6 +63,7 @@ def test_shipped_model_is_catalogued_verified_and_described_by_its_files(tiny_mo
         validations=[agreement],
         commands=["snakemake all"],
         notes="stem stride 2 helped",
+        trainset=small_trainset,
     )
 
     assert entry == {"path": "tiny/model.pt", "sha256": sha256_of(tiny_model), "card": "tiny/README.md"}
@@ -86,6 +91,15 @@ def test_shipped_model_is_catalogued_verified_and_described_by_its_files(tiny_mo
     assert f"{epochs} epochs" in card
     for figure in card_module.FIGURES:
         assert ((models / "tiny" / figure).is_file()) == (f"]({figure})" in card)
+
+    check = np.load(models / "tiny" / card_module.CHECK_SPECTRA)
+    assert check["flux"].shape[0] == 12
+    again = predictor.predict_normalised(*(check[k] for k in ("flux", "error", "mask", "phot", "phot_error")))
+    np.testing.assert_allclose(again["lw_age"], check["pred_lw_age"], rtol=1e-6)
+    group = zarr.open_group(small_trainset, mode="r")
+    np.testing.assert_array_equal(np.asarray(group["split"][:])[check["rows"]], 2)
+    np.testing.assert_array_equal(np.asarray(group["lw_age"][:])[check["rows"]], check["true_lw_age"])
+    assert np.all(np.asarray(group["snr"][:])[check["rows"]] >= 20)
 
     # a second model joins the catalog; the first stays
     ship_model(tiny_model, metrics_path, models, "tiny2")
