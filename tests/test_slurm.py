@@ -21,6 +21,7 @@ import yaml
 from sfh_pipeline.products import sha256_of
 
 from .support import ssp_fixtures as fx
+from .support.slurm_arrays import run_tiny_jobs
 from .support.slurm_cluster import slurm_cluster
 from .support.workflow import REPO, check_galaxy_products
 
@@ -146,3 +147,17 @@ def test_workflow_through_the_slurm_profile_with_a_cancelled_training(tmp_path):
         assert json.loads((work / "results/validation/A478/agreement.json").read_text())["n_bins"] >= 1
         # every job went through sbatch: SLURM's own logs are kept per rule
         assert any((work / "logs/slurm").rglob("*.log"))
+
+
+def test_many_jobs_of_one_rule_and_why_the_profile_submits_no_arrays(tmp_path):
+    """More ready jobs of a rule than --jobs: submitted one by one (the profile), all run. As job
+    arrays (plugin 2.8.0) they do not: the plugin holds the batch back until the rule's other
+    jobs are ready, which --jobs never lets happen (plugin issue #473), and the array tasks it
+    does submit fail here (their job script splits the command line). When arrays finish these
+    jobs, this test fails: measure with bench/slurm_arrays.py and consider arrays again."""
+    with slurm_cluster(tmp_path / "cluster") as cluster:
+        single = run_tiny_jobs(cluster, tmp_path / "single", n_tasks=12, jobs=5, arrays=False, timeout_s=600)
+        assert single["returncode"] == 0 and single["finished"] == 12, single["log"][-3000:]
+        assert single["submissions"] == 12
+        arrays = run_tiny_jobs(cluster, tmp_path / "arrays", n_tasks=12, jobs=5, arrays=True, timeout_s=90)
+        assert arrays["returncode"] is None and arrays["finished"] < 12, {k: v for k, v in arrays.items() if k != "log"}
