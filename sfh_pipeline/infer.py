@@ -148,15 +148,7 @@ def infer_tile(
         )
     z = np.exp(np.where(lost, v_sys, velocity) / C_KMS) - 1.0
     prepared = predictor.prepare(wave, flux, error, photometry=photometry, z=z)
-    result = predictor.predict_normalised(
-        prepared["flux"],
-        prepared["error"],
-        prepared["mask"],
-        prepared["phot"],
-        prepared["phot_error"],
-        prepared["present"],
-        batch_size=int(settings["batch_size"]),
-    )
+    result = predictor.predict_prepared(prepared, batch_size=int(settings["batch_size"]))
     check = ForwardCheck(ssp_store, predictor.age_bin_edges_yr, rest).fit(
         prepared["flux"], prepared["error"], prepared["mask"], result["sfh"], result["logzsol"]
     )

@@ -624,15 +624,7 @@ class Predictor:
             prepared = self.prepare(
                 wave, flux, error, photometry=photometry, z=z_used, mask=mask, coverage_slack_kms=slack
             )
-        result = self.predict_normalised(
-            prepared["flux"],
-            prepared["error"],
-            prepared["mask"],
-            prepared["phot"],
-            prepared["phot_error"],
-            prepared["present"],
-            batch_size=batch_size,
-        )
+        result = self.predict_prepared(prepared, batch_size=batch_size)
         result["norm"] = prepared["norm"]
         result["velocity_kms"] = np.where(found, C_KMS * np.log1p(z_used), np.nan)
         result["velocity_ok"] = found
@@ -643,6 +635,11 @@ class Predictor:
         if np.ndim(flux) == 1:
             result = {k: (v if k == "age_bin_edges_yr" else v[0]) for k, v in result.items()}
         return result
+
+    def predict_prepared(self, prepared: dict[str, np.ndarray], batch_size: int = 128) -> dict[str, np.ndarray]:
+        """:meth:`predict_normalised` of the output of :meth:`prepare`."""
+        keys = ("flux", "error", "mask", "phot", "phot_error", "present")
+        return self.predict_normalised(*(prepared[k] for k in keys), batch_size=batch_size)
 
     def predict_normalised(
         self,
