@@ -107,8 +107,9 @@ def model_file(name, filename):
 
 def pretrained_model(entry):
     """{path, sha256} of model.pretrained: the name of a committed model in models/catalog.yaml,
-    or an explicit {path, sha256}; None when the workflow trains its own."""
-    if not entry:
+    or an explicit {path, sha256}; None when the workflow trains its own. Snakemake's --config
+    hands values inside a mapping over as strings: 'null' and '' mean null."""
+    if not entry or entry in ("null", "None", "~"):
         return None
     if isinstance(entry, str):
         catalog_path = os.path.join(workflow.basedir, "models", "catalog.yaml")

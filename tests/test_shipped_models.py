@@ -1,0 +1,42 @@
+"""The models committed with the project (models/catalog.yaml): each loads with its sha256 checked
+and predicts its check spectra (test-split spectra shipped beside it) as it did when shipped,
+and close to their truths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from sfh_pipeline import load_predictor
+from sfh_pipeline.model_card import CHECK_SPECTRA
+
+from .support.workflow import REPO
+
+CATALOG = yaml.safe_load((REPO / "models" / "catalog.yaml").read_text()) or {}
+SUMMARIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+
+
+def test_the_reference_model_is_shipped():
+    assert "reference" in CATALOG, "config/phangs.yaml infers with model.pretrained: reference"
+    assert yaml.safe_load((REPO / "config" / "phangs.yaml").read_text())["model"]["pretrained"] == "reference"
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_shipped_model_predicts_its_check_spectra(name):
+    entry = CATALOG[name]
+    folder = REPO / "models" / name
+    assert (REPO / "models" / entry["card"]).is_file() and (folder / "metrics.json").is_file()
+    predictor = load_predictor(REPO / "models" / entry["path"], device="cpu", sha256=entry["sha256"])
+    check = np.load(folder / CHECK_SPECTRA)
+    pred = predictor.predict_normalised(*(check[k] for k in ("flux", "error", "mask", "phot", "phot_error")))
+    for key in SUMMARIES:
+        # as when shipped (float32 arithmetic of another machine or torch version differs in the last digits)
+        np.testing.assert_allclose(pred[key], check[f"pred_{key}"], atol=2e-3, err_msg=key)
+        np.testing.assert_allclose(pred[f"{key}_err"], check[f"pred_{key}_err"], rtol=1e-2, atol=1e-3, err_msg=key)
+    np.testing.assert_allclose(pred["sfh"], check["pred_sfh"], atol=2e-3)
+    # and right: spectra at S/N >= 20, where the test split's scatter is <= 0.2 dex
+    for key in SUMMARIES:
+        delta = pred[key] - check[f"true_{key}"]
+        assert np.median(np.abs(delta)) <= 0.2, (key, delta)
+        assert np.mean(np.abs(delta) <= 3 * pred[f"{key}_err"]) >= 0.75, (key, delta, pred[f"{key}_err"])
