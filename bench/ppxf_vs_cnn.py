@@ -3,7 +3,7 @@
 Usage:
     python bench/ppxf_vs_cnn.py [--model results/models/demo/model.pt]
         [--trainset resources/trainsets/demo/trainset.zarr] [--ssp resources/ssp/bc03_miles.zarr]
-        [--n 200] [--regul 5] [--batch-size 1024] [--processes N]
+        [--n 200] [--regul 5] [--batch-size 1024] [--processes N] [--save NAME]
 
 Same model space for both: the pPXF templates are the 16 age-bin spectra (constant SFR
 within each bin, the same bin-averaged SSPs as the training set, convolved to the MUSE LSF)
@@ -38,6 +38,7 @@ import torch
 import zarr
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 from threadpoolctl import threadpool_limits
 
 import sfh_pipeline
@@ -165,6 +166,7 @@ def main() -> None:
         default=len(os.sched_getaffinity(0)),
         help="pPXF processes and CNN threads (default: the usable cores)",
     )
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     parser.add_argument("--cnn-timing-n", type=int, default=8192, help="spectra per timed CNN pass")
     args = parser.parse_args()
 
@@ -238,7 +240,7 @@ def main() -> None:
         "model": args.model,
         "cnn_batch_size": args.batch_size,
     }
-    print(json.dumps(result, indent=2, default=float))
+    report(json.loads(json.dumps(result, default=float)), args.save)
 
 
 if __name__ == "__main__":
