@@ -3,7 +3,7 @@
 Usage:
     python bench/training_cost.py [--trainset resources/trainsets/full/trainset.zarr]
         [--architecture '{"stem_stride": 2}'] [--batch-size 128] [--steps 20]
-        [--gpu-tflops 19.5] [--gpu-efficiency 0.3]
+        [--gpu-tflops 19.5] [--gpu-efficiency 0.3] [--save NAME]
 
 Measured here, side by side on the same batches of the training set:
 
@@ -27,6 +27,7 @@ import json
 import time
 
 import torch
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 from torch.utils.flop_counter import FlopCounterMode
 
 from sfh_pipeline.model import LossWeights, ModelConfig, SFHNet, loss_terms, total_loss
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--loader-batches", type=int, default=300, help="batches the data path is timed over")
     parser.add_argument("--gpu-tflops", type=float, default=19.5, help="the GPU's peak FP32 TFLOP/s")
     parser.add_argument("--gpu-efficiency", type=float, default=0.3, help="fraction of the peak reached")
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
 
     reader = TrainsetReader(args.trainset)
@@ -113,7 +115,7 @@ def main() -> None:
             "epoch_s": round(max(gpu_compute_s, train_spectra / loader_rate), 1),
         },
     }
-    print(json.dumps(result, indent=2, default=float))
+    report(json.loads(json.dumps(result, default=float)), args.save)
 
 
 if __name__ == "__main__":
