@@ -387,6 +387,29 @@ def trainset_velocity_template(reader: TrainsetReader, max_spectra: int = 4000) 
     return np.nanmedian(flux, axis=0).tolist()
 
 
+@dataclasses.dataclass
+class _Optimisation:
+    """The network and what updates it, on one rank: ``net`` (DDP-wrapped when world > 1) and its
+    ``module``, optimiser, learning-rate schedule and AMP loss scaler."""
+
+    net: torch.nn.Module
+    module: SFHNet
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    rank: int
+    world: int
+
+    def state_dicts(self) -> dict[str, Any]:
+        return {
+            "model": self.module.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+
 def train(
     trainset_store: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -406,6 +429,69 @@ def train(
     rank, world, local_rank = distributed_context()
     device = pick_device(local_rank)
     reader = TrainsetReader(trainset_store)
+    model_config = _sized_for(model_config, reader)
+    steps_per_epoch = _steps_per_epoch(reader, train_config, world)
+    opt = _optimisation(model_config, train_config, steps_per_epoch, device, rank, world, local_rank)
+
+    checkpoint_path = out_dir / "checkpoints" / "last.pt"
+    # what a resumed run must share with the checkpoint's run to end as if it had not stopped
+    run = {
+        "train_config": _run_identity(dataclasses.asdict(train_config)),
+        "loss_weights": dataclasses.asdict(loss_weights),
+        "trainset": {"generator_digest": reader.attrs["generator_digest"], "n_spectra": reader.n},
+    }
+    state = _resume(checkpoint_path, run, model_config, opt, model_name)
+
+    show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
+    while (
+        state["epoch"] < train_config.max_epochs
+        and state["bad_epochs"] < train_config.patience
+        and not _over_budget(state["history"], train_config.max_hours)
+    ):
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        train_terms = _train_epoch(opt, reader, train_config, loss_weights, epoch, steps_per_epoch, show)
+        val_terms, _ = evaluate_split(opt.module, reader, "validation", device, rank=rank, world=world)
+        val_loss = sum(getattr(loss_weights, k) * v for k, v in val_terms.items())
+        train_loss = sum(getattr(loss_weights, k) * v for k, v in train_terms.items())
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **{f"train_{k}": v for k, v in train_terms.items()},
+            **{f"val_{k}": v for k, v in val_terms.items()},
+            "learning_rate": opt.optimiser.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
+        state["history"].append(record)
+        if val_loss < state["best_val"] - 1e-6:
+            state["best_val"], state["bad_epochs"] = val_loss, 0
+            state["best_state"] = {k: v.detach().cpu().clone() for k, v in opt.module.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if rank == 0:
+            log.info(
+                "epoch %d: train %.4f  validation %.4f  (%.1f s)", epoch + 1, train_loss, val_loss, record["seconds"]
+            )
+            checkpoint = {**opt.state_dicts(), "rng": _rng_state(), "model_config": model_config.to_dict()}
+            save_atomically({**checkpoint, **run, **state}, checkpoint_path)
+        if world > 1:
+            dist.barrier()
+
+    if rank != 0:
+        return None
+    opt.module.load_state_dict(state["best_state"])
+    payload = _model_payload(opt, reader, trainset_store, model_name, model_config, train_config, loss_weights, state)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_atomically(payload, out_dir / "model.pt")
+    write_history(state["history"], out_dir)
+    return payload
+
+
+def _sized_for(model_config: ModelConfig, reader: TrainsetReader) -> ModelConfig:
+    """``model_config`` with its input and output sizes (wavelength pixels, filters, age bins,
+    log Z range) taken from the training set."""
     attrs = reader.attrs
     expected = {
         "n_wave": reader.wavelength_aa.size,
@@ -417,154 +503,152 @@ def train(
     if mismatched:
         log.info("input and output sizes taken from the training set: %s", mismatched)
         model_config = dataclasses.replace(model_config, **expected)
+    return model_config
 
+
+def _steps_per_epoch(reader: TrainsetReader, train_config: TrainConfig, world: int) -> int:
+    """Optimiser steps of one epoch: the same on every rank (the smallest rank's share)."""
+    per_rank = min(reader.count("train", shard_chunks(reader.n_chunks, 0, 0, r, world, False)) for r in range(world))
+    steps = max(1, per_rank // train_config.batch_size)
+    if train_config.max_train_batches_per_epoch:
+        steps = min(steps, train_config.max_train_batches_per_epoch)
+    return steps
+
+
+def _optimisation(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    steps_per_epoch: int,
+    device: torch.device,
+    rank: int,
+    world: int,
+    local_rank: int,
+) -> _Optimisation:
+    """A freshly seeded network on ``device`` with AdamW, warm-up + cosine schedule and AMP on CUDA."""
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
     random.seed(train_config.seed)
-    net = SFHNet(model_config).to(device)
-    module = net
+    module = SFHNet(model_config).to(device)
+    net = module
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[local_rank] if device.type == "cuda" else None
+        )
     optimiser = torch.optim.AdamW(
         module.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
     )
-    per_rank = min(reader.count("train", shard_chunks(reader.n_chunks, 0, 0, r, world, False)) for r in range(world))
-    steps_per_epoch = max(1, per_rank // train_config.batch_size)
-    if train_config.max_train_batches_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, train_config.max_train_batches_per_epoch)
     warmup = max(1, int(train_config.warmup_epochs * steps_per_epoch))
     total = train_config.max_epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _learning_rate_factor(step, warmup, total))
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    return _Optimisation(net, module, optimiser, scheduler, scaler, device, rank, world)
 
-    checkpoint_path = out_dir / "checkpoints" / "last.pt"
+
+def _resume(
+    checkpoint_path: Path, run: dict[str, Any], model_config: ModelConfig, opt: _Optimisation, model_name: str
+) -> dict[str, Any]:
+    """The training state (epoch, best validation loss and weights, bad epochs, history): from
+    the checkpoint when it is of the same run (its weights, optimiser, schedule, scaler and
+    random state restored into ``opt``), else a fresh one."""
     state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": [], "best_state": None}
-    # what a resumed run must share with the checkpoint's run to end as if it had not stopped
-    run = {
-        "train_config": _run_identity(dataclasses.asdict(train_config)),
-        "loss_weights": dataclasses.asdict(loss_weights),
-        "trainset": {"generator_digest": attrs["generator_digest"], "n_spectra": reader.n},
-    }
-    ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.exists() else None
-    if ckpt is not None and ckpt.get("model_config") != model_config.to_dict():
+    if not checkpoint_path.exists():
+        return state
+    ckpt = torch.load(checkpoint_path, map_location=opt.device, weights_only=False)
+    if ckpt.get("model_config") != model_config.to_dict():
         raise ValueError(
             f"checkpoint {checkpoint_path} was written by another architecture than model settings now "
             "configured; delete it or restore the settings"
         )
-    if ckpt is not None:
-        ckpt["train_config"] = _run_identity(ckpt["train_config"])
-    changed = [key for key in run if ckpt is not None and ckpt.get(key) != run[key]]
+    ckpt["train_config"] = _run_identity(ckpt["train_config"])
+    changed = [key for key in run if ckpt.get(key) != run[key]]
     if changed:  # e.g. a grown training set or new training settings: the old run is not resumed
         log.warning(
             "checkpoint %s is of another training run (%s differ): training from the start",
             checkpoint_path,
             ", ".join(changed),
         )
-    elif ckpt is not None:
-        _restore_model(module, ckpt["model"], checkpoint_path)
-        optimiser.load_state_dict(ckpt["optimiser"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
-        state = {k: ckpt[k] for k in state}
-        log.info("resuming %s from epoch %d (%s)", model_name, state["epoch"], checkpoint_path)
+        return state
+    _restore_model(opt.module, ckpt["model"], checkpoint_path)
+    opt.optimiser.load_state_dict(ckpt["optimiser"])
+    opt.scheduler.load_state_dict(ckpt["scheduler"])
+    opt.scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"])
+    state = {k: ckpt[k] for k in state}
+    log.info("resuming %s from epoch %d (%s)", model_name, state["epoch"], checkpoint_path)
+    return state
 
-    show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
-    while (
-        state["epoch"] < train_config.max_epochs
-        and state["bad_epochs"] < train_config.patience
-        and not _over_budget(state["history"], train_config.max_hours)
-    ):
-        epoch = state["epoch"]
-        net.train()
-        started = time.perf_counter()
-        sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
-        batches = iterate_batches(
-            reader,
-            "train",
-            train_config.batch_size,
-            epoch,
-            train_config.seed,
-            rank=rank,
-            world=world,
-            train=True,
-            config=train_config,
-            max_batches=steps_per_epoch,
-        )
-        if show:
-            from tqdm import tqdm
 
-            batches = tqdm(
-                batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train_config.max_epochs}", leave=False
-            )
-        for batch, _ in batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device_type=device.type, enabled=use_amp):
-                out = net(batch["spectrum"], batch["photometry"])
-            terms = loss_terms(out, batch)
-            loss = total_loss(terms, loss_weights)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimiser)
-            torch.nn.utils.clip_grad_norm_(module.parameters(), train_config.grad_clip)
-            scaler.step(optimiser)
-            scaler.update()
-            scheduler.step()
-            n = batch["sfh"].shape[0]
-            sums += torch.tensor([n, *[float(v.detach()) * n for v in terms.values()]], dtype=torch.float64)
-        sums = _all_reduce_sum(sums, world)
-        train_terms = {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(LOSS_TERMS)}
-        val_terms, _ = evaluate_split(module, reader, "validation", device, rank=rank, world=world)
-        val_loss = sum(getattr(loss_weights, k) * v for k, v in val_terms.items())
-        train_loss = sum(getattr(loss_weights, k) * v for k, v in train_terms.items())
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            **{f"train_{k}": v for k, v in train_terms.items()},
-            **{f"val_{k}": v for k, v in val_terms.items()},
-            "learning_rate": optimiser.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
-        }
-        state["history"].append(record)
-        if val_loss < state["best_val"] - 1e-6:
-            state["best_val"], state["bad_epochs"] = val_loss, 0
-            state["best_state"] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        if rank == 0:
-            log.info(
-                "epoch %d: train %.4f  validation %.4f  (%.1f s)", epoch + 1, train_loss, val_loss, record["seconds"]
-            )
-            save_atomically(
-                {
-                    "model": module.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": _rng_state(),
-                    "model_config": model_config.to_dict(),
-                    **run,
-                    **state,
-                },
-                checkpoint_path,
-            )
-        if world > 1:
-            dist.barrier()
+def _train_epoch(
+    opt: _Optimisation,
+    reader: TrainsetReader,
+    train_config: TrainConfig,
+    loss_weights: LossWeights,
+    epoch: int,
+    steps_per_epoch: int,
+    show: bool,
+) -> dict[str, float]:
+    """One pass of optimiser steps over this rank's share of the training split; the mean of
+    each loss term over all ranks' spectra."""
+    opt.net.train()
+    use_amp = opt.device.type == "cuda"
+    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
+    batches = iterate_batches(
+        reader,
+        "train",
+        train_config.batch_size,
+        epoch,
+        train_config.seed,
+        rank=opt.rank,
+        world=opt.world,
+        train=True,
+        config=train_config,
+        max_batches=steps_per_epoch,
+    )
+    if show:
+        from tqdm import tqdm
 
-    if rank != 0:
-        return None
-    module.load_state_dict(state["best_state"])
-    _, val_predictions = evaluate_split(module, reader, "validation", device)
-    payload = {
+        batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train_config.max_epochs}", leave=False)
+    for batch, _ in batches:
+        batch = {k: v.to(opt.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device_type=opt.device.type, enabled=use_amp):
+            out = opt.net(batch["spectrum"], batch["photometry"])
+        terms = loss_terms(out, batch)
+        loss = total_loss(terms, loss_weights)
+        opt.optimiser.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        opt.scaler.unscale_(opt.optimiser)
+        torch.nn.utils.clip_grad_norm_(opt.module.parameters(), train_config.grad_clip)
+        opt.scaler.step(opt.optimiser)
+        opt.scaler.update()
+        opt.scheduler.step()
+        n = batch["sfh"].shape[0]
+        sums += torch.tensor([n, *[float(v.detach()) * n for v in terms.values()]], dtype=torch.float64)
+    sums = _all_reduce_sum(sums, opt.world)
+    return {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(LOSS_TERMS)}
+
+
+def _model_payload(
+    opt: _Optimisation,
+    reader: TrainsetReader,
+    trainset_store: str | os.PathLike,
+    model_name: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    loss_weights: LossWeights,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """The model file's contents: weights, settings, the calibrations measured on the validation
+    split (error scales, OOD reference, quantile widening), the training set's metadata that
+    prediction needs, and the training history."""
+    attrs = reader.attrs
+    _, val_predictions = evaluate_split(opt.module, reader, "validation", opt.device)
+    return {
         "format": MODEL_FORMAT,
         "name": model_name,
         "model_config": model_config.to_dict(),
         "train_config": dataclasses.asdict(train_config),
         "loss_weights": dataclasses.asdict(loss_weights),
-        "state_dict": {k: v.cpu() for k, v in module.state_dict().items()},
+        "state_dict": {k: v.cpu() for k, v in opt.module.state_dict().items()},
         "sigma_scale": calibrate_sigmas(val_predictions),
         "ood_reference": ood_reference(val_predictions["pred_spectral_features"]),
         "quantile_calibration": calibrate_quantiles(val_predictions) if "pred_quantiles" in val_predictions else None,
@@ -584,14 +668,10 @@ def train(
         },
         "history": state["history"],
         "best_validation_loss": state["best_val"],
-        "world_size": world,
-        "device": str(device),
+        "world_size": opt.world,
+        "device": str(opt.device),
         "epochs_run": state["epoch"],
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_atomically(payload, out_dir / "model.pt")
-    write_history(state["history"], out_dir)
-    return payload
 
 
 def _run_identity(train_config: dict[str, Any]) -> dict[str, Any]:
