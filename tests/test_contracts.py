@@ -1,0 +1,58 @@
+"""docs/contracts.md against the code and the shipped files: the page cannot drift from them."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from sfh_pipeline import load_predictor
+from sfh_pipeline.products import MAP_HDUS, PLANE_HDUS
+
+from .support.workflow import REPO
+
+PAGE = (REPO / "docs" / "contracts.md").read_text()
+
+
+def section(title: str) -> str:
+    return PAGE.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_maps_table_is_the_code_s_hdu_list():
+    rows = re.findall(r"^\| `(\w+)` \| (1|n_bins) \| (—|`[^`]*`) \|", section("Maps of a galaxy"), re.M)
+    assert [name for name, _, _ in rows] == list(MAP_HDUS)
+    for name, planes, unit in rows:
+        assert unit.strip("`") == (MAP_HDUS[name] or "—"), name
+        assert (planes == "n_bins") == (name in PLANE_HDUS), name
+
+
+def keys_named(text: str) -> set[str]:
+    return set(re.findall(r"`(\w+)`", text))
+
+
+def test_metrics_and_agreement_keys_are_in_the_shipped_files():
+    metrics = json.loads((REPO / "models" / "reference" / "metrics.json").read_text())
+    present = set(metrics) | set(metrics["lw_age"]) | set(metrics["by_snr"][0]) | set(metrics["sfh_bins"][0])
+    present |= set(metrics["posteriors"]) | set(metrics["posteriors"]["sfh"][0])
+    assert keys_named(section("Model evaluation")) - {"metrics", "json"} <= present, (
+        keys_named(section("Model evaluation")) - present
+    )
+    agreement = json.loads((REPO / "models" / "reference" / "real_data" / "A478.json").read_text())
+    present = set(agreement) | set(agreement["lw_age"])
+    named = keys_named(section("Agreement with full spectral fitting on real spectra")) - {"agreement", "json"}
+    assert named <= present, named - present
+
+
+def test_predictor_returns_every_key_the_page_names():
+    check = np.load(REPO / "models" / "reference" / "check_spectra.npz")
+    predictor = load_predictor(REPO / "models" / "reference" / "model.pt", device="cpu")
+    # a shipped check spectrum, already in the rest frame on the training grid
+    result = predictor.predict(
+        predictor.wavelength_aa, check["flux"][0], check["error"][0], z=0.0, mask=check["mask"][0], velocity_range_kms=0
+    )
+    named = keys_named(section("Python").split("```", 2)[2]) - {"_err", "result", "Predictor", "predict"}
+    assert named <= set(result), named - set(result)
+    # the public call and the network's own path agree on it (no bands given: spectrum only)
+    alone = predictor.predict_normalised(check["flux"][:1], check["error"][:1], check["mask"][:1])
+    np.testing.assert_allclose(result["lw_age"], alone["lw_age"][0], atol=0.02)
