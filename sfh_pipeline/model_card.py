@@ -192,9 +192,6 @@ def model_card(
     notes: str = "",
 ) -> str:
     """The model card (Markdown) of a shipped model, from its payload and evaluation files."""
-    history = payload.get("history") or []
-    hours = sum(h.get("seconds", 0.0) for h in history) / 3600
-    trainset = payload.get("trainset") or {}
     n_params = sum(v.numel() for v in payload["state_dict"].values())
     lines = [
         f"# Model `{name}`",
@@ -205,6 +202,27 @@ def model_card(
         f'`sfh_pipeline.load_predictor("models/{name}/model.pt", sha256="{sha256}")`',
         f"- shipped {_dt.date.today().isoformat()} from host `{platform.node()}` "
         f"({platform.machine()}, {os.cpu_count()} CPUs)",
+        *_training_section(payload),
+        *_test_split_section(metrics),
+    ]
+    if mocks:
+        lines += _mock_section(mocks)
+    if reals:
+        lines += _real_data_section(reals)
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
+    if commands:
+        lines += ["", "## How these files were made", "", "```sh", *commands, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _training_section(payload: dict[str, Any]) -> list[str]:
+    history = payload.get("history") or []
+    hours = sum(h.get("seconds", 0.0) for h in history) / 3600
+    trainset = payload.get("trainset") or {}
+    return [
         "",
         "## Training",
         "",
@@ -218,6 +236,11 @@ def model_card(
         f"- {payload.get('epochs_run', len(history))} epochs, {hours:.2f} h of training wall time on "
         f"`{payload.get('device', 'n/a')}` (world size {payload.get('world_size', 1)}); best validation loss "
         f"{_f(payload.get('best_validation_loss'))}",
+    ]
+
+
+def _test_split_section(metrics: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "## Test split (synthetic spectra of the training forward model)",
         "",
@@ -234,60 +257,55 @@ def model_card(
         lines += ["", "By S/N per pixel (scatter / bias in dex):", ""]
         lines += ["| S/N | n | " + " | ".join(SUMMARY_LABELS.values()) + " |", "|---" * 6 + "|"]
         for entry in metrics["by_snr"]:
-            hi = entry["snr_max"] if entry["snr_max"] is not None else "∞"
+            hi = "∞" if entry["snr_max"] is None else f"{entry['snr_max']:g}"
             cells = [f"{_f(entry[k]['scatter_dex'], 2)} / {_f(entry[k]['bias_dex'], 2)}" for k in SUMMARY_LABELS]
-            lines.append(
-                f"| {entry['snr_min']:g}–{hi if isinstance(hi, str) else f'{hi:g}'} | {entry['n']} | "
-                + " | ".join(cells)
-                + " |"
-            )
+            lines.append(f"| {entry['snr_min']:g}–{hi} | {entry['n']} | " + " | ".join(cells) + " |")
     posteriors = metrics.get("posteriors")
     if posteriors:
-        cov = lambda entries, level: [e[f"coverage_{level}"] for e in entries if e["n"]]  # noqa: E731
+
+        def span(target: str, level: int) -> str:
+            values = [e[f"coverage_{level}"] for e in posteriors[target] if e["n"]]
+            return f"{min(values):.2f}–{max(values):.2f}"
+
         lines += [
             "",
             "Posterior heads (per SFH bin and per metallicity bin, calibrated on the validation split): "
-            "coverage of the 68 % interval ranges "
-            f"{min(cov(posteriors['sfh'], 68)):.2f}–{max(cov(posteriors['sfh'], 68)):.2f} over SFH bins and "
-            f"{min(cov(posteriors['zh'], 68)):.2f}–{max(cov(posteriors['zh'], 68)):.2f} over metallicity bins; "
-            f"of the 95 % interval {min(cov(posteriors['sfh'], 95)):.2f}–{max(cov(posteriors['sfh'], 95)):.2f} "
-            f"and {min(cov(posteriors['zh'], 95)):.2f}–{max(cov(posteriors['zh'], 95)):.2f}. "
+            f"coverage of the 68 % interval ranges {span('sfh', 68)} over SFH bins and {span('zh', 68)} over "
+            f"metallicity bins; of the 95 % interval {span('sfh', 95)} and {span('zh', 95)}. "
             f"T50: scatter {_f(posteriors['t50'].get('scatter_dex'))} dex, 68 % coverage "
             f"{_f(posteriors['t50']['coverage_68'], 2)}; T90: scatter {_f(posteriors['t90'].get('scatter_dex'))} dex, "
             f"coverage {_f(posteriors['t90']['coverage_68'], 2)}.",
         ]
-    if mocks:
-        lines += [
-            "",
-            "## Mock galaxies (maps against their truth, per bin)",
-            "",
-            "| galaxy | bins | " + " | ".join(f"{label} ρ / bias" for label in SUMMARY_LABELS.values()) + " |",
-            "|---" * 6 + "|",
-        ]
-        for galaxy, result in sorted(mocks.items()):
-            cells = [f"{_f(result[k]['spearman_rho'], 2)} / {_f(result[k]['bias_dex'], 2)}" for k in SUMMARY_LABELS]
-            lines.append(f"| {galaxy} | {result.get('n_bins', 'n/a')} | " + " | ".join(cells) + " |")
-    if reals:
-        lines += [
-            "",
-            "## Real spectra (network minus full-spectrum pPXF fit of the same library, per bin)",
-            "",
-            "| galaxy | bins | reference | " + " | ".join(SUMMARY_LABELS.values()) + " |",
-            "|---" * 7 + "|",
-        ]
-        for galaxy, result in sorted(reals.items()):
-            for label, block in (("regularised", result), ("unregularised", result.get("unregularised", {}))):
-                if not block:
-                    continue
+    return lines
+
+
+def _mock_section(mocks: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "## Mock galaxies (maps against their truth, per bin)",
+        "",
+        "| galaxy | bins | " + " | ".join(f"{label} ρ / bias" for label in SUMMARY_LABELS.values()) + " |",
+        "|---" * 6 + "|",
+    ]
+    for galaxy, result in sorted(mocks.items()):
+        cells = [f"{_f(result[k]['spearman_rho'], 2)} / {_f(result[k]['bias_dex'], 2)}" for k in SUMMARY_LABELS]
+        lines.append(f"| {galaxy} | {result.get('n_bins', 'n/a')} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _real_data_section(reals: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "## Real spectra (network minus full-spectrum pPXF fit of the same library, per bin)",
+        "",
+        "| galaxy | bins | reference | " + " | ".join(SUMMARY_LABELS.values()) + " |",
+        "|---" * 7 + "|",
+    ]
+    for galaxy, result in sorted(reals.items()):
+        for label, block in (("regularised", result), ("unregularised", result.get("unregularised", {}))):
+            if block:
                 cells = [
                     f"{_f(block[k]['median_delta_dex'], 2)} (±{_f(block[k]['scatter_dex'], 2)})" for k in SUMMARY_LABELS
                 ]
                 lines.append(f"| {galaxy} | {result.get('n_bins', 'n/a')} | {label} | " + " | ".join(cells) + " |")
-        lines += ["", "Median difference (scatter), dex."]
-    if figures:
-        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
-    if notes:
-        lines += ["", "## Notes", "", notes.strip()]
-    if commands:
-        lines += ["", "## How these files were made", "", "```sh", *commands, "```"]
-    return "\n".join(lines) + "\n"
+    return lines + ["", "Median difference (scatter), dex."]
