@@ -203,3 +203,70 @@ def test_library_crosscheck_fits_the_first_library_with_both(tmp_path):
     for key in ("lw_age", "lw_logz"):
         assert abs(row["difference"][key]) < 0.15, (key, row)
         assert row["difference"][key] == pytest.approx(row["first"][key] - row["second"][key])
+
+
+def write_run(root: Path, sizes: dict[str, tuple[int, int]], cost) -> None:
+    """A finished run's files for bench/scale.py: bins.fits of each galaxy (ny, nx) and benchmark
+    files whose CPU, wall and memory come from ``cost(stage, spaxels)`` (infer split in 4 tiles)."""
+    from astropy.io import fits
+
+    from sfh_pipeline.products import write_bins
+
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for galaxy, (ny, nx) in sizes.items():
+        bin_id = np.arange(ny * nx).reshape(ny, nx) // 4
+        n_bins = bin_id.max() + 1
+        (root / "results" / galaxy / "observe").mkdir(parents=True)
+        write_bins(
+            root / "results" / galaxy / "observe" / "bins.fits", bin_id, np.full(n_bins, 35.0),
+            np.ones((ny, nx)), np.ones((ny, nx)), np.full(n_bins, 4), ["y000x000"] * n_bins, fits.Header(), {},
+        )  # fmt: skip
+        files = {
+            "observe_hst": [f"observe/{galaxy}/hst.tsv"],
+            "observe_bins": [f"observe/{galaxy}/bins.tsv"],
+            "infer": [f"infer/{galaxy}/y{i:03d}x000.tsv" for i in range(4)],
+            "maps": [f"maps/{galaxy}.tsv"],
+        }
+        for stage, names in files.items():
+            cpu, rss = cost(stage, ny * nx)
+            for name in names:
+                path = root / "benchmarks" / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                share = cpu / len(names)
+                path.write_text(header + f"{share * 1.25:.6f}\t0:00:01\t{rss}\t0\t0\t0\t0\t0\t100\t{share:.6f}\n")
+    (root / "benchmarks" / "train").mkdir(parents=True)
+    (root / "benchmarks" / "train" / "demo.tsv").write_text(header + "100\t0:01:40\t3000.5\t0\t0\t0\t0\t0\t100\t150\n")
+
+
+def test_scale_bench_recovers_known_cost_laws_and_projects_them(tmp_path):
+    """bench/scale.py on runs whose costs follow known power laws of galaxy size: the exponents,
+    the dominant stage, the peak memory and the projection (computed here independently)."""
+    laws = {"observe_hst": (1e-3, 1.0), "observe_bins": (1e-5, 1.5), "infer": (2e-2, 1.0), "maps": (5e-4, 1.0)}
+
+    def cost(stage, spaxels):
+        a, k = laws[stage]
+        return a * spaxels**k, 100.0 + spaxels / 100
+
+    write_run(tmp_path / "big", {"BIG": (100, 120)}, cost)
+    write_run(tmp_path / "small", {"SMALL": (20, 30), "MID": (40, 50)}, cost)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.parent / "scale.py"), "--run", str(tmp_path / "big"),
+         "--smaller", str(tmp_path / "small"), "--pointings", "1,2", "--nodes", "1", "--cores-per-node", "4"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = json.loads(proc.stdout)
+    for stage, (_, k) in laws.items():
+        assert out["stages"][stage]["exponent"] == pytest.approx(k, abs=1e-3), stage
+    assert out["dominant_stage"] == "infer"
+    assert out["galaxies"]["BIG"]["spaxels"] == 12000 and out["galaxies"]["BIG"]["bins"] == 3000
+    assert out["galaxies"]["BIG"]["stages"]["infer"]["jobs"] == 4
+    assert out["max_peak_rss_mb"] == pytest.approx(3000.5)  # the training job's
+    core_s, chain = 0.0, 0.0
+    for pointings in (1, 2):
+        size = pointings * 90000
+        core_s += sum(a * size**k for a, k in laws.values())
+        chain = max(chain, sum(1.25 * a * size**k for s, (a, k) in laws.items() if s != "infer")
+                    + 1.25 * laws["infer"][0] * 12000 / 4)  # fmt: skip
+    assert out["projected_sample_core_h"] == pytest.approx(core_s / 3600, rel=1e-3)
+    assert out["projected_sample_wall_h"] == pytest.approx(max(core_s / 4, chain) / 3600, rel=1e-3)
+    assert out["provenance"]["commit"] and out["provenance"]["host"]

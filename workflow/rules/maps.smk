@@ -22,6 +22,8 @@ rule maps:
         ),
     log:
         "logs/maps/{galaxy}.log",
+    benchmark:
+        "benchmarks/maps/{galaxy}.tsv"
     wildcard_constraints:
         galaxy=name_pattern(GALAXIES),
     conda:
