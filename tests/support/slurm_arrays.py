@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from .slurm_cluster import stop
+
 SNAKEFILE = """\
 rule all:
     input:
@@ -64,12 +66,7 @@ def run_tiny_jobs(
         try:
             returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 60)
             returncode = None
     wall = time.monotonic() - start
     subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True)

@@ -101,6 +101,17 @@ def start_daemon(cmd: list[str], stderr_log: Path, env: dict[str, str] | None = 
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=handle)
 
 
+def stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """Terminate ``proc`` if it still runs; kill it after ``grace_s`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
     """Start a one-node cluster under ``root``; yields the environment its clients need."""
@@ -164,11 +175,5 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
     finally:
         subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True)
         for proc in reversed(processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc, 30)
         SYSTEM_CONF.unlink(missing_ok=True)
