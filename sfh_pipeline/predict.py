@@ -324,6 +324,29 @@ class Predictor:
         ``error``, ``mask`` (uint8; bit 1 emission line, bit 4 no valid input), ``phot``,
         ``phot_error``, ``present`` (bool), and ``norm`` (n,) in the input units.
         """
+        wave, flux2, error2, user_bad, z_arr = self._checked_inputs(wave, flux, error, mask, z)
+        n = flux2.shape[0]
+        phot, phot_err, present = self._photometry(photometry, n, np.ndim(flux) == 1)
+        out_flux, out_var, out_bad = self._rebinned(wave, flux2, error2, user_bad, z_arr, coverage_slack_kms)
+        mask_out, norm = self._mask_and_norm(out_flux, out_bad)
+        out_flux = np.where(out_bad, np.nan, out_flux)
+        out_err = np.where(out_bad, np.nan, np.sqrt(out_var))
+        return {
+            "flux": out_flux / norm[:, None],
+            "error": out_err / norm[:, None],
+            "mask": mask_out,
+            "phot": phot / norm[:, None],
+            "phot_error": phot_err / norm[:, None],
+            "present": present,
+            "norm": norm,
+        }
+
+    @staticmethod
+    def _checked_inputs(
+        wave: np.ndarray, flux: np.ndarray, error: np.ndarray, mask: np.ndarray | None, z: float | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The arguments of :meth:`prepare` checked and made 2-D: wave (A), flux, error, the
+        user's bad pixels (bool) and one redshift per spectrum. ValueError names what is wrong."""
         wave = np.asarray(wave, dtype=float)
         if wave.ndim != 1 or wave.size < 2:
             raise ValueError(f"wave must be a 1-D array of at least 2 wavelengths (A), got shape {wave.shape}")
@@ -358,7 +381,6 @@ class Predictor:
                     f"or of wave ({wave.size},), non-zero = bad pixel"
                 )
             user_bad = np.broadcast_to(mask != 0, flux2.shape)
-        phot, phot_err, present = self._photometry(photometry, n, flux.ndim == 1)
         negative = np.isfinite(error2) & (error2 < 0)
         if negative.any():
             rows, cols = np.nonzero(negative)
@@ -375,6 +397,21 @@ class Predictor:
         if not np.all(np.isfinite(z_arr)) or np.any(z_arr <= -1):
             raise ValueError(f"redshift z must be finite and > -1, got {z}")
 
+        return wave, flux2, error2, user_bad, z_arr
+
+    def _rebinned(
+        self,
+        wave: np.ndarray,
+        flux2: np.ndarray,
+        error2: np.ndarray,
+        user_bad: np.ndarray,
+        z_arr: np.ndarray,
+        coverage_slack_kms: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flux, variance and bad-pixel flags on the training grid (rest frame), flux-conserving
+        over the good input pixels; a training pixel is bad when more than
+        ``MAX_BAD_FRACTION`` of its coverage is bad input."""
+        n = flux2.shape[0]
         good_in = np.isfinite(flux2) & np.isfinite(error2) & (error2 > 0) & ~user_bad
         edges_in_obs = pixel_edges(wave)
         out_flux = np.empty((n, self._wave.size))
@@ -399,6 +436,12 @@ class Predictor:
                 out_var[block] = (np.asarray(w2 @ v) / good_cover**2).T
                 out_bad[block] = bad.T
 
+        return out_flux, out_var, out_bad
+
+    def _mask_and_norm(self, out_flux: np.ndarray, out_bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The training-style mask (emission lines, bad input) and each spectrum's mean flux in
+        the normalisation window; ValueError for spectra that cannot be normalised as in training."""
+        n = out_flux.shape[0]
         mask_out = np.where(self._emission, self._emission_bit, 0)[None, :] | np.where(out_bad, MASK_BAD_INPUT, 0)
         mask_out = mask_out.astype(np.uint8)
         valid = mask_out == 0
@@ -424,17 +467,7 @@ class Predictor:
                 f"{_range(*self.norm_window_aa)} (rest frame; norm = {norm[norm <= 0][:3].tolist()}); the model needs "
                 "a positive continuum there: check sky/background subtraction, units and z, or bin to higher S/N"
             )
-        out_flux = np.where(out_bad, np.nan, out_flux)
-        out_err = np.where(out_bad, np.nan, np.sqrt(out_var))
-        return {
-            "flux": out_flux / norm[:, None],
-            "error": out_err / norm[:, None],
-            "mask": mask_out,
-            "phot": phot / norm[:, None],
-            "phot_error": phot_err / norm[:, None],
-            "present": present,
-            "norm": norm,
-        }
+        return mask_out, norm
 
     @staticmethod
     def _which(flags: np.ndarray, n: int) -> str:
