@@ -56,3 +56,26 @@ def test_predictor_returns_every_key_the_page_names():
     # the public call and the network's own path agree on it (no bands given: spectrum only)
     alone = predictor.predict_normalised(check["flux"][:1], check["error"][:1], check["mask"][:1])
     np.testing.assert_allclose(result["lw_age"], alone["lw_age"][0], atol=0.02)
+
+
+def test_the_readme_python_example_runs(monkeypatch):
+    """The README's Python block, run as written from the repository, on a shipped check
+    spectrum put at the example's redshift (its F555W flux from the check file)."""
+    block = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    check = np.load(REPO / "models" / "reference" / "check_spectra.npz")
+    predictor = load_predictor(REPO / "models" / "reference" / "model.pt", device="cpu")
+    band = predictor.filters.index("wfc3-uvis_f555w")
+    z = 0.00243
+    assert f"z={z}" in block
+    namespace = {
+        "wave": predictor.wavelength_aa * (1 + z),
+        "flux": np.where(check["mask"][0] & 4, np.nan, check["flux"][0]),
+        "error": check["error"][0],
+        "f": float(check["phot"][0, band]),
+        "df": float(check["phot_error"][0, band]),
+    }
+    monkeypatch.chdir(REPO)
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    result = namespace["result"]
+    assert abs(result["velocity_kms"] - 299792.458 * np.log1p(z)) < 50
+    assert abs(result["lw_age"] - check["true_lw_age"][0]) < 3 * result["lw_age_err"] + 0.05
