@@ -52,6 +52,7 @@ from .model import (
     total_loss,
 )
 from .priors import formation_times
+from .trainset import renoised, stored_noise
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ class TrainConfig:
     # the epoch that passes it and writes the best model so far. Like patience, a stop condition:
     # changing it resumes the run instead of starting another.
     max_hours: float | None = None
+    # draw each training spectrum's S/N and noise anew every epoch (trainset.renoised) instead
+    # of showing the one realisation stored: the network cannot learn the noise by heart
+    redraw_noise: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -109,12 +113,18 @@ class TrainsetReader:
             sum(np.count_nonzero(self.split[c * self.chunk_size : (c + 1) * self.chunk_size] == code) for c in chunks)
         )
 
-    def read_chunk(self, chunk: int, split: str) -> dict[str, np.ndarray]:
-        """The samples of one chunk that belong to ``split``, as numpy arrays."""
+    def read_chunk(self, chunk: int, split: str, redraw: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+        """The samples of one chunk that belong to ``split``, as numpy arrays.
+
+        With ``redraw`` the spectra get a new S/N and new noise drawn from it (:func:`renoised`).
+        """
         sl = slice(chunk * self.chunk_size, (chunk + 1) * self.chunk_size)
         keep = self.split[sl] == SPLIT_CODES[split]
         names = ("flux", "error", "mask", "phot", "phot_error", "sfh", "logzsol", "snr", *SUMMARY_KEYS)
         arrays = {name: np.asarray(self.group[name][sl])[keep] for name in names}
+        if redraw is not None:
+            noise, phot_noise = stored_noise(self.attrs, chunk)
+            arrays = renoised(arrays, noise[keep], phot_noise[keep], redraw, self.attrs["config"], self.wavelength_aa)
         arrays["formation"] = formation_times(arrays["sfh"], self.attrs["age_bin_edges_yr"], FORMATION_FRACTIONS)
         return arrays
 
@@ -161,9 +171,10 @@ def iterate_batches(
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]]:
     """Yield (batch tensors, raw arrays) of ``split``, reading chunks in a prefetching thread.
 
-    Training batches are shuffled within a buffer of chunks and get band dropout; every
-    rank yields the same number of batches (DDP needs equal steps), the rest is dropped.
-    Evaluation batches keep every band and every sample, in order.
+    Training batches are shuffled within a buffer of chunks and get band dropout (and, with
+    ``config.redraw_noise``, a new S/N and noise per (seed, epoch, chunk)); every rank yields
+    the same number of batches (DDP needs equal steps), the rest is dropped. Evaluation
+    batches keep every band and every sample, in order, as stored.
     """
     config = config or TrainConfig()
     chunks = shard_chunks(reader.n_chunks, seed, epoch, rank, world, shuffle=train)
@@ -179,14 +190,20 @@ def iterate_batches(
     else:
         limit = math.inf
     buffer_size = max(1, config.shuffle_buffer_chunks) if train else 1
+    redraw = train and config.redraw_noise
+
+    def read(chunk: int) -> dict[str, np.ndarray]:
+        noise_rng = np.random.default_rng([seed, epoch, chunk, 13]) if redraw else None
+        return reader.read_chunk(chunk, split, noise_rng)
+
     yielded = 0
     pending: dict[str, np.ndarray] | None = None
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        futures = [pool.submit(reader.read_chunk, c, split) for c in chunks[:buffer_size]]
+        futures = [pool.submit(read, c) for c in chunks[:buffer_size]]
         next_chunk = buffer_size
         while futures and yielded < limit:
             arrays = [f.result() for f in futures]
-            futures = [pool.submit(reader.read_chunk, c, split) for c in chunks[next_chunk : next_chunk + buffer_size]]
+            futures = [pool.submit(read, c) for c in chunks[next_chunk : next_chunk + buffer_size]]
             next_chunk += buffer_size
             block = {k: np.concatenate(([pending[k]] if pending else []) + [a[k] for a in arrays]) for k in arrays[0]}
             n = len(block["flux"])

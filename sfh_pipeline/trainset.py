@@ -340,6 +340,88 @@ def chunk_rng(seed: int, chunk_index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(chunk_index)]))
 
 
+def _draw_chunk(
+    config: dict[str, Any], rng: np.random.Generator, edges_yr, logz_range, n_wave: int, n_filters: int
+) -> dict[str, Any]:
+    """The random draws of a chunk up to its noise, in the fixed order every store was made with."""
+    n = int(config["chunk_size"])
+    sfh = sample_sfh(rng, np.asarray(edges_yr, float), n, config["sfh_family_weights"])
+    logz = sample_metallicity(rng, sfh.mass_fractions, tuple(logz_range), scatter_dex=config["metallicity_scatter_dex"])
+    dust = config["dust"]
+    draws: dict[str, Any] = {"sfh": sfh, "logz": logz}
+    draws["av"] = rng.uniform(0.0, dust["av_max"], n)
+    draws["bc_extra"] = rng.uniform(0.0, dust["birth_cloud_extra_max"], n)
+    draws["sigma"] = rng.uniform(*config["sigma_kms"], n)
+    draws["velocity"] = rng.uniform(-config["velocity_offset_kms"], config["velocity_offset_kms"], n)
+    draws["snr"] = np.exp(rng.uniform(*np.log(config["snr"]), n))
+    draws["slope"] = rng.uniform(-2.0, -1.0, n)
+    draws["log_mass"] = rng.uniform(*config["log_mass_formed"], n)
+    draws["phot_frac"] = rng.uniform(*config["phot_error_frac"], (n, n_filters))
+    draws["has_gap"] = rng.uniform(size=n) < config["laser_gap_fraction"]
+    draws["redshift"] = rng.uniform(0.0, config["redshift_max"], n)
+    draws["noise"] = rng.standard_normal((n, n_wave))
+    draws["phot_noise"] = rng.standard_normal((n, n_filters))
+    return draws
+
+
+def stored_noise(attrs: dict[str, Any], chunk_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unit-normal deviates (n, n_wave) and (n, n_filt) that made chunk ``chunk_index``'s noise.
+
+    ``attrs`` are the store's attributes. Replaying the chunk's seeded draws (no forward
+    model) gives them in a fraction of a second, so ``flux - error * noise`` is the stored
+    spectrum before its noise: what :func:`renoised` draws new noise onto.
+    """
+    config = attrs["config"]
+    n_wave = linear_grid(**config["wavelength"]).size
+    draws = _draw_chunk(
+        config,
+        chunk_rng(config["seed"], chunk_index),
+        attrs["age_bin_edges_yr"],
+        attrs["logzsol_range"],
+        n_wave,
+        len(attrs["filters"]),
+    )
+    return draws["noise"], draws["phot_noise"]
+
+
+def renoised(
+    arrays: dict[str, np.ndarray],
+    noise: np.ndarray,
+    phot_noise: np.ndarray,
+    rng: np.random.Generator,
+    config: dict[str, Any],
+    wavelength_aa: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The same spectra with a new S/N and new noise: a fresh realisation of each sample.
+
+    ``arrays`` are rows of a store (``flux``, ``error``, ``mask``, ``phot``, ``phot_error``,
+    ``snr``); ``noise``/``phot_noise`` the deviates they were made with (:func:`stored_noise`,
+    same rows). Each S/N is drawn again from ``config['snr']`` (log-uniform, as the store was),
+    the error spectrum is scaled to it (its shape kept), unit-normal noise is drawn, and
+    everything is normalised again by the mean unmasked flux in ``norm_window_aa``, as
+    :func:`generate_chunk` does. Returns a new dict; the labels are shared.
+    """
+    n = len(arrays["flux"])
+    clean = arrays["flux"] - arrays["error"] * noise
+    clean_phot = arrays["phot"] - arrays["phot_error"] * phot_noise
+    snr = np.exp(rng.uniform(*np.log(config["snr"]), n))
+    error = arrays["error"] * (arrays["snr"] / snr)[:, None]
+    flux = clean + error * rng.standard_normal(clean.shape)
+    phot = clean_phot + arrays["phot_error"] * rng.standard_normal(clean_phot.shape)
+    lo, hi = config["norm_window_aa"]
+    window = (wavelength_aa >= lo) & (wavelength_aa <= hi)
+    norm = np.nanmean(np.where(arrays["mask"][:, window] == 0, flux[:, window], np.nan), axis=1)[:, None]
+    out = dict(arrays)
+    out.update(
+        flux=(flux / norm).astype(np.float32),
+        error=(error / norm).astype(np.float32),
+        phot=(phot / norm).astype(np.float32),
+        phot_error=(arrays["phot_error"] / norm).astype(np.float32),
+        snr=snr.astype(np.float32),
+    )
+    return out
+
+
 def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int) -> dict[str, np.ndarray]:
     """All arrays of one chunk (``config['chunk_size']`` spectra), bit-reproducible.
 
@@ -347,24 +429,12 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
     """
     n = int(config["chunk_size"])
     rng = chunk_rng(config["seed"], chunk_index)
-    edges = model.edges_yr
-    sfh = sample_sfh(rng, edges, n, config["sfh_family_weights"])
-    logz = sample_metallicity(
-        rng, sfh.mass_fractions, (model.logzsol[0], model.logzsol[-1]), scatter_dex=config["metallicity_scatter_dex"]
-    )
-    dust = config["dust"]
-    av = rng.uniform(0.0, dust["av_max"], n)
-    bc_extra = rng.uniform(0.0, dust["birth_cloud_extra_max"], n)
-    sigma = rng.uniform(*config["sigma_kms"], n)
-    velocity = rng.uniform(-config["velocity_offset_kms"], config["velocity_offset_kms"], n)
-    snr = np.exp(rng.uniform(*np.log(config["snr"]), n))
-    slope = rng.uniform(-2.0, -1.0, n)
-    log_mass = rng.uniform(*config["log_mass_formed"], n)
-    phot_frac = rng.uniform(*config["phot_error_frac"], (n, len(model.filters)))
-    has_gap = rng.uniform(size=n) < config["laser_gap_fraction"]
-    redshift = rng.uniform(0.0, config["redshift_max"], n)
-    noise = rng.standard_normal((n, model.wavelength_aa.size))
-    phot_noise = rng.standard_normal((n, len(model.filters)))
+    logz_range = (model.logzsol[0], model.logzsol[-1])
+    draws = _draw_chunk(config, rng, model.edges_yr, logz_range, model.wavelength_aa.size, len(model.filters))
+    sfh, logz, av, bc_extra = draws["sfh"], draws["logz"], draws["av"], draws["bc_extra"]
+    sigma, velocity, snr, slope = draws["sigma"], draws["velocity"], draws["snr"], draws["slope"]
+    log_mass, phot_frac, has_gap, redshift = draws["log_mass"], draws["phot_frac"], draws["has_gap"], draws["redshift"]
+    noise, phot_noise = draws["noise"], draws["phot_noise"]
 
     # Drawn after everything above, so a set without realism keeps its spectra bit for bit.
     real = config["realism"]

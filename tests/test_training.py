@@ -93,6 +93,46 @@ def test_reader_batches_cover_the_split_once_and_shards_are_disjoint(small_train
     assert 0.4 < present.float().mean() < 0.9
 
 
+def test_redrawn_noise_changes_each_epoch_and_only_in_training(small_trainset):
+    """With redraw_noise a training spectrum comes with new noise every epoch (and the same noise
+    when the epoch is read again, so that a resumed run sees the same batches); evaluation reads
+    the stored spectra."""
+    reader = TrainsetReader(small_trainset)
+    config = TrainConfig(redraw_noise=True)
+
+    def by_label(epoch, split="train", train=True, cfg=config):
+        """Flux and S/N per sample (keyed by its SFH: an epoch may drop a few samples)."""
+        batches = [raw for _, raw in iterate_batches(reader, split, 50, epoch, 3, train=train, config=cfg)]
+        return {
+            raw["sfh"][i].tobytes(): (raw["flux"][i], raw["snr"][i]) for raw in batches for i in range(len(raw["sfh"]))
+        }
+
+    def stack(samples, keys, item=0):
+        return np.array([samples[k][item] for k in keys])
+
+    stored, first, again, second = (
+        by_label(1, cfg=TrainConfig()),
+        by_label(1),
+        by_label(1),
+        by_label(2),
+    )
+    keys = sorted(set(first) & set(second))
+    assert len(keys) > 0.9 * len(first)
+    np.testing.assert_array_equal(stack(first, keys), stack(again, keys))
+    assert np.all(np.any(stack(first, keys) != stack(second, keys), axis=1))
+    # S/N is drawn from the store's own prior (here 20-150), not kept
+    snr = stack(first, keys, 1)
+    assert snr.min() >= 20 and snr.max() <= 150
+    assert np.corrcoef(np.log(snr), np.log(stack(stored, keys, 1)))[0, 1] < 0.5
+    # the same spectrum under the noise: new and stored realisations differ by about the noise
+    # (S/N >= 20: a few per cent rms), not by a different spectrum (tens of per cent)
+    rms = np.sqrt(np.mean((stack(first, keys) - stack(stored, keys)) ** 2, axis=1))
+    assert 0.005 < np.median(rms) < 0.1
+    evaluated, plain = by_label(1, "validation", False), by_label(1, "validation", False, TrainConfig())
+    assert evaluated.keys() == plain.keys()
+    np.testing.assert_array_equal(stack(evaluated, plain), stack(plain, plain))
+
+
 def run_train_cli(trainset, out, settings, env=None, launcher=None):
     cmd = (launcher or [sys.executable, "-m", "sfh_pipeline"]) + [
         "train",

@@ -398,3 +398,48 @@ def test_store_without_the_rebuild_labels_is_still_read_and_is_rebuilt_when_grow
     ts.init_store(store, small_config(n_spectra=90), ssp_store, PHANGS_FILTERS)
     grown = zarr.open_group(store, mode="r")
     assert all(name in grown for name in added) and grown["flux"].shape[0] == 90
+
+
+def test_replayed_noise_leaves_the_noise_free_spectrum_and_renoising_draws_a_new_realisation(tmp_path, ssp_store):
+    """stored_noise replays a chunk's seeded deviates without the forward model: the stored flux
+    minus error x those deviates is the noise-free spectrum rebuilt from the labels. renoised puts
+    fresh noise at a fresh S/N on that same spectrum."""
+    store, markers = build(tmp_path, ssp_store, seed=5, realism=REALISM_ON)
+    g = zarr.open_group(store, mode="r")
+    attrs = dict(g.attrs)
+    model = ts.build_model(attrs["config"], ssp_store, attrs["filters"])
+    chunk = read_chunk(store, 1)
+    noise, phot_noise = ts.stored_noise(attrs, 1)
+    rebuilt = ts.noise_free_flux(model, chunk)
+    # float32 storage: a few 1e-4 of the error, against ~1 for a wrong replay
+    assert np.max(np.abs(chunk["flux"] - chunk["error"] * noise - rebuilt) / chunk["error"]) < 1e-3
+    # the deviates of another chunk are as far off as any noise
+    other, _ = ts.stored_noise(attrs, 0)
+    assert np.std(chunk["flux"] - chunk["error"] * other - rebuilt) / np.median(chunk["error"]) > 1.0
+
+    lam = np.asarray(g["wavelength_aa"][:])
+    fresh = ts.renoised(chunk, noise, phot_noise, np.random.default_rng(0), attrs["config"], lam)
+    lo, hi = attrs["config"]["snr"]
+    assert np.all((fresh["snr"] >= lo) & (fresh["snr"] <= hi))
+    assert np.corrcoef(np.log(fresh["snr"]), np.log(chunk["snr"]))[0, 1] < 0.5
+    # renormalised: the unmasked window averages 1, as the store's spectra do
+    window = (lam >= 5400) & (lam <= 5600)
+    window_mean = np.nanmean(np.where(chunk["mask"][:, window] == 0, fresh["flux"][:, window], np.nan), axis=1)
+    np.testing.assert_allclose(window_mean, 1.0, rtol=1e-5)
+    # the new noise sits on the same spectrum (up to the new normalisation), is unit normal in
+    # units of the new error and is independent of the stored noise
+    scale = np.median(fresh["error"] / chunk["error"] * (fresh["snr"] / chunk["snr"])[:, None], axis=1)
+    pull = (fresh["flux"] - rebuilt * scale[:, None]) / fresh["error"]
+    assert np.mean(pull) == pytest.approx(0.0, abs=0.02)
+    assert np.std(pull) == pytest.approx(1.0, abs=0.02)
+    assert abs(np.corrcoef(pull.ravel(), noise.ravel())[0, 1]) < 0.02
+    # the error spectrum keeps its shape at the new S/N
+    np.testing.assert_allclose(
+        fresh["error"] / fresh["error"].mean(1, keepdims=True),
+        chunk["error"] / chunk["error"].mean(1, keepdims=True),
+        rtol=1e-4,
+    )
+    phot_pull = (fresh["phot"] - (chunk["phot"] - chunk["phot_error"] * phot_noise) * scale[:, None]) / fresh[
+        "phot_error"
+    ]
+    assert np.std(phot_pull) == pytest.approx(1.0, abs=0.1)
