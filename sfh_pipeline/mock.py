@@ -116,8 +116,10 @@ hst_background_e_s          0.004         background noise per HST pixel, e-/s
 from __future__ import annotations
 
 import os
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -453,20 +455,53 @@ def _muse_header(wcs: WCS) -> fits.Header:
     return out
 
 
-def _write_cube(path, galaxy: str, data: np.ndarray, var: np.ndarray, header: fits.Header, seed: int) -> None:
+def _write_cube(
+    path, galaxy: str, shape: tuple[int, int, int], header: fits.Header, seed: int, slabs: Iterator
+) -> None:
+    """Write a MUSE cube (primary, DATA, STAT; float32) slab by slab.
+
+    ``shape`` is (n_wave, ny, nx); ``slabs`` yields (plane slice, data, variance) covering the
+    planes in order. The file is laid out by hand (headers, then big-endian data padded to
+    2880-byte blocks, as FITS is) so that no more than one slab is ever in memory.
+    """
     primary = fits.PrimaryHDU()
     primary.header["OBJECT"] = galaxy
     primary.header["TELESCOP"] = "ESO-VLT-U4"
     primary.header["INSTRUME"] = "MUSE"
     primary.header["MOCK"] = (True, "synthetic cube written by sfh_pipeline.mock")
     primary.header["MOCKSEED"] = (int(seed), "seed of the noise")
-    hdus = [primary]
-    for name, values in (("DATA", data), ("STAT", var)):
-        hdu = fits.ImageHDU(values.astype(np.float32), header=header.copy(), name=name)
-        hdus.append(hdu)
-    hdus[2].header["COMMENT"] = "variance of DATA"
-    with atomic_path(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
+    extensions = []
+    for name in ("DATA", "STAT"):
+        hdu = fits.ImageHDU(np.zeros((1, 1, 1), np.float32), header=header.copy(), name=name)
+        for axis, size in enumerate(reversed(shape), 1):
+            hdu.header[f"NAXIS{axis}"] = size
+        extensions.append(hdu.header)
+    extensions[1]["COMMENT"] = "variance of DATA"
+    data_bytes = int(np.prod(shape)) * 4
+    padded = -(-data_bytes // 2880) * 2880
+    blocks = [primary.header.tostring().encode("ascii")]
+    offsets = []
+    position = len(blocks[0])
+    for extension in extensions:
+        text = extension.tostring().encode("ascii")
+        blocks.append(text)
+        offsets.append(position + len(text))
+        position += len(text) + padded
+    plane_bytes = shape[1] * shape[2] * 4
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(blocks[0])
+        for text, offset in zip(blocks[1:], offsets, strict=True):
+            f.seek(offset - len(text))
+            f.write(text)
+        f.truncate(position)  # the padding reads as zeros, as FITS wants
+        written = 0
+        for planes, data, var in slabs:
+            for offset, values in zip(offsets, (data, var), strict=True):
+                f.seek(offset + planes.start * plane_bytes)
+                f.write(np.ascontiguousarray(values, dtype=">f4").tobytes())
+            written = planes.stop
+        if written != shape[0]:
+            raise RuntimeError(f"{path}: slabs ended at plane {written} of {shape[0]}")
 
 
 def _write_hst(
@@ -560,217 +595,74 @@ def write_mock_galaxy(
     filters = list(filters)
     r = resolve_recipe(recipe, filters)
     values = _row_values(row)
+    galaxy = str(values["galaxy"])
     missing = [band for band in filters if band not in hst_paths]
     if missing:
-        raise ValueError(f"{values['galaxy']}: no output paths for HST bands {missing}")
-    galaxy = str(values["galaxy"])
+        raise ValueError(f"{galaxy}: no output paths for HST bands {missing}")
     rng = np.random.default_rng(int(r["seed"]))
     ny, nx = r["size_spaxels"]
     structure = galaxy_structure(row, r)
-    radius, phi = structure["radius"], structure["phi"]
-
-    # ------------------------------------------------------------ SFHs and metallicities
     edges = np.asarray(age_bin_edges_yr, dtype=float)
-    n_bins = edges.size - 1
-    mass_c = {c: structure[f"mass_{c}"].ravel() for c in ("bulge", "disc", "arm")}
-    mass_total = mass_c["bulge"] + mass_c["disc"] + mass_c["arm"]
-    sel = np.flatnonzero(mass_total > 0)  # spaxels with stars
-    if sel.size == 0:
-        raise ValueError(f"{galaxy}: the recipe puts no stars in the field (check r_trunc)")
-    rad = radius.ravel()[sel]
-    lookback = _lookback_grid(edges)
-    disc_tau_yr = 1e9 * (r["disc_tau_gyr"][0] + r["disc_tau_gyr"][1] * rad)
-    sfr = _component_sfr(lookback, edges, disc_tau_yr)
-    fractions = {
-        "bulge": bin_mass_fractions(sfr["bulge"], lookback, edges)[None, :],
-        "disc": bin_mass_fractions(sfr["disc"], lookback, edges),
-        "arm": bin_mass_fractions(sfr["arm"], lookback, edges)[None, :],
-    }
-    bin_mass_c = {c: mass_c[c][sel, None] * fractions[c] for c in fractions}  # (n, n_bins) M_sun
-    bin_mass = sum(bin_mass_c.values())
     ssp = load_ssp(ssp_store)
-    logz_lo, logz_hi = float(np.min(ssp.logzsol)), float(np.max(ssp.logzsol))
-    bin_age = 0.5 * (edges[1:] + edges[:-1])
-    amr = r["amr_dex"] * np.clip(
-        (np.log10(bin_age) - np.log10(AMR_START_YR)) / (np.log10(BULGE_START_YR) - np.log10(AMR_START_YR)), 0.0, 1.0
-    )
-    logz_disc = r["logz_center"] + r["logz_gradient"] * rad[:, None] - amr[None, :]
-    logz_bulge = logz_disc + r["bulge_logz_offset"] - r["logz_gradient"] * rad[:, None]  # bulge: no gradient
-    logz = np.where(
-        bin_mass > 0,
-        (bin_mass_c["bulge"] * logz_bulge + (bin_mass_c["disc"] + bin_mass_c["arm"]) * logz_disc)
-        / np.where(bin_mass > 0, bin_mass, 1.0),
-        logz_disc,
-    )
-    logz = np.clip(logz, logz_lo, logz_hi)
-    mass_fractions = bin_mass / bin_mass.sum(1, keepdims=True)
-    recent_sfr = sum(mass_c[c][sel] * _recent_fraction(sfr[c], lookback) for c in sfr) / RECENT_SFR_YR  # M_sun/yr
+    pops = _stellar_populations(structure, r, edges, (float(np.min(ssp.logzsol)), float(np.max(ssp.logzsol))))
+    if pops["sel"].size == 0:
+        raise ValueError(f"{galaxy}: the recipe puts no stars in the field (check r_trunc)")
+    kin = _kinematics(values, r, structure, pops)
+    sel = pops["sel"]
 
-    # ------------------------------------------------------------------------ kinematics
-    inc = np.radians(values["inclination_deg"])
-    v_sys = values["systemic_velocity_kms"]
-    rotation = r["v_max_kms"] * np.tanh(rad / r["r_turn"]) * np.sin(inc) * np.cos(phi.ravel()[sel])
-    v_gas = v_sys + rotation
-    v_star = v_sys + r["stellar_rotation_fraction"] * rotation
-    bulge_share = mass_c["bulge"][sel] / mass_total[sel]
-    sigma_star = np.sqrt(bulge_share * r["sigma_bulge_kms"] ** 2 + (1 - bulge_share) * r["sigma_disc_kms"] ** 2)
-    av = structure["av"].ravel()[sel]
-    bc_extra = np.full(sel.size, float(r["birth_cloud_extra"]))
-
-    # ----------------------------------------------------------------- forward modelling
     wave = MUSE_CRVAL3 + MUSE_CD3_3 * np.arange(MUSE_NAXIS3)
-    max_velocity = float(np.max(np.abs(v_star)) + 5 * np.max(sigma_star) + 100.0)
     model = ForwardModel(
         ssp,
         age_bin_edges_yr=edges,
         wavelength_aa=wave,
         filters=filters,
-        max_velocity_kms=max_velocity,
+        max_velocity_kms=float(np.max(np.abs(kin["v_star"])) + 5 * np.max(kin["sigma_star"]) + 100.0),
         norm_window_aa=NORM_WINDOW_AA,
     )
     distance_cm = values["distance_mpc"] * MPC_CM
-    to_cgs = L_SUN_ERG_S / (4 * np.pi * distance_cm**2)  # (L_sun/A) -> erg/s/cm^2/A
-    gal_ext_cube = galactic_transmission(wave, values["ebv_galactic"])
-    n = sel.size
-    spectra = np.empty((n, wave.size))  # units of 1e-20 erg/s/cm^2/A, after Galactic extinction
-    phot = np.empty((n, len(filters)))  # erg/s/cm^2/A, before Galactic extinction
-    bin_light = np.empty((n, n_bins))  # L_sun/A in the norm window (attenuated), per spaxel
-    surviving = np.empty(n)
-    m_formed = mass_total[sel]
-    batch = 256
-    for start in range(0, n, batch):
-        part = slice(start, min(start + batch, n))
-        out = model.model(mass_fractions[part], logz[part], av[part], sigma_star[part], v_star[part], bc_extra[part])
-        spectra[part] = out.flux * (m_formed[part, None] * to_cgs / MUSE_UNIT_CGS) * gal_ext_cube[None, :]
-        phot[part] = out.photometry * (m_formed[part, None] * to_cgs)
-        bin_light[part] = out.bin_light * m_formed[part, None]
-        surviving[part] = out.surviving_fraction * m_formed[part]
-
-    # ---------------------------------------------------------------------- emission lines
     throughputs = load_throughputs(filters)
-    halpha = r["halpha_erg_s_per_msun_yr"] * recent_sfr / (4 * np.pi * distance_cm**2)  # erg/s/cm^2
-    av_gas = av * (1.0 + bc_extra)
-    lsf_pix = np.arange(-12, 13)
-    for name, ratio in LINE_RATIOS.items():
-        rest = EMISSION_LINES_AA[name]
-        observed = rest * (1.0 + v_gas / C_KMS)  # (n,)
-        line_flux = ratio * halpha * 10 ** (-0.4 * av_gas * attenuation_curve(np.array([rest]))[0])  # erg/s/cm^2
-        for j, t in enumerate(throughputs.values()):
-            weight = np.interp(observed, t.wavelength_aa, t.throughput, left=0.0, right=0.0) * observed
-            phot[:, j] += line_flux * weight / np.trapezoid(t.throughput * t.wavelength_aa, t.wavelength_aa)
-        width = np.sqrt(
-            (observed * r["sigma_gas_kms"] / C_KMS) ** 2 + (muse_lsf_fwhm_aa(observed) / FWHM_PER_SIGMA) ** 2
+    lines = _emission_lines(pops, kin, r, distance_cm)
+    transmission = galactic_transmission(wave, values["ebv_galactic"])
+    with _SpectraByPlane(wave.size, sel.size, Path(cube_path).parent) as spectra:
+        light = _model_spaxels(model, pops, kin, lines, distance_cm, transmission, r["sigma_gas_kms"], spectra)
+        phot = light.pop("photometry") + _line_photometry(lines, throughputs)
+        kernel = _gaussian_kernel(values["muse_psf_fwhm_arcsec"] / MUSE_SPAXEL_ARCSEC)
+
+        def grid_image(per_spaxel: np.ndarray) -> np.ndarray:
+            """(n, k) values of the modelled spaxels -> (k, ny, nx) images, zero elsewhere."""
+            image = np.zeros((per_spaxel.shape[1], ny * nx))
+            image[:, sel] = per_spaxel.T
+            return image.reshape(-1, ny, nx)
+
+        bin_light = _convolve2d(grid_image(light["bin_light"]), kernel)  # (n_bins, ny, nx)
+        total_light = bin_light.sum(0)
+        galaxy_mask = total_light > r["light_floor"] * total_light.max()
+        v_sys = values["systemic_velocity_kms"]
+        window = np.flatnonzero(
+            (wave >= NORM_WINDOW_AA[0] * (1 + v_sys / C_KMS)) & (wave <= NORM_WINDOW_AA[1] * (1 + v_sys / C_KMS))
         )
-        centre_pix = np.rint((observed - MUSE_CRVAL3) / MUSE_CD3_3).astype(int)
-        pix = centre_pix[:, None] + lsf_pix[None, :]  # (n, 25)
-        ok = (pix >= 0) & (pix < wave.size)
-        pix = np.clip(pix, 0, wave.size - 1)
-        lo = (wave[pix] - 0.5 * MUSE_CD3_3 - observed[:, None]) / (np.sqrt(2) * width[:, None])
-        hi = (wave[pix] + 0.5 * MUSE_CD3_3 - observed[:, None]) / (np.sqrt(2) * width[:, None])
-        profile = 0.5 * (scipy.special.erf(hi) - scipy.special.erf(lo)) / MUSE_CD3_3  # per A
-        add = np.where(ok, line_flux[:, None] * profile * gal_ext_cube[pix] / MUSE_UNIT_CGS, 0.0)
-        np.add.at(spectra, (np.repeat(np.arange(n), pix.shape[1]), pix.ravel()), add.ravel())
+        window = slice(int(window[0]), int(window[-1]) + 1)
+        continuum_planes = _cube_planes(spectra, sel, (ny, nx), kernel, window)
+        a, b = _noise_law(np.median(continuum_planes, axis=0), galaxy_mask, r["snr_center"], r["snr_edge"])
+        snr_map = np.median(continuum_planes / np.sqrt(a * np.maximum(continuum_planes, 0.0) + b), axis=0)
+        del continuum_planes
+        wcs = muse_wcs(values["ra_deg"], values["dec_deg"], (ny, nx))
 
-    # ------------------------------------------------------------------------ MUSE cube
-    kernel = _gaussian_kernel(values["muse_psf_fwhm_arcsec"] / MUSE_SPAXEL_ARCSEC)
-    cube = np.zeros((wave.size, ny * nx))
-    cube[:, sel] = spectra.T
-    del spectra
-    cube = _convolve2d(cube.reshape(wave.size, ny, nx), kernel)  # noiseless, PSF-convolved
+        def noisy_slabs():
+            step = max(1, CUBE_SLAB_VALUES // (ny * nx))
+            for start in range(0, wave.size, step):
+                planes = slice(start, min(start + step, wave.size))
+                cube = _cube_planes(spectra, sel, (ny, nx), kernel, planes)  # noiseless, PSF-convolved
+                var = a * np.maximum(cube, 0.0) + b
+                yield planes, cube + np.sqrt(var) * rng.standard_normal(cube.shape), var
 
-    window = (wave >= NORM_WINDOW_AA[0] * (1 + v_sys / C_KMS)) & (wave <= NORM_WINDOW_AA[1] * (1 + v_sys / C_KMS))
-    continuum = np.median(cube[window], axis=0)  # (ny, nx)
+        _write_cube(cube_path, galaxy, (wave.size, ny, nx), _muse_header(wcs), r["seed"], noisy_slabs())
 
-    def grid_image(per_spaxel: np.ndarray) -> np.ndarray:
-        """(n, k) values of the modelled spaxels -> (k, ny, nx) images, zero elsewhere."""
-        image = np.zeros((per_spaxel.shape[1], ny * nx))
-        image[:, sel] = per_spaxel.T
-        return image.reshape(-1, ny, nx)
-
-    light = _convolve2d(grid_image(bin_light), kernel)  # (n_bins, ny, nx)
-    total_light = light.sum(0)
-    galaxy_mask = total_light > r["light_floor"] * total_light.max()
-
-    c_center = float(continuum.max())
-    c_edge = float(np.percentile(continuum[galaxy_mask], 10))
-    s_c, s_e = float(r["snr_center"]), float(r["snr_edge"])
-    if c_center > c_edge:
-        a = (c_center**2 / s_c**2 - c_edge**2 / s_e**2) / (c_center - c_edge)
-        b = c_edge**2 / s_e**2 - a * c_edge
-    else:
-        a, b = 0.0, c_center**2 / s_c**2
-    if b <= 0 or a < 0:
-        b = 0.1 * c_edge**2 / s_e**2
-        a = max((c_center**2 / s_c**2 - b) / c_center, 0.0)
-    var = a * np.maximum(cube, 0.0) + b
-    snr_map = np.median(cube[window] / np.sqrt(var[window]), axis=0)
-    noisy = cube + np.sqrt(var) * rng.standard_normal(cube.shape)
-    del cube
-    wcs = muse_wcs(values["ra_deg"], values["dec_deg"], (ny, nx))
-    _write_cube(cube_path, galaxy, noisy, var, _muse_header(wcs), r["seed"])
-    del noisy, var
-
-    # ------------------------------------------------------------------------ HST images
-    hwcs, hshape, factor, margin = hst_grid(wcs, (ny, nx), float(r["hst_pixel_arcsec"]), float(r["hst_margin_arcsec"]))
-    hst_kernel = _gaussian_kernel(r["hst_psf_fwhm_arcsec"] / float(r["hst_pixel_arcsec"]))
-    band_totals = {}
-    band_images = grid_image(phot)  # (n_filters, ny, nx), erg/s/cm^2/A per spaxel, pre-PSF
-    for j, (band, t) in enumerate(throughputs.items()):
-        pivot = t.pivot_wavelength_aa
-        ext = galactic_transmission(np.array([pivot]), values["ebv_galactic"])[0]
-        spaxel_flux = band_images[j] * ext
-        band_totals[band] = float(spaxel_flux.sum())
-        photflam = PHOTFLAM[band]
-        counts = np.zeros(hshape)
-        counts[margin : margin + factor * ny, margin : margin + factor * nx] = (
-            np.kron(spaxel_flux, np.ones((factor, factor))) / factor**2 / photflam
-        )
-        counts = _convolve2d(counts, hst_kernel)
-        var_h = np.maximum(counts, 0.0) / r["hst_exptime_s"] + r["hst_background_e_s"] ** 2
-        sci = counts + np.sqrt(var_h) * rng.standard_normal(hshape)
-        wht = 1.0 / var_h
-        if band == r["uncovered_band"]:
-            sci[hshape[0] // 2 :, hshape[1] // 2 :] = 0.0
-            wht[hshape[0] // 2 :, hshape[1] // 2 :] = 0.0
-        sci_path, wht_path = hst_paths[band]
-        _write_hst(sci_path, wht_path, band, galaxy, sci, wht, hwcs, photflam, pivot, float(r["hst_exptime_s"]))
-
-    # ------------------------------------------------------------------------ truth maps
-    mass_img = _convolve2d(grid_image(bin_mass), kernel)
-    mass_logz_img = _convolve2d(grid_image(bin_mass * logz), kernel)
-    light_logz_img = _convolve2d(grid_image(bin_light * logz), kernel)
-    surviving_img = _convolve2d(grid_image(surviving[:, None]), kernel)[0]
-    log_age = np.log10(bin_age)[:, None, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        total_mass = mass_img.sum(0)
-        sfh = mass_img / total_mass
-        zh = np.where(mass_img > 0, mass_logz_img / mass_img, np.nan)
-        images = {
-            "LW_AGE": (light * log_age).sum(0) / total_light,
-            "MW_AGE": (mass_img * log_age).sum(0) / total_mass,
-            "LW_LOGZ": light_logz_img.sum(0) / total_light,
-            "MW_LOGZ": mass_logz_img.sum(0) / total_mass,
-            "MASS_DENSITY": np.log10(surviving_img / float(structure["spaxel_area_kpc2"])),
-        }
-    outside = ~galaxy_mask
-    for image in images.values():
-        image[outside] = np.nan
-    sfh[:, outside] = np.nan
-    zh[:, outside] = np.nan
-    bin_id = np.where(galaxy_mask, np.arange(ny * nx).reshape(ny, nx), -1).astype(np.int32)
-    times = formation_times(np.moveaxis(sfh, 0, -1), edges)  # (ny, nx, 2), NaN outside
-    images.update(T50=times[..., 0], T90=times[..., 1])
-    zero = np.where(galaxy_mask, 0.0, np.nan)
-    images.update({f"{key}_ERR": zero for key in (*SUMMARY_HDUS, "T50", "T90")})
-    images.update(SFH_ERR=np.broadcast_to(zero, sfh.shape), ZH_ERR=np.broadcast_to(zero, sfh.shape))
-    images.update(
-        BIN_ID=bin_id,
-        SNR=np.where(galaxy_mask, snr_map, np.nan),
-        SFH=sfh,
-        ZH=zh,
-        CHI2=np.full((ny, nx), np.nan),
-        OOD=np.full((ny, nx), np.nan),
+    band_totals = _write_hst_images(
+        hst_paths, galaxy, grid_image(phot), throughputs, wcs, (ny, nx), values["ebv_galactic"], r, rng
     )
+    images = _truth_images(pops, light, bin_light, galaxy_mask, grid_image, kernel, edges, structure)
+    images.update(SNR=np.where(galaxy_mask, snr_map, np.nan))
     assert set(images) == set(MAP_HDUS)
     meta = {
         "GALAXY": galaxy,
@@ -799,3 +691,324 @@ def write_mock_galaxy(
         "seconds": round(time.perf_counter() - t0, 3),
         "files": files,
     }
+
+
+def _stellar_populations(
+    structure: dict[str, np.ndarray], r: dict[str, Any], edges: np.ndarray, logz_range: tuple[float, float]
+) -> dict[str, np.ndarray]:
+    """The stars of every spaxel that has any (flat row-major indices ``sel``).
+
+    Per such spaxel: ``radius`` (R_field), ``mass_formed`` (M_sun), ``bulge_share`` (of the
+    mass formed), ``bin_mass`` / ``bin_mass_bulge`` (M_sun formed per age bin, all / bulge),
+    ``mass_fractions``, ``logz`` per bin (dex, clipped to ``logz_range``) and ``recent_sfr``
+    (M_sun/yr over the last ``RECENT_SFR_YR``).
+    """
+    mass_c = {c: structure[f"mass_{c}"].ravel() for c in ("bulge", "disc", "arm")}
+    mass_total = mass_c["bulge"] + mass_c["disc"] + mass_c["arm"]
+    sel = np.flatnonzero(mass_total > 0)
+    rad = structure["radius"].ravel()[sel]
+    lookback = _lookback_grid(edges)
+    disc_tau_yr = 1e9 * (r["disc_tau_gyr"][0] + r["disc_tau_gyr"][1] * rad)
+    sfr = _component_sfr(lookback, edges, disc_tau_yr)
+    fractions = {
+        "bulge": bin_mass_fractions(sfr["bulge"], lookback, edges)[None, :],
+        "disc": bin_mass_fractions(sfr["disc"], lookback, edges),
+        "arm": bin_mass_fractions(sfr["arm"], lookback, edges)[None, :],
+    }
+    bin_mass_c = {c: mass_c[c][sel, None] * fractions[c] for c in fractions}
+    bin_mass = sum(bin_mass_c.values())
+    bin_age = 0.5 * (edges[1:] + edges[:-1])
+    amr = r["amr_dex"] * np.clip(
+        (np.log10(bin_age) - np.log10(AMR_START_YR)) / (np.log10(BULGE_START_YR) - np.log10(AMR_START_YR)), 0.0, 1.0
+    )
+    logz_disc = r["logz_center"] + r["logz_gradient"] * rad[:, None] - amr[None, :]
+    logz_bulge = logz_disc + r["bulge_logz_offset"] - r["logz_gradient"] * rad[:, None]  # bulge: no gradient
+    logz = np.where(
+        bin_mass > 0,
+        (bin_mass_c["bulge"] * logz_bulge + (bin_mass_c["disc"] + bin_mass_c["arm"]) * logz_disc)
+        / np.where(bin_mass > 0, bin_mass, 1.0),
+        logz_disc,
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mass_fractions = bin_mass / bin_mass.sum(1, keepdims=True)
+    return {
+        "sel": sel,
+        "radius": rad,
+        "mass_formed": mass_total[sel],
+        "bulge_share": mass_c["bulge"][sel] / np.where(sel.size, mass_total[sel], 1.0),
+        "bin_mass": bin_mass,
+        "mass_fractions": mass_fractions,
+        "logz": np.clip(logz, *logz_range),
+        "recent_sfr": sum(mass_c[c][sel] * _recent_fraction(sfr[c], lookback) for c in sfr) / RECENT_SFR_YR,
+    }
+
+
+def _kinematics(
+    values: dict[str, Any], r: dict[str, Any], structure: dict[str, np.ndarray], pops: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per modelled spaxel: gas and stellar line-of-sight velocities (``v_gas``, ``v_star``,
+    km/s, systemic included), stellar dispersion ``sigma_star`` (km/s, bulge and disc
+    mixed by mass), ``av`` (mag) and ``bc_extra`` (extra A_V of young stars, units of A_V)."""
+    sel = pops["sel"]
+    inc = np.radians(values["inclination_deg"])
+    v_sys = values["systemic_velocity_kms"]
+    rotation = (
+        r["v_max_kms"] * np.tanh(pops["radius"] / r["r_turn"]) * np.sin(inc) * np.cos(structure["phi"].ravel()[sel])
+    )
+    share = pops["bulge_share"]
+    return {
+        "v_gas": v_sys + rotation,
+        "v_star": v_sys + r["stellar_rotation_fraction"] * rotation,
+        "sigma_star": np.sqrt(share * r["sigma_bulge_kms"] ** 2 + (1 - share) * r["sigma_disc_kms"] ** 2),
+        "av": structure["av"].ravel()[sel],
+        "bc_extra": np.full(sel.size, float(r["birth_cloud_extra"])),
+    }
+
+
+def _emission_lines(
+    pops: dict[str, np.ndarray], kin: dict[str, np.ndarray], r: dict[str, Any], distance_cm: float
+) -> dict[str, np.ndarray]:
+    """Per line of :data:`LINE_RATIOS` and modelled spaxel: ``flux`` (erg/s/cm^2 at the
+    telescope, attenuated by the gas A_V, before Galactic extinction) and ``observed``
+    wavelength (A), keyed by line name in ``flux[name]`` / ``observed[name]``."""
+    halpha = r["halpha_erg_s_per_msun_yr"] * pops["recent_sfr"] / (4 * np.pi * distance_cm**2)
+    av_gas = kin["av"] * (1.0 + kin["bc_extra"])
+    flux, observed = {}, {}
+    for name, ratio in LINE_RATIOS.items():
+        rest = EMISSION_LINES_AA[name]
+        observed[name] = rest * (1.0 + kin["v_gas"] / C_KMS)
+        flux[name] = ratio * halpha * 10 ** (-0.4 * av_gas * attenuation_curve(np.array([rest]))[0])
+    return {"flux": flux, "observed": observed}
+
+
+def _line_photometry(lines: dict[str, dict[str, np.ndarray]], throughputs: dict) -> np.ndarray:
+    """(n, n_filters) band flux densities of the emission lines, erg/s/cm^2/A."""
+    n = next(iter(lines["flux"].values())).size
+    phot = np.zeros((n, len(throughputs)))
+    for name, line_flux in lines["flux"].items():
+        observed = lines["observed"][name]
+        for j, t in enumerate(throughputs.values()):
+            weight = np.interp(observed, t.wavelength_aa, t.throughput, left=0.0, right=0.0) * observed
+            phot[:, j] += line_flux * weight / np.trapezoid(t.throughput * t.wavelength_aa, t.wavelength_aa)
+    return phot
+
+
+def _add_line_profiles(
+    spectra: np.ndarray, wave: np.ndarray, lines: dict, part: slice, sigma_gas_kms: float, transmission: np.ndarray
+) -> None:
+    """Add the lines of spaxels ``part`` to ``spectra`` (k, n_wave), in 1e-20 erg/s/cm^2/A:
+    Gaussians of the gas dispersion and the MUSE LSF, integrated over each pixel."""
+    lsf_pix = np.arange(-12, 13)
+    k = spectra.shape[0]
+    for name, line_flux in lines["flux"].items():
+        observed = lines["observed"][name][part]
+        width = np.sqrt((observed * sigma_gas_kms / C_KMS) ** 2 + (muse_lsf_fwhm_aa(observed) / FWHM_PER_SIGMA) ** 2)
+        centre_pix = np.rint((observed - MUSE_CRVAL3) / MUSE_CD3_3).astype(int)
+        pix = centre_pix[:, None] + lsf_pix[None, :]  # (k, 25)
+        ok = (pix >= 0) & (pix < wave.size)
+        pix = np.clip(pix, 0, wave.size - 1)
+        lo = (wave[pix] - 0.5 * MUSE_CD3_3 - observed[:, None]) / (np.sqrt(2) * width[:, None])
+        hi = (wave[pix] + 0.5 * MUSE_CD3_3 - observed[:, None]) / (np.sqrt(2) * width[:, None])
+        profile = 0.5 * (scipy.special.erf(hi) - scipy.special.erf(lo)) / MUSE_CD3_3  # per A
+        add = np.where(ok, line_flux[part, None] * profile * transmission[pix] / MUSE_UNIT_CGS, 0.0)
+        np.add.at(spectra, (np.repeat(np.arange(k), pix.shape[1]), pix.ravel()), add.ravel())
+
+
+#: Spaxels forward-modelled at a time, and values (float64) of one slab of cube planes:
+#: what bounds the memory of a mock of PHANGS-mosaic size.
+SPAXEL_BATCH = 1024
+CUBE_SLAB_VALUES = 2**24
+
+
+class _SpectraByPlane:
+    """The spectra of n spaxels kept in a temporary file as (n_wave, n) float32: written a
+    batch of spaxels at a time, read a slab of wavelength planes at a time, so that neither
+    the writer nor the reader holds the whole cube (it stays in the page cache, not in RSS)."""
+
+    def __init__(self, n_wave: int, n: int, directory: Path) -> None:
+        self.n_wave, self.n = n_wave, n
+        directory.mkdir(parents=True, exist_ok=True)
+        self.file = tempfile.TemporaryFile(dir=directory)
+        self.file.truncate(n_wave * n * 4)
+        self.fd = self.file.fileno()
+
+    def __enter__(self) -> _SpectraByPlane:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def write_spaxels(self, start: int, block: np.ndarray) -> None:
+        """Spectra (k, n_wave) of spaxels start .. start + k - 1."""
+        columns = np.ascontiguousarray(block.T, dtype=np.float32)
+        for plane in range(self.n_wave):
+            os.pwrite(self.fd, columns[plane].tobytes(), (plane * self.n + start) * 4)
+
+    def read_planes(self, planes: slice) -> np.ndarray:
+        """(k, n) values of wavelength planes ``planes`` (step 1)."""
+        count = (planes.stop - planes.start) * self.n
+        raw = os.pread(self.fd, count * 4, planes.start * self.n * 4)
+        return np.frombuffer(raw, dtype=np.float32).reshape(-1, self.n)
+
+
+def _model_spaxels(
+    model: ForwardModel,
+    pops: dict[str, np.ndarray],
+    kin: dict[str, np.ndarray],
+    lines: dict,
+    distance_cm: float,
+    transmission: np.ndarray,
+    sigma_gas_kms: float,
+    spectra: _SpectraByPlane,
+) -> dict[str, np.ndarray]:
+    """Forward-model every spaxel with stars into ``spectra`` (1e-20 erg/s/cm^2/A, lines
+    included, after Galactic extinction ``transmission``), in batches of SPAXEL_BATCH.
+
+    Returns per spaxel ``photometry`` (n, n_filters; erg/s/cm^2/A of the stars, before
+    Galactic extinction), ``bin_light`` (n, n_bins; attenuated L_sun/A in the norm window)
+    and ``surviving`` (n; M_sun in stars and remnants now).
+    """
+    n = pops["sel"].size
+    to_cgs = L_SUN_ERG_S / (4 * np.pi * distance_cm**2)  # (L_sun/A) -> erg/s/cm^2/A
+    photometry = np.empty((n, len(model.filters)))
+    bin_light = np.empty((n, model.edges_yr.size - 1))
+    surviving = np.empty(n)
+    m_formed = pops["mass_formed"]
+    for start in range(0, n, SPAXEL_BATCH):
+        part = slice(start, min(start + SPAXEL_BATCH, n))
+        out = model.model(
+            pops["mass_fractions"][part],
+            pops["logz"][part],
+            kin["av"][part],
+            kin["sigma_star"][part],
+            kin["v_star"][part],
+            kin["bc_extra"][part],
+        )
+        block = out.flux * (m_formed[part, None] * to_cgs / MUSE_UNIT_CGS) * transmission[None, :]
+        _add_line_profiles(block, model.wavelength_aa, lines, part, sigma_gas_kms, transmission)
+        spectra.write_spaxels(start, block)
+        photometry[part] = out.photometry * (m_formed[part, None] * to_cgs)
+        bin_light[part] = out.bin_light * m_formed[part, None]
+        surviving[part] = out.surviving_fraction * m_formed[part]
+    return {"photometry": photometry, "bin_light": bin_light, "surviving": surviving}
+
+
+def _cube_planes(
+    spectra: _SpectraByPlane, sel: np.ndarray, shape: tuple[int, int], kernel: np.ndarray, planes: slice
+) -> np.ndarray:
+    """Noiseless cube planes (k, ny, nx) convolved with the MUSE PSF, 1e-20 erg/s/cm^2/A."""
+    ny, nx = shape
+    cube = np.zeros((planes.stop - planes.start, ny * nx))
+    cube[:, sel] = spectra.read_planes(planes)
+    return _convolve2d(cube.reshape(-1, ny, nx), kernel)
+
+
+def _noise_law(
+    continuum: np.ndarray, galaxy_mask: np.ndarray, snr_center: float, snr_edge: float
+) -> tuple[float, float]:
+    """(a, b) of variance = a * flux + b (1e-20 erg/s/cm^2/A and its square) that gives S/N
+    ``snr_center`` at the brightest continuum and ``snr_edge`` at the 10th percentile of the
+    galaxy's spaxels (Poisson-like term plus a floor of sky and read noise)."""
+    c_center = float(continuum.max())
+    c_edge = float(np.percentile(continuum[galaxy_mask], 10))
+    s_c, s_e = float(snr_center), float(snr_edge)
+    if c_center > c_edge:
+        a = (c_center**2 / s_c**2 - c_edge**2 / s_e**2) / (c_center - c_edge)
+        b = c_edge**2 / s_e**2 - a * c_edge
+    else:
+        a, b = 0.0, c_center**2 / s_c**2
+    if b <= 0 or a < 0:
+        b = 0.1 * c_edge**2 / s_e**2
+        a = max((c_center**2 / s_c**2 - b) / c_center, 0.0)
+    return a, b
+
+
+def _write_hst_images(
+    hst_paths: dict,
+    galaxy: str,
+    band_images: np.ndarray,
+    throughputs: dict,
+    wcs: WCS,
+    shape: tuple[int, int],
+    ebv_galactic: float,
+    r: dict[str, Any],
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """Write each band's sci and wht images: the spaxel fluxes ``band_images`` (n_filters, ny,
+    nx; erg/s/cm^2/A before Galactic extinction) spread over the finer HST pixels, convolved
+    with the HST PSF, with Poisson and background noise. Returns each band's total flux
+    density after Galactic extinction, before noise (erg/s/cm^2/A)."""
+    ny, nx = shape
+    hwcs, hshape, factor, margin = hst_grid(wcs, (ny, nx), float(r["hst_pixel_arcsec"]), float(r["hst_margin_arcsec"]))
+    hst_kernel = _gaussian_kernel(r["hst_psf_fwhm_arcsec"] / float(r["hst_pixel_arcsec"]))
+    band_totals = {}
+    for j, (band, t) in enumerate(throughputs.items()):
+        pivot = t.pivot_wavelength_aa
+        spaxel_flux = band_images[j] * galactic_transmission(np.array([pivot]), ebv_galactic)[0]
+        band_totals[band] = float(spaxel_flux.sum())
+        photflam = PHOTFLAM[band]
+        counts = np.zeros(hshape)
+        counts[margin : margin + factor * ny, margin : margin + factor * nx] = (
+            np.kron(spaxel_flux, np.ones((factor, factor))) / factor**2 / photflam
+        )
+        counts = _convolve2d(counts, hst_kernel)
+        var_h = np.maximum(counts, 0.0) / r["hst_exptime_s"] + r["hst_background_e_s"] ** 2
+        sci = counts + np.sqrt(var_h) * rng.standard_normal(hshape)
+        wht = 1.0 / var_h
+        if band == r["uncovered_band"]:
+            sci[hshape[0] // 2 :, hshape[1] // 2 :] = 0.0
+            wht[hshape[0] // 2 :, hshape[1] // 2 :] = 0.0
+        sci_path, wht_path = hst_paths[band]
+        _write_hst(sci_path, wht_path, band, galaxy, sci, wht, hwcs, photflam, pivot, float(r["hst_exptime_s"]))
+    return band_totals
+
+
+def _truth_images(
+    pops: dict[str, np.ndarray],
+    light: dict[str, np.ndarray],
+    bin_light: np.ndarray,
+    galaxy_mask: np.ndarray,
+    grid_image,
+    kernel: np.ndarray,
+    edges: np.ndarray,
+    structure: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The truth maps of the PSF-convolved cube (every HDU of MAP_HDUS but ``SNR``), NaN
+    outside ``galaxy_mask``: linear quantities convolved, then ratios taken (module docstring)."""
+    ny, nx = galaxy_mask.shape
+    logz = pops["logz"]
+    mass_img = _convolve2d(grid_image(pops["bin_mass"]), kernel)
+    mass_logz_img = _convolve2d(grid_image(pops["bin_mass"] * logz), kernel)
+    light_logz_img = _convolve2d(grid_image(light["bin_light"] * logz), kernel)
+    surviving_img = _convolve2d(grid_image(light["surviving"][:, None]), kernel)[0]
+    log_age = np.log10(0.5 * (edges[1:] + edges[:-1]))[:, None, None]
+    total_light = bin_light.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total_mass = mass_img.sum(0)
+        sfh = mass_img / total_mass
+        zh = np.where(mass_img > 0, mass_logz_img / mass_img, np.nan)
+        images = {
+            "LW_AGE": (bin_light * log_age).sum(0) / total_light,
+            "MW_AGE": (mass_img * log_age).sum(0) / total_mass,
+            "LW_LOGZ": light_logz_img.sum(0) / total_light,
+            "MW_LOGZ": mass_logz_img.sum(0) / total_mass,
+            "MASS_DENSITY": np.log10(surviving_img / float(structure["spaxel_area_kpc2"])),
+        }
+    outside = ~galaxy_mask
+    for image in images.values():
+        image[outside] = np.nan
+    sfh[:, outside] = np.nan
+    zh[:, outside] = np.nan
+    times = formation_times(np.moveaxis(sfh, 0, -1), edges)  # (ny, nx, 2), NaN outside
+    images.update(T50=times[..., 0], T90=times[..., 1])
+    zero = np.where(galaxy_mask, 0.0, np.nan)
+    images.update({f"{key}_ERR": zero for key in (*SUMMARY_HDUS, "T50", "T90")})
+    images.update(SFH_ERR=np.broadcast_to(zero, sfh.shape), ZH_ERR=np.broadcast_to(zero, sfh.shape))
+    images.update(
+        BIN_ID=np.where(galaxy_mask, np.arange(ny * nx).reshape(ny, nx), -1).astype(np.int32),
+        SFH=sfh,
+        ZH=zh,
+        CHI2=np.full((ny, nx), np.nan),
+        OOD=np.full((ny, nx), np.nan),
+    )
+    return images

@@ -65,6 +65,26 @@ def test_noise_follows_stat_and_seed_reproduces_bytes(mock, tmp_path, analytic_s
     assert np.std(pull) == pytest.approx(1.0, abs=0.02)
 
 
+def test_cube_written_in_slabs_and_spaxel_batches_is_the_cube_written_at_once(
+    mock, tmp_path, analytic_ssp_store, monkeypatch
+):
+    """A PHANGS-size mock is written a few planes and spaxels at a time (bounded memory): seams
+    between slabs of 7 planes (3681 = 7 x 525 + 6: a short last slab) and batches of 37 spaxels
+    change no value, and the hand-laid FITS file passes astropy's verification."""
+    from sfh_pipeline import mock as mock_module
+
+    root, row, files, bands, recipe, summary = mock
+    monkeypatch.setattr(mock_module, "CUBE_SLAB_VALUES", 7 * SIZE[0] * SIZE[1])
+    monkeypatch.setattr(mock_module, "SPAXEL_BATCH", 37)
+    _, sliced, *_ = write(tmp_path, analytic_ssp_store)
+    with fits.open(files["muse_cube"]) as whole, fits.open(sliced["muse_cube"]) as parts:
+        parts.verify("exception")
+        assert [h.header.tostring() for h in whole] == [h.header.tostring() for h in parts]
+        for name in ("DATA", "STAT"):
+            np.testing.assert_allclose(parts[name].data, whole[name].data, rtol=1e-6, atol=0)
+    assert not list((tmp_path / "muse").glob("tmp*")), "the spectra's temporary file was left behind"
+
+
 def test_hst_images_read_with_units_and_coverage(mock):
     root, row, files, bands, recipe, summary = mock
     throughputs = load_throughputs(bands)
