@@ -32,19 +32,34 @@ put on the training library's Z_sun (:func:`logz_shift_dex`); its own age and me
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.io import fits
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
 
+from .atomic import atomic_path, write_json_atomically
 from .constants import C_KMS
+from .dust import galactic_transmission
+from .extract import bin_geometry, extract_bin_spectra, wavelength_planes
 from .instrument import muse_lsf_fwhm_aa
+from .phangs import MuseCube
+from .products import read_bins, read_tile_tables
+from .samples import require_columns
 from .spectral import emission_line_mask
 from .ssp import load_ssp
 
 #: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+#: What a fit with the second library gives per bin (REF2_ columns of bins.fits).
+SECOND_REFERENCE_KEYS = (
+    *(f"{k}{suffix}" for k in QUANTITIES for suffix in ("", "_err", "_unreg")),
+    "velocity_kms",
+    "sigma_kms",
+    "chi2",
+)
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "age_min_yr": 3.0e7,  # youngest template (E-MILES starts at 6.3e7)
@@ -430,23 +445,12 @@ def validate_galaxy(
     to ``agreement.json`` under ``second_reference`` (:func:`compare_references`, the grids of both
     libraries, the brightest bin) and to ``bins.fits`` as ``REF2_*`` columns; nothing else changes.
     """
-    from pathlib import Path
-
-    from astropy.io import fits
-
-    from .atomic import atomic_path, write_json_atomically
-    from .dust import galactic_transmission
-    from .extract import bin_geometry, extract_bin_spectra, wavelength_planes
     from .infer import velocity_range_kms
-    from .phangs import MuseCube
     from .predict import load_predictor
-    from .products import read_bins, read_tile_tables
-    from .samples import require_columns
 
     s = resolve_settings(settings)
     out_dir = Path(out_dir)
     v_sys, ebv = require_columns(row, ("systemic_velocity_kms", "ebv_galactic"))
-    v_range = velocity_range_kms(row, {"velocity_range_kms": s["velocity_bounds_kms"]})
     bin_id, bin_snr, _ = read_bins(bins_path)
     table = read_tile_tables(tile_tables)
     order = np.argsort(table["BIN_ID"])
@@ -457,22 +461,10 @@ def validate_galaxy(
         chosen = np.sort(np.random.default_rng(int(s["seed"])).choice(chosen, int(s["max_bins"]), replace=False))
     predictor = load_predictor(model_path, device="cpu")
     rest_range = (float(predictor.wavelength_aa[0]), float(predictor.wavelength_aa[-1]))
-
-    cube = MuseCube.open(cube_path)
-    geometry = bin_geometry(bin_id, int(s["tile_spaxels"]))
-    planes = wavelength_planes(cube.wavelength_aa, rest_range, (v_sys - v_range, v_sys + v_range))
-    wave = cube.wavelength_aa[planes]
-    transmission = galactic_transmission(wave, ebv)
-    sky = sky_mask(wave)
-    ids = table["BIN_ID"][chosen]
-    jobs = []
-    for tile in sorted(set(np.asarray(geometry.owner)[ids])):
-        members = ids[np.asarray(geometry.owner)[ids] == tile]
-        flux, var = extract_bin_spectra(cube, bin_id, members, geometry, planes)
-        for b, f, v in zip(members, flux, var):
-            z = np.exp(velocity[b] / C_KMS) - 1.0
-            jobs.append((b, (wave / (1 + z), f / transmission, np.sqrt(v) / transmission, sky)))
-    jobs.sort(key=lambda job: job[0])
+    v_range = velocity_range_kms(row, {"velocity_range_kms": s["velocity_bounds_kms"]})
+    jobs = _rest_frame_spectra(
+        cube_path, bin_id, table["BIN_ID"][chosen], velocity, rest_range, (v_sys - v_range, v_sys + v_range), ebv, s
+    )
     z_sys = float(np.exp(v_sys / C_KMS) - 1.0)
     second_init = None
     if second_reference:
@@ -481,8 +473,10 @@ def validate_galaxy(
             raise ValueError(
                 f"second_reference needs 'ssp_store' and may have 'label', 'settings'; got {sorted(second_reference)}"
             )
-        s2 = resolve_settings({**s, **(second_reference.get("settings") or {})})
-        second_init = (second_reference["ssp_store"], s2)
+        second_init = (
+            second_reference["ssp_store"],
+            resolve_settings({**s, **(second_reference.get("settings") or {})}),
+        )
     init = (ssp_store, rest_range, z_sys, s, predictor.norm_window_aa, second_init)
     if processes > 1 and len(jobs) > 1:
         import multiprocessing
@@ -517,8 +511,8 @@ def validate_galaxy(
         **agreement(network, reference),
         "unregularised": agreement(network, unregularised),
     }
-    if fitted.size:
-        best = int(np.argmax(bin_snr[fitted]))
+    best = int(np.argmax(bin_snr[fitted])) if fitted.size else None
+    if best is not None:
         result["brightest_bin"] = {
             "bin_id": int(fitted[best]),
             "snr": float(bin_snr[fitted[best]]),
@@ -526,92 +520,24 @@ def validate_galaxy(
             "reference": {k: float(reference[k][best]) for k in QUANTITIES},
             "reference_unregularised": {k: float(reference[f"{k}_unreg"][best]) for k in QUANTITIES},
         }
-    second_columns = []
+    second = None
     if second_init is not None:
-        first_fit = FullGridFit(ssp_store, rest_range, z_sys, {**s, "n_bootstrap": 0}, predictor.norm_window_aa)
-        second_fit = FullGridFit(
-            second_init[0], rest_range, z_sys, {**second_init[1], "n_bootstrap": 0}, predictor.norm_window_aa
-        )
-        shift = logz_shift_dex(second_fit.zsun, first_fit.zsun)
-        keys = [f"{k}{suffix}" for k in QUANTITIES for suffix in ("", "_err", "_unreg")] + [
-            "velocity_kms",
-            "sigma_kms",
-            "chi2",
-        ]
-        second = {k: np.array([pair[1][k] for pair in pairs], float) for k in keys}
-        for k in ("lw_logz", "mw_logz"):
-            second[k] = second[k] + shift
-            second[f"{k}_unreg"] = second[f"{k}_unreg"] + shift
-
-        def grid(fit, dz=0.0):
-            return {
-                "age_yr": [float(fit.ages_yr[0]), float(fit.ages_yr[-1])],
-                "n_ages": int(fit.ages_yr.size),
-                "logz": [float(fit.logzsol[0] + dz), float(fit.logzsol[-1] + dz)],
-                "n_logz": int(fit.logzsol.size),
-                "zsun": fit.zsun,
-            }
-
-        result["second_reference"] = {
-            "library": str(second_reference.get("label") or Path(second_init[0]).stem),
-            "store": Path(second_init[0]).stem,
-            "settings": second_init[1],
-            "logz_shift_dex": shift,
-            "note": "log Z/Z_sun of this library + logz_shift_dex, i.e. on the first library's Z_sun; "
-            "library_difference = first reference - this one, bin by bin",
-            "grids": {
-                "first": {"library": result["reference"]["library"], **grid(first_fit)},
-                "second": grid(second_fit, shift),
-            },
-            "n_bins": int(np.isfinite(second["lw_age"]).sum()),
-            **compare_references(network, reference, second),
-        }
-        if fitted.size:
-            best = int(np.argmax(bin_snr[fitted]))
-            result["second_reference"]["brightest_bin"] = {
-                "bin_id": int(fitted[best]),
-                "reference": {k: float(second[k][best]) for k in QUANTITIES},
-                "reference_unregularised": {k: float(second[f"{k}_unreg"][best]) for k in QUANTITIES},
-            }
-        for k in QUANTITIES:
-            for name, key in (
-                (f"REF2_{k.upper()}", k),
-                (f"REF2_{k.upper()}_ERR", f"{k}_err"),
-                (f"REF2_{k.upper()}_UNREG", f"{k}_unreg"),
-            ):
-                second_columns.append(fits.Column(name, "D", array=second[key]))
-        for name in ("velocity_kms", "sigma_kms", "chi2"):
-            second_columns.append(fits.Column(f"REF2_{name.upper()}", "D", array=second[name]))
-    columns = [
-        fits.Column("BIN_ID", "J", array=fitted),
-        fits.Column("SNR", "E", array=bin_snr[fitted]),
-        fits.Column("VELOCITY", "D", array=velocity[fitted]),
-    ]
-    for k in QUANTITIES:
-        for name, values in (
-            (f"NET_{k.upper()}", network[k]),
-            (f"NET_{k.upper()}_ERR", network[f"{k}_err"]),
-            (f"REF_{k.upper()}", reference[k]),
-            (f"REF_{k.upper()}_ERR", reference[f"{k}_err"]),
-            (f"REF_{k.upper()}_UNREG", reference[f"{k}_unreg"]),
-        ):
-            columns.append(fits.Column(name, "D", array=np.asarray(values, float)))
-    for name in ("velocity_kms", "sigma_kms", "chi2"):
-        columns.append(fits.Column(f"REF_{name.upper()}", "D", array=np.asarray(reference.get(name, []), float)))
-    table_hdu = fits.BinTableHDU.from_columns(columns + second_columns, name="BINS")
-    table_hdu.header["REFLIB"] = (result["reference"]["library"], "library of the REF_ columns")
-    if second_columns:
-        table_hdu.header["REF2LIB"] = (result["second_reference"]["library"], "library of the REF2_ columns")
-        table_hdu.header["REF2DZ"] = (
-            result["second_reference"]["logz_shift_dex"],
-            "dex added to REF2_ log Z/Zsun (Zsun of REF_)",
+        second = {k: np.array([pair[1][k] for pair in pairs], float) for k in SECOND_REFERENCE_KEYS}
+        result["second_reference"], second = _second_reference_agreement(
+            second,
+            network,
+            reference,
+            (ssp_store, s, result["reference"]["library"]),
+            (*second_init, second_reference.get("label")),
+            (best, int(fitted[best])) if best is not None else None,
+            (rest_range, z_sys, predictor.norm_window_aa),
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "bins.fits") as tmp:
-        fits.HDUList([fits.PrimaryHDU(), table_hdu]).writeto(tmp)
+    _write_bins_table(
+        out_dir / "bins.fits", fitted, bin_snr[fitted], velocity[fitted], network, reference, second, result
+    )
     plot_validation(bin_id, fitted, network, reference, out_dir / "maps.png", title=str(row.get("galaxy")))
-    if fitted.size:
-        best = int(np.argmax(bin_snr[fitted]))
+    if best is not None:
         rest, flux, error, mask = jobs[best][1]
         spectra = FullGridFit(ssp_store, rest_range, z_sys, {**s, "n_bootstrap": 0}, predictor.norm_window_aa).fit(
             rest, flux, error, mask, return_spectra=True
@@ -629,6 +555,129 @@ def validate_galaxy(
     return result
 
 
+def _rest_frame_spectra(
+    cube_path, bin_id: np.ndarray, ids: np.ndarray, velocity: np.ndarray, rest_range, velocity_span, ebv, s
+) -> list[tuple[int, tuple]]:
+    """(bin, (rest wavelength A, flux, error, sky mask)) of each bin of ``ids``, sorted by bin:
+    summed over the bin's spaxels, shifted by the bin's own velocity (km/s), corrected for
+    Galactic extinction (E(B-V) ``ebv``) like the network's input. Flux in the cube's units."""
+    cube = MuseCube.open(cube_path)
+    geometry = bin_geometry(bin_id, int(s["tile_spaxels"]))
+    planes = wavelength_planes(cube.wavelength_aa, rest_range, velocity_span)
+    wave = cube.wavelength_aa[planes]
+    transmission = galactic_transmission(wave, ebv)
+    sky = sky_mask(wave)
+    owner = np.asarray(geometry.owner)
+    jobs = []
+    for tile in sorted(set(owner[ids])):
+        members = ids[owner[ids] == tile]
+        flux, var = extract_bin_spectra(cube, bin_id, members, geometry, planes)
+        for b, f, v in zip(members, flux, var):
+            z = np.exp(velocity[b] / C_KMS) - 1.0
+            jobs.append((b, (wave / (1 + z), f / transmission, np.sqrt(v) / transmission, sky)))
+    jobs.sort(key=lambda job: job[0])
+    return jobs
+
+
+def _second_reference_agreement(
+    second: dict[str, np.ndarray],
+    network: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    first: tuple[Any, dict[str, Any], str],
+    other: tuple[Any, dict[str, Any], str | None],
+    brightest: tuple[int, int] | None,
+    fit_frame: tuple,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The ``second_reference`` entry of agreement.json and the second library's per-bin values
+    with log Z/Z_sun moved to the first library's Z_sun (:func:`logz_shift_dex`).
+
+    ``first`` / ``other``: (SSP store, settings, label) of each library; ``brightest``: (index
+    among the fitted bins, bin id) of the brightest bin; ``fit_frame``: (rest-frame range A,
+    systemic z, normalisation window A) of :class:`FullGridFit`.
+    """
+    rest_range, z_sys, norm_window_aa = fit_frame
+    first_fit, second_fit = (
+        FullGridFit(store, rest_range, z_sys, {**settings, "n_bootstrap": 0}, norm_window_aa)
+        for store, settings, _ in (first, other)
+    )
+    shift = logz_shift_dex(second_fit.zsun, first_fit.zsun)
+    for k in ("lw_logz", "mw_logz"):
+        second[k] = second[k] + shift
+        second[f"{k}_unreg"] = second[f"{k}_unreg"] + shift
+
+    def grid(fit, dz=0.0):
+        return {
+            "age_yr": [float(fit.ages_yr[0]), float(fit.ages_yr[-1])],
+            "n_ages": int(fit.ages_yr.size),
+            "logz": [float(fit.logzsol[0] + dz), float(fit.logzsol[-1] + dz)],
+            "n_logz": int(fit.logzsol.size),
+            "zsun": fit.zsun,
+        }
+
+    entry = {
+        "library": str(other[2] or Path(other[0]).stem),
+        "store": Path(other[0]).stem,
+        "settings": other[1],
+        "logz_shift_dex": shift,
+        "note": "log Z/Z_sun of this library + logz_shift_dex, i.e. on the first library's Z_sun; "
+        "library_difference = first reference - this one, bin by bin",
+        "grids": {"first": {"library": first[2], **grid(first_fit)}, "second": grid(second_fit, shift)},
+        "n_bins": int(np.isfinite(second["lw_age"]).sum()),
+        **compare_references(network, reference, second),
+    }
+    if brightest is not None:
+        best, best_bin = brightest
+        entry["brightest_bin"] = {
+            "bin_id": best_bin,
+            "reference": {k: float(second[k][best]) for k in QUANTITIES},
+            "reference_unregularised": {k: float(second[f"{k}_unreg"][best]) for k in QUANTITIES},
+        }
+    return entry, second
+
+
+def _write_bins_table(
+    path, fitted, snr, velocity, network, reference, second: dict[str, np.ndarray] | None, result: dict[str, Any]
+) -> None:
+    """bins.fits, table BINS: per fitted bin the network's values (NET_), the reference's (REF_,
+    regularised, errors, unregularised, kinematics, chi2) and the second library's (REF2_)."""
+    columns = [
+        fits.Column("BIN_ID", "J", array=fitted),
+        fits.Column("SNR", "E", array=snr),
+        fits.Column("VELOCITY", "D", array=velocity),
+    ]
+    for k in QUANTITIES:
+        for name, values in (
+            (f"NET_{k.upper()}", network[k]),
+            (f"NET_{k.upper()}_ERR", network[f"{k}_err"]),
+            (f"REF_{k.upper()}", reference[k]),
+            (f"REF_{k.upper()}_ERR", reference[f"{k}_err"]),
+            (f"REF_{k.upper()}_UNREG", reference[f"{k}_unreg"]),
+        ):
+            columns.append(fits.Column(name, "D", array=np.asarray(values, float)))
+    for name in ("velocity_kms", "sigma_kms", "chi2"):
+        columns.append(fits.Column(f"REF_{name.upper()}", "D", array=np.asarray(reference.get(name, []), float)))
+    if second is not None:
+        for k in QUANTITIES:
+            for name, key in (
+                (f"REF2_{k.upper()}", k),
+                (f"REF2_{k.upper()}_ERR", f"{k}_err"),
+                (f"REF2_{k.upper()}_UNREG", f"{k}_unreg"),
+            ):
+                columns.append(fits.Column(name, "D", array=second[key]))
+        for name in ("velocity_kms", "sigma_kms", "chi2"):
+            columns.append(fits.Column(f"REF2_{name.upper()}", "D", array=second[name]))
+    table_hdu = fits.BinTableHDU.from_columns(columns, name="BINS")
+    table_hdu.header["REFLIB"] = (result["reference"]["library"], "library of the REF_ columns")
+    if second is not None:
+        table_hdu.header["REF2LIB"] = (result["second_reference"]["library"], "library of the REF2_ columns")
+        table_hdu.header["REF2DZ"] = (
+            result["second_reference"]["logz_shift_dex"],
+            "dex added to REF2_ log Z/Zsun (Zsun of REF_)",
+        )
+    with atomic_path(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), table_hdu]).writeto(tmp)
+
+
 def plot_residuals(spectra: dict, population: dict, ssp_store, age_bin_edges_yr, out_png, title: str = "") -> None:
     """One bin's spectrum against the full-grid pPXF fit and against the spectrum rebuilt from the
     network's population (its SFH and ZH, with the A_V and sigma of the forward-model check,
@@ -638,7 +687,6 @@ def plot_residuals(spectra: dict, population: dict, ssp_store, age_bin_edges_yr,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .atomic import atomic_path
     from .forward import ForwardModel
 
     lam, galaxy, good = spectra["wave"], spectra["galaxy"], spectra["good"]
@@ -682,8 +730,6 @@ def plot_validation(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .atomic import atomic_path
 
     lookup = np.full(int(bin_id.max(initial=-1)) + 1, -1)
     lookup[fitted] = np.arange(fitted.size)
