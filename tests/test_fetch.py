@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sfh_pipeline import fetch
+from sfh_pipeline import fetch_http
 from sfh_pipeline.fetch import (
     SOURCE_TYPES,
     ChecksumError,
@@ -163,7 +163,7 @@ def test_retries_exhausted(server, tmp_path):
 
 def test_backoff_is_exponential(server, tmp_path, monkeypatch):
     sleeps = []
-    monkeypatch.setattr(fetch, "_sleep", sleeps.append)
+    monkeypatch.setattr(fetch_http, "_sleep", sleeps.append)
     url = server.add_file("/grid.fits", DATA, fail_first=3)
     download_url(url, tmp_path / "grid.fits", DATA_SHA, retries=5, backoff_s=0.5)
     assert sleeps == [0.5, 1.0, 2.0]

@@ -43,7 +43,7 @@ LAYERS = {
         "samples",
     ),
     # The SSP libraries: fetching, converting, the standard store.
-    "ssp": ("fetch", "ssp", "ssp_formats"),
+    "ssp": ("fetch_common", "fetch_http", "fetch_pip", "fetch", "ssp", "ssp_formats"),
     # Synthetic spectra: priors, the forward model, the training set, the mock galaxies. qa
     # (figures of the SSP library, the training set's prior and learning curves) imports nothing
     # above ssp and training/evaluation (ml) use it: it is here, not in galaxy.
