@@ -5,8 +5,8 @@ masked holes, noise varying per spaxel) of 1e4, 1e5 and 1e6 spaxels, target S/N 
 min S/N 1. One process, BLAS limited to one thread. A combination whose time, extrapolated
 from the next smaller size, would exceed ``--budget`` seconds is skipped and reported as such.
 
-Usage: ``python bench/binning.py [--sizes 1e4 1e5 1e6] [--tile-size 128] [--budget 600]``;
-prints JSON.
+Usage: ``python bench/binning.py [--sizes 1e4 1e5 1e6] [--tile-size 128] [--budget 600] [--save NAME]``;
+prints one JSON line per run, then the summary JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from provenance import report  # noqa: E402  bench/provenance.py: this script's folder is on sys.path
 
 from sfh_pipeline.binning import voronoi_bins  # noqa: E402
 
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=128)
     parser.add_argument("--budget", type=float, default=600.0, help="skip runs projected to exceed this (s)")
     parser.add_argument("--target-sn", type=float, default=35.0)
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
 
     warm_s, warm_n = disc_map(400)  # imports and first-call costs outside the timings
@@ -93,16 +95,14 @@ def main() -> None:
             last[name] = (signal.size, seconds)
             runs.append(entry)
             print(json.dumps(entry), flush=True)
-    print(
-        json.dumps(
-            {
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), 1 BLAS thread",
-                "target_sn": args.target_sn,
-                "min_sn": 1.0,
-                "runs": runs,
-            },
-            indent=1,
-        )
+    report(
+        {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), 1 BLAS thread",
+            "target_sn": args.target_sn,
+            "min_sn": 1.0,
+            "runs": runs,
+        },
+        args.save,
     )
 
 

@@ -1,6 +1,6 @@
 """Peak memory of the tiled cube reads against cube size, printed as JSON.
 
-Usage:  python bench/extract_memory.py [--sizes 48 96 192] [--tile 32] [--workdir /tmp/sfh-bench]
+Usage:  python bench/extract_memory.py [--sizes 48 96 192] [--tile 32] [--workdir /tmp/sfh-bench] [--save NAME]
 
 For each size N, a PHANGS-MUSE-layout cube of N x N spaxels x 3681 planes (DATA and STAT,
 float32; 2 x 4 x 3681 N^2 bytes) is written plane block by plane block with fitsio, then a
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import fitsio
 import numpy as np
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
 N_WAVE = 3681
 
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96, 192])
     parser.add_argument("--tile", type=int, default=32)
     parser.add_argument("--workdir", default="/tmp/sfh-bench")
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -114,15 +116,13 @@ def main() -> None:
             }
         )
         path.unlink()
-    print(
-        json.dumps(
-            {
-                "tile_spaxels": args.tile,
-                "runs": results,
-                "rss_growth_largest_vs_smallest": round(results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"], 3),
-            },
-            indent=2,
-        )
+    report(
+        {
+            "tile_spaxels": args.tile,
+            "runs": results,
+            "rss_growth_largest_vs_smallest": round(results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"], 3),
+        },
+        args.save,
     )
 
 

@@ -1,6 +1,6 @@
 """Training-set generation throughput, printed as JSON.
 
-Usage:  python bench/generation.py [--ssp resources/ssp/bc03_miles.zarr] [--chunk 2000]
+Usage:  python bench/generation.py [--ssp resources/ssp/bc03_miles.zarr] [--chunk 2000] [--save NAME]
 
 Times one chunk job's work (model build excluded and reported separately) with one BLAS
 thread, as the chunk jobs run; Snakemake runs one job per core, so the 2-core projection
@@ -11,11 +11,11 @@ timed side by side on the same draws to show where the time goes.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import numpy as np
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 from threadpoolctl import threadpool_limits
 
 from sfh_pipeline.filters import PHANGS_FILTERS
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--ssp", default="resources/ssp/bc03_miles.zarr")
     parser.add_argument("--chunk", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
     config = resolve_config({"n_spectra": args.chunk, "chunk_size": args.chunk})
 
@@ -59,25 +60,23 @@ def main() -> None:
         model.filters = saved_filters
 
     per_core = args.chunk / min(chunk_s)
-    print(
-        json.dumps(
-            {
-                "chunk_size": args.chunk,
-                "model_build_s": round(build_s, 3),
-                "chunk_s": [round(s, 3) for s in chunk_s],
-                "spectra_per_s_per_core": round(per_core, 1),
-                "projected_165k_s": round(165_000 / (2 * per_core) + build_s * 165_000 / args.chunk / 2, 1),
-                "projected_165k_s_note": "2 cores, one chunk job per core, includes each job's model build",
-                "breakdown_s": {
-                    "priors": round(priors_s, 3),
-                    "spectra_dust_kinematics": round(spectrum_only_s, 3),
-                    "photometry": round(model_s - spectrum_only_s, 3),
-                    "noise_masks_labels": round(min(chunk_s) - priors_s - model_s, 3),
-                },
-                "machine": platform.processor() or platform.machine(),
+    report(
+        {
+            "chunk_size": args.chunk,
+            "model_build_s": round(build_s, 3),
+            "chunk_s": [round(s, 3) for s in chunk_s],
+            "spectra_per_s_per_core": round(per_core, 1),
+            "projected_165k_s": round(165_000 / (2 * per_core) + build_s * 165_000 / args.chunk / 2, 1),
+            "projected_165k_s_note": "2 cores, one chunk job per core, includes each job's model build",
+            "breakdown_s": {
+                "priors": round(priors_s, 3),
+                "spectra_dust_kinematics": round(spectrum_only_s, 3),
+                "photometry": round(model_s - spectrum_only_s, 3),
+                "noise_masks_labels": round(min(chunk_s) - priors_s - model_s, 3),
             },
-            indent=2,
-        )
+            "machine": platform.processor() or platform.machine(),
+        },
+        args.save,
     )
 
 

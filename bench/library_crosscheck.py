@@ -3,24 +3,21 @@ real Abell 478 cube (sigma 270 km/s, S/N 25 per 1.25 A, 4800-7000 A rest), fitte
 stage's full-grid pPXF with the training library itself (BC03) and with the second reference
 library (E-MILES), both with the settings of config/config.yaml. What the second library returns
 for the first library's own spectra is the part of the real-data library difference
-(docs/real_data.md) that comes from the libraries alone. Prints JSON; keep results in
-bench/results/.
+(docs/real_data.md) that comes from the libraries alone. Prints JSON; ``--save NAME`` also keeps it
+in bench/results/NAME.json.
 
     python bench/library_crosscheck.py --ssp resources/ssp/bc03_miles.zarr \\
-        --second-ssp resources/ssp/emiles_padova00.zarr
+        --second-ssp resources/ssp/emiles_padova00.zarr [--save NAME]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import yaml
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 from scipy.ndimage import gaussian_filter1d
 from threadpoolctl import threadpool_limits
 
@@ -53,6 +50,7 @@ def main() -> None:
     parser.add_argument("--logz", type=float, nargs="+", default=[0.0, 0.4], help="log Z/Z_sun of the first library")
     parser.add_argument("--sigma-kms", type=float, default=270.0)
     parser.add_argument("--snr", type=float, default=25.0)
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
 
     config = yaml.safe_load(Path(args.config).read_text())["validate"]
@@ -84,25 +82,19 @@ def main() -> None:
             row["difference"] = {k: row["first"][k] - row["second"][k] for k in KEYS}
             rows.append(row)
     differences = {k: [r["difference"][k] for r in rows] for k in KEYS}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(
-        json.dumps(
-            {
-                "commit": commit,
-                "date": date.today().isoformat(),
-                "host": platform.node(),
-                "first": fits["first"].library_name,
-                "second": fits["second"].library_name,
-                "logz_shift_dex": shift,
-                "sigma_kms": args.sigma_kms,
-                "snr": args.snr,
-                "settings": settings,
-                "second_settings": second_settings,
-                "median_difference_first_minus_second": {k: float(np.median(v)) for k, v in differences.items()},
-                "spectra": rows,
-            },
-            indent=1,
-        )
+    report(
+        {
+            "first": fits["first"].library_name,
+            "second": fits["second"].library_name,
+            "logz_shift_dex": shift,
+            "sigma_kms": args.sigma_kms,
+            "snr": args.snr,
+            "settings": settings,
+            "second_settings": second_settings,
+            "median_difference_first_minus_second": {k: float(np.median(v)) for k, v in differences.items()},
+            "spectra": rows,
+        },
+        args.save,
     )
 
 

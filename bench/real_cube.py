@@ -6,24 +6,22 @@ predicted by the network and fitted by pPXF (sfh_pipeline.validate.FullGridFit, 
 library). Then the network is asked again with one thing changed at a time: the emission-line
 mask widened, the Galactic foreground correction off, the redshift given 300 km/s off (with and
 without the predictor's velocity refinement), the error spectrum smoothed, and 200 A windows of
-the spectrum masked one by one (occlusion). Prints JSON; keep results in bench/results/.
+the spectrum masked one by one (occlusion). Prints JSON; ``--save NAME`` also keeps it in
+bench/results/NAME.json.
 
     python bench/real_cube.py --model results/models/demo/model.pt \\
-        --cube resources/real/A478/minicube.fits --ssp resources/ssp/bc03_miles.zarr
+        --cube resources/real/A478/minicube.fits --ssp resources/ssp/bc03_miles.zarr [--save NAME]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 from scipy.ndimage import median_filter
 
 from sfh_pipeline import load_predictor
@@ -66,6 +64,7 @@ def main() -> None:
     parser.add_argument("--ssp", default="resources/ssp/bc03_miles.zarr")
     parser.add_argument("--z", type=float, default=0.0857, help="stellar redshift of the central galaxy")
     parser.add_argument("--ebv", type=float, default=0.445, help="Galactic E(B-V) of the field, mag")
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
 
     wave, flux, error, centre = central_spectrum(Path(args.cube))
@@ -114,40 +113,34 @@ def main() -> None:
     start = time.perf_counter()
     reference = fit.fit(rest, flux_c, error_c, sky_mask(wave))
     ppxf_s = time.perf_counter() - start
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(
-        json.dumps(
-            {
-                "model": args.model,
-                "commit": commit,
-                "date": date.today().isoformat(),
-                "host": platform.node(),
-                "aperture": {
-                    "centre_yx": centre,
-                    "radius_spaxels": 5,
-                    "median_snr": round(float(np.median(flux / error)), 1),
-                },
-                "z_given": args.z,
-                "ebv": args.ebv,
-                "velocity_refined": bool(refine),
-                "network": {name: summary(r) for name, r in variants.items()},
-                "occlusion_200aa": occlusion,
-                "ppxf_full_grid": {
-                    "regularised": {k: round(float(reference[k]), 3) for k in KEYS},
-                    "unregularised": {k: round(float(reference[f"{k}_unreg"]), 3) for k in KEYS},
-                    "bootstrap_err": {k: round(float(reference[f"{k}_err"]), 3) for k in KEYS},
-                    "velocity_kms_rel": round(float(reference["velocity_kms"]), 1),
-                    "sigma_kms": round(float(reference["sigma_kms"]), 1),
-                    "chi2": round(float(reference["chi2"]), 2),
-                    "templates": int(fit.ages_yr.size * fit.logzsol.size),
-                },
-                "seconds": {
-                    "network_all_variants": round(network_s, 2),
-                    "ppxf_one_fit_with_bootstrap": round(ppxf_s, 1),
-                },
+    report(
+        {
+            "model": args.model,
+            "aperture": {
+                "centre_yx": centre,
+                "radius_spaxels": 5,
+                "median_snr": round(float(np.median(flux / error)), 1),
             },
-            indent=1,
-        )
+            "z_given": args.z,
+            "ebv": args.ebv,
+            "velocity_refined": bool(refine),
+            "network": {name: summary(r) for name, r in variants.items()},
+            "occlusion_200aa": occlusion,
+            "ppxf_full_grid": {
+                "regularised": {k: round(float(reference[k]), 3) for k in KEYS},
+                "unregularised": {k: round(float(reference[f"{k}_unreg"]), 3) for k in KEYS},
+                "bootstrap_err": {k: round(float(reference[f"{k}_err"]), 3) for k in KEYS},
+                "velocity_kms_rel": round(float(reference["velocity_kms"]), 1),
+                "sigma_kms": round(float(reference["sigma_kms"]), 1),
+                "chi2": round(float(reference["chi2"]), 2),
+                "templates": int(fit.ages_yr.size * fit.logzsol.size),
+            },
+            "seconds": {
+                "network_all_variants": round(network_s, 2),
+                "ppxf_one_fit_with_bootstrap": round(ppxf_s, 1),
+            },
+        },
+        args.save,
     )
 
 

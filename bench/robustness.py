@@ -1,22 +1,20 @@
 """Models side by side on the test splits of several training sets (e.g. a clean one and one
 with the realism terms of issue 11): how much a model trained on perfect spectra loses on
 spectra with emission-line wings, calibration errors and sky residuals, and what a robust
-model pays on perfect ones. Prints JSON; keep results in bench/results/.
+model pays on perfect ones. Prints JSON; ``--save NAME`` also keeps it in bench/results/NAME.json.
 
     python bench/robustness.py --model demo=results/models/demo/model.pt real=results/models/real/model.pt \\
-        --testset clean=resources/trainsets/demo/trainset.zarr real=resources/trainsets/real/trainset.zarr
+        --testset clean=resources/trainsets/demo/trainset.zarr real=resources/trainsets/real/trainset.zarr \\
+        [--save robustness]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
-from datetime import date
 
 import numpy as np
 import zarr
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
 from sfh_pipeline import load_predictor
 
@@ -58,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", nargs="+", required=True, help="NAME=path/to/model.pt ...")
     parser.add_argument("--testset", nargs="+", required=True, help="NAME=path/to/trainset.zarr ...")
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
     sets = {name: test_split(path) for name, path in named_paths(args.testset).items()}
     results = {}
@@ -68,19 +67,9 @@ def main() -> None:
                 data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"], batch_size=512
             )
             results[f"{model_name} on {set_name}"] = {"n": int(data["snr"].size), **figures(predicted, data)}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(
-        json.dumps(
-            {
-                "commit": commit,
-                "date": date.today().isoformat(),
-                "host": platform.node(),
-                "models": named_paths(args.model),
-                "testsets": named_paths(args.testset),
-                "results": results,
-            },
-            indent=1,
-        )
+    report(
+        {"models": named_paths(args.model), "testsets": named_paths(args.testset), "results": results},
+        args.save,
     )
 
 

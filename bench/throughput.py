@@ -1,6 +1,6 @@
 """Network throughput on this machine's CPU, printed as JSON.
 
-Usage:  python bench/throughput.py [--model results/models/demo/model.pt]
+Usage:  python bench/throughput.py [--model results/models/demo/model.pt] [--save NAME]
 
 Training: forward + backward + optimiser step of the default architecture on random
 inputs of the training shape (samples/s). Inference: forward passes without gradients at
@@ -10,11 +10,11 @@ several batch sizes (spectra/s), of the given model file if any, else a fresh ne
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
 from sfh_pipeline.model import LossWeights, ModelConfig, SFHNet, load_model_file, loss_terms, total_loss
 
@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="results/models/demo/model.pt")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     if Path(args.model).exists():
@@ -74,7 +75,7 @@ def main() -> None:
             seconds = timed(lambda s=s, p=p: net(s, p), max(1, args.repeats if size <= 128 else 2))
         inference[str(size)] = round(size / seconds, 1)
     result["inference_spectra_per_s_by_batch_size"] = inference
-    print(json.dumps(result, indent=2))
+    report(result, args.save)
 
 
 if __name__ == "__main__":

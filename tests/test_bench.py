@@ -16,6 +16,17 @@ from .support.ssp_fixtures import library_with_aging_lines, line_library
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "ppxf_vs_cnn.py"
 
 
+def test_every_bench_script_reports_provenance_and_can_save():
+    """Every benchmark prints its figures through bench/provenance.py's report() (commit, date,
+    host, CPU) and takes ``--save NAME``: a new script that forgets either fails here."""
+    scripts = sorted(p for p in BENCH.parent.glob("*.py") if p.name != "provenance.py")
+    assert scripts
+    for script in scripts:
+        source = script.read_text()
+        assert "report(" in source, f"{script.name} does not call report() from bench/provenance.py"
+        assert '"--save"' in source, f"{script.name} has no --save option"
+
+
 @pytest.fixture(scope="module")
 def aging_trainset(tmp_path_factory):
     """40 test spectra at S/N 50-100 from a library whose absorption lines deepen with age.
