@@ -109,8 +109,9 @@ def test_a_model_file_is_refused_unless_it_has_the_given_sha256(tiny_model, tmp_
 def test_predictions_follow_the_truth_on_held_out_spectra(predictor, small_trainset):
     """The fixture model has learned (else no prediction test below has power): on its test
     split it ranks ages and metallicities like the truth, without bias, with calibrated
-    errors, and the SFH bins are in the right order. Measured with the fixture model:
-    Spearman lw_age X, mw_age X, lw_logz X; coverage X."""
+    errors, and the SFH bins are in the right order. Measured with the fixture model
+    (2026-11-30): Spearman lw_age 0.82, mw_age 0.84, lw_logz 0.20; 68 % coverage 0.64-0.66;
+    median offsets within 0.035 dex."""
     group = zarr.open_group(small_trainset, mode="r")
     test = np.flatnonzero(np.asarray(group["split"][:]) == 2)
     rows = {
