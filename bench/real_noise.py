@@ -29,18 +29,12 @@ import argparse
 import numpy as np
 from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
+from sfh_pipeline.covariance import difference_ratio
 from sfh_pipeline.phangs import MuseCube
 from sfh_pipeline.validate import sky_mask
 
 BOX_SIDES = (1, 2, 3, 4, 6, 8)
 BRIGHT_SNR = 20.0
-
-
-def difference_ratio(flux: np.ndarray, var: np.ndarray, good: np.ndarray) -> float:
-    """Robust scatter of the second differences of a spectrum over its propagated error."""
-    second = flux[1:-1] - 0.5 * (flux[:-2] + flux[2:])
-    pulls = second[good] / np.sqrt(var[1:-1][good])
-    return float(1.4826 * np.median(np.abs(pulls - np.median(pulls))) / np.sqrt(1.5))
 
 
 def error_sensitivity(args, model: str) -> dict:

@@ -51,7 +51,18 @@ LAYERS = {
     # The network: the only layer that imports torch.
     "ml": ("model", "training", "evaluation", "predict", "model_card"),
     # Real and mock galaxies through the stages observe, infer, maps, validate.
-    "galaxy": ("phangs", "observe", "binning", "extract", "forward_check", "infer", "maps", "atlas", "validate"),
+    "galaxy": (
+        "phangs",
+        "observe",
+        "binning",
+        "extract",
+        "covariance",
+        "forward_check",
+        "infer",
+        "maps",
+        "atlas",
+        "validate",
+    ),
     "top": ("cli", "__init__", "__main__"),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
