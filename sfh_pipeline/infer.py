@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from .constants import C_KMS, L_SUN_ERG_S, MPC_CM
+from .covariance import covariance_alpha, error_factor
 from .dust import galactic_transmission
 from .extract import bin_geometry, extract_bin_spectra, read_box, sum_bins, wavelength_planes
 from .phangs import MuseCube
 from .products import FLAG_NO_VELOCITY, read_bins, read_hst_on_muse, write_tile_table
 from .samples import require_columns
+from .spectral import sky_mask
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,9 @@ def infer_tile(
     ``batch_size``. Table columns: BIN_ID, N_SPAXELS, VELOCITY (km/s, c ln(1+z)),
     VELOCITY_ERR, the four summaries and their ``_ERR`` (dex), SFH and ZH (n_bins each),
     LOG_MSTAR (log10 present-day stellar mass, M_sun), CHI2, AV (mag), SIGMA (km/s),
-    N_BANDS (HST bands used), NORM (erg s^-1 cm^-2 A^-1), OOD (out-of-distribution score of
+    N_BANDS (HST bands used), ERR_FACTOR (what the bin's error propagated from STAT was
+    multiplied by for the covariance of its spaxels: 1 + alpha log10 N_SPAXELS, alpha measured
+    on the tile, :mod:`sfh_pipeline.covariance`), NORM (erg s^-1 cm^-2 A^-1), OOD (out-of-distribution score of
     the spectrum, :meth:`sfh_pipeline.predict.Predictor.predict_normalised`), SFH_ERR and
     ZH_ERR (n_bins each: calibrated 68 % half-widths of SFH, mass fraction, and of ZH, dex),
     T50, T90 (log10 lookback time/yr by which 50 % / 90 % of the mass had formed) and their
@@ -118,12 +122,17 @@ def infer_tile(
     wave = cube.wavelength_aa[planes]
 
     flux, var = extract_bin_spectra(cube, bin_id, owned, geometry, planes)
+    ys, xs = read_box(owned, geometry)
+    # STAT misses the covariance of neighbouring spaxels: measured on this tile's own spaxels
+    tile_flux, tile_var = cube.read_tile(ys, xs, planes)
+    alpha = covariance_alpha(tile_flux, tile_var, ~sky_mask(wave))["alpha"]
+    del tile_flux, tile_var
+    error_factors = error_factor(alpha, geometry.n_spaxels[owned])
     transmission = galactic_transmission(wave, ebv)
     flux = flux / transmission
-    error = np.sqrt(var) / transmission
+    error = np.sqrt(var) / transmission * error_factors[:, None]
 
     photometry = {}
-    ys, xs = read_box(owned, geometry)
     for band, (image, variance, pivot) in read_hst_on_muse(hst_path).items():
         if band not in predictor.filters:
             log.warning("band %s is not one the model was trained with; ignored", band)
@@ -170,6 +179,7 @@ def infer_tile(
         "AV": check["av"],
         "SIGMA": check["sigma_kms"],
         "N_BANDS": prepared["present"].sum(1),
+        "ERR_FACTOR": error_factors,
         "NORM": prepared["norm"],
         "OOD": result["ood"],
     }
@@ -187,7 +197,7 @@ def infer_tile(
         column = "ZH_ERR" if key == "logzsol_err" else key.upper()
         columns[column] = np.array(value, dtype=float) if value is not None else np.full(shape, np.nan)
     for name, values in columns.items():
-        if name not in ("BIN_ID", "N_SPAXELS", "N_BANDS", "VELOCITY", "VELOCITY_ERR"):
+        if name not in ("BIN_ID", "N_SPAXELS", "N_BANDS", "VELOCITY", "VELOCITY_ERR", "ERR_FACTOR"):
             values[lost] = np.nan
     columns["FLAG"] = np.where(lost, FLAG_NO_VELOCITY, 0)
     write_tile_table(out_path, columns, tile, model_path, predictor.age_bin_edges_yr)

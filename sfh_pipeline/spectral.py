@@ -159,3 +159,51 @@ def broaden_to_fwhm(
 def velocity_sigma_to_aa(wavelength_aa: np.ndarray, sigma_kms: float) -> np.ndarray:
     """Gaussian sigma in Angstrom of a line-of-sight velocity dispersion ``sigma_kms`` (km/s)."""
     return np.asarray(wavelength_aa, dtype=float) * (sigma_kms / C_KMS)
+
+
+#: Strongest night-sky emission lines and telluric bands in the MUSE range (observed air
+#: wavelengths, A): sky-subtraction residuals there are masked in the reference fits.
+SKY_LINES_AA = (
+    5577.34,
+    5889.95,
+    5895.92,
+    6300.30,
+    6363.78,
+    6498.73,
+    6533.04,
+    6553.62,
+    6863.96,
+    6923.19,
+    7276.41,
+    7316.28,
+    7340.89,
+    7369.25,
+    7401.69,
+    7524.12,
+    7571.75,
+    7750.64,
+    7794.11,
+    7821.50,
+    7913.71,
+    7993.33,
+    8344.60,
+    8399.17,
+    8430.17,
+    8465.36,
+    8827.10,
+    8885.85,
+    8919.63,
+    8958.10,
+)
+TELLURIC_BANDS_AA = ((6864.0, 6935.0), (7160.0, 7340.0), (7590.0, 7700.0))
+SKY_HALF_WIDTH_AA = 3.0
+
+
+def sky_mask(wave_obs_aa: np.ndarray) -> np.ndarray:
+    """True for observed wavelengths within :data:`SKY_HALF_WIDTH_AA` of a bright sky line or
+    inside a telluric absorption band."""
+    lam = np.asarray(wave_obs_aa, dtype=float)
+    bad = np.any(np.abs(lam[:, None] - np.array(SKY_LINES_AA)[None, :]) <= SKY_HALF_WIDTH_AA, axis=1)
+    for lo, hi in TELLURIC_BANDS_AA:
+        bad |= (lam >= lo) & (lam <= hi)
+    return bad

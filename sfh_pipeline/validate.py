@@ -48,7 +48,7 @@ from .instrument import muse_lsf_fwhm_aa
 from .phangs import MuseCube
 from .products import read_bins, read_tile_tables
 from .samples import require_columns
-from .spectral import emission_line_mask
+from .spectral import emission_line_mask, sky_mask
 from .ssp import load_ssp
 
 #: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
@@ -287,53 +287,6 @@ class FullGridFit:
 # ---------------------------------------------------------------------------------------------
 # The validate stage: every bin of a real galaxy, network against the full-grid reference.
 
-#: Strongest night-sky emission lines and telluric bands in the MUSE range (observed air
-#: wavelengths, A): sky-subtraction residuals there are masked in the reference fits.
-SKY_LINES_AA = (
-    5577.34,
-    5889.95,
-    5895.92,
-    6300.30,
-    6363.78,
-    6498.73,
-    6533.04,
-    6553.62,
-    6863.96,
-    6923.19,
-    7276.41,
-    7316.28,
-    7340.89,
-    7369.25,
-    7401.69,
-    7524.12,
-    7571.75,
-    7750.64,
-    7794.11,
-    7821.50,
-    7913.71,
-    7993.33,
-    8344.60,
-    8399.17,
-    8430.17,
-    8465.36,
-    8827.10,
-    8885.85,
-    8919.63,
-    8958.10,
-)
-TELLURIC_BANDS_AA = ((6864.0, 6935.0), (7160.0, 7340.0), (7590.0, 7700.0))
-SKY_HALF_WIDTH_AA = 3.0
-
-
-def sky_mask(wave_obs_aa: np.ndarray) -> np.ndarray:
-    """True for observed wavelengths within :data:`SKY_HALF_WIDTH_AA` of a bright sky line or
-    inside a telluric absorption band."""
-    lam = np.asarray(wave_obs_aa, dtype=float)
-    bad = np.any(np.abs(lam[:, None] - np.array(SKY_LINES_AA)[None, :]) <= SKY_HALF_WIDTH_AA, axis=1)
-    for lo, hi in TELLURIC_BANDS_AA:
-        bad |= (lam >= lo) & (lam <= hi)
-    return bad
-
 
 def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
     """Network against reference per quantity of :data:`QUANTITIES`, over bins where both are finite.
@@ -462,8 +415,18 @@ def validate_galaxy(
     predictor = load_predictor(model_path, device="cpu")
     rest_range = (float(predictor.wavelength_aa[0]), float(predictor.wavelength_aa[-1]))
     v_range = velocity_range_kms(row, {"velocity_range_kms": s["velocity_bounds_kms"]})
+    # the same correction for the covariance of spaxels as the network's input had (1 before it)
+    error_factors = np.nan_to_num(table.get("ERR_FACTOR", np.ones(velocity.size)), nan=1.0)
     jobs = _rest_frame_spectra(
-        cube_path, bin_id, table["BIN_ID"][chosen], velocity, rest_range, (v_sys - v_range, v_sys + v_range), ebv, s
+        cube_path,
+        bin_id,
+        table["BIN_ID"][chosen],
+        velocity,
+        error_factors,
+        rest_range,
+        (v_sys - v_range, v_sys + v_range),
+        ebv,
+        s,
     )
     z_sys = float(np.exp(v_sys / C_KMS) - 1.0)
     second_init = None
@@ -556,11 +519,21 @@ def validate_galaxy(
 
 
 def _rest_frame_spectra(
-    cube_path, bin_id: np.ndarray, ids: np.ndarray, velocity: np.ndarray, rest_range, velocity_span, ebv, s
+    cube_path,
+    bin_id: np.ndarray,
+    ids: np.ndarray,
+    velocity: np.ndarray,
+    error_factors: np.ndarray,
+    rest_range,
+    velocity_span,
+    ebv,
+    s,
 ) -> list[tuple[int, tuple]]:
     """(bin, (rest wavelength A, flux, error, sky mask)) of each bin of ``ids``, sorted by bin:
     summed over the bin's spaxels, shifted by the bin's own velocity (km/s), corrected for
-    Galactic extinction (E(B-V) ``ebv``) like the network's input. Flux in the cube's units."""
+    Galactic extinction (E(B-V) ``ebv``) like the network's input, the error multiplied by the
+    bin's ``error_factors`` (covariance of spaxels). Flux in the cube's units; ``velocity`` and
+    ``error_factors`` are indexed by bin id."""
     cube = MuseCube.open(cube_path)
     geometry = bin_geometry(bin_id, int(s["tile_spaxels"]))
     planes = wavelength_planes(cube.wavelength_aa, rest_range, velocity_span)
@@ -574,7 +547,8 @@ def _rest_frame_spectra(
         flux, var = extract_bin_spectra(cube, bin_id, members, geometry, planes)
         for b, f, v in zip(members, flux, var):
             z = np.exp(velocity[b] / C_KMS) - 1.0
-            jobs.append((b, (wave / (1 + z), f / transmission, np.sqrt(v) / transmission, sky)))
+            error = np.sqrt(v) / transmission * error_factors[b]
+            jobs.append((b, (wave / (1 + z), f / transmission, error, sky)))
     jobs.sort(key=lambda job: job[0])
     return jobs
 

@@ -72,6 +72,7 @@ class KnownPopulation(Predictor):
         self.seen = {
             "wave": np.array(wave),
             "flux": np.array(flux),
+            "error": np.array(error),
             "z": np.array(z),
             "photometry": {k: (np.array(f), np.array(e)) for k, (f, e) in (photometry or {}).items()},
         }
@@ -387,3 +388,22 @@ def test_a_model_is_refused_with_another_ssp_library_than_its_own(tiny_model, an
         require_training_library(predictor, other)
     zarr.open_group(other, mode="r+").attrs.update({"name": "renamed", "sha256": "e" * 64})
     require_training_library(predictor, other)
+
+
+def test_bin_errors_are_widened_for_the_covariance_measured_on_the_tile(known, monkeypatch):
+    """The error of a bin of N spaxels is STAT's propagated error x (1 + alpha log10 N), alpha
+    measured on the tile's own spaxels (sfh_pipeline.covariance, tested against known
+    covariances in test_covariance.py). This noise-free 3 x 4 field gives no measurement
+    (alpha 0, factors 1); with alpha 0.3 the bins of 1, 2 and 7 spaxels get 1, 1.090 and 1.254."""
+    from sfh_pipeline import infer
+
+    tables, seen, expected = known
+    np.testing.assert_array_equal(tables["reference"]["ERR_FACTOR"], 1.0)
+    measured = []
+    monkeypatch.setattr(infer, "covariance_alpha", lambda *a: measured.append(a[0].shape) or {"alpha": 0.3})
+    table, widened = expected["run"]("covariance", "cube", ROW)
+    assert len(measured) == 1 and measured[0][1:] == (3, 4)  # once, on the tile's spaxels
+    factors = 1 + 0.3 * np.log10([1, 2, 7])
+    np.testing.assert_allclose(table["ERR_FACTOR"], factors)
+    np.testing.assert_allclose(widened["error"], seen["reference"]["error"] * factors[:, None], rtol=1e-6)
+    np.testing.assert_allclose(widened["flux"], seen["reference"]["flux"])
