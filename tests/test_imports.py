@@ -298,3 +298,17 @@ def test_module_imports_alone_in_a_fresh_interpreter(module):
 def test_package_runs_as_a_module():
     done = _fresh_python("-m", PACKAGE, "--help")
     assert done.returncode == 0 and "usage" in done.stdout, done.stderr
+
+
+def test_the_layer_table_of_the_docs_is_this_one():
+    """docs/pipeline.md shows the layers to readers: it must list the modules this test enforces."""
+    import re
+
+    rows = {
+        line.split("|")[1].strip(): re.findall(r"`(\w+)`", line.split("|")[2])
+        for line in (ROOT / "docs" / "pipeline.md").read_text().splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in LAYERS
+    }
+    assert {layer: sorted(modules) for layer, modules in rows.items()} == {
+        layer: sorted(modules) for layer, modules in LAYERS.items()
+    }
