@@ -83,10 +83,6 @@ class TrainConfig:
     # of showing the one realisation stored, so the network cannot learn the noise by heart.
     # Measured (docs/pipeline.md): the same at 10 epochs, far better beyond (no overfitting).
     redraw_noise: bool = True
-    # with redraw_noise: the noise drawn is up to this factor larger than the error the network
-    # is given (log-uniform per spectrum; trainset.renoised), as in binned MUSE spectra whose STAT
-    # misses the covariance of neighbouring spaxels. 1 = the error is exact.
-    noise_excess_max: float = 1.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -118,13 +114,10 @@ class TrainsetReader:
             sum(np.count_nonzero(self.split[c * self.chunk_size : (c + 1) * self.chunk_size] == code) for c in chunks)
         )
 
-    def read_chunk(
-        self, chunk: int, split: str, redraw: np.random.Generator | None = None, noise_excess_max: float = 1.0
-    ) -> dict[str, np.ndarray]:
+    def read_chunk(self, chunk: int, split: str, redraw: np.random.Generator | None = None) -> dict[str, np.ndarray]:
         """The samples of one chunk that belong to ``split``, as numpy arrays.
 
-        With ``redraw`` the spectra get a new S/N and new noise drawn from it (:func:`renoised`,
-        with ``noise_excess_max``).
+        With ``redraw`` the spectra get a new S/N and new noise drawn from it (:func:`renoised`).
         """
         sl = slice(chunk * self.chunk_size, (chunk + 1) * self.chunk_size)
         keep = self.split[sl] == SPLIT_CODES[split]
@@ -132,10 +125,7 @@ class TrainsetReader:
         arrays = {name: np.asarray(self.group[name][sl])[keep] for name in names}
         if redraw is not None:
             noise, phot_noise = stored_noise(self.attrs, chunk)
-            config = self.attrs["config"]
-            arrays = renoised(
-                arrays, noise[keep], phot_noise[keep], redraw, config, self.wavelength_aa, noise_excess_max
-            )
+            arrays = renoised(arrays, noise[keep], phot_noise[keep], redraw, self.attrs["config"], self.wavelength_aa)
         arrays["formation"] = formation_times(arrays["sfh"], self.attrs["age_bin_edges_yr"], FORMATION_FRACTIONS)
         return arrays
 
@@ -205,7 +195,7 @@ def iterate_batches(
 
     def read(chunk: int) -> dict[str, np.ndarray]:
         noise_rng = np.random.default_rng([seed, epoch, chunk, 13]) if redraw else None
-        return reader.read_chunk(chunk, split, noise_rng, config.noise_excess_max)
+        return reader.read_chunk(chunk, split, noise_rng)
 
     yielded = 0
     pending: dict[str, np.ndarray] | None = None

@@ -391,7 +391,6 @@ def renoised(
     rng: np.random.Generator,
     config: dict[str, Any],
     wavelength_aa: np.ndarray,
-    noise_excess_max: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """The same spectra with a new S/N and new noise: a fresh realisation of each sample.
 
@@ -401,18 +400,13 @@ def renoised(
     the error spectrum is scaled to it (its shape kept), unit-normal noise is drawn, and
     everything is normalised again by the mean unmasked flux in ``norm_window_aa``, as
     :func:`generate_chunk` does. Returns a new dict; the labels are shared.
-
-    ``noise_excess_max`` > 1: the noise drawn is a factor k (log-uniform in 1 ..
-    ``noise_excess_max`` per spectrum) larger than the error spectrum that is returned, as in
-    sums of MUSE spaxels, whose STAT misses the covariance between neighbouring spaxels.
     """
     n = len(arrays["flux"])
     clean = arrays["flux"] - arrays["error"] * noise
     clean_phot = arrays["phot"] - arrays["phot_error"] * phot_noise
     snr = np.exp(rng.uniform(*np.log(config["snr"]), n))
     error = arrays["error"] * (arrays["snr"] / snr)[:, None]
-    excess = np.exp(rng.uniform(0.0, np.log(noise_excess_max), n)) if noise_excess_max > 1 else np.ones(n)
-    flux = clean + error * excess[:, None] * rng.standard_normal(clean.shape)
+    flux = clean + error * rng.standard_normal(clean.shape)
     phot = clean_phot + arrays["phot_error"] * rng.standard_normal(clean_phot.shape)
     lo, hi = config["norm_window_aa"]
     window = (wavelength_aa >= lo) & (wavelength_aa <= hi)
