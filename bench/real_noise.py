@@ -29,7 +29,7 @@ import argparse
 import numpy as np
 from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
-from sfh_pipeline.covariance import difference_ratio
+from sfh_pipeline.covariance import box_ratios
 from sfh_pipeline.phangs import MuseCube
 from sfh_pipeline.validate import sky_mask
 
@@ -98,14 +98,8 @@ def main() -> None:
     good = usable[1:-1] & usable[:-2] & usable[2:]
     by_box = {}
     for side in BOX_SIDES:
-        ratios, snr = [], []
-        for y in range(0, ny - side + 1, side):
-            for x in range(0, nx - side + 1, side):
-                box_flux = flux[:, y : y + side, x : x + side].sum((1, 2))
-                box_var = var[:, y : y + side, x : x + side].sum((1, 2))
-                ratios.append(difference_ratio(box_flux, box_var, good))
-                snr.append(np.median(box_flux[usable]) / np.median(np.sqrt(box_var[usable])))
-        ratios, bright = np.array(ratios), np.array(snr) > BRIGHT_SNR
+        ratios, snr = box_ratios(flux, var, usable, side)
+        bright = snr > BRIGHT_SNR
         by_box[side] = {
             "n_spaxels": side * side,
             "n_boxes": int(ratios.size),

@@ -40,36 +40,45 @@ def difference_ratio(flux: np.ndarray, var: np.ndarray, good: np.ndarray) -> flo
     return float(1.4826 * np.median(np.abs(pulls - np.median(pulls))) / np.sqrt(1.5))
 
 
+def box_ratios(flux: np.ndarray, var: np.ndarray, usable: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per box of ``side`` x ``side`` spaxels (non-overlapping, every spaxel with finite flux
+    and positive variance in the ``usable`` planes): :func:`difference_ratio` of the summed
+    spectrum, and its median S/N per pixel over those planes. ``flux``, ``var``:
+    (n_wave, ny, nx); ``usable`` (n_wave,)."""
+    good_plane = np.asarray(usable, bool)
+    good = good_plane[1:-1] & good_plane[:-2] & good_plane[2:]
+    ny, nx = flux.shape[1:]
+    valid_spaxel = np.all(np.isfinite(flux[good_plane]) & (var[good_plane] > 0), axis=0)
+    ratios, snr = [], []
+    for y in range(0, ny - side + 1, side):
+        for x in range(0, nx - side + 1, side):
+            if not good.any() or not valid_spaxel[y : y + side, x : x + side].all():
+                continue
+            box_flux = flux[:, y : y + side, x : x + side].sum((1, 2))
+            box_var = var[:, y : y + side, x : x + side].sum((1, 2))
+            ratios.append(difference_ratio(box_flux, box_var, good))
+            snr.append(np.median(box_flux[good_plane]) / np.median(np.sqrt(box_var[good_plane])))
+    return np.array(ratios), np.array(snr)
+
+
 def covariance_alpha(flux: np.ndarray, var: np.ndarray, usable: np.ndarray) -> dict:
     """``alpha`` of noise(sum of N spaxels) = propagated error x (1 + alpha log10 N).
 
     ``flux``, ``var``: (n_wave, ny, nx) of a region of a cube; ``usable`` (n_wave,) the planes
-    to measure on (e.g. without sky lines). A box is skipped when it has a non-finite or
-    non-positive value in those planes, or a median S/N per pixel above MAX_BOX_SNR.
+    to measure on (e.g. without sky lines). Boxes are those of :func:`box_ratios` with a
+    median S/N per pixel of at most MAX_BOX_SNR.
 
     Returns ``alpha``, ``excess`` {N: ratio relative to one spaxel} and ``n_boxes`` {N: boxes
     used}. ``alpha`` is 0 when fewer than MIN_BOXES boxes of a side > 1 are usable, or when
     the fit is negative.
     """
-    good_plane = np.asarray(usable, bool)
-    good = good_plane[1:-1] & good_plane[:-2] & good_plane[2:]
-    ny, nx = flux.shape[1:]
-    valid_spaxel = np.all(np.isfinite(flux[good_plane]) & (var[good_plane] > 0), axis=0)
     ratios: dict[int, float] = {}
     counts: dict[int, int] = {}
     for side in BOX_SIDES:
-        values = []
-        for y in range(0, ny - side + 1, side):
-            for x in range(0, nx - side + 1, side):
-                if not good.any() or not valid_spaxel[y : y + side, x : x + side].all():
-                    continue
-                box_flux = flux[:, y : y + side, x : x + side].sum((1, 2))
-                box_var = var[:, y : y + side, x : x + side].sum((1, 2))
-                if np.median(box_flux[good_plane]) > MAX_BOX_SNR * np.median(np.sqrt(box_var[good_plane])):
-                    continue
-                values.append(difference_ratio(box_flux, box_var, good))
-        counts[side * side] = len(values)
-        if len(values) >= MIN_BOXES:
+        values, snr = box_ratios(flux, var, usable, side)
+        values = values[snr <= MAX_BOX_SNR] if values.size else values
+        counts[side * side] = int(values.size)
+        if values.size >= MIN_BOXES:
             ratios[side * side] = float(np.median(values))
     if 1 not in ratios or len(ratios) < 2:
         return {"alpha": 0.0, "excess": {}, "n_boxes": counts}
