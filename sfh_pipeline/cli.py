@@ -113,6 +113,13 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
+def _export_checkpoint(args: argparse.Namespace) -> None:
+    from .training import export_checkpoint
+
+    payload = export_checkpoint(args.checkpoint, args.trainset, args.out)
+    print(f"{args.out}: best of {payload['epochs_run']} epochs, validation loss {payload['best_validation_loss']:.4f}")
+
+
 def _ship_model(args: argparse.Namespace) -> None:
     from .model_card import ship_model
 
@@ -392,6 +399,13 @@ def _add_network_parsers(stages) -> None:
     tr.add_argument("--config", type=_json_arg, required=True, help="model section of the config, as JSON")
     tr.add_argument("--name", required=True)
     tr.set_defaults(func=_train)
+    export = stages.add_parser(
+        "export-checkpoint", help="model file of a training under way: the best weights of its checkpoint so far"
+    )
+    export.add_argument("--checkpoint", required=True, help="<model folder>/checkpoints/last.pt")
+    export.add_argument("--trainset", required=True, help="the training set it is trained on")
+    export.add_argument("--out", required=True, help="model file to write")
+    export.set_defaults(func=_export_checkpoint)
     ev = stages.add_parser("evaluate", help="metrics and figures on the test split")
     ev.add_argument("--model", required=True, help="model.pt")
     ev.add_argument("--trainset", required=True)

@@ -507,6 +507,32 @@ def train(
     return payload
 
 
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike, trainset_store: str | os.PathLike, out_path: str | os.PathLike
+) -> dict[str, Any]:
+    """Write the model file of a training still under way (or stopped): the best weights of its
+    checkpoint so far, calibrated on the validation split as ``train`` does at its end.
+
+    The training itself is not touched and resumes from the same checkpoint. Returns the payload.
+    """
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    if ckpt.get("best_state") is None:
+        raise ValueError(f"checkpoint {checkpoint_path} has no finished epoch to export")
+    reader = TrainsetReader(trainset_store)
+    if ckpt["trainset"]["generator_digest"] != reader.attrs["generator_digest"]:
+        raise ValueError(f"checkpoint {checkpoint_path} was not trained on {trainset_store}")
+    model_config = ModelConfig.from_dict(ckpt["model_config"])
+    train_config = TrainConfig.from_dict(ckpt["train_config"])
+    opt = _optimisation(model_config, train_config, 1, torch.device("cpu"), 0, 1, 0)
+    opt.module.load_state_dict(ckpt["best_state"])
+    name = Path(checkpoint_path).resolve().parent.parent.name
+    payload = _model_payload(
+        opt, reader, trainset_store, name, model_config, train_config, LossWeights(**ckpt["loss_weights"]), ckpt
+    )
+    save_atomically(payload, out_path)
+    return payload
+
+
 def _sized_for(model_config: ModelConfig, reader: TrainsetReader) -> ModelConfig:
     """``model_config`` with its input and output sizes (wavelength pixels, filters, age bins,
     log Z range) taken from the training set."""

@@ -19,6 +19,7 @@ from sfh_pipeline.model import ModelConfig, SFHNet, encode_photometry, encode_sp
 from sfh_pipeline.training import (
     TrainConfig,
     TrainsetReader,
+    export_checkpoint,
     iterate_batches,
     shard_chunks,
     train,
@@ -350,3 +351,24 @@ def test_training_on_cuda_with_mixed_precision(small_trainset, tmp_path):
         assert np.all(np.isfinite(on_gpu[key])), key
         # TF32 convolutions on the GPU: agreement to about 1e-3, not to float32 precision
         np.testing.assert_allclose(on_gpu[key], on_cpu[key], atol=0.01, err_msg=key)
+
+
+def test_export_checkpoint_writes_the_best_weights_so_far(small_trainset, tiny_model, tmp_path):
+    """A training under way exports the model file ``train`` would write if it ended now: its best
+    weights, not the last ones, with the same calibrations."""
+    checkpoint = torch.load(Path(tiny_model).parent / "checkpoints" / "last.pt", weights_only=False)
+    checkpoint["model"] = {k: torch.zeros_like(v) for k, v in checkpoint["model"].items()}
+    torch.save(checkpoint, tmp_path / "last.pt")
+    exported = export_checkpoint(tmp_path / "last.pt", small_trainset, tmp_path / "model.pt")
+    trained = torch.load(tiny_model, weights_only=False)
+    for key, value in trained["state_dict"].items():
+        torch.testing.assert_close(exported["state_dict"][key], value, msg=key)
+    assert exported["sigma_scale"] == pytest.approx(trained["sigma_scale"], rel=1e-5)
+    assert exported["epochs_run"] == trained["epochs_run"]
+    load_model_file(tmp_path / "model.pt")
+
+    checkpoint["best_state"] = None
+    torch.save(checkpoint, tmp_path / "unfinished.pt")
+    with pytest.raises(ValueError, match="no finished epoch"):
+        export_checkpoint(tmp_path / "unfinished.pt", small_trainset, tmp_path / "none.pt")
+    assert not (tmp_path / "none.pt").exists()
