@@ -115,6 +115,7 @@ hst_background_e_s          0.004         background noise per HST pixel, e-/s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -504,20 +505,14 @@ def _write_cube(
             raise RuntimeError(f"{path}: slabs ended at plane {written} of {shape[0]}")
 
 
-def _write_hst(
-    sci_path,
-    wht_path,
-    key: str,
-    galaxy: str,
-    sci: np.ndarray,
-    wht: np.ndarray,
-    wcs: WCS,
-    photflam: float,
-    pivot: float,
-    exptime: float,
-) -> None:
+def _hst_headers(
+    key: str, galaxy: str, wcs: WCS, shape: tuple[int, int], photflam: float, pivot: float, exptime: float
+):
+    """Primary headers (sci, wht) of a drizzled-HST-like image pair of ``shape`` (ny, nx), float32."""
     instrument, filt = key.split("_")
-    header = _celestial_cards(wcs)
+    header = fits.PrimaryHDU(np.zeros((1, 1), np.float32)).header
+    header["NAXIS1"], header["NAXIS2"] = shape[1], shape[0]
+    header.update(_celestial_cards(wcs))
     header["TELESCOP"] = "HST"
     header["INSTRUME"], header["DETECTOR"] = ("WFC3", "UVIS") if instrument == "wfc3-uvis" else ("ACS", "WFC")
     header["FILTER"] = filt.upper()
@@ -532,9 +527,24 @@ def _write_hst(
     wht_header = header.copy()
     wht_header["BUNIT"] = "UNITLESS"
     wht_header["COMMENT"] = "inverse variance of the sci image, (electrons/s)**-2; 0 = no data"
-    for path, data, hdr in ((sci_path, sci, sci_header), (wht_path, wht, wht_header)):
-        with atomic_path(path) as tmp:
-            fits.PrimaryHDU(data.astype(np.float32), header=hdr).writeto(tmp)
+    return sci_header, wht_header
+
+
+@contextlib.contextmanager
+def _streamed_images(paths_and_headers):
+    """One ``astropy.io.fits.StreamingHDU`` per (path, header), each written to a temporary
+    file that replaces ``path`` only when the block ends without error and the image is complete."""
+    with contextlib.ExitStack() as stack:
+        streams = []
+        for path, header in paths_and_headers:
+            tmp = stack.enter_context(atomic_path(path))
+            stream = fits.StreamingHDU(tmp, header)
+            stack.callback(stream.close)
+            streams.append(stream)
+        yield streams
+        unfinished = [str(p) for (p, _), s in zip(paths_and_headers, streams, strict=True) if not s.writecomplete]
+        if unfinished:
+            raise RuntimeError(f"images left incomplete: {unfinished}")
 
 
 # --------------------------------------------------------------------------- the mock
@@ -818,6 +828,8 @@ def _add_line_profiles(
 #: what bounds the memory of a mock of PHANGS-mosaic size.
 SPAXEL_BATCH = 1024
 CUBE_SLAB_VALUES = 2**24
+#: HST image rows made and written at a time (a few hundred MB of float64 at PHANGS-HST widths).
+HST_STRIP_ROWS = 1024
 
 
 class _SpectraByPlane:
@@ -937,29 +949,45 @@ def _write_hst_images(
     """Write each band's sci and wht images: the spaxel fluxes ``band_images`` (n_filters, ny,
     nx; erg/s/cm^2/A before Galactic extinction) spread over the finer HST pixels, convolved
     with the HST PSF, with Poisson and background noise. Returns each band's total flux
-    density after Galactic extinction, before noise (erg/s/cm^2/A)."""
+    density after Galactic extinction, before noise (erg/s/cm^2/A).
+
+    The images are made and written ``HST_STRIP_ROWS`` rows at a time (each strip convolved
+    with the rows the PSF reaches beyond it), so that a PHANGS-HST-sized image (tens of
+    thousands of pixels a side) never sits in memory whole; the noise is drawn strip after
+    strip, row-major, which gives the same deviates as drawing the whole image at once.
+    """
     ny, nx = shape
     hwcs, hshape, factor, margin = hst_grid(wcs, (ny, nx), float(r["hst_pixel_arcsec"]), float(r["hst_margin_arcsec"]))
     hst_kernel = _gaussian_kernel(r["hst_psf_fwhm_arcsec"] / float(r["hst_pixel_arcsec"]))
+    halo = hst_kernel.size // 2
+    n_rows, n_cols = hshape
     band_totals = {}
     for j, (band, t) in enumerate(throughputs.items()):
         pivot = t.pivot_wavelength_aa
         spaxel_flux = band_images[j] * galactic_transmission(np.array([pivot]), ebv_galactic)[0]
         band_totals[band] = float(spaxel_flux.sum())
         photflam = PHOTFLAM[band]
-        counts = np.zeros(hshape)
-        counts[margin : margin + factor * ny, margin : margin + factor * nx] = (
-            np.kron(spaxel_flux, np.ones((factor, factor))) / factor**2 / photflam
-        )
-        counts = _convolve2d(counts, hst_kernel)
-        var_h = np.maximum(counts, 0.0) / r["hst_exptime_s"] + r["hst_background_e_s"] ** 2
-        sci = counts + np.sqrt(var_h) * rng.standard_normal(hshape)
-        wht = 1.0 / var_h
-        if band == r["uncovered_band"]:
-            sci[hshape[0] // 2 :, hshape[1] // 2 :] = 0.0
-            wht[hshape[0] // 2 :, hshape[1] // 2 :] = 0.0
-        sci_path, wht_path = hst_paths[band]
-        _write_hst(sci_path, wht_path, band, galaxy, sci, wht, hwcs, photflam, pivot, float(r["hst_exptime_s"]))
+        # count rate of each HST pixel row inside the MUSE field, one row per spaxel row (e-/s)
+        row_rates = np.repeat(spaxel_flux, factor, axis=1) / factor**2 / photflam
+        headers = _hst_headers(band, galaxy, hwcs, hshape, photflam, pivot, float(r["hst_exptime_s"]))
+        with _streamed_images(list(zip(hst_paths[band], headers, strict=True))) as (sci_out, wht_out):
+            for start in range(0, n_rows, HST_STRIP_ROWS):
+                stop = min(n_rows, start + HST_STRIP_ROWS)
+                lo, hi = max(0, start - halo), min(n_rows, stop + halo)
+                field_rows = np.arange(lo, hi) - margin
+                inside = (field_rows >= 0) & (field_rows < factor * ny)
+                counts = np.zeros((hi - lo, n_cols))
+                counts[inside, margin : margin + factor * nx] = row_rates[field_rows[inside] // factor]
+                counts = _convolve2d(counts, hst_kernel)[start - lo : stop - lo]
+                var_h = np.maximum(counts, 0.0) / r["hst_exptime_s"] + r["hst_background_e_s"] ** 2
+                sci = counts + np.sqrt(var_h) * rng.standard_normal(counts.shape)
+                wht = 1.0 / var_h
+                if band == r["uncovered_band"]:
+                    lower = max(0, n_rows // 2 - start)
+                    sci[lower:, n_cols // 2 :] = 0.0
+                    wht[lower:, n_cols // 2 :] = 0.0
+                sci_out.write(sci.astype(np.float32))
+                wht_out.write(wht.astype(np.float32))
     return band_totals
 
 

@@ -65,23 +65,32 @@ def test_noise_follows_stat_and_seed_reproduces_bytes(mock, tmp_path, analytic_s
     assert np.std(pull) == pytest.approx(1.0, abs=0.02)
 
 
-def test_cube_written_in_slabs_and_spaxel_batches_is_the_cube_written_at_once(
+def test_files_written_in_slabs_spaxel_batches_and_strips_are_the_files_written_at_once(
     mock, tmp_path, analytic_ssp_store, monkeypatch
 ):
-    """A PHANGS-size mock is written a few planes and spaxels at a time (bounded memory): seams
-    between slabs of 7 planes (3681 = 7 x 525 + 6: a short last slab) and batches of 37 spaxels
-    change no value, and the hand-laid FITS file passes astropy's verification."""
+    """A PHANGS-size mock is written a few planes, spaxels and image rows at a time (bounded
+    memory): seams between slabs of 7 planes (3681 = 7 x 525 + 6: a short last slab), batches
+    of 37 spaxels and HST strips of 7 rows (290 = 7 x 41 + 3; the PSF reaches across strips)
+    change no value, and the files pass astropy's verification."""
     from sfh_pipeline import mock as mock_module
 
     root, row, files, bands, recipe, summary = mock
     monkeypatch.setattr(mock_module, "CUBE_SLAB_VALUES", 7 * SIZE[0] * SIZE[1])
     monkeypatch.setattr(mock_module, "SPAXEL_BATCH", 37)
+    monkeypatch.setattr(mock_module, "HST_STRIP_ROWS", 7)
     _, sliced, *_ = write(tmp_path, analytic_ssp_store)
     with fits.open(files["muse_cube"]) as whole, fits.open(sliced["muse_cube"]) as parts:
         parts.verify("exception")
         assert [h.header.tostring() for h in whole] == [h.header.tostring() for h in parts]
         for name in ("DATA", "STAT"):
             np.testing.assert_allclose(parts[name].data, whole[name].data, rtol=1e-6, atol=0)
+    for band in bands:
+        for kind in ("sci", "wht"):
+            with fits.open(files[f"{band}_{kind}"]) as whole, fits.open(sliced[f"{band}_{kind}"]) as parts:
+                parts.verify("exception")
+                assert whole[0].header.tostring() == parts[0].header.tostring()
+                assert whole[0].data.shape == (5 * SIZE[0] + 50, 5 * SIZE[1] + 50)
+                np.testing.assert_array_equal(parts[0].data, whole[0].data, err_msg=f"{band} {kind}")
     assert not list((tmp_path / "muse").glob("tmp*")), "the spectra's temporary file was left behind"
 
 

@@ -54,6 +54,29 @@ def test_dry_run_default_config(tmp_path):
     assert {rule: counts.get(rule) for rule in expected} == expected, counts
 
 
+def test_scale_preset_plans_a_phangs_sized_mock_and_no_training(tmp_path):
+    """config/scale.yaml: a mock of PHANGS-mosaic size (>= 3 pointings of 300 x 300 spaxels, HST
+    images >= 8,000 pixels a side at 0.04") inferred with the shipped model."""
+    from astropy.wcs import WCS
+
+    from sfh_pipeline.filters import PHANGS_FILTERS
+    from sfh_pipeline.mock import hst_grid, resolve_recipe
+
+    preset = yaml.safe_load((REPO / "config" / "scale.yaml").read_text())
+    ((galaxy, recipe),) = preset["mock"].items()
+    recipe = resolve_recipe(recipe, PHANGS_FILTERS)
+    ny, nx = recipe["size_spaxels"]
+    assert ny * nx >= 3 * 300 * 300
+    muse = WCS(naxis=2)
+    muse.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    muse.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+    _, hst_shape, _, _ = hst_grid(muse, (ny, nx), recipe["hst_pixel_arcsec"], recipe["hst_margin_arcsec"])
+    assert recipe["hst_pixel_arcsec"] == 0.04 and min(hst_shape) >= 8000, hst_shape
+    counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "scale.yaml")).stdout)
+    assert counts.get(f"mock_{galaxy.replace('-', '_')}") == 1 and counts.get("observe_bins") == 1, counts
+    assert "train" not in counts and "mock_MOCK_UVIS" not in counts, counts
+
+
 @pytest.mark.parametrize("profile", ["local", "slurm"])
 def test_profiles_are_valid(tmp_path, profile, monkeypatch):
     monkeypatch.setenv("SFH_SLURM_PARTITION", "debug")
