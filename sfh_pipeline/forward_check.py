@@ -24,6 +24,9 @@ from .ssp import load_ssp
 TEMPLATE_MARGIN_KMS = 2000.0
 VELOCITY_BOUNDS_KMS = (-300.0, 300.0)
 SIGMA_BOUNDS_KMS = (1.0, 500.0)
+#: Spectra whose predicted populations are modelled at a time: the forward model holds a few
+#: hundred kB per spectrum, so a tile of thousands of bins is modelled in chunks.
+MODEL_CHUNK = 256
 
 
 class ForwardCheck:
@@ -70,19 +73,28 @@ class ForwardCheck:
         if n == 0:
             out["surviving_fraction"] = np.zeros(0)
             return out
-        model = self.model.model(sfh, logz, np.zeros(n), np.zeros(n))
-        out["surviving_fraction"] = model.surviving_fraction
+        out["surviving_fraction"] = np.empty(n)
+        for start in range(0, n, MODEL_CHUNK):
+            part = slice(start, min(n, start + MODEL_CHUNK))
+            model = self.model.model(sfh[part], logz[part], np.zeros(part.stop - start), np.zeros(part.stop - start))
+            out["surviving_fraction"][part] = model.surviving_fraction
+            self._fit_each(flux[part], error[part], mask[part], model.flux, {k: v[part] for k, v in out.items()})
+        return out
+
+    def _fit_each(
+        self, flux: np.ndarray, error: np.ndarray, mask: np.ndarray, templates: np.ndarray, out: dict[str, np.ndarray]
+    ) -> None:
+        """pPXF fit of each spectrum with its template (rows of ``templates`` on the template
+        grid); results written into the arrays (views) of ``out``."""
         ends = self.galaxy_wave[[0, -1]]
-        for i in range(n):
+        for i in range(flux.shape[0]):
             galaxy, ln_lam, velscale = ppxf_util.log_rebin(ends, np.nan_to_num(flux[i]))
             variance, _, _ = ppxf_util.log_rebin(ends, np.nan_to_num(error[i], nan=0.0) ** 2)
             bad_fraction, _, _ = ppxf_util.log_rebin(ends, ((mask[i] != 0) | ~np.isfinite(flux[i])).astype(float))
             good = (bad_fraction < 1e-3) & (variance > 0)
             if good.sum() < 100:
                 continue
-            template, ln_lam_temp, _ = ppxf_util.log_rebin(
-                self.template_wave[[0, -1]], model.flux[i], velscale=velscale
-            )
+            template, ln_lam_temp, _ = ppxf_util.log_rebin(self.template_wave[[0, -1]], templates[i], velscale=velscale)
             scale = float(np.median(template))
             guess_sigma = 3.0 * velscale
             pp = ppxf(
@@ -105,4 +117,3 @@ class ForwardCheck:
             out["av"][i] = pp.reddening
             out["velocity_kms"][i], out["sigma_kms"][i] = pp.sol[:2]
             out["mass_formed"][i] = pp.weights[0] / scale
-        return out

@@ -18,7 +18,7 @@ import numpy as np
 from .constants import C_KMS, L_SUN_ERG_S, MPC_CM
 from .covariance import covariance_alpha, error_factor
 from .dust import galactic_transmission
-from .extract import bin_geometry, extract_bin_spectra, read_box, sum_bins, wavelength_planes
+from .extract import bin_geometry, read_box, sum_bins, wavelength_planes
 from .phangs import MuseCube
 from .products import FLAG_NO_VELOCITY, read_bins, read_hst_on_muse, write_tile_table
 from .samples import require_columns
@@ -121,10 +121,12 @@ def infer_tile(
     planes = wavelength_planes(cube.wavelength_aa, (rest[0], rest[-1]), (v_sys - v_range, v_sys + v_range))
     wave = cube.wavelength_aa[planes]
 
-    flux, var = extract_bin_spectra(cube, bin_id, owned, geometry, planes)
+    # the box of the tile's bins, read once: summed into bins, and (since STAT misses the
+    # covariance of neighbouring spaxels) the covariance measured on its spaxels
     ys, xs = read_box(owned, geometry)
-    # STAT misses the covariance of neighbouring spaxels: measured on this tile's own spaxels
     tile_flux, tile_var = cube.read_tile(ys, xs, planes)
+    flux = sum_bins(bin_id, owned, tile_flux, (ys.start, xs.start))
+    var = sum_bins(bin_id, owned, tile_var, (ys.start, xs.start))
     alpha = covariance_alpha(tile_flux, tile_var, ~sky_mask(wave))["alpha"]
     del tile_flux, tile_var
     error_factors = error_factor(alpha, geometry.n_spaxels[owned])

@@ -68,6 +68,12 @@ class ModelConfig:
     #: space detached, so they never change the point estimates. Model files written before
     #: them load with False.
     posterior_heads: bool = True
+    #: How the spectrum is read: "conv" (the stem, residual stages, attention and attention
+    #: pooling above) or "linear": one learned projection of the whole encoded spectrum to
+    #: ``linear_width`` followed by two dense layers (GEMM-shaped, for inference at the compute
+    #: limit of a CPU; the conv settings are then unused).
+    front_end: str = "conv"
+    linear_width: int = 128
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,6 +165,39 @@ class SFHNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        if config.front_end not in ("conv", "linear"):
+            raise ValueError(f"model setting front_end must be 'conv' or 'linear', got {config.front_end!r}")
+        d = config.attention_dim
+        if config.front_end == "linear":
+            w = config.linear_width
+            self.spectral = nn.Sequential(
+                nn.Flatten(), nn.Linear(3 * config.n_wave, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, d)
+            )
+        else:
+            self._build_conv_front_end(config)
+        p = config.photometry_dim
+        self.photometry = nn.Sequential(nn.Linear(3 * config.n_filters, p), nn.GELU(), nn.Linear(p, p), nn.GELU())
+        self.fuse = nn.Sequential(
+            nn.Linear(d + p, 2 * config.latent_dim),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(2 * config.latent_dim, config.latent_dim),
+            nn.GELU(),
+        )
+        self.sfh_head = nn.Linear(config.latent_dim, config.n_bins)
+        self.logz_head = nn.Linear(config.latent_dim, config.n_bins)
+        self.summary_head = nn.Linear(config.latent_dim, 2 * len(SUMMARY_KEYS))
+        self.register_buffer(
+            "summary_offsets", torch.tensor([SUMMARY_OFFSETS[k] for k in SUMMARY_KEYS]), persistent=False
+        )
+        if config.posterior_heads:
+            self.n_posterior_targets = 2 * config.n_bins + len(FORMATION_FRACTIONS)
+            self.quantile_head = nn.Linear(config.latent_dim, self.n_posterior_targets * len(QUANTILES))
+            offsets = torch.zeros(self.n_posterior_targets)
+            offsets[2 * config.n_bins :] = FORMATION_OFFSET
+            self.register_buffer("posterior_offsets", offsets, persistent=False)
+
+    def _build_conv_front_end(self, config: ModelConfig) -> None:
         c = config.channels
         k = config.kernel_size
         k_stem = config.stem_kernel or k
@@ -187,34 +226,20 @@ class SFHNet(nn.Module):
         )
         self.pool_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.pool = nn.MultiheadAttention(d, config.attention_heads, batch_first=True)
-        p = config.photometry_dim
-        self.photometry = nn.Sequential(nn.Linear(3 * config.n_filters, p), nn.GELU(), nn.Linear(p, p), nn.GELU())
-        self.fuse = nn.Sequential(
-            nn.Linear(d + p, 2 * config.latent_dim),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(2 * config.latent_dim, config.latent_dim),
-            nn.GELU(),
-        )
-        self.sfh_head = nn.Linear(config.latent_dim, config.n_bins)
-        self.logz_head = nn.Linear(config.latent_dim, config.n_bins)
-        self.summary_head = nn.Linear(config.latent_dim, 2 * len(SUMMARY_KEYS))
-        self.register_buffer(
-            "summary_offsets", torch.tensor([SUMMARY_OFFSETS[k] for k in SUMMARY_KEYS]), persistent=False
-        )
-        if config.posterior_heads:
-            self.n_posterior_targets = 2 * config.n_bins + len(FORMATION_FRACTIONS)
-            self.quantile_head = nn.Linear(config.latent_dim, self.n_posterior_targets * len(QUANTILES))
-            offsets = torch.zeros(self.n_posterior_targets)
-            offsets[2 * config.n_bins :] = FORMATION_OFFSET
-            self.register_buffer("posterior_offsets", offsets, persistent=False)
 
-    def forward(self, spectrum: torch.Tensor, photometry: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _read_spectrum(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """(B, 3, n_wave) encoded spectra -> (B, attention_dim) spectral embedding."""
+        if self.config.front_end == "linear":
+            return self.spectral(spectrum)
         x = self.stages(self.stem(spectrum))  # (B, C, L)
         x = self.project(x.transpose(1, 2)) + self.positions  # (B, L, d)
         x = self.encoder(x)
         pooled, _ = self.pool(self.pool_query.expand(x.shape[0], -1, -1), x, x)
-        latent = self.fuse(torch.cat([pooled[:, 0], self.photometry(photometry)], dim=1))
+        return pooled[:, 0]
+
+    def forward(self, spectrum: torch.Tensor, photometry: torch.Tensor) -> dict[str, torch.Tensor]:
+        embedding = self._read_spectrum(spectrum)
+        latent = self.fuse(torch.cat([embedding, self.photometry(photometry)], dim=1))
         lo, hi = self.config.logz_range
         summary = self.summary_head(latent)
         n = len(SUMMARY_KEYS)
@@ -224,7 +249,7 @@ class SFHNet(nn.Module):
             "summary": summary[:, :n] + self.summary_offsets,
             "summary_log_sigma": summary[:, n:].clamp(-7.0, 3.0),
             # the spectrum's embedding before the HST fluxes join: what the OOD score measures
-            "spectral_features": pooled[:, 0],
+            "spectral_features": embedding,
         }
         if self.config.posterior_heads:
             raw = self.quantile_head(latent.detach()).view(-1, self.n_posterior_targets, len(QUANTILES))
