@@ -35,9 +35,10 @@ def tiny_config(**overrides) -> ModelConfig:
     return ModelConfig(**{**TINY_MODEL, **overrides})
 
 
-def test_outputs_respect_invariants_even_for_masked_spectra_and_missing_bands():
+@pytest.mark.parametrize("front_end", ["conv", "linear"])
+def test_outputs_respect_invariants_even_for_masked_spectra_and_missing_bands(front_end):
     torch.manual_seed(0)
-    net = SFHNet(tiny_config(n_wave=500)).eval()
+    net = SFHNet(tiny_config(n_wave=500, front_end=front_end)).eval()
     rng = np.random.default_rng(0)
     flux = rng.normal(1, 0.1, (4, 500))
     error = np.full((4, 500), 0.05)
@@ -63,6 +64,11 @@ def test_outputs_respect_invariants_even_for_masked_spectra_and_missing_bands():
     assert torch.all(out["logz"] >= lo) and torch.all(out["logz"] <= hi)
     for value in out.values():
         assert torch.all(torch.isfinite(value))
+
+
+def test_unknown_front_end_is_named():
+    with pytest.raises(ValueError, match="front_end must be 'conv' or 'linear'"):
+        SFHNet(tiny_config(front_end="transformer"))
 
 
 def test_spectrum_encoding_zeroes_every_kind_of_bad_pixel_and_keeps_the_good_ones():
