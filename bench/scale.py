@@ -6,7 +6,8 @@ Usage:
         [--pointings 5,6,...] [--save scale]
 
 ``DIR`` is a workflow's working directory after a run (``benchmarks/``, ``results/<galaxy>/
-observe/bins.fits``). Stages per galaxy, from Snakemake's ``benchmark:`` files: ``observe_hst``,
+observe/bins.fits``). Stages per galaxy, from Snakemake's ``benchmark:`` files: ``mock`` (mock
+galaxies only: reported, left out of the dominant stage and the projection), ``observe_hst``,
 ``observe_bins``, ``infer`` (the sum over the galaxy's tile jobs), ``maps``, ``validate``.
 A galaxy's size is the spaxel count of its MUSE grid (``bins.fits``).
 
@@ -41,12 +42,15 @@ from provenance import report  # bench/provenance.py: this script's folder is on
 
 #: Per-galaxy stages and their benchmark files (relative to benchmarks/; {g} = galaxy).
 STAGES = {
+    "mock": "mock/{g}.tsv",
     "observe_hst": "observe/{g}/hst.tsv",
     "observe_bins": "observe/{g}/bins.tsv",
     "infer": "infer/{g}/*.tsv",
     "maps": "maps/{g}.tsv",
     "validate": "validate/{g}.tsv",
 }
+#: Stages that real galaxies do not have: reported, never projected onto the sample.
+MOCK_ONLY_STAGES = ("mock",)
 #: Stages run as one job per tile of fixed size: more spaxels mean more jobs, not longer ones.
 TILED_STAGES = ("infer",)
 SPAXELS_PER_POINTING = 300 * 300
@@ -119,6 +123,8 @@ def project(
     for size in sample_spaxels:
         chain = 0.0
         for stage, cost in reference["stages"].items():
+            if stage in MOCK_ONLY_STAGES:
+                continue
             factor = (size / reference["spaxels"]) ** (exponents.get(stage) or 1.0)
             core_s += cost["cpu_s"] * factor
             chain += cost["one_job_wall_s"] * (1.0 if stage in TILED_STAGES else factor)
@@ -167,7 +173,7 @@ def main() -> None:
             "run": str(args.run),
             "galaxies": galaxies,
             "stages": stages,
-            "dominant_stage": max(stages, key=lambda s: stages[s]["cpu_s"]),
+            "dominant_stage": max((s for s in stages if s not in MOCK_ONLY_STAGES), key=lambda s: stages[s]["cpu_s"]),
             "max_peak_rss_mb": float(np.nanmax([r["max_rss_mb"] for r in every_job])),
             "n_spaxels": sum(g["spaxels"] for g in galaxies.values()),
             "n_bins": sum(g["bins"] for g in galaxies.values()),

@@ -233,6 +233,7 @@ def write_run(root: Path, sizes: dict[str, tuple[int, int]], cost) -> None:
             np.ones((ny, nx)), np.ones((ny, nx)), np.full(n_bins, 4), ["y000x000"] * n_bins, fits.Header(), {},
         )  # fmt: skip
         files = {
+            "mock": [f"mock/{galaxy}.tsv"],
             "observe_hst": [f"observe/{galaxy}/hst.tsv"],
             "observe_bins": [f"observe/{galaxy}/bins.tsv"],
             "infer": [f"infer/{galaxy}/y{i:03d}x000.tsv" for i in range(4)],
@@ -253,9 +254,10 @@ def test_scale_bench_recovers_known_cost_laws_and_projects_them(tmp_path):
     """bench/scale.py on runs whose costs follow known power laws of galaxy size: the exponents,
     the dominant stage, the peak memory and the projection (computed here independently)."""
     laws = {"observe_hst": (1e-3, 1.0), "observe_bins": (1e-5, 1.5), "infer": (2e-2, 1.0), "maps": (5e-4, 1.0)}
+    mock_law = (1e-1, 1.2)  # the costliest, but real galaxies have no mock: never dominant, never projected
 
     def cost(stage, spaxels):
-        a, k = laws[stage]
+        a, k = mock_law if stage == "mock" else laws[stage]
         return a * spaxels**k, 100.0 + spaxels / 100
 
     write_run(tmp_path / "big", {"BIG": (100, 120)}, cost)
@@ -266,7 +268,7 @@ def test_scale_bench_recovers_known_cost_laws_and_projects_them(tmp_path):
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     out = json.loads(proc.stdout)
-    for stage, (_, k) in laws.items():
+    for stage, (_, k) in {**laws, "mock": mock_law}.items():
         assert out["stages"][stage]["exponent"] == pytest.approx(k, abs=1e-3), stage
     assert out["dominant_stage"] == "infer"
     assert out["galaxies"]["BIG"]["spaxels"] == 12000 and out["galaxies"]["BIG"]["bins"] == 3000

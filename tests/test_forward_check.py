@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfh_pipeline.forward import ForwardModel
 from sfh_pipeline import forward_check
+from sfh_pipeline.forward import ForwardModel
 from sfh_pipeline.forward_check import ForwardCheck
 from sfh_pipeline.instrument import linear_grid
 from sfh_pipeline.ssp import load_ssp

@@ -33,6 +33,8 @@ for _galaxy in MOCK_GALAXIES:
             truth=mock_truth(_galaxy),
         log:
             f"logs/mock/{_galaxy}.log",
+        benchmark:
+            f"benchmarks/mock/{_galaxy}.tsv"
         conda:
             SFH_ENV
         params:
