@@ -15,11 +15,15 @@ import numpy as np
 
 from .constants import C_KMS
 from .extract import bin_geometry
-from .phangs import DataError, HstImage, MuseCube
+from .phangs import DataError, HstImage, MuseCube, NoOverlap
 from .products import write_bins, write_hst_on_muse, write_tiles
 from .psf import match_psf, pixel_scale_arcsec, reproject_flux
 
 log = logging.getLogger(__name__)
+
+#: MUSE rows of a block of the HST stage: a block's HST pixels (plus the PSF margin) are read,
+#: PSF-matched and reprojected together, so that memory does not grow with the mosaic.
+HST_BLOCK_ROWS = 64
 
 
 def hst_on_muse(
@@ -41,22 +45,31 @@ def hst_on_muse(
     network treats the band as absent there).
     """
     cube = MuseCube.open(cube_path)
+    ny, nx = cube.shape
     on_muse = {}
     coverage = {}
     for key, (sci, wht) in bands.items():
-        # the PSF-matching kernel reaches ~3 FWHM: read that much beyond the MUSE field
-        image = HstImage.read(key, sci, wht, around=(cube.wcs, cube.shape, 3.0 * muse_psf_fwhm_arcsec))
-        smoothed, var = match_psf(
-            image.flux, image.error**2, pixel_scale_arcsec(image.wcs), hst_psf_fwhm_arcsec, muse_psf_fwhm_arcsec
-        )
-        flux, var = reproject_flux(smoothed, var, image.wcs, cube.wcs, cube.shape)
+        flux, var, pivot = np.full(cube.shape, np.nan), np.full(cube.shape, np.nan), np.nan
+        for start in range(0, ny, HST_BLOCK_ROWS):
+            rows = slice(start, min(ny, start + HST_BLOCK_ROWS))
+            block_wcs, block_shape = cube.wcs[rows, :], (rows.stop - rows.start, nx)
+            try:
+                # the PSF-matching kernel reaches ~3 FWHM: read that much beyond the block
+                image = HstImage.read(key, sci, wht, around=(block_wcs, block_shape, 3.0 * muse_psf_fwhm_arcsec))
+            except NoOverlap:
+                continue
+            smoothed, image_var = match_psf(
+                image.flux, image.error**2, pixel_scale_arcsec(image.wcs), hst_psf_fwhm_arcsec, muse_psf_fwhm_arcsec
+            )
+            flux[rows], var[rows] = reproject_flux(smoothed, image_var, image.wcs, block_wcs, block_shape)
+            pivot = image.pivot_aa
         coverage[key] = float(np.isfinite(flux).mean())
         if coverage[key] == 0.0:
             raise DataError(
                 f"HST image {sci} ({key}) does not overlap the MUSE cube {cube_path}: "
                 "check the files of this galaxy in the sample sheet"
             )
-        on_muse[key] = (flux.astype(np.float32), var.astype(np.float32), image.pivot_aa)
+        on_muse[key] = (flux.astype(np.float32), var.astype(np.float32), pivot)
         log.info("%s: %.1f%% of the spaxels covered", key, 100 * coverage[key])
     write_hst_on_muse(out_path, on_muse, cube.wcs.to_header())
     return coverage

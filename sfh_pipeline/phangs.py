@@ -209,6 +209,10 @@ class HstImage:
         return cls(key=key, flux=flux, error=error, wcs=wcs, pivot_aa=float(pivot) if pivot else float("nan"))
 
 
+class NoOverlap(DataError):
+    """An image that does not reach a pixel grid at all."""
+
+
 def _cutout(
     wcs: WCS, shape: tuple[int, int], target_wcs: WCS, target_shape: tuple[int, int], margin_arcsec: float, where: str
 ) -> tuple[slice, slice]:
@@ -230,7 +234,7 @@ def _cutout(
     x0, x1 = int(np.floor(np.nanmin(x) - margin)), int(np.ceil(np.nanmax(x) + margin)) + 1
     y0, y1, x0, x1 = max(y0, 0), min(y1, shape[0]), max(x0, 0), min(x1, shape[1])
     if y0 >= y1 or x0 >= x1:
-        raise DataError(
+        raise NoOverlap(
             f"HST image {where} does not overlap the MUSE cube: check the files of this galaxy in the sample sheet"
         )
     return slice(y0, y1), slice(x0, x1)

@@ -54,6 +54,31 @@ def test_hst_on_muse_conserves_flux_and_leaves_gaps_nan(galaxy, tmp_path):
             assert np.all(var > 0)
 
 
+def test_hst_in_blocks_of_rows_is_hst_at_once(galaxy, tmp_path, monkeypatch):
+    """The HST stage reads, PSF-matches and reprojects a few MUSE rows at a time (memory bounded
+    for mosaics): blocks of 3 rows (20 = 6 x 3 + 2) give the same images as one block. Only a
+    spaxel that touches a gap in the data by a rounding error of its overlap may turn NaN."""
+    from scipy.ndimage import binary_dilation
+
+    from sfh_pipeline import observe
+
+    root, row, files, bands = galaxy
+    whole = tmp_path / "whole.fits"
+    hst_on_muse(files["muse_cube"], band_files(files, bands), row["muse_psf_fwhm_arcsec"], 0.08, whole)
+    monkeypatch.setattr(observe, "HST_BLOCK_ROWS", 3)
+    blocks = tmp_path / "blocks.fits"
+    hst_on_muse(files["muse_cube"], band_files(files, bands), row["muse_psf_fwhm_arcsec"], 0.08, blocks)
+    for band, (flux, var, pivot) in read_hst_on_muse(whole).items():
+        flux_b, var_b, pivot_b = read_hst_on_muse(blocks)[band]
+        assert pivot_b == pivot
+        changed = np.isnan(flux_b) != np.isnan(flux)
+        assert changed.sum() <= 2 and not (changed & ~binary_dilation(np.isnan(flux))).any(), band
+        both = ~np.isnan(flux_b) & ~np.isnan(flux)
+        assert both.sum() >= 0.7 * flux.size
+        np.testing.assert_allclose(flux_b[both], flux[both], rtol=1e-5, err_msg=band)
+        np.testing.assert_allclose(var_b[both], var[both], rtol=1e-5, err_msg=band)
+
+
 def test_hst_image_that_does_not_overlap_the_cube(galaxy, tmp_path):
     root, row, files, bands = galaxy
     band = bands[0]
