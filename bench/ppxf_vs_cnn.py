@@ -46,7 +46,7 @@ from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.evaluation import summary_metrics
 from sfh_pipeline.forward import ForwardModel
 from sfh_pipeline.instrument import linear_grid
-from sfh_pipeline.model import without_posterior_heads
+from sfh_pipeline.model import load_model_file, without_posterior_heads
 from sfh_pipeline.ssp import load_ssp
 
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
@@ -152,6 +152,38 @@ def cnn_rate(predictor, data: dict, batch_size: int, threads: int, min_spectra: 
     return inputs[0].shape[0] / min(seconds)
 
 
+def flops_per_spectrum(net: torch.nn.Module, n: int = 64) -> float:
+    """Floating-point operations of one forward pass per spectrum (torch's FLOP counter on the
+    float network; a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = net.config
+    spectrum, photometry = torch.randn(n, 3, config.n_wave), torch.randn(n, 3 * config.n_filters)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(spectrum, photometry)
+    return counter.get_total_flops() / n
+
+
+def gemm_gflops(threads: int, size: int = 2048) -> float:
+    """What this CPU does at best in FP32 with ``threads`` threads: GFLOP/s of a large square
+    matrix product (best of five), the practical peak the network's rate is compared with."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        torch.mm(a, b)
+        best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(5))
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="results/models/demo/model.pt")
@@ -168,6 +200,7 @@ def main() -> None:
     )
     parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     parser.add_argument("--cnn-timing-n", type=int, default=8192, help="spectra per timed CNN pass")
+    parser.add_argument("--int8", action="store_true", help="the network's Linear layers in int8 (Predictor int8=True)")
     args = parser.parse_args()
 
     group = zarr.open_group(args.trainset, mode="r")
@@ -179,7 +212,7 @@ def main() -> None:
     wave = np.asarray(group["wavelength_aa"][:])
     window = tuple(group.attrs["config"]["norm_window_aa"])
 
-    predictor = sfh_pipeline.load_predictor(args.model)
+    predictor = sfh_pipeline.load_predictor(args.model, int8=args.int8)
     cnn = predictor.predict_normalised(data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"])
     cnn_all_cores = cnn_rate(predictor, data, args.batch_size, args.processes, args.cnn_timing_n)
     cnn_one_core = cnn_rate(predictor, data, args.batch_size, 1, args.cnn_timing_n)
@@ -190,7 +223,7 @@ def main() -> None:
                 without_posterior_heads(torch.load(args.model, map_location="cpu", weights_only=False)),
                 Path(tmp) / "model.pt",
             )
-            point = sfh_pipeline.load_predictor(Path(tmp) / "model.pt")
+            point = sfh_pipeline.load_predictor(Path(tmp) / "model.pt", int8=args.int8)
             point_rate = cnn_rate(point, data, args.batch_size, args.processes, args.cnn_timing_n)
             with_rate = cnn_rate(predictor, data, args.batch_size, args.processes, args.cnn_timing_n)
         posterior_cost = {
@@ -198,6 +231,9 @@ def main() -> None:
             "cnn_spectra_per_s_with_posteriors": round(with_rate, 1),
             "time_ratio": round(point_rate / with_rate, 3),
         }
+
+    flops = flops_per_spectrum(load_model_file(args.model)[0])
+    gemm_peak = gemm_gflops(args.processes)
 
     margin = 1500.0 / C_KMS  # pPXF wants templates beyond the galaxy by its velocity bounds + 900 km/s
     template_wave = linear_grid(wave[0] * (1 - margin) // 1, wave[-1] * (1 + margin) // 1 + 1, 1.25)
@@ -231,6 +267,13 @@ def main() -> None:
         "cnn_spectra_per_s": round(cnn_all_cores, 1),
         "speed_ratio": round(cnn_all_cores / ppxf_rate, 1),
         "cnn_spectra_per_s_one_core": round(cnn_one_core, 1),
+        "int8": args.int8,
+        # the network's arithmetic, and how much of the CPU's FP32 GEMM rate its throughput
+        # reaches (encoding, rebinning and the rest of the predictor included in the rate)
+        "network_mflop_per_spectrum": round(flops / 1e6, 3),
+        "cnn_gflop_per_s": round(flops * cnn_all_cores / 1e9, 2),
+        "gemm_gflop_per_s": round(gemm_peak, 1),
+        "fraction_of_gemm_rate": round(flops * cnn_all_cores / 1e9 / gemm_peak, 3),
         # inference time with the per-bin posterior heads over the time without them (issue 13: <= 2)
         "posterior_cost": posterior_cost,
         "speed_ratio_one_core": round(cnn_one_core * ppxf_s, 1),

@@ -56,6 +56,20 @@ def aging_trainset(tmp_path_factory):
     return store, ssp
 
 
+def test_flops_of_a_network_of_dense_layers_are_counted_per_spectrum(monkeypatch):
+    """A linear-front-end network is dense layers only: 2 x inputs x outputs per spectrum each."""
+    import torch
+
+    from sfh_pipeline.model import ModelConfig, SFHNet
+
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from ppxf_vs_cnn import flops_per_spectrum
+
+    net = SFHNet(ModelConfig(n_wave=300, front_end="linear", linear_width=32)).eval()
+    expected = sum(2 * m.in_features * m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear))
+    assert flops_per_spectrum(net, n=5) == expected
+
+
 def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_trainset):
     import zarr
 
@@ -104,6 +118,11 @@ def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_
     cost = result["posterior_cost"]
     point, full = cost["cnn_spectra_per_s_point_estimates_only"], cost["cnn_spectra_per_s_with_posteriors"]
     np.testing.assert_allclose(cost["time_ratio"], point / full, rtol=1.5 * (0.05 / point + 0.05 / full + 0.0005))
+    # the arithmetic rate is the network's FLOPs times its throughput, a fraction of the GEMM rate
+    np.testing.assert_allclose(
+        result["cnn_gflop_per_s"], result["network_mflop_per_spectrum"] * 1e-3 * cnn, rtol=0.02, atol=0.01
+    )
+    assert 0 < result["fraction_of_gemm_rate"] < 1.5 and result["gemm_gflop_per_s"] > 1
 
     # pPXF with the training set's own templates, at S/N >= 50, gets the ages (in the lines)
     # right: measured bias <= 0.03 dex and rms <= 0.23 dex; comparing with the wrong truth or
