@@ -653,17 +653,8 @@ def write_mock_galaxy(
         )
         window = slice(int(window[0]), int(window[-1]) + 1)
         continuum_planes = _cube_planes(spectra, sel, (ny, nx), kernel, window)
-        continuum = np.empty((ny, nx))
-        snr_map = np.empty((ny, nx))
-        # a few rows at a time: the temporaries of a median over the window's planes are
-        # several times the planes themselves
-        blocks = [slice(y, min(ny, y + SNR_BLOCK_ROWS)) for y in range(0, ny, SNR_BLOCK_ROWS)]
-        for rows in blocks:
-            continuum[rows] = np.median(continuum_planes[:, rows], axis=0)
-        a, b = _noise_law(continuum, galaxy_mask, r["snr_center"], r["snr_edge"])
-        for rows in blocks:
-            planes = continuum_planes[:, rows]
-            snr_map[rows] = np.median(planes / np.sqrt(a * np.maximum(planes, 0.0) + b), axis=0)
+        a, b = _noise_law(np.median(continuum_planes, axis=0), galaxy_mask, r["snr_center"], r["snr_edge"])
+        snr_map = np.median(continuum_planes / np.sqrt(a * np.maximum(continuum_planes, 0.0) + b), axis=0)
         del continuum_planes
         wcs = muse_wcs(values["ra_deg"], values["dec_deg"], (ny, nx))
 
@@ -837,8 +828,6 @@ def _add_line_profiles(
 #: what bounds the memory of a mock of PHANGS-mosaic size.
 SPAXEL_BATCH = 1024
 CUBE_SLAB_VALUES = 2**24
-#: Spaxel rows of the S/N map computed at a time.
-SNR_BLOCK_ROWS = 64
 #: HST image rows made and written at a time (a few hundred MB of float64 at PHANGS-HST widths).
 HST_STRIP_ROWS = 1024
 
