@@ -20,7 +20,9 @@ pool of that many processes; the CNN batched through the predictor with as many 
 threads (best of three passes over the same spectra repeated to at least ``--cnn-timing-n``,
 so that a pass lasts long enough to time). ``speed_ratio`` is the ratio of the two throughputs. Per core:
 ``ppxf_s_per_spectrum`` is the mean wall time of one fit in its process, and
-``speed_ratio_one_core`` compares it with the CNN on one thread.
+``speed_ratio_one_core`` compares it with the CNN on one thread. ``speed_ratio_processes``
+runs the CNN as pPXF is run, one single-threaded process per core: the spectra's encoding is
+NumPy on one thread, which threads of torch do not share out.
 """
 
 from __future__ import annotations
@@ -152,6 +154,36 @@ def cnn_rate(predictor, data: dict, batch_size: int, threads: int, min_spectra: 
     return inputs[0].shape[0] / min(seconds)
 
 
+_CNN_WORKER: dict = {}
+
+
+def _load_worker(model: str, int8: bool, batch_size: int) -> None:
+    torch.set_num_threads(1)
+    _CNN_WORKER.update(predictor=sfh_pipeline.load_predictor(model, device="cpu", int8=int8), batch_size=batch_size)
+
+
+def _predict_share(inputs: list[np.ndarray]) -> int:
+    _CNN_WORKER["predictor"].predict_normalised(*inputs, batch_size=_CNN_WORKER["batch_size"])
+    return inputs[0].shape[0]
+
+
+def cnn_rate_processes(model: str, int8: bool, data: dict, batch_size: int, processes: int, min_spectra: int) -> float:
+    """Spectra per second of the whole CPU running the predictor as pPXF is run: one
+    single-threaded process per core, each on its share of the spectra (model loading not
+    timed; best of three)."""
+    repeats = -(-min_spectra // data["flux"].shape[0])
+    inputs = [np.tile(data[name], (repeats, 1)) for name in ("flux", "error", "mask", "phot", "phot_error")]
+    shares = [[a[i::processes] for a in inputs] for i in range(processes)]
+    with get_context("fork").Pool(processes, initializer=_load_worker, initargs=(model, int8, batch_size)) as pool:
+        pool.map(_predict_share, shares)  # warm-up: every worker has loaded its model and run once
+        seconds = []
+        for _ in range(3):
+            start = time.perf_counter()
+            pool.map(_predict_share, shares, chunksize=1)
+            seconds.append(time.perf_counter() - start)
+    return inputs[0].shape[0] / min(seconds)
+
+
 def flops_per_spectrum(net: torch.nn.Module, n: int = 64) -> float:
     """Floating-point operations of one forward pass per spectrum (torch's FLOP counter on the
     float network; a multiply-add counts 2)."""
@@ -159,7 +191,8 @@ def flops_per_spectrum(net: torch.nn.Module, n: int = 64) -> float:
 
     config = net.config
     spectrum, photometry = torch.randn(n, 3, config.n_wave), torch.randn(n, 3 * config.n_filters)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    # gradients on, as in training: under inference mode the counter's module hooks fail on attention
+    with FlopCounterMode(display=False) as counter:
         net(spectrum, photometry)
     return counter.get_total_flops() / n
 
@@ -216,6 +249,7 @@ def main() -> None:
     cnn = predictor.predict_normalised(data["flux"], data["error"], data["mask"], data["phot"], data["phot_error"])
     cnn_all_cores = cnn_rate(predictor, data, args.batch_size, args.processes, args.cnn_timing_n)
     cnn_one_core = cnn_rate(predictor, data, args.batch_size, 1, args.cnn_timing_n)
+    cnn_processes = cnn_rate_processes(args.model, args.int8, data, args.batch_size, args.processes, args.cnn_timing_n)
     posterior_cost = None
     if predictor.model_config.posterior_heads:  # the same network without them, timed alike
         with tempfile.TemporaryDirectory() as tmp:
@@ -267,6 +301,9 @@ def main() -> None:
         "cnn_spectra_per_s": round(cnn_all_cores, 1),
         "speed_ratio": round(cnn_all_cores / ppxf_rate, 1),
         "cnn_spectra_per_s_one_core": round(cnn_one_core, 1),
+        # the CNN as pPXF is run: one single-threaded process per core
+        "cnn_spectra_per_s_processes": round(cnn_processes, 1),
+        "speed_ratio_processes": round(cnn_processes / ppxf_rate, 1),
         "int8": args.int8,
         # the network's arithmetic, and how much of the CPU's FP32 GEMM rate its throughput
         # reaches (encoding, rebinning and the rest of the predictor included in the rate)

@@ -118,6 +118,11 @@ def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_
     cost = result["posterior_cost"]
     point, full = cost["cnn_spectra_per_s_point_estimates_only"], cost["cnn_spectra_per_s_with_posteriors"]
     np.testing.assert_allclose(cost["time_ratio"], point / full, rtol=1.5 * (0.05 / point + 0.05 / full + 0.0005))
+    assert result["speed_ratio_processes"] == pytest.approx(
+        result["cnn_spectra_per_s_processes"] / ppxf_rate,
+        rel=1.5
+        * (0.0005 / ppxf_rate + 0.05 / result["speed_ratio_processes"] + 0.05 / result["cnn_spectra_per_s_processes"]),
+    )
     # the arithmetic rate is the network's FLOPs times its throughput, a fraction of the GEMM rate
     np.testing.assert_allclose(
         result["cnn_gflop_per_s"], result["network_mflop_per_spectrum"] * 1e-3 * cnn, rtol=0.02, atol=0.01
