@@ -162,7 +162,8 @@ def _load_worker(model: str, int8: bool, batch_size: int) -> None:
     _CNN_WORKER.update(predictor=sfh_pipeline.load_predictor(model, device="cpu", int8=int8), batch_size=batch_size)
 
 
-def _predict_share(inputs: list[np.ndarray]) -> int:
+def _predict_share(i: int) -> int:
+    inputs = _CNN_WORKER["shares"][i]  # inherited by fork: no spectra pass between processes
     _CNN_WORKER["predictor"].predict_normalised(*inputs, batch_size=_CNN_WORKER["batch_size"])
     return inputs[0].shape[0]
 
@@ -173,13 +174,13 @@ def cnn_rate_processes(model: str, int8: bool, data: dict, batch_size: int, proc
     timed; best of three)."""
     repeats = -(-min_spectra // data["flux"].shape[0])
     inputs = [np.tile(data[name], (repeats, 1)) for name in ("flux", "error", "mask", "phot", "phot_error")]
-    shares = [[a[i::processes] for a in inputs] for i in range(processes)]
+    _CNN_WORKER["shares"] = [[a[i::processes] for a in inputs] for i in range(processes)]
     with get_context("fork").Pool(processes, initializer=_load_worker, initargs=(model, int8, batch_size)) as pool:
-        pool.map(_predict_share, shares)  # warm-up: every worker has loaded its model and run once
+        pool.map(_predict_share, range(processes), chunksize=1)  # warm-up: models loaded, one pass run
         seconds = []
         for _ in range(3):
             start = time.perf_counter()
-            pool.map(_predict_share, shares, chunksize=1)
+            pool.map(_predict_share, range(processes), chunksize=1)
             seconds.append(time.perf_counter() - start)
     return inputs[0].shape[0] / min(seconds)
 
