@@ -126,10 +126,18 @@ def extract_bin_spectra(
     if len(bins) == 0:
         n = len(range(*planes.indices(cube.wavelength_aa.size)))
         return np.zeros((0, n)), np.zeros((0, n))
+    box_flux, box_var, origin = read_bin_box(cube, bins, geometry, planes)
+    return sum_bins(bin_id, bins, box_flux, origin), sum_bins(bin_id, bins, box_var, origin)
+
+
+def read_bin_box(
+    cube: MuseCube, bins: np.ndarray, geometry: BinGeometry, planes: slice = slice(None)
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Flux and variance (n_planes, ny, nx) of the cube's box holding ``bins`` (erg s^-1 cm^-2
+    A^-1 and its square), and the box's (y, x) origin for :func:`sum_bins`."""
     ys, xs = read_box(bins, geometry)
     flux, var = cube.read_tile(ys, xs, planes)
-    origin = (ys.start, xs.start)
-    return sum_bins(bin_id, bins, flux, origin), sum_bins(bin_id, bins, var, origin)
+    return flux, var, (ys.start, xs.start)
 
 
 def wavelength_planes(

@@ -18,7 +18,7 @@ import numpy as np
 from .constants import C_KMS, L_SUN_ERG_S, MPC_CM
 from .covariance import covariance_alpha, error_factor
 from .dust import galactic_transmission
-from .extract import bin_geometry, read_box, sum_bins, wavelength_planes
+from .extract import bin_geometry, read_bin_box, read_box, sum_bins, wavelength_planes
 from .phangs import MuseCube
 from .products import FLAG_NO_VELOCITY, read_bins, read_hst_on_muse, write_tile_table
 from .samples import require_columns
@@ -123,10 +123,8 @@ def infer_tile(
 
     # the box of the tile's bins, read once: summed into bins, and (since STAT misses the
     # covariance of neighbouring spaxels) the covariance measured on its spaxels
-    ys, xs = read_box(owned, geometry)
-    tile_flux, tile_var = cube.read_tile(ys, xs, planes)
-    flux = sum_bins(bin_id, owned, tile_flux, (ys.start, xs.start))
-    var = sum_bins(bin_id, owned, tile_var, (ys.start, xs.start))
+    tile_flux, tile_var, origin = read_bin_box(cube, owned, geometry, planes)
+    flux, var = sum_bins(bin_id, owned, tile_flux, origin), sum_bins(bin_id, owned, tile_var, origin)
     alpha = covariance_alpha(tile_flux, tile_var, ~sky_mask(wave))["alpha"]
     del tile_flux, tile_var
     error_factors = error_factor(alpha, geometry.n_spaxels[owned])
@@ -135,6 +133,7 @@ def infer_tile(
     error = np.sqrt(var) / transmission * error_factors[:, None]
 
     photometry = {}
+    ys, xs = read_box(owned, geometry)
     for band, (image, variance, pivot) in read_hst_on_muse(hst_path).items():
         if band not in predictor.filters:
             log.warning("band %s is not one the model was trained with; ignored", band)
