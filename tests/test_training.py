@@ -21,6 +21,7 @@ from sfh_pipeline.training import (
     TrainsetReader,
     export_checkpoint,
     iterate_batches,
+    moving_average,
     shard_chunks,
     train,
 )
@@ -256,6 +257,49 @@ def test_a_spent_time_budget_ends_training_and_a_larger_one_resumes_it(small_tra
     assert resumed["history"][0] == budgeted["history"][0]  # its first epoch (and wall time) was not run again
     for key, value in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_moving_average_of_weights_follows_its_half_life_and_forgets_the_start():
+    """A weight stepping from 0 to 1: the average after k updates is 1 minus the product of the
+    per-step decays, min(0.5 ** (1 / h), (1 + n) / (10 + n)), worked out here by hand."""
+    net = torch.nn.Linear(1, 1, bias=False)
+    net.weight.data.fill_(0.0)
+    average = moving_average(net, half_life_steps=20)
+    average.update_parameters(net)  # the first update copies
+    net.weight.data.fill_(1.0)
+    kept = 1.0
+    for n in range(1, 51):
+        average.update_parameters(net)
+        kept *= min(0.5 ** (1 / 20), (1 + n) / (10 + n))
+    assert average.module.weight.item() == pytest.approx(1 - kept, rel=1e-6)
+    assert 1 - kept > 0.8  # early on the short window forgot the start faster than a 20-step half-life would
+
+    net.weight.data.fill_(0.0)
+    average.n_averaged.fill_(10**6)  # long after the start only the half-life counts
+    for _ in range(20):
+        average.update_parameters(net)
+    assert average.module.weight.item() == pytest.approx((1 - kept) / 2, rel=1e-5)
+
+
+def test_training_ships_the_averaged_weights_and_resumes_a_run_begun_without_them(small_trainset, tmp_path):
+    """The model file holds the moving average (not the last weights) of the best epoch, and a
+    checkpoint written before the average (or a model setting at its default) existed is
+    resumed, not restarted."""
+    settings = dict(max_epochs=2, batch_size=32, seed=5, patience=10, max_train_batches_per_epoch=20)
+    payload = train(small_trainset, tmp_path, tiny_config(), TrainConfig(**settings, max_hours=1e-9))
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert payload["epochs_run"] == 1
+    assert payload["history"][0]["val_loss_last_weights"] != payload["history"][0]["val_loss"]
+    averaged = {k.removeprefix("module."): v for k, v in checkpoint["weight_average"].items()}
+    for key, value in payload["state_dict"].items():
+        torch.testing.assert_close(value, averaged[key], msg=key)
+        assert not torch.equal(value, checkpoint["model"][key]), key
+
+    del checkpoint["weight_average"], checkpoint["model_config"]["front_end"]  # as written before they existed
+    torch.save(checkpoint, tmp_path / "checkpoints" / "last.pt")
+    resumed = train(small_trainset, tmp_path, tiny_config(), TrainConfig(**settings))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == payload["history"][0]
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(small_trainset, tiny_model, tmp_path):
