@@ -26,39 +26,51 @@ MIN_BOXES = 8
 #: Boxes brighter than this median S/N per pixel are left out: there the second differences of
 #: real absorption lines (depth x S/N / width^2) are no longer small against the noise.
 MAX_BOX_SNR = 10.0
+#: Boxes summed and measured in one array operation (memory: ~8 bytes x planes x this).
+BOXES_AT_ONCE = 1024
 
 
-def difference_ratio(flux: np.ndarray, var: np.ndarray, good: np.ndarray) -> float:
-    """Robust scatter of a spectrum's second differences over its propagated error.
+def difference_ratio(flux: np.ndarray, var: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Robust scatter of spectra's second differences over their propagated error.
 
-    ``flux``, ``var`` (n_wave,) in any common unit (var in its square); ``good`` (n_wave - 2,)
-    selects the differences to use. For independent Gaussian noise whose variance is ``var``,
-    the ratio is 1.
+    ``flux``, ``var`` (n_wave, ...) in any common unit (var in its square), spectra along the
+    first axis; ``good`` (n_wave - 2,) selects the differences to use. For independent Gaussian
+    noise whose variance is ``var``, the ratio is 1. One ratio per spectrum (shape ``...``).
     """
     second = flux[1:-1] - 0.5 * (flux[:-2] + flux[2:])
     pulls = second[good] / np.sqrt(var[1:-1][good])
-    return float(1.4826 * np.median(np.abs(pulls - np.median(pulls))) / np.sqrt(1.5))
+    return 1.4826 * np.median(np.abs(pulls - np.median(pulls, axis=0)), axis=0) / np.sqrt(1.5)
 
 
 def box_ratios(flux: np.ndarray, var: np.ndarray, usable: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per box of ``side`` x ``side`` spaxels (non-overlapping, every spaxel with finite flux
-    and positive variance in the ``usable`` planes): :func:`difference_ratio` of the summed
-    spectrum, and its median S/N per pixel over those planes. ``flux``, ``var``:
-    (n_wave, ny, nx); ``usable`` (n_wave,)."""
+    """Per box of ``side`` x ``side`` spaxels (non-overlapping, from the first row and column,
+    in row-major order; every spaxel with finite flux and positive variance in the ``usable``
+    planes): :func:`difference_ratio` of the summed spectrum, and its median S/N per pixel over
+    those planes. ``flux``, ``var``: (n_wave, ny, nx); ``usable`` (n_wave,).
+
+    All boxes of a band of box rows are measured at once, in bands of about BOXES_AT_ONCE boxes
+    so that memory stays bounded (a 128 x 128-spaxel tile has 16,384 one-spaxel boxes)."""
     good_plane = np.asarray(usable, bool)
     good = good_plane[1:-1] & good_plane[:-2] & good_plane[2:]
-    ny, nx = flux.shape[1:]
+    n_wave, ny, nx = flux.shape
+    rows, cols = ny // side, nx // side
+    if not good.any() or rows == 0 or cols == 0:
+        return np.zeros(0), np.zeros(0)
     valid_spaxel = np.all(np.isfinite(flux[good_plane]) & (var[good_plane] > 0), axis=0)
+    valid_box = valid_spaxel[: rows * side, : cols * side].reshape(rows, side, cols, side).all((1, 3))
     ratios, snr = [], []
-    for y in range(0, ny - side + 1, side):
-        for x in range(0, nx - side + 1, side):
-            if not good.any() or not valid_spaxel[y : y + side, x : x + side].all():
-                continue
-            box_flux = flux[:, y : y + side, x : x + side].sum((1, 2))
-            box_var = var[:, y : y + side, x : x + side].sum((1, 2))
-            ratios.append(difference_ratio(box_flux, box_var, good))
-            snr.append(np.median(box_flux[good_plane]) / np.median(np.sqrt(box_var[good_plane])))
-    return np.array(ratios), np.array(snr)
+    band = max(1, BOXES_AT_ONCE // cols)
+    for row in range(0, rows, band):
+        n_rows = min(band, rows - row)
+        window = (slice(None), slice(row * side, (row + n_rows) * side), slice(0, cols * side))
+        keep = valid_box[row : row + n_rows].ravel()
+        box_flux, box_var = (
+            cube[window].reshape(n_wave, n_rows, side, cols, side).sum((2, 4)).reshape(n_wave, -1)[:, keep]
+            for cube in (flux, var)
+        )
+        ratios.append(difference_ratio(box_flux, box_var, good))
+        snr.append(np.median(box_flux[good_plane], axis=0) / np.median(np.sqrt(box_var[good_plane]), axis=0))
+    return np.concatenate(ratios).astype(float), np.concatenate(snr).astype(float)
 
 
 def covariance_alpha(flux: np.ndarray, var: np.ndarray, usable: np.ndarray) -> dict:

@@ -75,3 +75,32 @@ def test_too_few_boxes_with_data_give_no_correction():
     flux[:, :, :5] = np.nan
     result = covariance_alpha(flux, np.full_like(flux, 2.0), np.ones(N_WAVE, bool))
     assert result["n_boxes"][16] == 6 * (SIZE // 4) and result["alpha"] < 0.03
+
+
+def test_boxes_measured_in_bands_give_what_one_box_at_a_time_gives(monkeypatch):
+    """box_ratios sums and measures boxes in bands of rows; each box's ratio is the one of its
+    own summed spectrum through difference_ratio, whatever the band, with gaps and bad spaxels
+    left out in row-major order."""
+    from sfh_pipeline import covariance
+
+    rng = np.random.default_rng(4)
+    flux = rng.normal(1.0, 0.3, (300, 11, 9))
+    var = np.full_like(flux, 0.09)
+    flux[:, 3, 4] = np.nan
+    var[:, 8, 1] = 0.0
+    usable = np.ones(300, bool)
+    usable[40:60] = False
+    good = usable[1:-1] & usable[:-2] & usable[2:]
+    monkeypatch.setattr(covariance, "BOXES_AT_ONCE", 3)
+    for side in (1, 2, 4):
+        ratios, snr = covariance.box_ratios(flux, var, usable, side)
+        expected = [
+            covariance.difference_ratio(
+                flux[:, y : y + side, x : x + side].sum((1, 2)), var[:, y : y + side, x : x + side].sum((1, 2)), good
+            )
+            for y in range(0, 11 - side + 1, side)
+            for x in range(0, 9 - side + 1, side)
+            if not (y <= 3 < y + side and x <= 4 < x + side) and not (y <= 8 < y + side and x <= 1 < x + side)
+        ]
+        np.testing.assert_allclose(ratios, expected, rtol=1e-12)
+        assert snr.shape == ratios.shape and np.all(snr > 2.5)
