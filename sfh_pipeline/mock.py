@@ -652,10 +652,7 @@ def write_mock_galaxy(
             (wave >= NORM_WINDOW_AA[0] * (1 + v_sys / C_KMS)) & (wave <= NORM_WINDOW_AA[1] * (1 + v_sys / C_KMS))
         )
         window = slice(int(window[0]), int(window[-1]) + 1)
-        continuum_planes = _cube_planes(spectra, sel, (ny, nx), kernel, window)
-        a, b = _noise_law(np.median(continuum_planes, axis=0), galaxy_mask, r["snr_center"], r["snr_edge"])
-        snr_map = np.median(continuum_planes / np.sqrt(a * np.maximum(continuum_planes, 0.0) + b), axis=0)
-        del continuum_planes
+        a, b, snr_map = _continuum_noise(spectra, sel, (ny, nx), kernel, window, galaxy_mask, r)
         wcs = muse_wcs(values["ra_deg"], values["dec_deg"], (ny, nx))
 
         def noisy_slabs():
@@ -913,6 +910,37 @@ def _cube_planes(
     cube = np.zeros((planes.stop - planes.start, ny * nx))
     cube[:, sel] = spectra.read_planes(planes)
     return _convolve2d(cube.reshape(-1, ny, nx), kernel)
+
+
+def _continuum_noise(
+    spectra: _SpectraByPlane,
+    sel: np.ndarray,
+    shape: tuple[int, int],
+    kernel: np.ndarray,
+    window: slice,
+    galaxy_mask: np.ndarray,
+    recipe: Mapping[str, Any],
+) -> tuple[float, float, np.ndarray]:
+    """The noise law (a, b) of :func:`_noise_law` from the median continuum over the planes of
+    ``window`` (the normalisation window), and the S/N map it gives (median over those planes
+    of flux / noise). The planes are made CUBE_SLAB_VALUES at a time and the medians taken a
+    band of rows at a time, so that only the window's planes themselves are held whole (a few
+    hundred MB at PHANGS-mosaic size, where the whole window at once with its temporaries took
+    3.9 GB)."""
+    ny, nx = shape
+    planes = np.empty((window.stop - window.start, ny, nx))
+    step = max(1, CUBE_SLAB_VALUES // (ny * nx))
+    for start in range(window.start, window.stop, step):
+        part = slice(start, min(start + step, window.stop))
+        planes[part.start - window.start : part.stop - window.start] = _cube_planes(spectra, sel, shape, kernel, part)
+    rows = max(1, CUBE_SLAB_VALUES // (planes.shape[0] * nx))
+    continuum = np.concatenate([np.median(planes[:, y : y + rows], axis=0) for y in range(0, ny, rows)])
+    a, b = _noise_law(continuum, galaxy_mask, recipe["snr_center"], recipe["snr_edge"])
+    snr = [
+        np.median(band / np.sqrt(a * np.maximum(band, 0.0) + b), axis=0)
+        for band in (planes[:, y : y + rows] for y in range(0, ny, rows))
+    ]
+    return a, b, np.concatenate(snr)
 
 
 def _noise_law(
