@@ -716,12 +716,16 @@ def _stellar_populations(
     rad = structure["radius"].ravel()[sel]
     lookback = _lookback_grid(edges)
     disc_tau_yr = 1e9 * (r["disc_tau_gyr"][0] + r["disc_tau_gyr"][1] * rad)
-    sfr = _component_sfr(lookback, edges, disc_tau_yr)
-    fractions = {
-        "bulge": bin_mass_fractions(sfr["bulge"], lookback, edges)[None, :],
-        "disc": bin_mass_fractions(sfr["disc"], lookback, edges),
-        "arm": bin_mass_fractions(sfr["arm"], lookback, edges)[None, :],
-    }
+    shared = _component_sfr(lookback, edges, disc_tau_yr[:0])
+    fractions = {c: bin_mass_fractions(shared[c], lookback, edges)[None, :] for c in ("bulge", "arm")}
+    recent = {c: _recent_fraction(shared[c], lookback) for c in ("bulge", "arm")}
+    # the disc's SFR differs per spaxel and takes ~5 kB of lookback grid each: in batches
+    fractions["disc"], recent["disc"] = np.empty((sel.size, edges.size - 1)), np.empty(sel.size)
+    for start in range(0, sel.size, SFR_BATCH):
+        part = slice(start, start + SFR_BATCH)
+        disc = _component_sfr(lookback, edges, disc_tau_yr[part])["disc"]
+        fractions["disc"][part] = bin_mass_fractions(disc, lookback, edges)
+        recent["disc"][part] = _recent_fraction(disc, lookback)
     bin_mass_c = {c: mass_c[c][sel, None] * fractions[c] for c in fractions}
     bin_mass = sum(bin_mass_c.values())
     bin_age = 0.5 * (edges[1:] + edges[:-1])
@@ -746,7 +750,7 @@ def _stellar_populations(
         "bin_mass": bin_mass,
         "mass_fractions": mass_fractions,
         "logz": np.clip(logz, *logz_range),
-        "recent_sfr": sum(mass_c[c][sel] * _recent_fraction(sfr[c], lookback) for c in sfr) / RECENT_SFR_YR,
+        "recent_sfr": sum(mass_c[c][sel] * recent[c] for c in recent) / RECENT_SFR_YR,
     }
 
 
@@ -824,6 +828,8 @@ def _add_line_profiles(
 #: Spaxels forward-modelled at a time, and values (float64) of one slab of cube planes:
 #: what bounds the memory of a mock of PHANGS-mosaic size.
 SPAXEL_BATCH = 1024
+#: Spaxels whose disc SFR is integrated on the fine lookback grid at a time (~5 kB each).
+SFR_BATCH = 16384
 CUBE_SLAB_VALUES = 2**24
 #: HST image rows made and written at a time (a few hundred MB of float64 at PHANGS-HST widths).
 HST_STRIP_ROWS = 1024

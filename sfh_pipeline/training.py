@@ -10,9 +10,9 @@
 * After every epoch a checkpoint (model, optimiser, scheduler, scaler, all RNG states,
   epoch, early-stopping state, history) is written atomically; a restarted job resumes
   from it and ends with the same weights as an uninterrupted run.
-* The weights validated, kept and shipped are an exponential moving average of the weights
+* The weights validated, kept and shipped may be an exponential moving average of the weights
   over optimiser steps (``weight_average_half_life_epochs``, via ``torch.optim.swa_utils``):
-  the last weights swing from epoch to epoch at a learning rate still high, and on the real
+  at a learning rate still high the last weights swing from epoch to epoch, and on the real
   cube their answers moved by 0.25 dex in LW age between epochs (docs/pipeline.md).
 * The uncertainties of the summary heads are calibrated on the validation split after
   training: each predicted sigma is multiplied by the factor that makes 68.27 % of the
@@ -87,11 +87,13 @@ class TrainConfig:
     # of showing the one realisation stored, so the network cannot learn the noise by heart.
     # Measured (docs/pipeline.md): the same at 10 epochs, far better beyond (no overfitting).
     redraw_noise: bool = True
-    # half-life (epochs) of the exponential moving average of the weights that is validated and
-    # shipped; early on it is shortened to a tenth of the steps taken, so the random start is
-    # forgotten. None validates and ships the last weights. It leaves the optimisation itself
-    # alone, so changing it resumes a run.
-    weight_average_half_life_epochs: float | None = 1.0
+    # half-life (epochs) of an exponential moving average of the weights, validated and shipped
+    # instead of the last weights; early on it is shortened to a tenth of the steps taken, so
+    # the random start is forgotten. For runs stopped before their learning rate has decayed
+    # (max_hours, patience); a run that ends its schedule gains nothing measurable (the demo,
+    # docs/pipeline.md), so None (off) by default. It leaves the optimisation itself alone, so
+    # changing it resumes a run.
+    weight_average_half_life_epochs: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -69,14 +69,16 @@ def test_files_written_in_slabs_spaxel_batches_and_strips_are_the_files_written_
     mock, tmp_path, analytic_ssp_store, monkeypatch
 ):
     """A PHANGS-size mock is written a few planes, spaxels and image rows at a time (bounded
-    memory): seams between slabs of 7 planes (3681 = 7 x 525 + 6: a short last slab), batches
-    of 37 spaxels and HST strips of 7 rows (290 = 7 x 41 + 3; the PSF reaches across strips)
+    memory): seams between slabs of 7 planes (3681 = 7 x 525 + 6: a short last slab; the S/N
+    map's medians then in bands of a row), batches of 37 spaxels (the forward model and the
+    disc SFRs) and HST strips of 7 rows (290 = 7 x 41 + 3; the PSF reaches across strips)
     change no value, and the files pass astropy's verification."""
     from sfh_pipeline import mock as mock_module
 
     root, row, files, bands, recipe, summary = mock
     monkeypatch.setattr(mock_module, "CUBE_SLAB_VALUES", 7 * SIZE[0] * SIZE[1])
     monkeypatch.setattr(mock_module, "SPAXEL_BATCH", 37)
+    monkeypatch.setattr(mock_module, "SFR_BATCH", 37)
     monkeypatch.setattr(mock_module, "HST_STRIP_ROWS", 7)
     _, sliced, *_ = write(tmp_path, analytic_ssp_store)
     with fits.open(files["muse_cube"]) as whole, fits.open(sliced["muse_cube"]) as parts:
@@ -92,6 +94,9 @@ def test_files_written_in_slabs_spaxel_batches_and_strips_are_the_files_written_
                 assert whole[0].data.shape == (5 * SIZE[0] + 50, 5 * SIZE[1] + 50)
                 np.testing.assert_array_equal(parts[0].data, whole[0].data, err_msg=f"{band} {kind}")
     assert not list((tmp_path / "muse").glob("tmp*")), "the spectra's temporary file was left behind"
+    with fits.open(root / "truth.fits") as whole, fits.open(tmp_path / "truth.fits") as parts:
+        for hdu in whole[1:]:
+            np.testing.assert_array_equal(parts[hdu.name].data, hdu.data, err_msg=hdu.name)
 
 
 def test_hst_images_read_with_units_and_coverage(mock):

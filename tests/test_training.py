@@ -286,6 +286,7 @@ def test_training_ships_the_averaged_weights_and_resumes_a_run_begun_without_the
     checkpoint written before the average (or a model setting at its default) existed is
     resumed, not restarted."""
     settings = dict(max_epochs=2, batch_size=32, seed=5, patience=10, max_train_batches_per_epoch=20)
+    settings["weight_average_half_life_epochs"] = 1
     payload = train(small_trainset, tmp_path, tiny_config(), TrainConfig(**settings, max_hours=1e-9))
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
     assert payload["epochs_run"] == 1
