@@ -930,9 +930,9 @@ def _continuum_noise(
     """The noise law (a, b) of :func:`_noise_law` from the median continuum over the planes of
     ``window`` (the normalisation window), and the S/N map it gives (median over those planes
     of flux / noise). The planes are made CUBE_SLAB_VALUES at a time and the medians taken a
-    band of rows at a time, so that only the window's planes themselves are held whole (a few
-    hundred MB at PHANGS-mosaic size, where the whole window at once with its temporaries took
-    3.9 GB)."""
+    band of rows at a time, so that only the window's planes themselves are held whole (0.4 GB
+    at 560 x 560 spaxels; made at once, the window's convolution and S/N temporaries held
+    several times that)."""
     ny, nx = shape
     planes = np.empty((window.stop - window.start, ny, nx))
     step = max(1, CUBE_SLAB_VALUES // (ny * nx))
