@@ -5,7 +5,7 @@ Usage:
         --source old=/path/to/checkout@commit --source new=. [--repeat 2] [--save NAME]
 
 The command (a job's shell command from a Snakemake log, its output paths put into a folder
-``{out}``, e.g. ``--out {out}/tile.fits``) runs with ``python -m sfh_pipeline`` from each
+``{out}``, e.g. ``--out {out}/tile.fits``) runs with ``python -P -m sfh_pipeline`` from each
 source tree in turn (``PYTHONPATH``), the trees alternating ``--repeat`` times so that a drift
 of the machine's load hits both alike. For each run: wall seconds and CPU seconds of the job's
 process (user + system, from ``wait4``), and its peak RSS. ``speed_ratio`` is the first
@@ -32,7 +32,8 @@ from provenance import report  # bench/provenance.py: this script's folder is on
 def run_once(command: str, source: Path, out: Path) -> dict[str, float]:
     """Run the job once from ``source``, ``{out}`` standing for ``out``; its wall and CPU
     seconds and peak RSS (MB)."""
-    line = command.replace("{out}", str(out)).replace("sfh-pipeline ", f"{sys.executable} -m sfh_pipeline ", 1)
+    # -P: the current folder (often a checkout) must not shadow the source tree on PYTHONPATH
+    line = command.replace("{out}", str(out)).replace("sfh-pipeline ", f"{sys.executable} -P -m sfh_pipeline ", 1)
     env = {**os.environ, "PYTHONPATH": str(source)}
     started = time.perf_counter()
     process = subprocess.Popen(line, shell=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
