@@ -783,11 +783,14 @@ def _over_budget(history: list[dict[str, float]], max_hours: float | None) -> bo
 
 
 def write_history(history: list[dict[str, float]], out_dir: Path) -> None:
-    """history.csv, history.json and learning_curve.png of the epochs run."""
+    """history.csv, history.json and learning_curve.png of the epochs run. A column that only
+    later epochs have (``val_loss_last_weights`` of a run that began averaging on resumption)
+    is empty in the earlier rows."""
     if not history:
         return
+    fields = list(dict.fromkeys(key for record in history for key in record))
     with atomic_path(out_dir / "history.csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
     write_json_atomically(out_dir / "history.json", {"epochs": history})

@@ -296,11 +296,15 @@ def test_training_ships_the_averaged_weights_and_resumes_a_run_begun_without_the
         torch.testing.assert_close(value, averaged[key], msg=key)
         assert not torch.equal(value, checkpoint["model"][key]), key
 
-    del checkpoint["weight_average"], checkpoint["model_config"]["front_end"]  # as written before they existed
+    # as written before they existed: no average, no front_end setting, no last-weights record
+    del checkpoint["weight_average"], checkpoint["model_config"]["front_end"]
+    del checkpoint["history"][0]["val_loss_last_weights"]
     torch.save(checkpoint, tmp_path / "checkpoints" / "last.pt")
     resumed = train(small_trainset, tmp_path, tiny_config(), TrainConfig(**settings))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
-    assert resumed["history"][0] == payload["history"][0]
+    assert resumed["history"][0] == checkpoint["history"][0]
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_loss_last_weights" in rows[0]
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(small_trainset, tiny_model, tmp_path):
