@@ -532,7 +532,12 @@ def train(
             log.info(
                 "epoch %d: train %.4f  validation %.4f  (%.1f s)", epoch + 1, train_loss, val_loss, record["seconds"]
             )
-            checkpoint = {**opt.state_dicts(), "rng": _rng_state(), "model_config": model_config.to_dict()}
+            checkpoint = {
+                **opt.state_dicts(),
+                "rng": _rng_state(),
+                "model_config": model_config.to_dict(),
+                "train_settings": dataclasses.asdict(train_config),  # all of them, for export_checkpoint
+            }
             save_atomically({**checkpoint, **run, **state}, checkpoint_path)
         if world > 1:
             dist.barrier()
@@ -562,7 +567,9 @@ def export_checkpoint(
     if ckpt["trainset"]["generator_digest"] != reader.attrs["generator_digest"]:
         raise ValueError(f"checkpoint {checkpoint_path} was not trained on {trainset_store}")
     model_config = ModelConfig.from_dict(ckpt["model_config"])
-    train_config = TrainConfig.from_dict(ckpt["train_config"])
+    if "train_settings" not in ckpt:  # stop conditions and averaging were not saved before
+        log.warning("%s does not record the run's stop conditions and weight averaging", checkpoint_path)
+    train_config = TrainConfig.from_dict(ckpt.get("train_settings", ckpt["train_config"]))
     opt = _optimisation(model_config, train_config, 1, torch.device("cpu"), 0, 1, 0)
     opt.module.load_state_dict(ckpt["best_state"])
     name = Path(checkpoint_path).resolve().parent.parent.name

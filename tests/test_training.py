@@ -420,6 +420,7 @@ def test_export_checkpoint_writes_the_best_weights_so_far(small_trainset, tiny_m
         torch.testing.assert_close(exported["state_dict"][key], value, msg=key)
     assert exported["sigma_scale"] == pytest.approx(trained["sigma_scale"], rel=1e-5)
     assert exported["epochs_run"] == trained["epochs_run"]
+    assert exported["train_config"] == trained["train_config"]  # stop conditions included
     load_model_file(tmp_path / "model.pt")
 
     checkpoint["best_state"] = None
