@@ -67,7 +67,8 @@ class ForwardCheck:
         mask : (n, n_wave) non-zero = pixel not fitted.
         sfh : (n, n_bins) mass fractions formed; logz : (n, n_bins) log10 Z/Z_sun.
         method : "batched" (all spectra at once, :func:`fit_single_templates`) or "ppxf" (one
-            pPXF fit after another: the same model, some 10 times slower; the reference).
+            pPXF fit after another: the same model, 3.7 times slower per spectrum in
+            ``bench/forward_check.py``; the reference).
 
         Returns
         -------
