@@ -74,6 +74,12 @@ class ModelConfig:
     #: limit of a CPU; the conv settings are then unused).
     front_end: str = "conv"
     linear_width: int = 128
+    #: None: the front end reads the normalised flux as it is. An integer: each spectrum is
+    #: first divided by its least-squares Legendre polynomial of this degree (valid pixels
+    #: only), as pPXF's multiplicative polynomial does, so the network sees only features
+    #: narrower than about the window over the degree (≈ 250 Å for degree 8 on 4800–7000 Å)
+    #: and nothing of the continuum shape that flux calibration and dust set.
+    continuum_divide_degree: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,6 +181,12 @@ class SFHNet(nn.Module):
             )
         else:
             self._build_conv_front_end(config)
+        if config.continuum_divide_degree is not None:
+            x = torch.linspace(-1.0, 1.0, config.n_wave, dtype=torch.float64)
+            basis = torch.stack(
+                [torch.special.legendre_polynomial_p(x, k) for k in range(config.continuum_divide_degree + 1)], 1
+            )
+            self.register_buffer("continuum_basis", basis.float(), persistent=False)
         p = config.photometry_dim
         self.photometry = nn.Sequential(nn.Linear(3 * config.n_filters, p), nn.GELU(), nn.Linear(p, p), nn.GELU())
         self.fuse = nn.Sequential(
@@ -227,8 +239,26 @@ class SFHNet(nn.Module):
         self.pool_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.pool = nn.MultiheadAttention(d, config.attention_heads, batch_first=True)
 
+    def divide_continuum(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """Encoded spectra (B, 3, n_wave) -> the same with the flux divided by its continuum
+        (minus 1: zero where there is no line) and the log error lowered by log10 of it; masked
+        pixels stay zero. The continuum is the unweighted least-squares Legendre polynomial of
+        degree ``continuum_divide_degree`` over the valid pixels, floored at 1e-3 (the flux
+        unit is the normalisation window's mean)."""
+        flux, log_error, valid = spectrum.unbind(1)
+        basis = self.continuum_basis
+        normal = torch.einsum("wi,bw,wj->bij", basis, valid, basis)
+        normal = normal + 1e-6 * torch.eye(basis.shape[1], device=normal.device, dtype=normal.dtype)
+        coefficients = torch.linalg.solve(normal, (flux * valid) @ basis)
+        continuum = (coefficients @ basis.T).clamp_min(1e-3)
+        lines = (flux / continuum - 1.0) * valid
+        log_error = (log_error - torch.log10(continuum)) * valid
+        return torch.stack([lines, log_error, valid], 1)
+
     def _read_spectrum(self, spectrum: torch.Tensor) -> torch.Tensor:
         """(B, 3, n_wave) encoded spectra -> (B, attention_dim) spectral embedding."""
+        if self.config.continuum_divide_degree is not None:
+            spectrum = self.divide_continuum(spectrum)
         if self.config.front_end == "linear":
             return self.spectral(spectrum)
         x = self.stages(self.stem(spectrum))  # (B, C, L)

@@ -67,6 +67,33 @@ def test_outputs_respect_invariants_even_for_masked_spectra_and_missing_bands(fr
         assert torch.all(torch.isfinite(value))
 
 
+def test_continuum_division_removes_a_smooth_factor_and_keeps_lines_and_masks():
+    n_wave = 800
+    net = SFHNet(tiny_config(n_wave=n_wave, front_end="linear", continuum_divide_degree=6)).eval()
+    x = np.linspace(-1, 1, n_wave)
+    lines = 1 - 0.3 * np.exp(-0.5 * ((np.arange(n_wave) - np.array([[150], [420], [610]])) / 3.0) ** 2).sum(0)
+    tilt = 1.0 + 0.4 * x - 0.2 * x**2 + 0.1 * x**3  # a calibration error of ±40 % across the window
+    error = np.full((2, n_wave), 0.02)
+    mask = np.zeros((2, n_wave), np.uint8)
+    mask[:, 300:340] = 1  # an emission line under its mask
+    flux = np.stack([lines, lines * tilt])
+    flux[:, 300:340] = 50.0
+    encoded = torch.from_numpy(encode_spectrum(flux, error, mask))
+    with torch.no_grad():
+        divided = net.divide_continuum(encoded).numpy()
+        out = net(encoded, torch.zeros(2, 24))
+    valid = mask[0] == 0
+    # the lines survive, relative to a continuum that is not exactly 1 (the lines lower the mean)
+    depth = divided[0, 0, 150] - np.median(divided[0, 0, valid])
+    assert -0.32 < depth < -0.28
+    # the smooth factor is gone: the two spectra look alike to the network, to the line depths' 1 %
+    np.testing.assert_allclose(divided[1, 0], divided[0, 0], atol=0.01)
+    np.testing.assert_allclose(divided[1, 1, valid] + np.log10(tilt[valid]), divided[0, 1, valid], atol=0.005)
+    np.testing.assert_array_equal(divided[:, :2, ~valid], 0.0)
+    for key, value in out.items():
+        torch.testing.assert_close(value[1], value[0], atol=0.02, rtol=0.02, msg=key)
+
+
 def test_unknown_front_end_is_named():
     with pytest.raises(ValueError, match="front_end must be 'conv' or 'linear'"):
         SFHNet(tiny_config(front_end="transformer"))
