@@ -187,6 +187,9 @@ class SFHNet(nn.Module):
                 [torch.special.legendre_polynomial_p(x, k) for k in range(config.continuum_divide_degree + 1)], 1
             )
             self.register_buffer("continuum_basis", basis.float(), persistent=False)
+            # products of every pair of polynomials: the normal matrices of a batch in one GEMM
+            pairs = (basis[:, :, None] * basis[:, None, :]).reshape(config.n_wave, -1)
+            self.register_buffer("continuum_basis_pairs", pairs.float(), persistent=False)
         p = config.photometry_dim
         self.photometry = nn.Sequential(nn.Linear(3 * config.n_filters, p), nn.GELU(), nn.Linear(p, p), nn.GELU())
         self.fuse = nn.Sequential(
@@ -247,8 +250,9 @@ class SFHNet(nn.Module):
         unit is the normalisation window's mean)."""
         flux, log_error, valid = spectrum.unbind(1)
         basis = self.continuum_basis
-        normal = torch.einsum("wi,bw,wj->bij", basis, valid, basis)
-        normal = normal + 1e-6 * torch.eye(basis.shape[1], device=normal.device, dtype=normal.dtype)
+        n_terms = basis.shape[1]
+        normal = (valid @ self.continuum_basis_pairs).view(-1, n_terms, n_terms)
+        normal = normal + 1e-6 * torch.eye(n_terms, device=normal.device, dtype=normal.dtype)
         coefficients = torch.linalg.solve(normal, (flux * valid) @ basis)
         continuum = (coefficients @ basis.T).clamp_min(1e-3)
         lines = (flux / continuum - 1.0) * valid
