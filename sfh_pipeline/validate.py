@@ -294,9 +294,12 @@ def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) 
     ``network`` and ``reference`` hold ``<key>`` and ``<key>_err`` arrays (dex). Returns per key
     ``median_delta_dex`` (median of network - reference), ``scatter_dex`` (1.4826 MAD of the
     difference), ``pull_within_1sigma`` (fraction of bins with |difference| <= the two errors
-    added in quadrature) and ``n``.
+    added in quadrature), ``n``, and how well so few bins pin the first two down:
+    ``median_delta_dex_68`` and ``scatter_dex_68``, the 16th and 84th percentiles of each over
+    :data:`BOOTSTRAP_RESAMPLES` resamples of the bins (None below 3 bins).
     """
     out: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
     for key in QUANTITIES:
         delta = np.asarray(network[key], float) - np.asarray(reference[key], float)
         sigma = np.hypot(np.asarray(network[f"{key}_err"], float), np.nan_to_num(reference[f"{key}_err"]))
@@ -307,11 +310,30 @@ def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) 
         d = delta[ok]
         out[key] = {
             "median_delta_dex": float(np.median(d)),
-            "scatter_dex": float(1.4826 * np.median(np.abs(d - np.median(d)))),
+            "scatter_dex": float(_robust_scatter(d)),
             "pull_within_1sigma": float(np.mean(np.abs(d) <= sigma[ok])),
             "n": int(ok.sum()),
+            "median_delta_dex_68": None,
+            "scatter_dex_68": None,
         }
+        if d.size >= 3:
+            resampled = d[rng.integers(0, d.size, (BOOTSTRAP_RESAMPLES, d.size))]
+            for name, values in (
+                ("median_delta_dex_68", np.median(resampled, 1)),
+                ("scatter_dex_68", _robust_scatter(resampled)),
+            ):
+                out[key][name] = [float(v) for v in np.percentile(values, [16, 84])]
     return out
+
+
+#: Resamples of the bins behind the 68 % ranges of :func:`agreement`.
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def _robust_scatter(values: np.ndarray) -> np.ndarray:
+    """1.4826 MAD along the last axis (dex): the standard deviation for Gaussian values."""
+    median = np.median(values, -1, keepdims=True)
+    return 1.4826 * np.median(np.abs(values - median), -1)
 
 
 def logz_shift_dex(zsun_library: float, zsun_reference: float) -> float:

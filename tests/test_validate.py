@@ -79,10 +79,37 @@ def test_agreement_of_a_known_offset():
         "scatter_dex": pytest.approx(0.0, abs=1e-9),
         "pull_within_1sigma": 0.0,
         "n": 50,
+        "median_delta_dex_68": pytest.approx([0.2, 0.2]),
+        "scatter_dex_68": pytest.approx([0.0, 0.0], abs=1e-9),
     }
     assert result["lw_age"]["median_delta_dex"] == pytest.approx(0.01)
     assert result["lw_age"]["pull_within_1sigma"] == pytest.approx(0.8)  # |0.01| <= 0.05, |0.3| > 0.05
     assert result["mw_age"]["n"] == 49
+
+
+def test_agreement_ranges_cover_the_truth_about_as_often_as_they_say():
+    rng = np.random.default_rng(3)
+    keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+
+    def coverage(n, trials=200):
+        zero = {key: np.zeros(n) for key in keys} | {f"{key}_err": np.full(n, 0.1) for key in keys}
+        hits, widths = np.zeros(2), []
+        for _ in range(trials):
+            result = agreement({**zero, "lw_age": rng.normal(0.05, 0.15, n)}, zero)["lw_age"]
+            (m_lo, m_hi), (s_lo, s_hi) = result["median_delta_dex_68"], result["scatter_dex_68"]
+            hits += [m_lo <= 0.05 <= m_hi, s_lo <= 0.15 <= s_hi]
+            widths.append(s_hi - s_lo)
+        return hits / trials, np.median(widths)
+
+    (median_hits, scatter_hits), width = coverage(50)
+    assert 0.6 < median_hits < 0.8 and 0.6 < scatter_hits < 0.85
+    # 7 bins, as in the A478 validation: the scatter is known to about +-45 % (bootstrap ranges
+    # of so few values cover a little less than they say)
+    (median_hits, scatter_hits), width_few = coverage(7)
+    assert median_hits > 0.5 and scatter_hits > 0.55
+    assert 0.09 < width_few < 0.18 and width < 0.07
+    zero = {key: np.zeros(2) for key in keys} | {f"{key}_err": np.full(2, 0.1) for key in keys}
+    assert agreement(zero, zero)["lw_age"]["scatter_dex_68"] is None
 
 
 def test_sky_mask():
@@ -127,4 +154,11 @@ def test_compare_references_of_known_offsets():
     assert result["library_difference_unregularised"]["mw_age"]["median_delta_dex"] == pytest.approx(-0.1)
     assert result["lw_age"]["median_delta_dex"] == pytest.approx(0.25)  # network - second
     assert result["unregularised"]["mw_logz"]["median_delta_dex"] == pytest.approx(0.15)
-    assert set(result["lw_age"]) == {"median_delta_dex", "scatter_dex", "pull_within_1sigma", "n"}
+    assert set(result["lw_age"]) == {
+        "median_delta_dex",
+        "scatter_dex",
+        "pull_within_1sigma",
+        "n",
+        "median_delta_dex_68",
+        "scatter_dex_68",
+    }
