@@ -101,13 +101,13 @@ def test_agreement_ranges_cover_the_truth_about_as_often_as_they_say():
             widths.append(s_hi - s_lo)
         return hits / trials, np.median(widths)
 
-    (median_hits, scatter_hits), width = coverage(50)
-    assert 0.6 < median_hits < 0.8 and 0.6 < scatter_hits < 0.85
-    # 7 bins, as in the A478 validation: the scatter is known to about +-45 % (bootstrap ranges
-    # of so few values cover a little less than they say)
-    (median_hits, scatter_hits), width_few = coverage(7)
-    assert median_hits > 0.5 and scatter_hits > 0.55
-    assert 0.09 < width_few < 0.18 and width < 0.07
+    for n in (50, 7):
+        (median_hits, scatter_hits), width = coverage(n)
+        assert 0.6 < median_hits < 0.76 and 0.6 < scatter_hits < 0.76, n
+        if n == 7:  # as in the A478 validation: the scatter is known to about +-50 %
+            assert 0.1 < width < 0.2
+        else:
+            assert width < 0.06
     zero = {key: np.zeros(2) for key in keys} | {f"{key}_err": np.full(2, 0.1) for key in keys}
     assert agreement(zero, zero)["lw_age"]["scatter_dex_68"] is None
 
