@@ -187,6 +187,26 @@ def test_robustness_bench_compares_models_on_each_test_split(tiny_model, small_t
     )
 
 
+def test_predictor_profile_adds_up_to_the_timed_rate(tiny_model):
+    """bench/predictor_profile.py: the profiled time per spectrum and the timed one-process rate
+    measure the same call, so they agree to within the profiler's overhead."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / "predictor_profile.py"), "--model", str(tiny_model), "--n", "512"]
+        + ["--start-delay", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    profile = result["profile_us_per_spectrum"]
+    parts = [v for k, v in profile.items() if k != "total"]
+    assert 0 < sum(parts) <= profile["total"]
+    timed_us = 1e6 / result["spectra_per_s"]["batch_1024_processes_1"]
+    assert 0.3 < profile["total"] / timed_us < 4.0
+    assert set(result["two_processes_over_one"]) == {"128", "256", "1024"}
+
+
 def test_library_crosscheck_fits_the_first_library_with_both(tmp_path):
     """bench/library_crosscheck.py: the first library's populations fitted with both libraries; with
     the same library twice (the second at every age) the differences are small."""
