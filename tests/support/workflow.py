@@ -14,6 +14,16 @@ import yaml
 from astropy.io import fits
 
 #: The repository's root: its Snakefile, config/ and profiles/.
+
+#: Keys of each quantity's block in a real galaxy's agreement.json (docs/contracts.md).
+AGREEMENT_QUANTITY_KEYS = {
+    "median_delta_dex",
+    "scatter_dex",
+    "pull_within_1sigma",
+    "n",
+    "median_delta_dex_68",
+    "scatter_dex_68",
+}
 REPO = Path(__file__).resolve().parents[2]
 
 
