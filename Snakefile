@@ -40,4 +40,5 @@ rule all:
         [maps_file(target) for target in TARGETS],
         [galaxy_file(galaxy, "maps", f"{galaxy}_vs_truth.json") for galaxy in MOCK_GALAXIES],
         [validation_file(galaxy, "agreement.json") for galaxy in REAL_GALAXIES],
+        validation_file("spectra", "agreement.json") if REAL_SPECTRA else [],
         "results/atlas/atlas.png" if GALAXIES else [],

@@ -228,13 +228,27 @@ def _infer(args: argparse.Namespace) -> None:
     log.info("%s tile %s: %d bins", args.galaxy, args.tile, summary["n_bins"])
 
 
+def _validate_spectra(args: argparse.Namespace) -> None:
+    from .spectra_validation import validate_spectra
+
+    result = validate_spectra(
+        args.spectra, args.ssp, _verified_model(args), args.settings, args.out_dir, _second_reference(args)
+    )
+    for name, row in result["spectra"].items():
+        log.info(
+            "%s: LW age network %.2f, pPXF %.2f; LW log Z network %.2f, pPXF %.2f",
+            name,
+            row["network"]["lw_age"],
+            row["reference"]["lw_age"],
+            row["network"]["lw_logz"],
+            row["reference"]["lw_logz"],
+        )
+
+
 def _validate(args: argparse.Namespace) -> None:
     from .validate import validate_galaxy
 
     row, files = _galaxy_files(args)
-    second = None
-    if args.second_ssp:
-        second = {"ssp_store": args.second_ssp, **(args.second_reference or {})}
     result = validate_galaxy(
         files["muse_cube"],
         args.bins,
@@ -245,7 +259,7 @@ def _validate(args: argparse.Namespace) -> None:
         args.settings,
         args.out_dir,
         processes=args.processes,
-        second_reference=second,
+        second_reference=_second_reference(args),
     )
     log.info(
         "%s: %d bins against full-grid pPXF: %s",
@@ -299,6 +313,25 @@ def _maps_atlas(args: argparse.Namespace) -> None:
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model.pt")
     parser.add_argument("--model-sha256", default=None, help="refuse the model file unless it has this SHA-256")
+
+
+def _add_reference_args(parser: argparse.ArgumentParser) -> None:
+    """The full-grid pPXF reference of the validate stages: libraries and settings."""
+    parser.add_argument("--ssp", required=True, help="SSP store the model was trained with")
+    parser.add_argument("--second-ssp", default=None, help="SSP store of a second reference library (optional)")
+    parser.add_argument(
+        "--second-reference",
+        type=_json_arg,
+        default=None,
+        help='{"label": ..., "settings": {...}} of the second library, as JSON',
+    )
+    parser.add_argument("--settings", type=_json_arg, required=True, help="validate section of the config, as JSON")
+
+
+def _second_reference(args: argparse.Namespace) -> dict | None:
+    if not args.second_ssp:
+        return None
+    return {"ssp_store": args.second_ssp, **(args.second_reference or {})}
 
 
 def _verified_model(args: argparse.Namespace) -> str:
@@ -427,7 +460,7 @@ def _add_network_parsers(stages) -> None:
 
 
 def _add_galaxy_parsers(stages) -> None:
-    """mock, observe (hst, bins), infer, maps (assemble, compare, mosaic, atlas), validate."""
+    """mock, observe (hst, bins), infer, maps (assemble, compare, mosaic, atlas), validate, validate-spectra."""
     mock = stages.add_parser("mock", help="write a mock galaxy in the PHANGS file layouts, and its truth")
     _add_galaxy_args(mock)
     mock.add_argument("--recipe", type=_json_arg, required=True, help="the galaxy's mock recipe, as JSON")
@@ -495,18 +528,25 @@ def _add_galaxy_parsers(stages) -> None:
     validate.add_argument("--bins", required=True, help="bins.fits of the observe stage")
     validate.add_argument("--tables", nargs="+", required=True, help="tile tables of the infer stage")
     _add_model_args(validate)
-    validate.add_argument("--ssp", required=True, help="SSP store the model was trained with")
-    validate.add_argument("--second-ssp", default=None, help="SSP store of a second reference library (optional)")
-    validate.add_argument(
-        "--second-reference",
-        type=_json_arg,
-        default=None,
-        help='{"label": ..., "settings": {...}} of the second library, as JSON',
-    )
-    validate.add_argument("--settings", type=_json_arg, required=True, help="validate section of the config, as JSON")
+    _add_reference_args(validate)
     validate.add_argument("--processes", type=int, default=1)
     validate.add_argument("--out-dir", required=True, help="results/validation/<galaxy>")
     validate.set_defaults(func=_validate)
+
+    spectra = stages.add_parser(
+        "validate-spectra",
+        help="the network and full-grid pPXF fits of single real spectra (SDSS fibres), and their agreement",
+    )
+    spectra.add_argument(
+        "--spectra",
+        type=_json_arg,
+        required=True,
+        help='{"<name>": {"file": <SDSS spectrum>, "ebv_galactic": <mag>}, ...} as JSON',
+    )
+    _add_model_args(spectra)
+    _add_reference_args(spectra)
+    spectra.add_argument("--out-dir", required=True, help="results/validation/spectra")
+    spectra.set_defaults(func=_validate_spectra)
 
 
 def build_parser() -> argparse.ArgumentParser:

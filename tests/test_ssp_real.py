@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tarfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from sfh_pipeline.ssp_formats import read_ssp_file
+
+from .support.ppxf_sdist import extract_ppxf_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]  # pip downloads ppxf-8.2.6.tar.gz from the index
 
@@ -19,31 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.network]  # pip downloads ppxf-8.2.6
 @pytest.fixture(scope="module")
 def emiles_dir(tmp_path_factory):
     """The 150 E-MILES SSPs and the Vazdekis mass table from ppxf-8.2.6.tar.gz (25 MB, cached)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sfh-pipeline" / "test-data"
-    cache.mkdir(parents=True, exist_ok=True)
-    archive = cache / "ppxf-8.2.6.tar.gz"
-    if not archive.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "-d",
-                str(cache),
-                "ppxf==8.2.6",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    out = tmp_path_factory.mktemp("emiles")
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if "/miles_models/" in m.name and m.isfile()]
-        tar.extractall(out, members=members, filter="data")
-    return out / "ppxf-8.2.6" / "ppxf" / "miles_models"
+    return extract_ppxf_folder("miles_models", tmp_path_factory.mktemp("emiles"))
 
 
 def test_real_emiles_grid(emiles_dir):

@@ -146,3 +146,45 @@ rule validate:
         "sfh-pipeline validate {params.args} --bins {input.bins:q} --tables {input.tables:q} --model {input.model:q} {params.model_sha256}"
         " --ssp {input.ssp:q} {params.second} --settings {params.settings} --processes {threads} --out-dir {params.out_dir:q}"
         " 2> {log:q}"
+
+
+rule validate_spectra:
+    input:
+        spectra=[entry["file"] for entry in REAL_SPECTRA.values()],
+        model=MODEL_PT,
+        ssp=ancient(ssp_store(SSP_NAME)),
+        second_ssp=ancient(ssp_store(SECOND_SSP["name"])) if SECOND_SSP else [],
+    output:
+        agreement=validation_file("spectra", "agreement.json"),
+        table=validation_file("spectra", "spectra.fits"),
+        residuals=report(
+            expand(validation_file("spectra", "residuals_{name}.png"), name=sorted(REAL_SPECTRA)),
+            caption="../report/validation.rst",
+            category="Validation",
+            subcategory="single spectra",
+        ),
+    log:
+        "logs/validate/spectra.log",
+    benchmark:
+        "benchmarks/validate/spectra.tsv"
+    conda:
+        SFH_ENV
+    threads: 1
+    resources:
+        mem_mb=memory_mb(3000),
+    params:
+        spectra=shell_json(REAL_SPECTRA),
+        settings=shell_json({k: v for k, v in config["validate"].items() if k != "second_ssp"}),
+        second=lambda wc, input: (
+            (
+                f"--second-ssp {shlex.quote(input.second_ssp)} --second-reference "
+                + shell_json({"label": SECOND_SSP["label"], "settings": SECOND_SSP.get("settings", {})})
+            )
+            if SECOND_SSP
+            else ""
+        ),
+        out_dir=os.path.dirname(validation_file("spectra", "agreement.json")),
+        model_sha256=MODEL_SHA256_ARG,
+    shell:
+        "sfh-pipeline validate-spectra --spectra {params.spectra} --model {input.model:q} {params.model_sha256}"
+        " --ssp {input.ssp:q} {params.second} --settings {params.settings} --out-dir {params.out_dir:q} 2> {log:q}"

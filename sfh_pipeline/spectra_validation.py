@@ -1,0 +1,216 @@
+"""The network against full-spectrum fitting on single real spectra (``validate_spectra`` stage).
+
+The one real cube of the embedded default is one galaxy at z = 0.086 seen by MUSE. Single
+fibre spectra of other real galaxies (the three SDSS spectra of pPXF's examples: NGC 3073, a
+young star-forming dwarf; NGC 3522 and NGC 4636, old early types; all at z ≈ 0.003–0.004, as
+PHANGS galaxies) test the network on other populations, another instrument and another flux
+calibration. Each spectrum is read in the network's own way (:meth:`Predictor.predict`, its
+velocity refined around the survey's z) and fitted by :class:`sfh_pipeline.validate.FullGridFit`
+with the instrument's own LSF, exactly as the bins of a real cube are (same settings, same
+masks), and optionally again with a second library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from .atomic import atomic_path, write_json_atomically
+from .dust import galactic_transmission
+from .forward_check import ForwardCheck
+from .sdss import read_sdss_spectrum
+from .spectral import sky_mask
+from .validate import (
+    QUANTITIES,
+    FullGridFit,
+    agreement,
+    compare_references,
+    logz_shift_dex,
+    plot_residuals,
+    resolve_settings,
+)
+
+
+def validate_spectra(
+    spectra: dict[str, dict[str, Any]],
+    ssp_store,
+    model_path,
+    settings: dict[str, Any] | None,
+    out_dir,
+    second_reference: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Network and full-grid pPXF fits of single real spectra, and their agreement.
+
+    Parameters
+    ----------
+    spectra : ``{name: {"file": path of an SDSS spectrum (:func:`read_sdss_spectrum`),
+        "ebv_galactic": Milky-Way E(B-V), mag}}``.
+    ssp_store : SSP store the network was trained with (the reference's library).
+    model_path : the network's model file.
+    settings : keys of :data:`sfh_pipeline.validate.DEFAULT_SETTINGS` (``velocity_bounds_kms``
+        is also the network's velocity search range, km/s).
+    out_dir : written: ``agreement.json`` (per spectrum: S/N, redshift, the network's values
+        and errors, velocity and forward-model chi2, the reference's regularised and
+        unregularised values, errors and kinematics; over all spectra the
+        :func:`~sfh_pipeline.validate.agreement` keys, ``unregularised`` and, with a second
+        library, ``second_reference``), ``spectra.fits`` (table ``SPECTRA``, the same per
+        spectrum) and ``residuals_<name>.png``.
+    second_reference : ``{"ssp_store": path, "label": str, "settings": {...}}`` (optional).
+
+    Returns the content of ``agreement.json``.
+    """
+    from .predict import load_predictor
+
+    s = resolve_settings(settings)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor = load_predictor(model_path, device="cpu")
+    rest_range = (float(predictor.wavelength_aa[0]), float(predictor.wavelength_aa[-1]))
+    check = ForwardCheck(ssp_store, predictor.age_bin_edges_yr, predictor.wavelength_aa)
+    second_settings = None
+    if second_reference:
+        second_settings = resolve_settings({**s, **(second_reference.get("settings") or {})})
+    names = sorted(spectra)
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        entry = spectra[name]
+        spectrum = read_sdss_spectrum(entry["file"], name=name)
+        transmission = galactic_transmission(spectrum.wave_aa, float(entry["ebv_galactic"]))
+        flux, error = spectrum.flux / transmission, spectrum.error / transmission
+        bad = spectrum.bad | sky_mask(spectrum.wave_aa)
+        z = spectrum.redshift
+        net = predictor.predict(
+            spectrum.wave_aa, flux, error, z=z, mask=bad, velocity_range_kms=float(s["velocity_bounds_kms"])
+        )
+        z_net = float(np.expm1(net["velocity_kms"] / 299792.458)) if net["velocity_ok"] else z
+        prepared = predictor.prepare(spectrum.wave_aa, flux, error, z=z_net, mask=bad)
+        forward = check.fit(
+            prepared["flux"], prepared["error"], prepared["mask"], net["sfh"][None], net["logzsol"][None]
+        )
+        rest = spectrum.wave_aa / (1 + z)
+        fit = FullGridFit(ssp_store, rest_range, z, s, predictor.norm_window_aa, lsf_fwhm_aa=spectrum.lsf_fwhm_aa)
+        reference = fit.fit(rest, flux, error, bad, return_spectra=True)
+        row: dict[str, Any] = {
+            "file": Path(entry["file"]).name,
+            "ebv_galactic": float(entry["ebv_galactic"]),
+            "median_snr": spectrum.median_snr(),
+            "redshift": z,
+            "network": {k: float(net[k]) for k in (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES))},
+            "network_velocity_kms": float(net["velocity_kms"]),
+            "network_ood": float(net["ood"]),
+            "forward_check": {k: float(forward[k][0]) for k in ("chi2", "av", "sigma_kms")},
+            "reference": {k: float(reference[k]) for k in (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES))},
+            "reference_unregularised": {k: float(reference[f"{k}_unreg"]) for k in QUANTITIES},
+            "reference_kinematics": {k: float(reference[k]) for k in ("velocity_kms", "sigma_kms", "chi2")},
+        }
+        if second_settings is not None:
+            second_fit = FullGridFit(
+                second_reference["ssp_store"],
+                rest_range,
+                z,
+                second_settings,
+                predictor.norm_window_aa,
+                lsf_fwhm_aa=spectrum.lsf_fwhm_aa,
+            )
+            other = second_fit.fit(rest, flux, error, bad)
+            shift = logz_shift_dex(second_fit.zsun, fit.zsun)
+            for k in ("lw_logz", "mw_logz"):
+                other[k] += shift
+                other[f"{k}_unreg"] += shift
+            row["second_reference"] = {
+                k: float(other[k]) for k in (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES), *_unreg_keys())
+            }
+            row["second_reference"]["logz_shift_dex"] = shift
+        rows[name] = row
+        population = {"SFH": net["sfh"], "ZH": net["logzsol"], "AV": forward["av"][0], "SIGMA": forward["sigma_kms"][0]}
+        plot_residuals(
+            reference,
+            population,
+            ssp_store,
+            predictor.age_bin_edges_yr,
+            out_dir / f"residuals_{name}.png",
+            title=f"{name} (SDSS fibre, S/N {row['median_snr']:.0f} per pixel)",
+        )
+    result = _summarise(rows, names, model_path, ssp_store, s, second_reference)
+    _write_table(out_dir / "spectra.fits", rows, names)
+    write_json_atomically(out_dir / "agreement.json", result)
+    return result
+
+
+def _unreg_keys() -> tuple[str, ...]:
+    return tuple(f"{k}_unreg" for k in QUANTITIES)
+
+
+def _columns(rows: dict, names: list[str], part: str, keys) -> dict[str, np.ndarray]:
+    return {k: np.array([rows[n][part][k] for n in names], float) for k in keys}
+
+
+def _summarise(rows, names, model_path, ssp_store, s, second_reference) -> dict[str, Any]:
+    """agreement.json: the per-spectrum rows and the agreement over all spectra."""
+    with_errors = (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES))
+    network = _columns(rows, names, "network", with_errors)
+    reference = _columns(rows, names, "reference", with_errors)
+    reference.update(
+        {f"{k}_unreg": np.array([rows[n]["reference_unregularised"][k] for n in names]) for k in QUANTITIES}
+    )
+    unregularised = {k: reference[f"{k}_unreg"] for k in QUANTITIES}
+    unregularised.update({f"{k}_err": reference[f"{k}_err"] for k in QUANTITIES})
+    result: dict[str, Any] = {
+        "model": str(model_path),
+        "reference": {
+            "method": "pPXF, full SSP grid, regularised (regul) after chi2 rescaling; "
+            "unregularised below; multiplicative polynomial, gas and sky masked; the instrument's LSF",
+            "library": Path(ssp_store).stem,
+            "settings": s,
+        },
+        "n_spectra": len(names),
+        "spectra": rows,
+        **agreement(network, reference),
+        "unregularised": agreement(network, unregularised),
+    }
+    if second_reference:
+        second = _columns(rows, names, "second_reference", (*with_errors, *_unreg_keys()))
+        result["second_reference"] = {
+            "library": str(second_reference.get("label") or Path(second_reference["ssp_store"]).stem),
+            "store": Path(second_reference["ssp_store"]).stem,
+            "note": "log Z/Z_sun on the first library's Z_sun; library_difference = first reference - this one",
+            **compare_references(network, reference, second),
+        }
+    return result
+
+
+def _write_table(path, rows: dict, names: list[str]) -> None:
+    """spectra.fits, table SPECTRA: one row per spectrum, NET_ / REF_ / REF2_ columns as bins.fits."""
+    columns = [
+        fits.Column("NAME", "20A", array=np.array(names)),
+        fits.Column("SNR", "E", array=[rows[n]["median_snr"] for n in names]),
+        fits.Column("REDSHIFT", "D", array=[rows[n]["redshift"] for n in names]),
+        fits.Column("NET_VELOCITY", "D", array=[rows[n]["network_velocity_kms"] for n in names]),
+        fits.Column("NET_OOD", "D", array=[rows[n]["network_ood"] for n in names]),
+        fits.Column("NET_CHI2", "D", array=[rows[n]["forward_check"]["chi2"] for n in names]),
+    ]
+    for k in QUANTITIES:
+        for prefix, part, key in (
+            ("NET", "network", k),
+            ("NET", "network", f"{k}_err"),
+            ("REF", "reference", k),
+            ("REF", "reference", f"{k}_err"),
+            ("REF", "reference_unregularised", k),
+        ):
+            suffix = "_UNREG" if part.endswith("unregularised") else ""
+            values = [rows[n][part][key] for n in names]
+            columns.append(fits.Column(f"{prefix}_{key.upper()}{suffix}", "D", array=values))
+        if "second_reference" in rows[names[0]]:
+            for key in (k, f"{k}_err", f"{k}_unreg"):
+                columns.append(
+                    fits.Column(f"REF2_{key.upper()}", "D", array=[rows[n]["second_reference"][key] for n in names])
+                )
+    for key in ("velocity_kms", "sigma_kms", "chi2"):
+        columns.append(
+            fits.Column(f"REF_{key.upper()}", "D", array=[rows[n]["reference_kinematics"][key] for n in names])
+        )
+    with atomic_path(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns, name="SPECTRA")]).writeto(tmp)
