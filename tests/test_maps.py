@@ -580,3 +580,37 @@ def test_assembled_maps_paint_the_new_columns_and_nan_for_tables_without_them(tr
     assert images["SFH_ERR"].shape == (16,) + TRUTH_SHAPE and images["T50"].shape == TRUTH_SHAPE
     # the columns every table has are painted for all bins
     assert np.all(images["LW_AGE"] == 9.0)
+
+
+def test_expected_spearman_rho_against_simulated_gaussians():
+    """The closed form against 20,000 simulated (truth, truth + error) pairs, and its limits."""
+    from scipy import stats
+
+    from sfh_pipeline.maps import expected_spearman_rho
+
+    rng = np.random.default_rng(5)
+    truth = rng.normal(9.7, 0.06, 20_000)
+    for scatter in (0.01, 0.045, 0.06, 0.15):
+        simulated = stats.spearmanr(truth, truth + rng.normal(0, scatter, truth.size)).statistic
+        assert expected_spearman_rho(0.06, scatter) == pytest.approx(simulated, abs=0.015), scatter
+    assert expected_spearman_rho(0.06, 0.0) == pytest.approx(1.0)
+    assert expected_spearman_rho(1.0, 0.7149) == pytest.approx(0.8, abs=1e-3)
+    assert np.isnan(expected_spearman_rho(0.0, 0.0))
+
+
+def test_compare_reports_spread_and_scatter(truth_case, tmp_path):
+    """A constant offset has no scatter (rho expected 1); seeded noise of 0.05 dex on MW age gives
+    its scatter back within sampling error of 12 bins, and the truth's spread is its standard deviation."""
+    from sfh_pipeline.maps import compare_with_truth
+
+    root, bins, true_bin = truth_case
+    noise = np.random.default_rng(0).normal(0, 0.05, 12)
+    shifted = {**true_bin, "LW_AGE": true_bin["LW_AGE"] + 0.25, "MW_AGE": true_bin["MW_AGE"] + noise}
+    result = compare_with_truth(
+        recovered_maps(tmp_path / "maps.fits", bins, shifted), root / "truth.fits", root / "bins.fits", truth_row()
+    )
+    assert result["lw_age"]["scatter_dex"] < 1e-5 and result["lw_age"]["spearman_rho_expected"] == pytest.approx(1.0)
+    assert result["mw_age"]["true_spread_dex"] == pytest.approx(np.std(true_bin["MW_AGE"]), rel=1e-4)
+    delta = noise - np.median(noise)
+    assert result["mw_age"]["scatter_dex"] == pytest.approx(1.4826 * np.median(np.abs(delta)), rel=1e-3)
+    assert 0.02 < result["mw_age"]["scatter_dex"] < 0.1
