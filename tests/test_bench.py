@@ -327,3 +327,31 @@ def test_scale_bench_recovers_known_cost_laws_and_projects_them(tmp_path):
     assert out["projected_sample_core_h"] == pytest.approx(core_s / 3600, rel=1e-3)
     assert out["projected_sample_wall_h"] == pytest.approx(max(core_s / 4, chain) / 3600, rel=1e-3)
     assert out["provenance"]["commit"] and out["provenance"]["host"]
+
+
+def test_mock_rank_limits_gives_the_scatter_a_rho_goal_needs(tmp_path):
+    """bench/mock_rank_limits.py on a vs_truth file made up with known spreads and scatters: the
+    scatter it says a goal needs gives that goal back through maps.expected_spearman_rho
+    (0.8 needs 0.715 times the spread), and it passes the measured figures through."""
+    from sfh_pipeline.maps import expected_spearman_rho
+
+    entry = {"spearman_rho": 0.7, "bias_dex": -0.1, "n": 800}
+    comparison = {
+        key: {**entry, "true_spread_dex": spread, "scatter_dex": 0.05, "spearman_rho_expected": 0.0}
+        for key, spread in (("lw_age", 0.28), ("mw_age", 0.064), ("lw_logz", 0.11), ("mw_logz", 0.13))
+    }
+    path = tmp_path / "vs_truth.json"
+    path.write_text(json.dumps(comparison))
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / "mock_rank_limits.py"), "--compare", f"m={path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)["comparisons"]["m"]
+    assert result["mw_age"]["scatter_for_goal_dex"] == pytest.approx(0.7149 * 0.064, rel=1e-3)
+    for key, goal in (("lw_age", 0.93), ("mw_age", 0.8)):
+        needed = result[key]["scatter_for_goal_dex"]
+        assert expected_spearman_rho(comparison[key]["true_spread_dex"], needed) == pytest.approx(goal, abs=1e-6)
+    assert "scatter_for_goal_dex" not in result["lw_logz"] and result["mw_age"]["bias_dex"] == -0.1
