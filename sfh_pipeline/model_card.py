@@ -300,7 +300,7 @@ def _mock_section(mocks: dict[str, dict[str, Any]]) -> list[str]:
 def _real_data_section(reals: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "",
-        "## Real spectra (network minus full-spectrum pPXF fit of the same library, per bin)",
+        "## Real spectra (network minus full-spectrum pPXF fit of the same library, per bin or spectrum)",
         "",
         *_table_head(["galaxy", "bins", "reference", *SUMMARY_LABELS.values()]),
     ]
@@ -310,5 +310,6 @@ def _real_data_section(reals: dict[str, dict[str, Any]]) -> list[str]:
                 cells = [
                     f"{_f(block[k]['median_delta_dex'], 2)} (±{_f(block[k]['scatter_dex'], 2)})" for k in SUMMARY_LABELS
                 ]
-                lines.append(f"| {galaxy} | {result.get('n_bins', 'n/a')} | {label} | " + " | ".join(cells) + " |")
-    return lines + ["", "Median difference (scatter), dex."]
+                n = result.get("n_bins", result.get("n_spectra", "n/a"))
+                lines.append(f"| {galaxy} | {n} | {label} | " + " | ".join(cells) + " |")
+    return lines + ["", "Median difference (scatter), dex; `spectra`: single real spectra (one per galaxy), not bins."]

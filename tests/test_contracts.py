@@ -43,6 +43,13 @@ def test_metrics_and_agreement_keys_are_in_the_shipped_files():
     named = keys_named(section("Agreement with full spectral fitting on real spectra")) - {"agreement", "json"}
     assert named <= present, named - present
 
+    spectra = json.loads((REPO / "models" / "reference" / "real_data" / "spectra.json").read_text())
+    row = next(iter(spectra["spectra"].values()))
+    present = set(spectra) | set(spectra["lw_age"]) | set(row) | set(row["forward_check"])
+    named = keys_named(section("Agreement with full spectral fitting on single real spectra"))
+    named -= {"agreement", "json", "spectra", "fits", "SPECTRA", "bins", "real_spectra", "residuals_"}
+    assert named <= present, named - present
+
 
 def test_predictor_returns_every_key_the_page_names():
     check = np.load(REPO / "models" / "reference" / "check_spectra.npz")
