@@ -19,6 +19,7 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_path, write_json_atomically
+from .constants import C_KMS
 from .dust import galactic_transmission
 from .forward_check import ForwardCheck
 from .sdss import read_sdss_spectrum
@@ -32,6 +33,10 @@ from .validate import (
     plot_residuals,
     resolve_settings,
 )
+
+#: Each quantity and its 1-sigma error (dex), and the unregularised reference's values.
+WITH_ERRORS = (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES))
+UNREGULARISED = tuple(f"{q}_unreg" for q in QUANTITIES)
 
 
 def validate_spectra(
@@ -85,7 +90,7 @@ def validate_spectra(
         net = predictor.predict(
             spectrum.wave_aa, flux, error, z=z, mask=bad, velocity_range_kms=float(s["velocity_bounds_kms"])
         )
-        z_net = float(np.expm1(net["velocity_kms"] / 299792.458)) if net["velocity_ok"] else z
+        z_net = float(np.expm1(net["velocity_kms"] / C_KMS)) if net["velocity_ok"] else z
         prepared = predictor.prepare(spectrum.wave_aa, flux, error, z=z_net, mask=bad)
         forward = check.fit(
             prepared["flux"], prepared["error"], prepared["mask"], net["sfh"][None], net["logzsol"][None]
@@ -98,11 +103,11 @@ def validate_spectra(
             "ebv_galactic": float(entry["ebv_galactic"]),
             "median_snr": spectrum.median_snr(),
             "redshift": z,
-            "network": {k: float(net[k]) for k in (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES))},
+            "network": {k: float(net[k]) for k in WITH_ERRORS},
             "network_velocity_kms": float(net["velocity_kms"]),
             "network_ood": float(net["ood"]),
             "forward_check": {k: float(forward[k][0]) for k in ("chi2", "av", "sigma_kms")},
-            "reference": {k: float(reference[k]) for k in (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES))},
+            "reference": {k: float(reference[k]) for k in WITH_ERRORS},
             "reference_unregularised": {k: float(reference[f"{k}_unreg"]) for k in QUANTITIES},
             "reference_kinematics": {k: float(reference[k]) for k in ("velocity_kms", "sigma_kms", "chi2")},
         }
@@ -120,9 +125,7 @@ def validate_spectra(
             for k in ("lw_logz", "mw_logz"):
                 other[k] += shift
                 other[f"{k}_unreg"] += shift
-            row["second_reference"] = {
-                k: float(other[k]) for k in (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES), *_unreg_keys())
-            }
+            row["second_reference"] = {k: float(other[k]) for k in (*WITH_ERRORS, *UNREGULARISED)}
             row["second_reference"]["logz_shift_dex"] = shift
         rows[name] = row
         population = {"SFH": net["sfh"], "ZH": net["logzsol"], "AV": forward["av"][0], "SIGMA": forward["sigma_kms"][0]}
@@ -140,19 +143,14 @@ def validate_spectra(
     return result
 
 
-def _unreg_keys() -> tuple[str, ...]:
-    return tuple(f"{k}_unreg" for k in QUANTITIES)
-
-
 def _columns(rows: dict, names: list[str], part: str, keys) -> dict[str, np.ndarray]:
     return {k: np.array([rows[n][part][k] for n in names], float) for k in keys}
 
 
 def _summarise(rows, names, model_path, ssp_store, s, second_reference) -> dict[str, Any]:
     """agreement.json: the per-spectrum rows and the agreement over all spectra."""
-    with_errors = (*QUANTITIES, *(f"{q}_err" for q in QUANTITIES))
-    network = _columns(rows, names, "network", with_errors)
-    reference = _columns(rows, names, "reference", with_errors)
+    network = _columns(rows, names, "network", WITH_ERRORS)
+    reference = _columns(rows, names, "reference", WITH_ERRORS)
     reference.update(
         {f"{k}_unreg": np.array([rows[n]["reference_unregularised"][k] for n in names]) for k in QUANTITIES}
     )
@@ -172,7 +170,7 @@ def _summarise(rows, names, model_path, ssp_store, s, second_reference) -> dict[
         "unregularised": agreement(network, unregularised),
     }
     if second_reference:
-        second = _columns(rows, names, "second_reference", (*with_errors, *_unreg_keys()))
+        second = _columns(rows, names, "second_reference", (*WITH_ERRORS, *UNREGULARISED))
         result["second_reference"] = {
             "library": str(second_reference.get("label") or Path(second_reference["ssp_store"]).stem),
             "store": Path(second_reference["ssp_store"]).stem,
