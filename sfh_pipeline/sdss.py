@@ -60,7 +60,12 @@ def read_sdss_spectrum(path, name: str | None = None) -> FibreSpectrum:
             fwhm = 2.3548 * np.asarray(table["wdisp"], dtype=float) * vacuum * np.log(10.0) * 1e-4
             redshift = float(hdul["SPECOBJ"].data["Z"][0])
         else:
-            hdu = next(h for h in hdul if isinstance(h, fits.BinTableHDU))
+            hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU) and "wavelength" in h.columns.names), None)
+            if hdu is None:
+                raise ValueError(
+                    f"{path} is not an SDSS spectrum in a layout this reader knows: no COADD table (DR12) "
+                    "and no table with a 'wavelength' column (the DR8 tables of pPXF's examples)"
+                )
             table = hdu.data
             vacuum = np.asarray(table["wavelength"], dtype=float)
             ivar = np.asarray(table["inverse_variance"], dtype=float)

@@ -49,3 +49,12 @@ def test_real_sdss_spectra(spectra_dir, filename, velocity_kms, n_pixels, log_va
         assert 2.3 < np.median(spectrum.fwhm_aa) < 3.2 and fwhm[0] != fwhm[1]
     else:
         np.testing.assert_allclose(fwhm, SDSS_FWHM_AA, rtol=1e-3)
+
+
+def test_a_file_of_another_layout_is_named(tmp_path):
+    from astropy.io import fits
+
+    path = tmp_path / "cube.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((3, 4)), name="DATA")]).writeto(path)
+    with pytest.raises(ValueError, match="cube.fits is not an SDSS spectrum"):
+        read_sdss_spectrum(path)
