@@ -36,7 +36,7 @@ ensure_env() {
         rm -f "$venv"/.installed-*
         touch "$stamp"
     fi
-    export PATH="$PWD/$venv/bin:$PATH"
+    export PATH="$(cd "$venv" && pwd)/bin:$PATH"
 }
 
 command=${1:-}
