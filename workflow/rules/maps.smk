@@ -183,7 +183,7 @@ rule validate_spectra:
             if SECOND_SSP
             else ""
         ),
-        out_dir=os.path.dirname(validation_file("spectra", "agreement.json")),
+        out_dir=lambda wc, output: os.path.dirname(output.agreement),
         model_sha256=MODEL_SHA256_ARG,
     shell:
         "sfh-pipeline validate-spectra --spectra {params.spectra} --model {input.model:q} {params.model_sha256}"
