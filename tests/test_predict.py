@@ -664,8 +664,10 @@ def test_out_of_distribution_spectra_are_flagged_and_their_errors_widened(predic
 
 def test_int8_dense_layers_predict_nearly_the_same(tiny_model, predictor, stored):
     """int8 dynamic quantisation of the Linear layers changes the answers by far less than their
-    errors (measured on the fixture model, 2026-11-30: LW age by 0.005 dex in the median, at most
-    0.04 dex, against errors of 0.25 dex), and only runs on a CPU."""
+    errors, and only runs on a CPU. Measured on the fixture model, trained anew on each machine:
+    LW age moved by 0.005 and 0.012 dex in the median and at most 0.04 and 0.067 dex, against
+    errors of 0.26 dex (2026-11-30, two machines of the same kind); a broken quantisation
+    (wrong scales) moves them by more than the errors."""
     import torch
 
     int8 = load_predictor(tiny_model, device="cpu", int8=True)
@@ -674,6 +676,6 @@ def test_int8_dense_layers_predict_nearly_the_same(tiny_model, predictor, stored
     full, fast = predictor.predict_normalised(*args), int8.predict_normalised(*args)
     for key in SUMMARY_KEYS:
         shift, error = np.abs(fast[key] - full[key]), np.median(full[f"{key}_err"])
-        assert 0 < np.median(shift) < 0.05 * error and shift.max() < 0.25 * error, (key, shift.max(), error)
+        assert 0 < np.median(shift) < 0.1 * error and shift.max() < 0.4 * error, (key, shift.max(), error)
     with pytest.raises(ValueError, match="CPU only"):
         load_predictor(tiny_model, device="meta", int8=True)
