@@ -53,6 +53,7 @@ LAYERS = {
     # Real and mock galaxies through the stages observe, infer, maps, validate.
     "galaxy": (
         "phangs",
+        "sdss",
         "observe",
         "binning",
         "extract",
@@ -62,6 +63,7 @@ LAYERS = {
         "maps",
         "atlas",
         "validate",
+        "spectra_validation",
     ),
     "top": ("cli", "__init__", "__main__"),
 }
