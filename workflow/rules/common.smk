@@ -154,6 +154,14 @@ def maps_file(galaxy):
     return galaxy_file(galaxy, "maps", f"{galaxy}_maps.fits")
 
 
+def second_reference_args(input):
+    """Command-line arguments of the validate stages for the second reference library (or none)."""
+    if not SECOND_SSP:
+        return ""
+    settings = {"label": SECOND_SSP["label"], "settings": SECOND_SSP.get("settings", {})}
+    return f"--second-ssp {shlex.quote(input.second_ssp)} --second-reference {shell_json(settings)}"
+
+
 def validation_file(galaxy, filename):
     """Product of the validate stage (DESIGN.md contract: agreement.json)."""
     return f"results/validation/{galaxy}/{filename}"

@@ -132,14 +132,7 @@ rule validate:
                 "tile_spaxels": config["infer"]["tile_spaxels"],
             }
         ),
-        second=lambda wc, input: (
-            (
-                f"--second-ssp {shlex.quote(input.second_ssp)} --second-reference "
-                + shell_json({"label": SECOND_SSP["label"], "settings": SECOND_SSP.get("settings", {})})
-            )
-            if SECOND_SSP
-            else ""
-        ),
+        second=lambda wc, input: second_reference_args(input),
         out_dir=lambda wc: os.path.dirname(validation_file(wc.galaxy, "agreement.json")),
         model_sha256=MODEL_SHA256_ARG,
     shell:
@@ -175,14 +168,7 @@ rule validate_spectra:
     params:
         spectra=shell_json(REAL_SPECTRA),
         settings=shell_json({k: v for k, v in config["validate"].items() if k != "second_ssp"}),
-        second=lambda wc, input: (
-            (
-                f"--second-ssp {shlex.quote(input.second_ssp)} --second-reference "
-                + shell_json({"label": SECOND_SSP["label"], "settings": SECOND_SSP.get("settings", {})})
-            )
-            if SECOND_SSP
-            else ""
-        ),
+        second=lambda wc, input: second_reference_args(input),
         out_dir=lambda wc, output: os.path.dirname(output.agreement),
         model_sha256=MODEL_SHA256_ARG,
     shell:
