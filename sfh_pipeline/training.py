@@ -94,6 +94,11 @@ class TrainConfig:
     # docs/pipeline.md), so None (off) by default. It leaves the optimisation itself alone, so
     # changing it resumes a run.
     weight_average_half_life_epochs: float | None = None
+    # a model file (model.pt) of this same run to continue from when its checkpoint is gone (a
+    # new machine): its weights, epochs and history are taken up, the schedule goes on from its
+    # epoch after a fresh warm-up of warmup_epochs (the optimiser's moments start anew). The
+    # reference model's training continues from the shipped file (config/reference.yaml).
+    warm_start: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -302,6 +307,24 @@ def _learning_rate_factor(step: int, warmup: int, total: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@dataclasses.dataclass
+class LearningRateSchedule:
+    """Factor on the learning rate at optimiser step ``step``: a linear warm-up over ``warmup``
+    steps, then a cosine decay to 5 % at step ``total``; after a warm start at step ``restart``
+    a second linear warm-up of ``warmup`` steps. A callable object, not a function, so that
+    LambdaLR keeps ``restart`` in its state dict (and so in checkpoints)."""
+
+    warmup: int
+    total: int
+    restart: int = 0
+
+    def __call__(self, step: int) -> float:
+        factor = _learning_rate_factor(step, self.warmup, self.total)
+        if self.restart:
+            factor *= min(1.0, (step - self.restart + 1) / self.warmup)
+        return factor
+
+
 def evaluate_split(
     net: torch.nn.Module,
     reader: TrainsetReader,
@@ -493,6 +516,8 @@ def train(
         "trainset": {"generator_digest": reader.attrs["generator_digest"], "n_spectra": reader.n},
     }
     state = _resume(checkpoint_path, run, model_config, opt, model_name)
+    if not state["history"] and train_config.warm_start:
+        state = _warm_start(Path(train_config.warm_start), run, model_config, opt, steps_per_epoch)
 
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     while (
@@ -630,7 +655,7 @@ def _optimisation(
     )
     warmup = max(1, int(train_config.warmup_epochs * steps_per_epoch))
     total = train_config.max_epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _learning_rate_factor(step, warmup, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, LearningRateSchedule(warmup, total))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     half_life = train_config.weight_average_half_life_epochs
     average = None if half_life is None else moving_average(module, half_life * steps_per_epoch)
@@ -676,6 +701,47 @@ def _resume(
     state = {k: ckpt[k] for k in state}
     log.info("resuming %s from epoch %d (%s)", model_name, state["epoch"], checkpoint_path)
     return state
+
+
+def _warm_start(
+    model_path: Path, run: dict[str, Any], model_config: ModelConfig, opt: _Optimisation, steps_per_epoch: int
+) -> dict[str, Any]:
+    """The training state of the run that wrote the model file ``model_path``: its weights
+    (into ``opt``'s network and moving average), epochs, history and best validation loss; the
+    learning rate goes on from its last epoch with a fresh warm-up. The file must come from
+    the same run (settings and training set), else ValueError."""
+    payload = torch.load(model_path, map_location=opt.device, weights_only=False)
+    if ModelConfig.from_dict(payload["model_config"]).to_dict() != model_config.to_dict():
+        raise ValueError(f"warm start {model_path} was written by another architecture than the model settings")
+    theirs = _run_identity(dataclasses.asdict(TrainConfig.from_dict(payload["train_config"])))
+    changed = [k for k, v in run["train_config"].items() if k != "warm_start" and theirs[k] != v]
+    if payload["loss_weights"] != run["loss_weights"]:
+        changed.append("loss_weights")
+    if payload["trainset"]["generator_digest"] != run["trainset"]["generator_digest"]:
+        changed.append("training set")
+    if changed:
+        raise ValueError(f"warm start {model_path} is of another training run ({', '.join(changed)} differ)")
+    _restore_model(opt.module, payload["state_dict"], model_path)
+    epoch = int(payload["epochs_run"])
+    restart = epoch * steps_per_epoch
+    schedule = opt.scheduler.lr_lambdas[0]
+    schedule.restart = restart
+    opt.scheduler.last_epoch = restart
+    for group, base in zip(opt.optimiser.param_groups, opt.scheduler.base_lrs, strict=True):
+        group["lr"] = base * schedule(restart)
+    if opt.average is not None:  # the file holds averaged weights: the average goes on from them at full half-life
+        opt.average.update_parameters(opt.module)
+        opt.average.n_averaged.fill_(restart)
+    history = payload["history"]
+    best = int(np.argmin([h["val_loss"] for h in history]))
+    log.info("warm start from %s at epoch %d", model_path, epoch)
+    return {
+        "epoch": epoch,
+        "best_val": payload["best_validation_loss"],
+        "bad_epochs": len(history) - 1 - best,
+        "history": history,
+        "best_state": {k: v.detach().cpu().clone() for k, v in opt.validated.state_dict().items()},
+    }
 
 
 def _train_epoch(

@@ -17,6 +17,7 @@ import torch
 
 from sfh_pipeline.model import ModelConfig, SFHNet, encode_photometry, encode_spectrum, load_model_file
 from sfh_pipeline.training import (
+    LearningRateSchedule,
     TrainConfig,
     TrainsetReader,
     export_checkpoint,
@@ -332,6 +333,46 @@ def test_training_ships_the_averaged_weights_and_resumes_a_run_begun_without_the
     assert resumed["history"][0] == checkpoint["history"][0]
     rows = (tmp_path / "history.csv").read_text().splitlines()
     assert len(rows) == 3 and "val_loss_last_weights" in rows[0]
+
+
+def test_warm_start_takes_up_a_model_file_where_its_checkpoint_is_gone(small_trainset, tmp_path):
+    """A run that lost its checkpoint continues from its model file: the file's weights and
+    history unchanged when no epoch is left to run; then the epochs after it, at the learning
+    rates of a run never stopped once the fresh warm-up is over; another run's file is refused."""
+    settings = dict(max_epochs=3, batch_size=32, seed=5, patience=10, max_train_batches_per_epoch=20)
+    settings["weight_average_half_life_epochs"] = 1
+    straight = train(small_trainset, tmp_path / "straight", tiny_config(), TrainConfig(**settings))
+    first = train(small_trainset, tmp_path / "lost", tiny_config(), TrainConfig(**settings, max_hours=1e-9))
+    assert first["epochs_run"] == 1
+    shipped = tmp_path / "shipped.pt"
+    shutil.move(tmp_path / "lost" / "model.pt", shipped)
+    shutil.rmtree(tmp_path / "lost")
+
+    warm = {**settings, "warm_start": str(shipped)}
+    unchanged = train(small_trainset, tmp_path / "a", tiny_config(), TrainConfig(**warm, max_hours=1e-9))
+    assert unchanged["history"] == first["history"] and unchanged["epochs_run"] == 1
+    for key, value in first["state_dict"].items():
+        torch.testing.assert_close(unchanged["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+    continued = train(small_trainset, tmp_path / "b", tiny_config(), TrainConfig(**warm))
+    assert [h["epoch"] for h in continued["history"]] == [1, 2, 3]
+    assert continued["history"][0] == first["history"][0]
+    rates = [h["learning_rate"] for h in continued["history"][1:]]
+    assert rates == pytest.approx([h["learning_rate"] for h in straight["history"][1:]], rel=1e-9)
+    # continuing beats starting again: after two more epochs it validates better than a fresh
+    # run after its first (same batches, same settings)
+    assert continued["history"][-1]["val_loss"] < straight["history"][0]["val_loss"]
+
+    with pytest.raises(ValueError, match="another training run"):
+        train(small_trainset, tmp_path / "c", tiny_config(), TrainConfig(**{**warm, "batch_size": 16}))
+
+
+def test_learning_rate_after_a_warm_start_ramps_up_again_to_the_cosine_schedule():
+    cold, warm = LearningRateSchedule(warmup=10, total=100), LearningRateSchedule(warmup=10, total=100, restart=40)
+    assert [cold(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert cold(55) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * 45 / 90)))
+    assert [warm(40 + k) for k in range(10)] == pytest.approx([cold(40 + k) * (k + 1) / 10 for k in range(10)])
+    assert [warm(s) for s in range(50, 100)] == [cold(s) for s in range(50, 100)]
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(small_trainset, tiny_model, tmp_path):

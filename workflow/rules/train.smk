@@ -4,6 +4,8 @@
 rule train:
     input:
         trainset_report(TRAINSET_NAME),
+        # the model file a run that lost its checkpoint continues from (model.training.warm_start)
+        warm_start=lambda wc: config["model"].get("training", {}).get("warm_start") or [],
     output:
         model=model_file("{model}", "model.pt"),
         history=model_file("{model}", "history.csv"),
