@@ -97,7 +97,8 @@ class TrainConfig:
     # a model file (model.pt) of this same run to continue from when its checkpoint is gone (a
     # new machine): its weights, epochs and history are taken up, the schedule goes on from its
     # epoch after a fresh warm-up of warmup_epochs (the optimiser's moments start anew). The
-    # reference model's training continues from the shipped file (config/reference.yaml).
+    # reference model's training continues this way (config/reference.yaml). max_epochs may
+    # differ from the file's run: the cosine schedule then goes on over the new length.
     warm_start: str | None = None
 
     @classmethod
@@ -709,12 +710,13 @@ def _warm_start(
     """The training state of the run that wrote the model file ``model_path``: its weights
     (into ``opt``'s network and moving average), epochs, history and best validation loss; the
     learning rate goes on from its last epoch with a fresh warm-up. The file must come from
-    the same run (settings and training set), else ValueError."""
+    the same run (settings but max_epochs, loss weights, training set), else ValueError."""
     payload = torch.load(model_path, map_location=opt.device, weights_only=False)
     if ModelConfig.from_dict(payload["model_config"]).to_dict() != model_config.to_dict():
         raise ValueError(f"warm start {model_path} was written by another architecture than the model settings")
     theirs = _run_identity(dataclasses.asdict(TrainConfig.from_dict(payload["train_config"])))
-    changed = [k for k, v in run["train_config"].items() if k != "warm_start" and theirs[k] != v]
+    # max_epochs may differ: the cosine then goes on over the new length
+    changed = [k for k, v in run["train_config"].items() if k not in ("warm_start", "max_epochs") and theirs[k] != v]
     if payload["loss_weights"] != run["loss_weights"]:
         changed.append("loss_weights")
     if payload["trainset"]["generator_digest"] != run["trainset"]["generator_digest"]:

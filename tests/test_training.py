@@ -338,7 +338,8 @@ def test_training_ships_the_averaged_weights_and_resumes_a_run_begun_without_the
 def test_warm_start_takes_up_a_model_file_where_its_checkpoint_is_gone(small_trainset, tmp_path):
     """A run that lost its checkpoint continues from its model file: the file's weights and
     history unchanged when no epoch is left to run; then the epochs after it, at the learning
-    rates of a run never stopped once the fresh warm-up is over; another run's file is refused."""
+    rates of a run never stopped once the fresh warm-up is over, or of a longer schedule;
+    another run's file is refused."""
     settings = dict(max_epochs=3, batch_size=32, seed=5, patience=10, max_train_batches_per_epoch=20)
     settings["weight_average_half_life_epochs"] = 1
     straight = train(small_trainset, tmp_path / "straight", tiny_config(), TrainConfig(**settings))
@@ -363,8 +364,12 @@ def test_warm_start_takes_up_a_model_file_where_its_checkpoint_is_gone(small_tra
     # run after its first (same batches, same settings)
     assert continued["history"][-1]["val_loss"] < straight["history"][0]["val_loss"]
 
+    longer = train(small_trainset, tmp_path / "c", tiny_config(), TrainConfig(**{**warm, "max_epochs": 4}))
+    assert [h["epoch"] for h in longer["history"]] == [1, 2, 3, 4]
+    assert longer["history"][-1]["learning_rate"] == pytest.approx(2e-3 * LearningRateSchedule(20, 80)(80), rel=1e-9)
+
     with pytest.raises(ValueError, match="another training run"):
-        train(small_trainset, tmp_path / "c", tiny_config(), TrainConfig(**{**warm, "batch_size": 16}))
+        train(small_trainset, tmp_path / "d", tiny_config(), TrainConfig(**{**warm, "batch_size": 16}))
 
 
 def test_learning_rate_after_a_warm_start_ramps_up_again_to_the_cosine_schedule():
