@@ -301,13 +301,6 @@ def _restore_model(net: torch.nn.Module, state: dict[str, torch.Tensor], path: P
 # ----------------------------------------------------------------------------- training
 
 
-def _learning_rate_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @dataclasses.dataclass
 class LearningRateSchedule:
     """Factor on the learning rate at optimiser step ``step``: a linear warm-up over ``warmup``
@@ -320,7 +313,10 @@ class LearningRateSchedule:
     restart: int = 0
 
     def __call__(self, step: int) -> float:
-        factor = _learning_rate_factor(step, self.warmup, self.total)
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        factor = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
         if self.restart:
             factor *= min(1.0, (step - self.restart + 1) / self.warmup)
         return factor
@@ -663,6 +659,16 @@ def _optimisation(
     return _Optimisation(net, module, optimiser, scheduler, scaler, device, rank, world, average)
 
 
+def _check_architecture(saved: dict[str, Any], model_config: ModelConfig, what: str) -> None:
+    """ValueError unless the saved model settings are those configured now (read through
+    ModelConfig, so that settings added since take their defaults)."""
+    if ModelConfig.from_dict(saved).to_dict() != model_config.to_dict():
+        raise ValueError(
+            f"{what} was written by another architecture than model settings now configured; "
+            "delete it or restore the settings"
+        )
+
+
 def _resume(
     checkpoint_path: Path, run: dict[str, Any], model_config: ModelConfig, opt: _Optimisation, model_name: str
 ) -> dict[str, Any]:
@@ -673,17 +679,12 @@ def _resume(
     if not checkpoint_path.exists():
         return state
     ckpt = torch.load(checkpoint_path, map_location=opt.device, weights_only=False)
-    # read through ModelConfig so that settings added since the checkpoint take their defaults
-    if ModelConfig.from_dict(ckpt.get("model_config", {})).to_dict() != model_config.to_dict():
-        raise ValueError(
-            f"checkpoint {checkpoint_path} was written by another architecture than model settings now "
-            "configured; delete it or restore the settings"
-        )
+    _check_architecture(ckpt.get("model_config", {}), model_config, f"checkpoint {checkpoint_path}")
     ckpt["train_config"] = _run_identity(ckpt["train_config"])
     changed = [key for key in run if ckpt.get(key) != run[key]]
     if changed:  # e.g. a grown training set or new training settings: the old run is not resumed
         log.warning(
-            "checkpoint %s is of another training run (%s differ): training from the start",
+            "checkpoint %s is of another training run (%s differ): not resumed",
             checkpoint_path,
             ", ".join(changed),
         )
@@ -712,8 +713,7 @@ def _warm_start(
     learning rate goes on from its last epoch with a fresh warm-up. The file must come from
     the same run (settings but max_epochs, loss weights, training set), else ValueError."""
     payload = torch.load(model_path, map_location=opt.device, weights_only=False)
-    if ModelConfig.from_dict(payload["model_config"]).to_dict() != model_config.to_dict():
-        raise ValueError(f"warm start {model_path} was written by another architecture than the model settings")
+    _check_architecture(payload["model_config"], model_config, f"warm start {model_path}")
     theirs = _run_identity(dataclasses.asdict(TrainConfig.from_dict(payload["train_config"])))
     # max_epochs may differ: the cosine then goes on over the new length
     changed = [k for k, v in run["train_config"].items() if k not in ("warm_start", "max_epochs") and theirs[k] != v]
