@@ -302,6 +302,8 @@ class LossWeights:
     logz_mass_weighted: float = 1.0
     summary_nll: float = 0.5
     posterior_pinball: float = 1.0
+    # weight of the teacher's predictions (model.training.teacher); unused without a teacher
+    distillation: float = 1.0
 
 
 def loss_terms(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -339,6 +341,22 @@ def loss_terms(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
         weights[:, n_bins : 2 * n_bins] = truth * n_bins  # log Z counts where mass formed
         terms["posterior_pinball"] = (pinball(outputs["quantiles"].float(), values) * weights[..., None]).mean()
     return terms
+
+
+def distillation_loss(outputs: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+    """How far a network's predictions are from a teacher network's on the same spectra (mean
+    over the batch; knowledge distillation): the KL divergence of the SFH mass fractions from
+    the teacher's, the squared difference of log Z per bin weighted by the teacher's mass
+    fraction of that bin, and half the squared difference of the four summary means in units
+    of the teacher's sigma. The summary sigmas and the posterior heads learn from the truth only,
+    so that their calibration is the student's own."""
+    log_p = F.log_softmax(outputs["sfh_logits"].float(), dim=1)
+    log_q = F.log_softmax(teacher["sfh_logits"].float(), dim=1)
+    q = log_q.exp()
+    kl = (q * (log_q - log_p)).sum(1).mean()
+    logz = ((outputs["logz"].float() - teacher["logz"].float()) ** 2 * q).sum(1).mean()
+    z = (outputs["summary"].float() - teacher["summary"].float()) * torch.exp(-teacher["summary_log_sigma"].float())
+    return kl + logz + 0.5 * (z**2).mean()
 
 
 def pinball(quantiles: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@
   over optimiser steps (``weight_average_half_life_epochs``, via ``torch.optim.swa_utils``):
   at a learning rate still high the last weights swing from epoch to epoch, and on the real
   cube their answers moved by 0.25 dex in LW age between epochs (docs/pipeline.md).
+* A network may learn from a teacher network's predictions beside the truth
+  (``teacher``, knowledge distillation): a small fast network from the reference.
 * The uncertainties of the summary heads are calibrated on the validation split after
   training: each predicted sigma is multiplied by the factor that makes 68.27 % of the
   validation truths fall within +-1 sigma.
@@ -48,8 +50,10 @@ from .model import (
     LossWeights,
     ModelConfig,
     SFHNet,
+    distillation_loss,
     encode_photometry,
     encode_spectrum,
+    load_model_file,
     loss_terms,
     pick_device,
     settings_from_dict,
@@ -100,6 +104,10 @@ class TrainConfig:
     # reference model's training continues this way (config/reference.yaml). max_epochs may
     # differ from the file's run: the cosine schedule then goes on over the new length.
     warm_start: str | None = None
+    # a model file (model.pt) of another, usually larger, network whose predictions on each
+    # training batch this network learns beside the truth (knowledge distillation; the term's
+    # weight is model.loss.distillation). Same wavelengths, bands and age bins required.
+    teacher: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -330,18 +338,24 @@ def evaluate_split(
     batch_size: int = 256,
     rank: int = 0,
     world: int = 1,
+    teacher: torch.nn.Module | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Mean loss terms over a split and the raw predictions (this rank's share)."""
+    """Mean loss terms over a split (with a ``teacher``, its distillation term too) and the raw
+    predictions (this rank's share)."""
     net.eval()
-    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
+    names = LOSS_TERMS + (("distillation",) if teacher is not None else ())
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
     preds: dict[str, list[np.ndarray]] = {
         k: [] for k in ("sfh", "logz", "summary", "summary_sigma", "spectral_features", "quantiles")
     }
     truth: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for batch, raw in iterate_batches(reader, split, batch_size, 0, 0, rank=rank, world=world, train=False):
-            out = net(batch["spectrum"].to(device), batch["photometry"].to(device))
+            inputs = batch["spectrum"].to(device), batch["photometry"].to(device)
+            out = net(*inputs)
             terms = loss_terms(out, {k: batch[k].to(device) for k in ("sfh", "logzsol", "summary", "formation")})
+            if teacher is not None:
+                terms["distillation"] = distillation_loss(out, teacher(*inputs))
             n = len(raw["flux"])
             sums += torch.tensor([n, *[float(v) * n for v in terms.values()]], dtype=torch.float64)
             preds["sfh"].append(torch.softmax(out["sfh_logits"].float(), 1).cpu().numpy())
@@ -354,7 +368,7 @@ def evaluate_split(
             for key in ("sfh", "logzsol", "snr", "formation", *SUMMARY_KEYS):
                 truth.setdefault(key, []).append(raw[key])
     sums = _all_reduce_sum(sums, world)
-    means = {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(LOSS_TERMS)}
+    means = {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(names)}
     collected = {f"pred_{k}": np.concatenate(v) for k, v in preds.items() if v}
     collected.update({f"true_{k}": np.concatenate(v) for k, v in truth.items()})
     return means, collected
@@ -450,6 +464,7 @@ class _Optimisation:
     rank: int
     world: int
     average: torch.optim.swa_utils.AveragedModel | None = None
+    teacher: SFHNet | None = None
 
     @property
     def validated(self) -> torch.nn.Module:
@@ -504,6 +519,8 @@ def train(
     model_config = _sized_for(model_config, reader)
     steps_per_epoch = _steps_per_epoch(reader, train_config, world)
     opt = _optimisation(model_config, train_config, steps_per_epoch, device, rank, world, local_rank)
+    if train_config.teacher:
+        opt.teacher = load_teacher(train_config.teacher, reader, device)
 
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
     # what a resumed run must share with the checkpoint's run to end as if it had not stopped
@@ -525,11 +542,15 @@ def train(
         epoch = state["epoch"]
         started = time.perf_counter()
         train_terms = _train_epoch(opt, reader, train_config, loss_weights, epoch, steps_per_epoch, show)
-        val_terms, _ = evaluate_split(opt.validated, reader, "validation", device, rank=rank, world=world)
+        val_terms, _ = evaluate_split(
+            opt.validated, reader, "validation", device, rank=rank, world=world, teacher=opt.teacher
+        )
         val_loss = sum(getattr(loss_weights, k) * v for k, v in val_terms.items())
         train_loss = sum(getattr(loss_weights, k) * v for k, v in train_terms.items())
         if opt.average is not None:  # what the average gains over the last weights, for the record
-            last_terms, _ = evaluate_split(opt.module, reader, "validation", device, rank=rank, world=world)
+            last_terms, _ = evaluate_split(
+                opt.module, reader, "validation", device, rank=rank, world=world, teacher=opt.teacher
+            )
             val_terms_last = {"val_loss_last_weights": sum(getattr(loss_weights, k) * v for k, v in last_terms.items())}
         else:
             val_terms_last = {}
@@ -659,6 +680,33 @@ def _optimisation(
     return _Optimisation(net, module, optimiser, scheduler, scaler, device, rank, world, average)
 
 
+def load_teacher(path: str | os.PathLike, reader: TrainsetReader, device: torch.device) -> SFHNet:
+    """The teacher network of a distillation (``model.training.teacher``), frozen, on ``device``;
+    ValueError unless it reads the training set's wavelengths and bands and predicts its age
+    bins (it may have been trained on another set)."""
+    teacher, payload = load_model_file(path, map_location=device)
+    theirs, attrs = payload["trainset"], reader.attrs
+
+    def same(a: Any, b: Any) -> bool:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        return a.shape == b.shape and np.allclose(a, b, rtol=1e-9, atol=0)
+
+    differ = [
+        what
+        for what, alike in (
+            ("wavelengths", same(theirs["wavelength_aa"], reader.wavelength_aa)),
+            ("filters", list(theirs["filters"]) == list(attrs["filters"])),
+            ("age bins", same(theirs["age_bin_edges_yr"], attrs["age_bin_edges_yr"])),
+            ("normalisation window", same(theirs["norm_window_aa"], attrs["config"]["norm_window_aa"])),
+        )
+        if not alike
+    ]
+    if differ:
+        raise ValueError(f"teacher {path} does not fit this training set ({', '.join(differ)} differ)")
+    teacher.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
 def _check_architecture(saved: dict[str, Any], model_config: ModelConfig, what: str) -> None:
     """ValueError unless the saved model settings are those configured now (read through
     ModelConfig, so that settings added since take their defaults)."""
@@ -680,7 +728,9 @@ def _resume(
         return state
     ckpt = torch.load(checkpoint_path, map_location=opt.device, weights_only=False)
     _check_architecture(ckpt.get("model_config", {}), model_config, f"checkpoint {checkpoint_path}")
-    ckpt["train_config"] = _run_identity(ckpt["train_config"])
+    # read through the settings' classes, so that settings added since take their defaults
+    ckpt["train_config"] = _run_identity(dataclasses.asdict(TrainConfig.from_dict(ckpt["train_config"])))
+    ckpt["loss_weights"] = dataclasses.asdict(LossWeights(**ckpt["loss_weights"]))
     changed = [key for key in run if ckpt.get(key) != run[key]]
     if changed:  # e.g. a grown training set or new training settings: the old run is not resumed
         log.warning(
@@ -716,8 +766,8 @@ def _warm_start(
     _check_architecture(payload["model_config"], model_config, f"warm start {model_path}")
     theirs = _run_identity(dataclasses.asdict(TrainConfig.from_dict(payload["train_config"])))
     # max_epochs may differ: the cosine then goes on over the new length
-    changed = [k for k, v in run["train_config"].items() if k not in ("warm_start", "max_epochs") and theirs[k] != v]
-    if payload["loss_weights"] != run["loss_weights"]:
+    changed = [k for k, v in run["train_config"].items() if k != "max_epochs" and theirs[k] != v]
+    if dataclasses.asdict(LossWeights(**payload["loss_weights"])) != run["loss_weights"]:
         changed.append("loss_weights")
     if payload["trainset"]["generator_digest"] != run["trainset"]["generator_digest"]:
         changed.append("training set")
@@ -759,7 +809,8 @@ def _train_epoch(
     each loss term over all ranks' spectra."""
     opt.net.train()
     use_amp = opt.device.type == "cuda"
-    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
+    names = LOSS_TERMS + (("distillation",) if opt.teacher is not None else ())
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
     batches = iterate_batches(
         reader,
         "train",
@@ -780,7 +831,12 @@ def _train_epoch(
         batch = {k: v.to(opt.device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device_type=opt.device.type, enabled=use_amp):
             out = opt.net(batch["spectrum"], batch["photometry"])
+            if opt.teacher is not None:
+                with torch.no_grad():
+                    taught = opt.teacher(batch["spectrum"], batch["photometry"])
         terms = loss_terms(out, batch)
+        if opt.teacher is not None:
+            terms["distillation"] = distillation_loss(out, taught)
         loss = total_loss(terms, loss_weights)
         opt.optimiser.zero_grad(set_to_none=True)
         opt.scaler.scale(loss).backward()
@@ -794,7 +850,7 @@ def _train_epoch(
         n = batch["sfh"].shape[0]
         sums += torch.tensor([n, *[float(v.detach()) * n for v in terms.values()]], dtype=torch.float64)
     sums = _all_reduce_sum(sums, opt.world)
-    return {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(LOSS_TERMS)}
+    return {name: float(sums[i + 1] / max(sums[0], 1)) for i, name in enumerate(names)}
 
 
 def _model_payload(
@@ -845,11 +901,11 @@ def _model_payload(
 
 
 def _run_identity(train_config: dict[str, Any]) -> dict[str, Any]:
-    """The training settings that decide the batches and weights of every epoch (stop conditions
-    and the averaging of the weights, which does not feed back into the optimisation, left out)."""
-    return {
-        k: v for k, v in train_config.items() if k not in ("patience", "max_hours", "weight_average_half_life_epochs")
-    }
+    """The training settings that decide the batches and weights of every epoch (stop conditions,
+    the averaging of the weights, which does not feed back into the optimisation, and the warm
+    start, which a checkpoint supersedes, left out)."""
+    ignored = ("patience", "max_hours", "weight_average_half_life_epochs", "warm_start")
+    return {k: v for k, v in train_config.items() if k not in ignored}
 
 
 def _over_budget(history: list[dict[str, float]], max_hours: float | None) -> bool:

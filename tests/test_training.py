@@ -372,6 +372,62 @@ def test_warm_start_takes_up_a_model_file_where_its_checkpoint_is_gone(small_tra
         train(small_trainset, tmp_path / "d", tiny_config(), TrainConfig(**{**warm, "batch_size": 16}))
 
 
+def test_checkpoint_written_before_a_setting_existed_is_resumed(small_trainset, tiny_model, tmp_path, caplog):
+    """A setting added since a checkpoint was written takes its default there: the run resumes
+    (here: finished, so nothing is trained again) instead of starting over."""
+    shutil.copytree(Path(tiny_model).parent / "checkpoints", tmp_path / "checkpoints")
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    del checkpoint["train_config"]["teacher"], checkpoint["loss_weights"]["distillation"]
+    torch.save(checkpoint, tmp_path / "checkpoints" / "last.pt")
+    caplog.set_level("INFO", logger="sfh_pipeline.training")
+    payload = train(small_trainset, tmp_path, tiny_config(), TrainConfig(**TINY_TRAINING, warm_start="elsewhere.pt"))
+    assert "resuming" in caplog.text and "another training run" not in caplog.text
+    assert payload["epochs_run"] == TINY_TRAINING["max_epochs"]
+    assert payload["history"] == checkpoint["history"]
+
+
+def test_distilled_network_learns_its_teachers_answers_not_the_truth(small_trainset, tiny_model, tmp_path):
+    """With the truth's loss terms weighted 0, a linear-front-end student learns a teacher whose
+    LW age is 0.8 dex too old: its LW ages follow the teacher's, offset from the truth by the
+    teacher's offset; a teacher of other bands is refused."""
+    from sfh_pipeline.model import LossWeights
+    from sfh_pipeline.training import evaluate_split
+
+    payload = torch.load(tiny_model, weights_only=False)
+    payload["state_dict"]["summary_head.bias"][0] += 0.8  # lw_age, the first summary
+    torch.save(payload, tmp_path / "teacher.pt")
+    only_teacher = LossWeights(
+        sfh_cross_entropy=0, sfh_cumulative_l1=0, logz_mass_weighted=0, summary_nll=0, posterior_pinball=0
+    )
+    settings = dict(max_epochs=6, batch_size=32, learning_rate=3e-3, seed=2, redraw_noise=False)
+    student = train(
+        small_trainset,
+        tmp_path / "student",
+        tiny_config(front_end="linear"),
+        TrainConfig(**settings, teacher=str(tmp_path / "teacher.pt")),
+        only_teacher,
+    )
+    assert student["history"][-1]["train_distillation"] < 0.5 * student["history"][0]["train_distillation"]
+
+    reader = TrainsetReader(small_trainset)
+    net, _ = load_model_file(tmp_path / "student" / "model.pt")
+    teacher, _ = load_model_file(tmp_path / "teacher.pt")
+    _, learnt = evaluate_split(net, reader, "test", torch.device("cpu"))
+    _, taught = evaluate_split(teacher, reader, "test", torch.device("cpu"))
+    learnt_age, taught_age = learnt["pred_summary"][:, 0], taught["pred_summary"][:, 0]
+    truth = taught["true_lw_age"]
+    assert np.median(taught_age - truth) > 0.6  # the teacher is wrong as built
+    assert np.median(learnt_age - truth) > 0.5
+    assert abs(np.median(learnt_age - taught_age)) < 0.15
+    # it learnt the teacher's errors too (measured 0.81 against 0.55)
+    assert np.corrcoef(learnt_age, taught_age)[0, 1] > np.corrcoef(learnt_age, truth)[0, 1] + 0.1
+
+    payload["trainset"]["filters"] = payload["trainset"]["filters"][:-1]
+    torch.save(payload, tmp_path / "other_bands.pt")
+    with pytest.raises(ValueError, match="filters differ"):
+        train(small_trainset, tmp_path / "x", tiny_config(), TrainConfig(teacher=str(tmp_path / "other_bands.pt")))
+
+
 def test_learning_rate_after_a_warm_start_ramps_up_again_to_the_cosine_schedule():
     cold, warm = LearningRateSchedule(warmup=10, total=100), LearningRateSchedule(warmup=10, total=100, restart=40)
     assert [cold(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])

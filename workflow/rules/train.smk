@@ -6,6 +6,8 @@ rule train:
         trainset_report(TRAINSET_NAME),
         # the model file a run that lost its checkpoint continues from (model.training.warm_start)
         warm_start=lambda wc: config["model"].get("training", {}).get("warm_start") or [],
+        # the network whose predictions this one learns too (model.training.teacher)
+        teacher=lambda wc: config["model"].get("training", {}).get("teacher") or [],
     output:
         model=model_file("{model}", "model.pt"),
         history=model_file("{model}", "history.csv"),
