@@ -703,8 +703,7 @@ def load_teacher(path: str | os.PathLike, reader: TrainsetReader, device: torch.
     ]
     if differ:
         raise ValueError(f"teacher {path} does not fit this training set ({', '.join(differ)} differ)")
-    teacher.requires_grad_(False)
-    return teacher.to(device).eval()
+    return teacher  # in eval mode, on device; every call of it is under torch.no_grad
 
 
 def _check_architecture(saved: dict[str, Any], model_config: ModelConfig, what: str) -> None:
