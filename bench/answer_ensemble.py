@@ -5,17 +5,18 @@ galaxy with different models, averages the networks' answers bin by bin (error: 
 mean variance plus the variance of their answers, both in dex²) and prints JSON: the
 agreement of each member and of their mean with the first table's reference, in the keys of
 ``agreement.json``. Every table must hold the same bins with the same reference fit.
+``--save NAME`` also keeps it as ``bench/results/NAME.json``.
 
-    python bench/answer_ensemble.py run_a/validation/A478/bins.fits run_b/validation/A478/bins.fits
+    python bench/answer_ensemble.py run_a/validation/A478/bins.fits run_b/validation/A478/bins.fits [--save NAME]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 from astropy.io import fits
+from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
 from sfh_pipeline.validate import QUANTITIES, agreement
 
@@ -23,6 +24,7 @@ from sfh_pipeline.validate import QUANTITIES, agreement
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("tables", nargs="+", help="bins.fits or spectra.fits of the validate stage, one per model")
+    parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
     tables = [fits.getdata(path, 1) for path in args.tables]
     reference = {}
@@ -42,13 +44,13 @@ def main() -> None:
         variances = np.stack([m[f"{key}_err"] ** 2 for m in members])
         mean[key] = answers.mean(0)
         mean[f"{key}_err"] = np.sqrt(variances.mean(0) + answers.var(0))
-    out = {
+    figures = {
         "tables": args.tables,
         "members": [agreement(m, reference) for m in members],
         "mean_of_answers": agreement(mean, reference),
         "mean_minus_reference_per_bin": {k: np.round(mean[k] - reference[k], 3).tolist() for k in QUANTITIES},
     }
-    print(json.dumps(out, indent=1))
+    report(figures, args.save)
 
 
 if __name__ == "__main__":
