@@ -27,19 +27,23 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
     tables = [fits.getdata(path, 1) for path in args.tables]
-    reference = {}
+    reference, mean = {}, {}
     members = [{} for _ in tables]
     for key in QUANTITIES:
         column = key.upper()
         reference[key] = np.asarray(tables[0][f"REF_{column}"], float)
         reference[f"{key}_err"] = np.asarray(tables[0][f"REF_{column}_ERR"], float)
-        for table, member in zip(tables, members):
-            if not np.allclose(table[f"REF_{column}"], reference[key], equal_nan=True):
-                raise ValueError("the tables do not share one reference fit: not the same bins or settings")
+        for path, table, member in zip(args.tables, tables, members):
+            same_fit = len(table) == len(tables[0]) and np.allclose(
+                table[f"REF_{column}"], reference[key], equal_nan=True
+            )
+            if not same_fit:
+                raise ValueError(
+                    f"{path} has another reference fit than {args.tables[0]}: give tables of one galaxy, "
+                    "binned and validated with the same settings"
+                )
             member[key] = np.asarray(table[f"NET_{column}"], float)
             member[f"{key}_err"] = np.asarray(table[f"NET_{column}_ERR"], float)
-    mean = {}
-    for key in QUANTITIES:
         answers = np.stack([m[key] for m in members])
         variances = np.stack([m[f"{key}_err"] ** 2 for m in members])
         mean[key] = answers.mean(0)
