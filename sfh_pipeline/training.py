@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -87,6 +88,10 @@ class TrainConfig:
     # the epoch that passes it and writes the best model so far. Like patience, a stop condition:
     # changing it resumes the run instead of starting another.
     max_hours: float | None = None
+    # stop after this many epochs although the schedule (max_epochs) goes on: the learning rate
+    # is then still high. Like max_hours a stop condition, so raising it continues the run; the
+    # reference recipe stops at 14 of its 60 epochs (config/reference_ensemble.yaml)
+    stop_after_epochs: int | None = None
     # draw each training spectrum's S/N and noise anew every epoch (trainset.renoised) instead
     # of showing the one realisation stored, so the network cannot learn the noise by heart.
     # Measured (docs/pipeline.md): the same at 10 epochs, far better beyond (no overfitting).
@@ -104,6 +109,10 @@ class TrainConfig:
     # reference model's training continues this way (config/reference.yaml). max_epochs may
     # differ from the file's run: the cosine schedule then goes on over the new length.
     warm_start: str | None = None
+    # a checkpoint (checkpoints/last.pt) of this same run kept elsewhere, e.g. committed beside a
+    # model catalog entry, resumed exactly (optimiser, schedule, random state) when out_dir has
+    # no checkpoint of its own: a training of hours continues on a new machine
+    resume_from: str | None = None
     # a model file (model.pt) of another, usually larger, network whose predictions on each
     # training batch this network learns beside the truth (knowledge distillation; the term's
     # weight is model.loss.distillation). Same wavelengths, bands and age bins required.
@@ -523,6 +532,9 @@ def train(
         opt.teacher = load_teacher(train_config.teacher, reader, device)
 
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
+    if not checkpoint_path.exists() and train_config.resume_from and Path(train_config.resume_from).exists():
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(train_config.resume_from, checkpoint_path)
     # what a resumed run must share with the checkpoint's run to end as if it had not stopped
     run = {
         "train_config": _run_identity(dataclasses.asdict(train_config)),
@@ -535,7 +547,7 @@ def train(
 
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     while (
-        state["epoch"] < train_config.max_epochs
+        state["epoch"] < min(train_config.max_epochs, train_config.stop_after_epochs or train_config.max_epochs)
         and state["bad_epochs"] < train_config.patience
         and not _over_budget(state["history"], train_config.max_hours)
     ):
@@ -902,8 +914,15 @@ def _model_payload(
 def _run_identity(train_config: dict[str, Any]) -> dict[str, Any]:
     """The training settings that decide the batches and weights of every epoch (stop conditions,
     the averaging of the weights, which does not feed back into the optimisation, and the warm
-    start, which a checkpoint supersedes, left out)."""
-    ignored = ("patience", "max_hours", "weight_average_half_life_epochs", "warm_start")
+    start and the checkpoint to resume from, which only say where the run comes from, left out)."""
+    ignored = (
+        "patience",
+        "max_hours",
+        "stop_after_epochs",
+        "weight_average_half_life_epochs",
+        "warm_start",
+        "resume_from",
+    )
     return {k: v for k, v in train_config.items() if k not in ignored}
 
 

@@ -287,6 +287,27 @@ def test_a_spent_time_budget_ends_training_and_a_larger_one_resumes_it(small_tra
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_a_run_stopped_early_continues_from_a_checkpoint_kept_elsewhere(small_trainset, tmp_path):
+    """``stop_after_epochs`` ends a run inside its schedule (the learning rate of epoch 1 of a
+    3-epoch cosine, not of a 1-epoch one); its checkpoint, copied elsewhere (committed) and named
+    by ``resume_from`` in a folder without one, continues exactly: the weights of a run never
+    stopped. Neither setting makes it another run."""
+    settings = dict(max_epochs=3, batch_size=32, seed=5, patience=10, max_train_batches_per_epoch=20)
+    straight = train(small_trainset, tmp_path / "straight", tiny_config(), TrainConfig(**settings))
+    stopped = train(small_trainset, tmp_path / "first", tiny_config(), TrainConfig(**settings, stop_after_epochs=1))
+    assert stopped["epochs_run"] == 1
+    assert stopped["history"][0]["learning_rate"] == pytest.approx(straight["history"][0]["learning_rate"], rel=1e-12)
+    kept = tmp_path / "committed" / "last.pt"
+    kept.parent.mkdir()
+    shutil.copyfile(tmp_path / "first" / "checkpoints" / "last.pt", kept)
+
+    resumed = train(small_trainset, tmp_path / "second", tiny_config(), TrainConfig(**settings, resume_from=str(kept)))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][0] == stopped["history"][0]  # epoch 1 came from the kept checkpoint
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
 def test_moving_average_of_weights_follows_its_half_life_and_forgets_the_start():
     """A weight stepping from 0 to 1: the average after k updates is 1 minus the product of the
     per-step decays, min(0.5 ** (1 / h), (1 + n) / (10 + n)), worked out here by hand."""

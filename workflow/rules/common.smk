@@ -105,6 +105,25 @@ def model_file(name, filename):
     return f"{model_dir(name)}/{filename}"
 
 
+# An ensemble (model.ensemble): one training per seed, the same recipe otherwise.
+ENSEMBLE = config["model"].get("ensemble")
+
+
+def member_dir(name, seed):
+    """Folder of one ensemble member's training: model.pt, history, checkpoints/."""
+    return f"{model_dir(name)}/members/{seed}"
+
+
+def member_settings(seed):
+    """The model section for the member of ``seed``: its seed, and the committed checkpoint it
+    continues from when its folder has none."""
+    settings = {k: v for k, v in config["model"].items() if k not in ("name", "ensemble")}
+    training = dict(settings.get("training") or {}, seed=int(seed))
+    if ENSEMBLE.get("checkpoints"):
+        training["resume_from"] = workflow_path(f"{ENSEMBLE['checkpoints']}/{seed}/last.pt")
+    return dict(settings, training=training)
+
+
 def pretrained_model(entry):
     """{path, sha256} of model.pretrained: the name of a committed model in models/catalog.yaml,
     or an explicit {path, sha256}; None when the workflow trains its own. Snakemake's --config

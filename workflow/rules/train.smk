@@ -1,4 +1,5 @@
 # Stage `train`: the CNN on the training set; resumes from results/models/<model>/checkpoints/.
+# An ensemble (model.ensemble) trains one member per seed in results/models/<model>/members/<seed>/.
 
 
 rule train:
@@ -18,6 +19,8 @@ rule train:
         "logs/train/{model}.log",
     benchmark:
         "benchmarks/train/{model}.tsv"
+    wildcard_constraints:
+        model=r"[^/]+",
     conda:
         SFH_ENV
     threads: config["model"]["threads"]
@@ -65,3 +68,33 @@ rule evaluate:
         out=lambda wc: model_dir(wc.model),
     shell:
         "sfh-pipeline evaluate --model {input.model:q} --trainset {params.store:q} --out {params.out:q} 2> {log:q}"
+
+
+rule train_member:
+    input:
+        trainset_report(TRAINSET_NAME),
+    output:
+        model=member_dir("{model}", "{seed}") + "/model.pt",
+        history=member_dir("{model}", "{seed}") + "/history.csv",
+    log:
+        "logs/train/{model}/member_{seed}.log",
+    benchmark:
+        "benchmarks/train/{model}/member_{seed}.tsv"
+    wildcard_constraints:
+        model=r"[^/]+",
+        seed=r"\d+",
+    conda:
+        SFH_ENV
+    threads: config["model"]["threads"]
+    resources:
+        gpu=min(1, config["model"]["gpus"]),  # one GPU a member: members are independent jobs
+        mem_mb=memory_mb(8000),
+        runtime=720,
+    params:
+        settings=lambda wc: shell_json(member_settings(wc.seed)),
+        store=trainset_store(TRAINSET_NAME),
+        out=lambda wc: member_dir(wc.model, wc.seed),
+    shell:
+        # torch would otherwise take every core of the node, whatever the job was given
+        "OMP_NUM_THREADS={threads} sfh-pipeline train --trainset {params.store:q} --out {params.out:q}"
+        " --config {params.settings} --name {wildcards.model}-{wildcards.seed} 2> {log:q}"
