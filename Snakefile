@@ -40,5 +40,6 @@ rule all:
         [maps_file(target) for target in TARGETS],
         [galaxy_file(galaxy, "maps", f"{galaxy}_vs_truth.json") for galaxy in MOCK_GALAXIES],
         [validation_file(galaxy, "agreement.json") for galaxy in REAL_GALAXIES],
-        validation_file("spectra", "agreement.json") if REAL_SPECTRA else [],
+        [validation_file(name, "agreement.json") for name in REAL_SPECTRA],
+        validation_file("", "summary.json") if REAL_GALAXIES or REAL_SPECTRA else [],
         "results/atlas/atlas.png" if GALAXIES else [],

@@ -272,6 +272,24 @@ def _validate(args: argparse.Namespace) -> None:
     )
 
 
+def _validate_summary(args: argparse.Namespace) -> None:
+    from .atomic import write_json_atomically
+    from .validate import real_data_summary
+
+    tables = dict(item.split("=", 1) for item in args.tables)
+    summary = real_data_summary(tables)
+    write_json_atomically(args.out, summary)
+    log.info(
+        "%d real spectra and bins: %s",
+        summary["n"],
+        ", ".join(
+            f"{k} median d {summary[k]['median_delta_dex']:.3f} scatter {summary[k]['scatter_dex']:.3f} "
+            f"within envelope {summary['envelope'][k]['within_envelope']:.2f}"
+            for k in ("lw_age", "lw_logz")
+        ),
+    )
+
+
 def _maps_assemble(args: argparse.Namespace) -> None:
     from .atlas import quicklook
     from .maps import assemble_maps
@@ -535,18 +553,29 @@ def _add_galaxy_parsers(stages) -> None:
 
     spectra = stages.add_parser(
         "validate-spectra",
-        help="the network and full-grid pPXF fits of single real spectra (SDSS fibres), and their agreement",
+        help="the network and full-grid pPXF fits of a set of single real spectra (SDSS fibres, MaNGA spaxels), "
+        "and their agreement",
     )
     spectra.add_argument(
         "--spectra",
         type=_json_arg,
         required=True,
-        help='{"<name>": {"file": <SDSS spectrum>, "ebv_galactic": <mag>}, ...} as JSON',
+        help='{"<name>": {"file": <SDSS spectrum or file of MaNGA spaxels>, "row": <spaxel>, "ebv_galactic": <mag>},'
+        " ...} as JSON",
     )
     _add_model_args(spectra)
     _add_reference_args(spectra)
-    spectra.add_argument("--out-dir", required=True, help="results/validation/spectra")
+    spectra.add_argument("--out-dir", required=True, help="results/validation/<set>")
     spectra.set_defaults(func=_validate_spectra)
+    summary = stages.add_parser(
+        "validate-summary",
+        help="all real spectra and bins together: the network against the reference and its envelope",
+    )
+    summary.add_argument(
+        "--tables", nargs="+", required=True, help="<set or galaxy>=<bins.fits or spectra.fits of the validate stages>"
+    )
+    summary.add_argument("--out", required=True, help="results/validation/summary.json")
+    summary.set_defaults(func=_validate_summary)
 
 
 def build_parser() -> argparse.ArgumentParser:

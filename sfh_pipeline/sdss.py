@@ -1,11 +1,18 @@
-"""Reading single SDSS fibre spectra (the real spectra shipped with pPXF's examples).
+"""Reading real SDSS spectra: single fibres (the spectra shipped with pPXF's examples) and
+spaxels of MaNGA data cubes (the real spaxels shipped with the MaNGA DAP's tests).
 
-Two layouts are read: the SDSS DR8 tables that pPXF's examples trimmed (one binary table with
+Fibres, two layouts: the SDSS DR8 tables that pPXF's examples trimmed (one binary table with
 ``wavelength`` (vacuum, A), ``flux``, ``inverse_variance``, ``and_mask`` and the redshift in the
 header keyword ``Z``) and the DR12 ``spec-*.fits`` layout (``COADD`` with ``loglam``, ``flux``,
 ``ivar``, ``and_mask``, ``wdisp``; the redshift in ``SPECOBJ``). Fluxes are f_lambda in
 1e-17 erg/s/cm^2/A. Wavelengths are returned in air, as the MUSE cubes and the SSP libraries
 of this project have them.
+
+MaNGA spaxels (:func:`read_manga_spaxel`), the layout of the DAP's test files: image HDUs
+``WAVE`` (vacuum A, log-spaced), ``FLUX``/``IVAR``/``MASK`` (rows = spaxels, f_lambda in
+1e-17 erg/s/cm^2/A per spaxel; ``MASK`` the DRP3PIXMASK bits), ``SRES`` (R = lambda/FWHM per
+pixel) and ``Z`` (the NSA redshift of each spaxel's galaxy; the spaxel's own velocity differs
+by the galaxy's rotation). Neither layout is corrected for Galactic extinction.
 """
 
 from __future__ import annotations
@@ -46,6 +53,72 @@ class FibreSpectrum:
         """Median S/N per pixel over the good pixels."""
         good = ~self.bad
         return float(np.median(self.flux[good] / self.error[good]))
+
+
+#: MaNGA DRP3PIXMASK bits that make a pixel unusable: NOCOV, LOWCOV, DEADFIBER, FORESTAR, DONOTUSE.
+MANGA_BAD_PIXEL_BITS = (0, 1, 2, 3, 10)
+#: HDUs of a file of MaNGA spaxels.
+MANGA_HDUS = ("WAVE", "FLUX", "IVAR", "MASK", "SRES", "Z")
+
+
+def read_spectrum(path, row: int | None = None, name: str | None = None) -> FibreSpectrum:
+    """A real spectrum of either layout: the MaNGA spaxel of ``row`` when ``path`` is a file
+    of MaNGA spaxels, else the SDSS fibre spectrum (``row`` must then be None)."""
+    with fits.open(path) as hdul:
+        manga = "WAVE" in hdul and "FLUX" in hdul
+    if manga:
+        if row is None:
+            raise ValueError(f"{path} holds MaNGA spaxels, one per row: say which row")
+        return read_manga_spaxel(path, row, name)
+    if row is not None:
+        raise ValueError(f"{path} is not a file of MaNGA spaxels: it has no rows to choose")
+    return read_sdss_spectrum(path, name)
+
+
+def read_manga_spaxel(path, row: int, name: str | None = None) -> FibreSpectrum:
+    """Spaxel ``row`` of a file of MaNGA spaxels (module docstring), with air wavelengths and
+    the FWHM of ``SRES``; ValueError naming what is wrong with a file of another layout, a row
+    out of range or a spaxel without usable pixels."""
+    path = Path(path)
+    with fits.open(path) as hdul:
+        missing = [h for h in MANGA_HDUS if h not in hdul]
+        if missing:
+            raise ValueError(f"{path} is not a file of MaNGA spaxels: it lacks the HDUs {', '.join(missing)}")
+        vacuum = np.asarray(hdul["WAVE"].data, dtype=float)
+        arrays = {h: np.atleast_2d(np.asarray(hdul[h].data)) for h in ("FLUX", "IVAR", "MASK", "SRES")}
+        redshifts = np.atleast_1d(np.asarray(hdul["Z"].data, dtype=float))
+    n_rows = redshifts.size
+    for hdu, values in arrays.items():
+        if values.shape != (n_rows, vacuum.size):
+            raise ValueError(
+                f"{path}: {hdu} has shape {values.shape}, not (spaxels, pixels) = ({n_rows}, {vacuum.size}) "
+                "as Z and WAVE say"
+            )
+    if not 0 <= row < n_rows:
+        raise ValueError(f"{path} has spaxels 0-{n_rows - 1}, not {row}")
+    flux = arrays["FLUX"][row].astype(float)
+    ivar = arrays["IVAR"][row].astype(float)
+    resolution = arrays["SRES"][row].astype(float)
+    flagged = (arrays["MASK"][row].astype(np.int64) & sum(1 << bit for bit in MANGA_BAD_PIXEL_BITS)) != 0
+    bad = ~(ivar > 0) | flagged | ~np.isfinite(flux) | ~(resolution > 0)
+    if bad.all():
+        raise ValueError(f"{path}: spaxel {row} has no usable pixel (all masked or without inverse variance)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        error = np.where(bad, np.nan, 1.0 / np.sqrt(np.where(bad, 1.0, ivar)))
+        fwhm_vacuum = vacuum / resolution
+    good = ~bad
+    # the LSF is smooth: where SRES is unusable, take it from the neighbouring good pixels
+    fwhm_vacuum = np.interp(vacuum, vacuum[good], fwhm_vacuum[good])
+    air = ppxf_util.vac_to_air(vacuum)
+    return FibreSpectrum(
+        name=name or f"{path.name.split('.')[0]}-{row}",
+        wave_aa=air,
+        flux=np.where(bad, np.nan, flux),
+        error=error,
+        bad=bad,
+        fwhm_aa=fwhm_vacuum * air / vacuum,
+        redshift=float(redshifts[row]),
+    )
 
 
 def read_sdss_spectrum(path, name: str | None = None) -> FibreSpectrum:

@@ -1,13 +1,15 @@
-"""The network against full-spectrum fitting on single real spectra (``validate_spectra`` stage).
+"""The network against full-spectrum fitting on sets of single real spectra (``validate_spectra``).
 
 The one real cube of the embedded default is one galaxy at z = 0.086 seen by MUSE. Single
-fibre spectra of other real galaxies (the three SDSS spectra of pPXF's examples: NGC 3073, a
-young star-forming dwarf; NGC 3522 and NGC 4636, old early types; all at z ≈ 0.003–0.004, as
-PHANGS galaxies) test the network on other populations, another instrument and another flux
-calibration. Each spectrum is read in the network's own way (:meth:`Predictor.predict`, its
-velocity refined around the survey's z) and fitted by :class:`sfh_pipeline.validate.FullGridFit`
-with the instrument's own LSF, exactly as the bins of a real cube are (same settings, same
-masks), and optionally again with a second library.
+spectra of other real galaxies test the network on other populations, other instruments and
+other flux calibrations: SDSS fibres (the three of pPXF's examples: NGC 3073, a young
+star-forming dwarf; NGC 3522 and NGC 4636, old early types; z ≈ 0.003–0.004, as PHANGS
+galaxies) and MaNGA spaxels (those of the MaNGA DAP's tests: bulges, discs and star-forming
+regions at z = 0.02–0.13). Each spectrum is read in the network's own way
+(:meth:`Predictor.predict`, its velocity refined around the survey's z) and fitted by
+:class:`sfh_pipeline.validate.FullGridFit` with the instrument's own LSF, exactly as the bins of
+a real cube are (same settings, same masks), again with each variant of the reference envelope,
+and optionally with a second library.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ from .atomic import atomic_path, write_json_atomically
 from .constants import C_KMS
 from .dust import galactic_transmission
 from .forward_check import ForwardCheck
-from .sdss import read_sdss_spectrum
+from .sdss import read_spectrum
 from .spectral import sky_mask
 from .validate import (
     QUANTITIES,
     FullGridFit,
     agreement,
     compare_references,
+    envelope_agreement,
+    envelope_bounds,
+    envelope_members,
+    envelope_settings,
     logz_shift_dex,
     plot_residuals,
     resolve_settings,
@@ -51,16 +57,17 @@ def validate_spectra(
 
     Parameters
     ----------
-    spectra : ``{name: {"file": path of an SDSS spectrum (:func:`read_sdss_spectrum`),
-        "ebv_galactic": Milky-Way E(B-V), mag}}``.
+    spectra : ``{name: {"file": path of a real spectrum, "row": spaxel of a file of MaNGA
+        spaxels (:func:`sfh_pipeline.sdss.read_spectrum`), "ebv_galactic": Milky-Way E(B-V), mag}}``.
     ssp_store : SSP store the network was trained with (the reference's library).
     model_path : the network's model file.
     settings : keys of :data:`sfh_pipeline.validate.DEFAULT_SETTINGS` (``velocity_bounds_kms``
         is also the network's velocity search range, km/s).
     out_dir : written: ``agreement.json`` (per spectrum: S/N, redshift, the network's values
         and errors, velocity and forward-model chi2, the reference's regularised and
-        unregularised values, errors and kinematics; over all spectra the
-        :func:`~sfh_pipeline.validate.agreement` keys, ``unregularised`` and, with a second
+        unregularised values, errors and kinematics, the envelope's fits and bounds; over all
+        spectra the :func:`~sfh_pipeline.validate.agreement` keys, ``unregularised``,
+        ``envelope`` (:func:`~sfh_pipeline.validate.envelope_agreement`) and, with a second
         library, ``second_reference``), ``spectra.fits`` (table ``SPECTRA``, the same per
         spectrum) and ``residuals_<name>.png``.
     second_reference : ``{"ssp_store": path, "label": str, "settings": {...}}`` (optional).
@@ -82,7 +89,7 @@ def validate_spectra(
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         entry = spectra[name]
-        spectrum = read_sdss_spectrum(entry["file"], name=name)
+        spectrum = read_spectrum(entry["file"], entry.get("row"), name=name)
         transmission = galactic_transmission(spectrum.wave_aa, float(entry["ebv_galactic"]))
         flux, error = spectrum.flux / transmission, spectrum.error / transmission
         bad = spectrum.bad | sky_mask(spectrum.wave_aa)
@@ -98,8 +105,15 @@ def validate_spectra(
         rest = spectrum.wave_aa / (1 + z)
         fit = FullGridFit(ssp_store, rest_range, z, s, predictor.norm_window_aa, lsf_fwhm_aa=spectrum.lsf_fwhm_aa)
         reference = fit.fit(rest, flux, error, bad, return_spectra=True)
+        variants = {
+            variant: FullGridFit(
+                ssp_store, rest_range, z, variant_settings, predictor.norm_window_aa, lsf_fwhm_aa=spectrum.lsf_fwhm_aa
+            ).fit(rest, flux, error, bad)
+            for variant, variant_settings in envelope_settings(s).items()
+        }
         row: dict[str, Any] = {
             "file": Path(entry["file"]).name,
+            **({"row": int(entry["row"])} if entry.get("row") is not None else {}),
             "ebv_galactic": float(entry["ebv_galactic"]),
             "median_snr": spectrum.median_snr(),
             "redshift": z,
@@ -110,6 +124,7 @@ def validate_spectra(
             "reference": {k: float(reference[k]) for k in WITH_ERRORS},
             "reference_unregularised": {k: float(reference[f"{k}_unreg"]) for k in QUANTITIES},
             "reference_kinematics": {k: float(reference[k]) for k in ("velocity_kms", "sigma_kms", "chi2")},
+            "reference_variants": {v: {k: float(fitted[k]) for k in QUANTITIES} for v, fitted in variants.items()},
         }
         if second_settings is not None:
             second_fit = FullGridFit(
@@ -135,7 +150,7 @@ def validate_spectra(
             ssp_store,
             predictor.age_bin_edges_yr,
             out_dir / f"residuals_{name}.png",
-            title=f"{name} (SDSS fibre, S/N {row['median_snr']:.0f} per pixel)",
+            title=f"{name} (S/N {row['median_snr']:.0f} per pixel)",
         )
     result = _summarise(rows, names, model_path, ssp_store, s, second_reference)
     _write_table(out_dir / "spectra.fits", rows, names)
@@ -169,14 +184,25 @@ def _summarise(rows, names, model_path, ssp_store, s, second_reference) -> dict[
         **agreement(network, reference),
         "unregularised": agreement(network, unregularised),
     }
+    second, label = None, ""
     if second_reference:
         second = _columns(rows, names, "second_reference", (*WITH_ERRORS, *UNREGULARISED))
+        label = str(second_reference.get("label") or Path(second_reference["ssp_store"]).stem)
         result["second_reference"] = {
-            "library": str(second_reference.get("label") or Path(second_reference["ssp_store"]).stem),
+            "library": label,
             "store": Path(second_reference["ssp_store"]).stem,
             "note": "log Z/Z_sun on the first library's Z_sun; library_difference = first reference - this one",
             **compare_references(network, reference, second),
         }
+    variants = {
+        v: {k: np.array([rows[n]["reference_variants"][v][k] for n in names]) for k in QUANTITIES}
+        for v in envelope_settings(s)
+    }
+    members = envelope_members(reference, variants, second, label)
+    result["envelope"] = envelope_agreement(network, members, s)
+    for k, (lo, hi) in envelope_bounds(members).items():
+        for i, n in enumerate(names):
+            rows[n].setdefault("reference_envelope", {})[k] = [float(lo[i]), float(hi[i])]
     return result
 
 
@@ -210,5 +236,9 @@ def _write_table(path, rows: dict, names: list[str]) -> None:
         columns.append(
             fits.Column(f"REF_{key.upper()}", "D", array=[rows[n]["reference_kinematics"][key] for n in names])
         )
+    for k in QUANTITIES:
+        for i, end in enumerate(("MIN", "MAX")):
+            values = [rows[n]["reference_envelope"][k][i] for n in names]
+            columns.append(fits.Column(f"ENV_{k.upper()}_{end}", "D", array=values))
     with atomic_path(path) as tmp:
         fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns, name="SPECTRA")]).writeto(tmp)

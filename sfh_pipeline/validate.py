@@ -33,10 +33,12 @@ put on the training library's Z_sun (:func:`logz_shift_dex`); its own age and me
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 from astropy.io import fits
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
@@ -54,6 +56,11 @@ from .ssp import load_ssp
 
 #: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+#: Each quantity and its 1-sigma error (dex).
+WITH_ERRORS_KEYS = (*QUANTITIES, *(f"{k}_err" for k in QUANTITIES))
+#: Reference LW log10 age/yr below which a real spectrum counts as young (star-forming disc
+#: light, the regime of PHANGS maps), for :func:`young_agreement`.
+YOUNG_LW_AGE = 9.2
 #: What a fit with the second library gives per bin (REF2_ columns of bins.fits).
 SECOND_REFERENCE_KEYS = (
     *(f"{k}{suffix}" for k in QUANTITIES for suffix in ("", "_err", "_unreg")),
@@ -71,6 +78,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "emission_mask_kms": 800.0,  # half-width of the gas-line mask: broad or offset gas leaks past 400
     "velocity_bounds_kms": 500.0,  # |residual velocity| allowed around the given z
     "seed": 1,
+    # the reference's own uncertainty: each spectrum is fitted again with each of these changes
+    # to the settings (same library, regularised, no bootstrap); with the reference's regularised
+    # and unregularised solutions and the second library's they span the reference envelope
+    # (envelope_agreement). Gas masks and polynomial degree each moved real answers by 0.2-0.4 dex
+    "envelope": {"gas_mask_400": {"emission_mask_kms": 400.0}, "mdegree_4": {"mdegree": 4}},
     # the validate stage (validate_galaxy)
     "min_snr": 20.0,  # bins below this S/N are not fitted
     "max_bins": 300,  # at most this many bins per galaxy (a seeded random subset)
@@ -289,7 +301,7 @@ class FullGridFit:
 # The validate stage: every bin of a real galaxy, network against the full-grid reference.
 
 
-def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
+def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray], young: bool = True) -> dict[str, Any]:
     """Network against reference per quantity of :data:`QUANTITIES`, over bins where both are finite.
 
     ``network`` and ``reference`` hold ``<key>`` and ``<key>_err`` arrays (dex). Returns per key
@@ -297,7 +309,9 @@ def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) 
     difference), ``pull_within_1sigma`` (fraction of bins with |difference| <= the two errors
     added in quadrature), ``n``, and how well so few bins pin the first two down:
     ``median_delta_dex_68`` and ``scatter_dex_68``, 68 % ranges of each for Gaussian
-    differences (:func:`gaussian_ranges`; None below 3 bins).
+    differences (:func:`gaussian_ranges`; None below 3 bins), and ``spearman_rho``, the rank
+    correlation of network and reference (None below 3 bins). ``young``: the same for the bins
+    whose reference LW log age is below :data:`YOUNG_LW_AGE`, with the largest |difference|.
     """
     out: dict[str, Any] = {}
     for key in QUANTITIES:
@@ -316,9 +330,29 @@ def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) 
             "median_delta_dex_68": None,
             "scatter_dex_68": None,
         }
+        out[key]["spearman_rho"] = None
         if d.size >= 3:
             ranges = gaussian_ranges(out[key]["median_delta_dex"], out[key]["scatter_dex"], d.size)
             out[key]["median_delta_dex_68"], out[key]["scatter_dex_68"] = ranges
+            rho = scipy.stats.spearmanr(np.asarray(network[key], float)[ok], np.asarray(reference[key], float)[ok])
+            out[key]["spearman_rho"] = float(rho.statistic)
+    if young:
+        out["young"] = young_agreement(network, reference)
+    return out
+
+
+def young_agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Network against reference on the young spectra or bins (reference LW log age below
+    :data:`YOUNG_LW_AGE`): ``n``, ``lw_age_threshold`` and per quantity the
+    :func:`agreement` keys and ``max_abs_delta_dex``."""
+    is_young = np.asarray(reference["lw_age"], float) < YOUNG_LW_AGE
+    subset = {k: np.asarray(v, float)[is_young] for k, v in network.items() if k in WITH_ERRORS_KEYS}
+    ref_subset = {k: np.asarray(v, float)[is_young] for k, v in reference.items() if k in WITH_ERRORS_KEYS}
+    out: dict[str, Any] = {"lw_age_threshold": YOUNG_LW_AGE, "n": int(is_young.sum())}
+    out.update(agreement(subset, ref_subset, young=False))
+    for key in QUANTITIES:
+        delta = np.abs(subset[key] - ref_subset[key])
+        out[key]["max_abs_delta_dex"] = float(np.nanmax(delta)) if np.isfinite(delta).any() else None
     return out
 
 
@@ -347,6 +381,114 @@ def _robust_scatter(values: np.ndarray) -> np.ndarray:
     """1.4826 MAD along the last axis (dex): the standard deviation for Gaussian values."""
     median = np.median(values, -1, keepdims=True)
     return 1.4826 * np.median(np.abs(values - median), -1)
+
+
+def envelope_settings(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Settings of each envelope variant (``settings['envelope']``): the reference's, changed as
+    the variant says, without bootstrap (only its values enter the envelope)."""
+    return {
+        name: resolve_settings({**settings, **changes, "n_bootstrap": 0})
+        for name, changes in (settings.get("envelope") or {}).items()
+    }
+
+
+def envelope_members(
+    reference: dict[str, np.ndarray],
+    variants: dict[str, dict[str, np.ndarray]],
+    second: dict[str, np.ndarray] | None = None,
+    second_label: str = "second library",
+) -> dict[str, dict[str, np.ndarray]]:
+    """The reference fits that span the envelope, per quantity of :data:`QUANTITIES` (dex, per
+    spectrum or bin): the reference regularised and unregularised, each envelope variant
+    (regularised) and, when there is one, the second library (regularised)."""
+    members = {
+        "regularised": {k: np.asarray(reference[k], float) for k in QUANTITIES},
+        "unregularised": {k: np.asarray(reference[f"{k}_unreg"], float) for k in QUANTITIES},
+    }
+    members.update({name: {k: np.asarray(v[k], float) for k in QUANTITIES} for name, v in variants.items()})
+    if second is not None:
+        members[f"{second_label} regularised"] = {k: np.asarray(second[k], float) for k in QUANTITIES}
+    return members
+
+
+def envelope_bounds(members: dict[str, dict[str, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per quantity, the lowest and highest value of the envelope's fits per spectrum (dex;
+    NaN where no fit gave a value)."""
+    bounds = {}
+    for key in QUANTITIES:
+        stack = np.array([np.asarray(m[key], float) for m in members.values()])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+            bounds[key] = (np.nanmin(stack, axis=0), np.nanmax(stack, axis=0))
+    return bounds
+
+
+def envelope_agreement(
+    network: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]], settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The network against the reference envelope of ``members`` (:func:`envelope_coverage`)
+    and ``configurations``: the fits that span it, with the settings each variant changes."""
+    variants = (settings or {}).get("envelope") or {}
+    return {
+        "configurations": {name: variants.get(name, {}) for name in members},
+        **envelope_coverage(network, envelope_bounds(members)),
+    }
+
+
+def envelope_coverage(
+    network: dict[str, np.ndarray], bounds: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, dict[str, Any]]:
+    """Per quantity: ``within_envelope``, the share of spectra whose network value lies inside
+    [lowest - sigma, highest + sigma] of the envelope (``bounds``, dex), sigma the network's
+    1-sigma error; ``median_width_dex`` (highest - lowest) and ``n``."""
+    out = {}
+    for key in QUANTITIES:
+        lo, hi = (np.asarray(b, float) for b in bounds[key])
+        value = np.asarray(network[key], float)
+        sigma = np.asarray(network[f"{key}_err"], float)
+        ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(value) & np.isfinite(sigma)
+        inside = (value >= lo - sigma) & (value <= hi + sigma)
+        out[key] = {
+            "within_envelope": float(inside[ok].mean()) if ok.any() else None,
+            "median_width_dex": float(np.median((hi - lo)[ok])) if ok.any() else None,
+            "n": int(ok.sum()),
+        }
+    return out
+
+
+def real_data_summary(tables: dict[str, Any]) -> dict[str, Any]:
+    """All real spectra and bins together: the network against the regularised reference
+    (:func:`agreement`, with ``young``) and against the envelope (:func:`envelope_coverage`)
+    over every row of ``tables`` ({set or galaxy: bins.fits or spectra.fits of the validate
+    stages}); ``sets``: how many rows each gave."""
+    parts: list[dict[str, np.ndarray]] = []
+    sets = {}
+    for name, path in tables.items():
+        with fits.open(path) as hdul:
+            table = hdul[1].data
+            columns = {
+                **{k: table[f"NET_{k.upper()}"] for k in QUANTITIES},
+                **{f"{k}_err": table[f"NET_{k.upper()}_ERR"] for k in QUANTITIES},
+                **{f"ref_{k}": table[f"REF_{k.upper()}"] for k in QUANTITIES},
+                **{f"ref_{k}_err": table[f"REF_{k.upper()}_ERR"] for k in QUANTITIES},
+                **{
+                    f"env_{k}_{end}": table[f"ENV_{k.upper()}_{end.upper()}"]
+                    for k in QUANTITIES
+                    for end in ("min", "max")
+                },
+            }
+        parts.append({k: np.asarray(v, float) for k, v in columns.items()})
+        sets[name] = len(table)
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    network = {k: joined[k] for k in WITH_ERRORS_KEYS}
+    reference = {k: joined[f"ref_{k}"] for k in WITH_ERRORS_KEYS}
+    bounds = {k: (joined[f"env_{k}_min"], joined[f"env_{k}_max"]) for k in QUANTITIES}
+    return {
+        "sets": sets,
+        "n": int(sum(sets.values())),
+        **agreement(network, reference),
+        "envelope": envelope_coverage(network, bounds),
+    }
 
 
 def logz_shift_dex(zsun_library: float, zsun_reference: float) -> float:
@@ -388,20 +530,26 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(ssp_store, rest_range_aa, redshift, settings, norm_window_aa, second=None) -> None:
     _WORKER["fit"] = FullGridFit(ssp_store, rest_range_aa, redshift, settings, norm_window_aa)
+    _WORKER["variants"] = {
+        name: FullGridFit(ssp_store, rest_range_aa, redshift, variant, norm_window_aa)
+        for name, variant in envelope_settings(settings).items()
+    }
     _WORKER["second"] = None
     if second is not None:
         second_store, second_settings = second
         _WORKER["second"] = FullGridFit(second_store, rest_range_aa, redshift, second_settings, norm_window_aa)
 
 
-def _fit_one(args) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _fit_one(args) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """The reference fit, the second library's (or None) and each envelope variant's of one bin."""
     rest, flux, error, mask = args
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
         first = _WORKER["fit"].fit(rest, flux, error, mask)
         second = _WORKER["second"].fit(rest, flux, error, mask) if _WORKER["second"] is not None else None
-    return first, second
+        variants = {name: fit.fit(rest, flux, error, mask) for name, fit in _WORKER["variants"].items()}
+    return first, second, variants
 
 
 def validate_galaxy(
@@ -480,11 +628,11 @@ def validate_galaxy(
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(processes, _init_worker, init) as pool:
-            pairs = pool.map(_fit_one, [job[1] for job in jobs], chunksize=1)
+            per_bin = pool.map(_fit_one, [job[1] for job in jobs], chunksize=1)
     else:
         _init_worker(*init)
-        pairs = [_fit_one(job[1]) for job in jobs]
-    fits_out = [pair[0] for pair in pairs]
+        per_bin = [_fit_one(job[1]) for job in jobs]
+    fits_out = [fitted_bin[0] for fitted_bin in per_bin]
 
     fitted = np.array([job[0] for job in jobs], dtype=int)
     network = {k: table[k.upper()][fitted] for k in QUANTITIES}
@@ -520,7 +668,7 @@ def validate_galaxy(
         }
     second = None
     if second_init is not None:
-        second = {k: np.array([pair[1][k] for pair in pairs], float) for k in SECOND_REFERENCE_KEYS}
+        second = {k: np.array([fitted_bin[1][k] for fitted_bin in per_bin], float) for k in SECOND_REFERENCE_KEYS}
         result["second_reference"], second = _second_reference_agreement(
             second,
             network,
@@ -530,9 +678,17 @@ def validate_galaxy(
             (best, int(fitted[best])) if best is not None else None,
             (rest_range, z_sys, predictor.norm_window_aa),
         )
+    variants = {
+        name: {k: np.array([fitted_bin[2][name][k] for fitted_bin in per_bin], float) for k in QUANTITIES}
+        for name in envelope_settings(s)
+    }
+    label = result["second_reference"]["library"] if second is not None else ""
+    members = envelope_members(reference, variants, second, label)
+    result["envelope"] = envelope_agreement(network, members, s)
+    bounds = envelope_bounds(members)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_bins_table(
-        out_dir / "bins.fits", fitted, bin_snr[fitted], velocity[fitted], network, reference, second, result
+        out_dir / "bins.fits", fitted, bin_snr[fitted], velocity[fitted], network, reference, second, result, bounds
     )
     plot_validation(bin_id, fitted, network, reference, out_dir / "maps.png", title=str(row.get("galaxy")))
     if best is not None:
@@ -645,10 +801,19 @@ def _second_reference_agreement(
 
 
 def _write_bins_table(
-    path, fitted, snr, velocity, network, reference, second: dict[str, np.ndarray] | None, result: dict[str, Any]
+    path,
+    fitted,
+    snr,
+    velocity,
+    network,
+    reference,
+    second: dict[str, np.ndarray] | None,
+    result: dict[str, Any],
+    bounds: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> None:
     """bins.fits, table BINS: per fitted bin the network's values (NET_), the reference's (REF_,
-    regularised, errors, unregularised, kinematics, chi2) and the second library's (REF2_)."""
+    regularised, errors, unregularised, kinematics, chi2), the second library's (REF2_) and the
+    reference envelope's lowest and highest values (ENV_<quantity>_MIN, _MAX)."""
     columns = [
         fits.Column("BIN_ID", "J", array=fitted),
         fits.Column("SNR", "E", array=snr),
@@ -665,6 +830,9 @@ def _write_bins_table(
             columns.append(fits.Column(name, "D", array=np.asarray(values, float)))
     for name in ("velocity_kms", "sigma_kms", "chi2"):
         columns.append(fits.Column(f"REF_{name.upper()}", "D", array=np.asarray(reference.get(name, []), float)))
+    for k in QUANTITIES:
+        for end, values in zip(("MIN", "MAX"), bounds[k], strict=True):
+            columns.append(fits.Column(f"ENV_{k.upper()}_{end}", "D", array=np.asarray(values, float)))
     if second is not None:
         for k in QUANTITIES:
             for name, key in (

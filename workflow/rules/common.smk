@@ -245,6 +245,7 @@ MOCK_GALAXIES = [g for g in GALAXIES if g in (config.get("mock") or {})]
 # real galaxies are validated against full spectral fitting when the config has a validate section
 REAL_GALAXIES = [g for g in GALAXIES if g not in MOCK_GALAXIES] if config.get("validate") else []
 # single real spectra, fitted like the real galaxies' bins (needs the validate section too)
+# sets of single real spectra: {set: {name: {file, row, ebv_galactic}}}
 REAL_SPECTRA = (config.get("real_spectra") or {}) if config.get("validate") else {}
 MOSAICS = samples.mosaics(SAMPLE, GALAXIES) if SAMPLE is not None else {}
 # what the atlas shows: mosaics in place of their pointings

@@ -141,36 +141,57 @@ rule validate:
         " 2> {log:q}"
 
 
-rule validate_spectra:
+# one rule a set of real spectra: its residual plots are outputs named after its spectra
+for _set, _spectra in REAL_SPECTRA.items():
+
+    rule:
+        name:
+            f"validate_spectra_{_set.replace('-', '_')}"
+        input:
+            spectra=sorted({entry["file"] for entry in _spectra.values()}),
+            model=MODEL_PT,
+            ssp=ancient(ssp_store(SSP_NAME)),
+            second_ssp=ancient(ssp_store(SECOND_SSP["name"])) if SECOND_SSP else [],
+        output:
+            agreement=validation_file(_set, "agreement.json"),
+            table=validation_file(_set, "spectra.fits"),
+            residuals=report(
+                [validation_file(_set, f"residuals_{name}.png") for name in sorted(_spectra)],
+                caption="../report/validation.rst",
+                category="Validation",
+                subcategory=_set,
+            ),
+        log:
+            f"logs/validate/{_set}.log",
+        benchmark:
+            f"benchmarks/validate/{_set}.tsv"
+        conda:
+            SFH_ENV
+        threads: 1
+        resources:
+            mem_mb=memory_mb(3000),
+        params:
+            spectra=shell_json(_spectra),
+            settings=shell_json({k: v for k, v in config["validate"].items() if k != "second_ssp"}),
+            second=lambda wc, input: second_reference_args(input),
+            out_dir=validation_file(_set, ""),
+            model_sha256=MODEL_SHA256_ARG,
+        shell:
+            "sfh-pipeline validate-spectra --spectra {params.spectra} --model {input.model:q} {params.model_sha256}"
+            " --ssp {input.ssp:q} {params.second} --settings {params.settings} --out-dir {params.out_dir:q} 2> {log:q}"
+
+
+rule validate_summary:
     input:
-        spectra=[entry["file"] for entry in REAL_SPECTRA.values()],
-        model=MODEL_PT,
-        ssp=ancient(ssp_store(SSP_NAME)),
-        second_ssp=ancient(ssp_store(SECOND_SSP["name"])) if SECOND_SSP else [],
+        **{galaxy: validation_file(galaxy, "bins.fits") for galaxy in REAL_GALAXIES},
+        **{name: validation_file(name, "spectra.fits") for name in REAL_SPECTRA},
     output:
-        agreement=validation_file("spectra", "agreement.json"),
-        table=validation_file("spectra", "spectra.fits"),
-        residuals=report(
-            expand(validation_file("spectra", "residuals_{name}.png"), name=sorted(REAL_SPECTRA)),
-            caption="../report/validation.rst",
-            category="Validation",
-            subcategory="single spectra",
-        ),
+        validation_file("", "summary.json"),
     log:
-        "logs/validate/spectra.log",
-    benchmark:
-        "benchmarks/validate/spectra.tsv"
+        "logs/validate/summary.log",
     conda:
         SFH_ENV
-    threads: 1
-    resources:
-        mem_mb=memory_mb(3000),
     params:
-        spectra=shell_json(REAL_SPECTRA),
-        settings=shell_json({k: v for k, v in config["validate"].items() if k != "second_ssp"}),
-        second=lambda wc, input: second_reference_args(input),
-        out_dir=lambda wc, output: os.path.dirname(output.agreement),
-        model_sha256=MODEL_SHA256_ARG,
+        tables=lambda wc, input: " ".join(shlex.quote(f"{name}={path}") for name, path in input.items()),
     shell:
-        "sfh-pipeline validate-spectra --spectra {params.spectra} --model {input.model:q} {params.model_sha256}"
-        " --ssp {input.ssp:q} {params.second} --settings {params.settings} --out-dir {params.out_dir:q} 2> {log:q}"
+        "sfh-pipeline validate-summary --tables {params.tables} --out {output:q} 2> {log:q}"
