@@ -41,5 +41,5 @@ rule all:
         [galaxy_file(galaxy, "maps", f"{galaxy}_vs_truth.json") for galaxy in MOCK_GALAXIES],
         [validation_file(galaxy, "agreement.json") for galaxy in REAL_GALAXIES],
         [validation_file(name, "agreement.json") for name in REAL_SPECTRA],
-        validation_file("", "summary.json") if REAL_GALAXIES or REAL_SPECTRA else [],
+        VALIDATION_SUMMARY if REAL_GALAXIES or REAL_SPECTRA else [],
         "results/atlas/atlas.png" if GALAXIES else [],

@@ -89,14 +89,9 @@ def validate_spectra(
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         entry = spectra[name]
-        spectrum = read_spectrum(entry["file"], entry.get("row"), name=name)
-        transmission = galactic_transmission(spectrum.wave_aa, float(entry["ebv_galactic"]))
-        flux, error = spectrum.flux / transmission, spectrum.error / transmission
-        bad = spectrum.bad | sky_mask(spectrum.wave_aa)
+        spectrum, flux, error, bad = corrected_spectrum(entry, name)
         z = spectrum.redshift
-        net = predictor.predict(
-            spectrum.wave_aa, flux, error, z=z, mask=bad, velocity_range_kms=float(s["velocity_bounds_kms"])
-        )
+        net = network_answer(predictor, spectrum, flux, error, bad, s)
         z_net = float(np.expm1(net["velocity_kms"] / C_KMS)) if net["velocity_ok"] else z
         prepared = predictor.prepare(spectrum.wave_aa, flux, error, z=z_net, mask=bad)
         forward = check.fit(
@@ -156,6 +151,24 @@ def validate_spectra(
     _write_table(out_dir / "spectra.fits", rows, names)
     write_json_atomically(out_dir / "agreement.json", result)
     return result
+
+
+def corrected_spectrum(entry: dict[str, Any], name: str):
+    """The spectrum of a ``spectra`` entry (:func:`validate_spectra`) corrected for Galactic
+    extinction: (the spectrum as read, flux, error, pixels to ignore: its own and sky lines)."""
+    spectrum = read_spectrum(entry["file"], entry.get("row"), name=name)
+    transmission = galactic_transmission(spectrum.wave_aa, float(entry["ebv_galactic"]))
+    bad = spectrum.bad | sky_mask(spectrum.wave_aa)
+    return spectrum, spectrum.flux / transmission, spectrum.error / transmission, bad
+
+
+def network_answer(predictor, spectrum, flux, error, bad, settings: dict[str, Any]) -> dict[str, Any]:
+    """The network's reading of one corrected spectrum, its velocity refined within the validate
+    settings' ``velocity_bounds_kms`` (km/s) of the survey's redshift."""
+    velocity_range = float(resolve_settings(settings)["velocity_bounds_kms"])
+    return predictor.predict(
+        spectrum.wave_aa, flux, error, z=spectrum.redshift, mask=bad, velocity_range_kms=velocity_range
+    )
 
 
 def _columns(rows: dict, names: list[str], part: str, keys) -> dict[str, np.ndarray]:

@@ -334,8 +334,9 @@ def agreement(network: dict[str, np.ndarray], reference: dict[str, np.ndarray], 
         if d.size >= 3:
             ranges = gaussian_ranges(out[key]["median_delta_dex"], out[key]["scatter_dex"], d.size)
             out[key]["median_delta_dex_68"], out[key]["scatter_dex_68"] = ranges
-            rho = scipy.stats.spearmanr(np.asarray(network[key], float)[ok], np.asarray(reference[key], float)[ok])
-            out[key]["spearman_rho"] = float(rho.statistic)
+            net, ref = np.asarray(network[key], float)[ok], np.asarray(reference[key], float)[ok]
+            if np.ptp(net) > 0 and np.ptp(ref) > 0:  # ranks of constant values mean nothing
+                out[key]["spearman_rho"] = float(scipy.stats.spearmanr(net, ref).statistic)
     if young:
         out["young"] = young_agreement(network, reference)
     return out
@@ -460,12 +461,20 @@ def real_data_summary(tables: dict[str, Any]) -> dict[str, Any]:
     """All real spectra and bins together: the network against the regularised reference
     (:func:`agreement`, with ``young``) and against the envelope (:func:`envelope_coverage`)
     over every row of ``tables`` ({set or galaxy: bins.fits or spectra.fits of the validate
-    stages}); ``sets``: how many rows each gave."""
+    stages}); ``sets``: how many rows each gave; ``rows``: per spectrum or bin its set, name
+    (``bin <id>`` for a galaxy's bins), the network's values and errors, the reference's and the
+    envelope's bounds (dex), from which every figure here can be recomputed."""
     parts: list[dict[str, np.ndarray]] = []
     sets = {}
+    rows = []
     for name, path in tables.items():
         with fits.open(path) as hdul:
             table = hdul[1].data
+            labels = (
+                [str(n).strip() for n in table["NAME"]]
+                if "NAME" in table.columns.names
+                else [f"bin {int(b)}" for b in table["BIN_ID"]]
+            )
             columns = {
                 **{k: table[f"NET_{k.upper()}"] for k in QUANTITIES},
                 **{f"{k}_err": table[f"NET_{k.upper()}_ERR"] for k in QUANTITIES},
@@ -479,6 +488,19 @@ def real_data_summary(tables: dict[str, Any]) -> dict[str, Any]:
             }
         parts.append({k: np.asarray(v, float) for k, v in columns.items()})
         sets[name] = len(table)
+        for i, label in enumerate(labels):
+            rows.append(
+                {
+                    "set": name,
+                    "name": label,
+                    "network": {k: float(parts[-1][k][i]) for k in WITH_ERRORS_KEYS},
+                    "reference": {k: float(parts[-1][f"ref_{k}"][i]) for k in WITH_ERRORS_KEYS},
+                    "envelope": {
+                        k: [float(parts[-1][f"env_{k}_min"][i]), float(parts[-1][f"env_{k}_max"][i])]
+                        for k in QUANTITIES
+                    },
+                }
+            )
     joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     network = {k: joined[k] for k in WITH_ERRORS_KEYS}
     reference = {k: joined[f"ref_{k}"] for k in WITH_ERRORS_KEYS}
@@ -488,6 +510,7 @@ def real_data_summary(tables: dict[str, Any]) -> dict[str, Any]:
         "n": int(sum(sets.values())),
         **agreement(network, reference),
         "envelope": envelope_coverage(network, bounds),
+        "rows": rows,
     }
 
 

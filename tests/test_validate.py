@@ -8,7 +8,16 @@ import pytest
 from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.ssp import SSPLibrary, write_store
 from sfh_pipeline.ssp_formats import ZSUN_DEFAULT
-from sfh_pipeline.validate import FullGridFit, agreement, compare_references, logz_shift_dex, sky_mask
+from sfh_pipeline.validate import (
+    FullGridFit,
+    agreement,
+    compare_references,
+    envelope_agreement,
+    envelope_bounds,
+    envelope_members,
+    logz_shift_dex,
+    sky_mask,
+)
 
 from .support.ssp_fixtures import LINE_AGES, LINE_LOGZ, line_library
 from .support.workflow import AGREEMENT_QUANTITY_KEYS
@@ -82,10 +91,36 @@ def test_agreement_of_a_known_offset():
         "n": 50,
         "median_delta_dex_68": pytest.approx([0.2, 0.2]),
         "scatter_dex_68": pytest.approx([0.0, 0.0], abs=1e-9),
+        "spearman_rho": pytest.approx(1.0),
     }
     assert result["lw_age"]["median_delta_dex"] == pytest.approx(0.01)
     assert result["lw_age"]["pull_within_1sigma"] == pytest.approx(0.8)  # |0.01| <= 0.05, |0.3| > 0.05
     assert result["mw_age"]["n"] == 49
+
+
+def test_ranks_young_bins_and_the_envelope_of_known_values():
+    """Spearman rho of reversed ranks is -1; the young subset holds the bins whose reference LW
+    age is below 9.2 with their largest |difference|; a network value counts as inside the
+    envelope when within its 1 sigma of the envelope's lowest-highest range."""
+    keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+    ref_age = np.array([8.5, 8.9, 9.5, 9.8, 10.0])
+    reference = {key: ref_age.copy() for key in keys} | {f"{key}_err": np.full(5, 0.05) for key in keys}
+    network = {key: ref_age[::-1].copy() for key in keys} | {f"{key}_err": np.full(5, 0.1) for key in keys}
+    result = agreement(network, reference)
+    assert result["lw_age"]["spearman_rho"] == pytest.approx(-1.0)
+    assert result["young"]["n"] == 2 and result["young"]["lw_age_threshold"] == 9.2
+    assert result["young"]["lw_age"]["max_abs_delta_dex"] == pytest.approx(1.5)  # 10.0 - 8.5
+
+    variants = {"wide": {k: ref_age + 0.3 for k in keys}}
+    members = envelope_members({**reference, **{f"{k}_unreg": ref_age - 0.1 for k in keys}}, variants)
+    lo, hi = envelope_bounds(members)["lw_age"]
+    np.testing.assert_allclose(lo, ref_age - 0.1)
+    np.testing.assert_allclose(hi, ref_age + 0.3)
+    # network 10.0, 9.8, 9.5, 8.9, 8.5 against [8.4, 8.8], [8.8, 9.2], [9.4, 9.8], [9.7, 10.1], [9.9, 10.3], +-0.1
+    inside = envelope_agreement(network, members, {"envelope": {"wide": {"mdegree": 4}}})
+    assert inside["lw_age"]["within_envelope"] == pytest.approx(1 / 5) and inside["lw_age"]["n"] == 5
+    assert inside["lw_age"]["median_width_dex"] == pytest.approx(0.4)
+    assert inside["configurations"] == {"regularised": {}, "unregularised": {}, "wide": {"mdegree": 4}}
 
 
 def test_agreement_ranges_cover_the_truth_about_as_often_as_they_say():

@@ -23,6 +23,7 @@ AGREEMENT_QUANTITY_KEYS = {
     "n",
     "median_delta_dex_68",
     "scatter_dex_68",
+    "spearman_rho",
 }
 REPO = Path(__file__).resolve().parents[2]
 

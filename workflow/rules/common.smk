@@ -186,6 +186,10 @@ def validation_file(galaxy, filename):
     return f"results/validation/{galaxy}/{filename}"
 
 
+# all real bins and spectra together (validate-summary)
+VALIDATION_SUMMARY = "results/validation/summary.json"
+
+
 def mock_truth(galaxy):
     return f"resources/mock/{galaxy}/truth.fits"
 

@@ -186,7 +186,7 @@ rule validate_summary:
         **{galaxy: validation_file(galaxy, "bins.fits") for galaxy in REAL_GALAXIES},
         **{name: validation_file(name, "spectra.fits") for name in REAL_SPECTRA},
     output:
-        validation_file("", "summary.json"),
+        VALIDATION_SUMMARY,
     log:
         "logs/validate/summary.log",
     conda:
