@@ -25,6 +25,7 @@ from .support.workflow import (
     REPO,
     assert_recovers_truth,
     check_galaxy_products,
+    check_real_manga_spaxels,
     check_real_spectra,
     job_counts,
     set_sheet_value,
@@ -427,6 +428,10 @@ def test_default_workflow_with_real_bc03(tmp_path):
     assert agreement["brightest_bin"]["network"]["lw_logz"] >= -0.3, agreement["brightest_bin"]
     assert abs(agreement["unregularised"]["lw_age"]["median_delta_dex"]) <= 0.7, agreement["unregularised"]
     check_real_spectra(json.loads((tmp_path / "results/validation/spectra/agreement.json").read_text()))
+    check_real_manga_spaxels(
+        json.loads((tmp_path / "results/validation/manga/agreement.json").read_text()),
+        json.loads((tmp_path / "results/validation/summary.json").read_text()),
+    )
     # nothing to do on a rerun
     rerun = snakemake(tmp_path, "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr

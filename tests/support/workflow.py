@@ -148,3 +148,29 @@ def check_real_spectra(agreement: dict) -> None:
             assert abs(row["network"][key] - row["reference"][key]) <= tolerance, (name, key, row)
     young = rows["NGC3073"]["network"]["lw_age"]
     assert all(rows[name]["network"]["lw_age"] - young >= 0.7 for name in ("NGC3522", "NGC4636")), rows
+
+
+def check_real_manga_spaxels(agreement: dict, summary: dict) -> None:
+    """The eight real MaNGA spaxels of the embedded default (results/validation/manga) and the
+    summary of all real bins and spectra. Known from the spectra themselves (full-grid BC03
+    fits, both libraries, measured with the reference network): the five bulge and disc spaxels
+    of the DAP's test file are old (reference LW log age 9.55-10.05), the star-forming spaxel
+    multicomp-2 is young in BC03 (8.5-8.6) and its envelope spans 1.5 dex (E-MILES: 10.0); the
+    demo network is judged only for gross errors (0.4 dex), its trainings differ by 0.2 dex."""
+    assert agreement["n_spectra"] == 8
+    rows = agreement["spectra"]
+    old = ["8131-3702-x22y22", "8131-6102-x27y27", "8138-12704-x37y37", "8258-6102-x27y27", "8329-1901-x19y14"]
+    for name in old:
+        assert 9.45 <= rows[name]["reference"]["lw_age"] <= 10.15, (name, rows[name]["reference"])
+        assert abs(rows[name]["network"]["lw_age"] - rows[name]["reference"]["lw_age"]) <= 0.4, (name, rows[name])
+    young = rows["multicomp-2"]
+    assert young["reference"]["lw_age"] <= 8.8, young["reference"]
+    low, high = young["reference_envelope"]["lw_age"]
+    assert high - low >= 0.8, young["reference_envelope"]
+    for name, row in rows.items():
+        assert row["median_snr"] >= 20, (name, row["median_snr"])
+        low, high = row["reference_envelope"]["lw_age"]
+        assert low <= row["reference"]["lw_age"] <= high, (name, row["reference_envelope"])
+    assert summary["sets"] == {"A478": summary["sets"]["A478"], "spectra": 3, "manga": 8}
+    assert summary["n"] == len(summary["rows"]) == sum(summary["sets"].values())
+    assert summary["envelope"]["lw_age"]["within_envelope"] >= 0.6, summary["envelope"]

@@ -114,6 +114,10 @@ def member_dir(name, seed):
     return f"{model_dir(name)}/members/{seed}"
 
 
+def member_file(name, seed, filename):
+    return f"{member_dir(name, seed)}/{filename}"
+
+
 def member_settings(seed):
     """The model section for the member of ``seed``: its seed, and the committed checkpoint it
     continues from when its folder has none."""

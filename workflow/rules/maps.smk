@@ -174,7 +174,7 @@ for _set, _spectra in REAL_SPECTRA.items():
             spectra=shell_json(_spectra),
             settings=shell_json({k: v for k, v in config["validate"].items() if k != "second_ssp"}),
             second=lambda wc, input: second_reference_args(input),
-            out_dir=validation_file(_set, ""),
+            out_dir=lambda wc, output: os.path.dirname(output.agreement),
             model_sha256=MODEL_SHA256_ARG,
         shell:
             "sfh-pipeline validate-spectra --spectra {params.spectra} --model {input.model:q} {params.model_sha256}"
