@@ -355,3 +355,40 @@ def test_mock_rank_limits_gives_the_scatter_a_rho_goal_needs(tmp_path):
         needed = result[key]["scatter_for_goal_dex"]
         assert expected_spearman_rho(comparison[key]["true_spread_dex"], needed) == pytest.approx(goal, abs=1e-6)
     assert "scatter_for_goal_dex" not in result["lw_logz"] and result["mw_age"]["bias_dex"] == -0.1
+
+
+def test_young_regime_mixtures_hold_the_young_light_fraction_in_the_window(monkeypatch):
+    """bench/young_regime.py's mixtures put the young component at the requested share of the
+    attenuated light in 5400-5600 A, measured on the component spectra themselves (with extra dust
+    on the young part: a share computed from unattenuated light or from mass would miss it)."""
+    from sfh_pipeline.forward import ForwardModel
+    from sfh_pipeline.instrument import linear_grid
+
+    from .support.ssp_fixtures import analytic_library
+
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from young_regime import host_component, mixture, young_components
+
+    model = ForwardModel(analytic_library(), wavelength_aa=linear_grid(4800.0, 7000.0, 1.25))
+    fraction = np.array([0.0, 0.1, 0.3, 0.5, 0.8, 1.0])
+    n = fraction.size
+    young_x, _ = young_components(model.edges_yr, np.random.default_rng(3), n)
+    mix = mixture(
+        model,
+        young_x,
+        host_component(model.edges_yr, n),
+        fraction,
+        av=np.linspace(0.0, 1.0, n),
+        sigma=np.full(n, 30.0),
+        velocity=np.zeros(n),
+        young_logz=-0.7,
+        host_logz=0.0,
+        young_extra_av=1.0,
+    )
+    lam = model.wavelength_aa
+    window = (lam >= 5400.0) & (lam <= 5600.0)
+    measured = mix["young_flux"][:, window].mean(1) / mix["flux"][:, window].mean(1)
+    np.testing.assert_allclose(measured, fraction, atol=2e-3)
+    assert np.all(np.abs(mix["young_mass"][1:-1] - fraction[1:-1]) > 0.02)  # light share is not mass share
+    np.testing.assert_allclose(mix["lw_logz"], -0.7 * fraction, atol=1e-9)
+    np.testing.assert_allclose(mix["mass_fractions"].sum(1), 1.0)
