@@ -14,7 +14,14 @@ unit mass formed. pPXF fits stellar kinematics (V, sigma) together with a regula
 Mass weights are pPXF's weights; light weights are weights x template flux in the
 normalisation window.
 
-Timing, both methods on the whole CPU (``--processes``, default: every core this process may
+A second baseline is what a user who wants what the predictor returns (a history with
+uncertainties, from the whole library) would otherwise run: the validate stage's full fit
+(:class:`sfh_pipeline.validate.FullGridFit` with its default settings: every library age above
+30 Myr and every metallicity, regularised and unregularised solutions, wild-bootstrap errors),
+on the same spectra, timed the same way (``--n-full`` of them; 0 skips it).
+``speed_ratio_minimal`` (= ``speed_ratio``) and ``speed_ratio_full_fit`` compare the CNN with each.
+
+Timing, all methods on the whole CPU (``--processes``, default: every core this process may
 use): pPXF as astronomers run it on many spectra, one single-threaded fit per process in a
 pool of that many processes; the CNN batched through the predictor with as many torch
 threads (best of three passes over the same spectra repeated to at least ``--cnn-timing-n``,
@@ -112,6 +119,16 @@ def fit_ppxf(galaxy_wave, flux, error, mask, templates, template_wave, bin_age_y
 
 
 _FIT_SETTINGS: dict = {}
+_FULL_FIT: dict = {}
+
+
+def _timed_full_fit(i: int) -> tuple[dict, float]:
+    """The validate stage's full fit of test spectrum i in a pool worker, and its wall time, s."""
+    settings = _FIT_SETTINGS
+    with threadpool_limits(limits=1):
+        start = time.perf_counter()
+        fit = _FULL_FIT["fit"].fit(settings["wave"], settings["flux"][i], settings["error"][i], settings["mask"][i])
+        return {q: float(fit[q]) for q in QUANTITIES}, time.perf_counter() - start
 
 
 def _timed_fit(i: int) -> tuple[dict, float]:
@@ -235,6 +252,9 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     parser.add_argument("--cnn-timing-n", type=int, default=8192, help="spectra per timed CNN pass")
     parser.add_argument("--int8", action="store_true", help="the network's Linear layers in int8 (Predictor int8=True)")
+    parser.add_argument(
+        "--n-full", type=int, default=None, help="spectra of the full-fit baseline (default: all --n; 0: none)"
+    )
     args = parser.parse_args()
 
     group = zarr.open_group(args.trainset, mode="r")
@@ -291,6 +311,28 @@ def main() -> None:
     ppxf_rate = test.size / (time.perf_counter() - start)
     ppxf_s = float(np.mean(seconds))
 
+    full = None
+    n_full = test.size if args.n_full is None else min(args.n_full, test.size)
+    if n_full:
+        from sfh_pipeline.validate import DEFAULT_SETTINGS, FullGridFit
+
+        _FULL_FIT["fit"] = FullGridFit(args.ssp, (float(wave[0]), float(wave[-1])), 0.0, None, window)
+        start = time.perf_counter()
+        with get_context("fork").Pool(args.processes) as pool:
+            full_fits, full_seconds = zip(*pool.map(_timed_full_fit, range(n_full), chunksize=1))
+        full_rate = n_full / (time.perf_counter() - start)
+        truth = {q: data[q][:n_full] for q in QUANTITIES}
+        full = {
+            "n_spectra": n_full,
+            "settings": {
+                k: v for k, v in DEFAULT_SETTINGS.items() if k not in ("envelope", "max_bins", "tile_spaxels")
+            },
+            "templates": int(_FULL_FIT["fit"].ages_yr.size * _FULL_FIT["fit"].logzsol.size),
+            "s_per_spectrum": round(float(np.mean(full_seconds)), 3),
+            "spectra_per_s": round(full_rate, 4),
+            "accuracy": {q: summary_metrics(np.array([f[q] for f in full_fits]), truth[q]) for q in QUANTITIES},
+        }
+
     result = {
         "n_spectra": int(test.size),
         "templates": f"{templates.shape[1]} age bins x {templates.shape[2]} metallicities = "
@@ -301,6 +343,9 @@ def main() -> None:
         "ppxf_spectra_per_s": round(ppxf_rate, 3),
         "cnn_spectra_per_s": round(cnn_all_cores, 1),
         "speed_ratio": round(cnn_all_cores / ppxf_rate, 1),
+        "speed_ratio_minimal": round(cnn_all_cores / ppxf_rate, 1),
+        "speed_ratio_full_fit": round(cnn_all_cores / full["spectra_per_s"], 1) if full else None,
+        "full_fit": full,
         "cnn_spectra_per_s_one_core": round(cnn_one_core, 1),
         # the CNN as pPXF is run: one single-threaded process per core
         "cnn_spectra_per_s_processes": round(cnn_processes, 1),

@@ -94,6 +94,8 @@ def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_
             "2",
             "--cnn-timing-n",
             "64",
+            "--n-full",
+            "4",
         ],
         capture_output=True,
         text=True,
@@ -102,6 +104,18 @@ def test_ppxf_vs_cnn_reports_both_methods_on_the_same_spectra(tiny_model, aging_
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["n_spectra"] == n and result["processes"] == 2
+    # the second baseline, the validate stage's full fit with bootstrap errors, on the first 4 of
+    # the same spectra: more templates, 2 + n_bootstrap solves each, so slower than the minimal
+    # fit; its ages, in the lines of this library, right as the minimal fit's
+    full = result["full_fit"]
+    assert full["n_spectra"] == 4 and full["settings"]["n_bootstrap"] >= 4 and full["templates"] > 16
+    assert full["s_per_spectrum"] > result["ppxf_s_per_spectrum"]
+    assert result["speed_ratio_minimal"] == result["speed_ratio"]
+    assert result["speed_ratio_full_fit"] == pytest.approx(
+        result["cnn_spectra_per_s"] / full["spectra_per_s"], rel=1.5 * (0.05 / result["cnn_spectra_per_s"] + 0.02)
+    )
+    for quantity in ("lw_age", "mw_age"):
+        assert abs(full["accuracy"][quantity]["bias_dex"]) < 0.2, (quantity, full["accuracy"][quantity])
     bins, metallicities, templates = map(
         int, re.fullmatch(r"(\d+) age bins x (\d+) metallicities = (\d+)", result["templates"]).groups()
     )
