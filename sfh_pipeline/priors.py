@@ -60,6 +60,18 @@ SFH families (``SFH_FAMILIES``; parameter ranges are the ones drawn here)
                       NB: Leja+2019 / Prospector put the Dirichlet on SFR fractions;
                       here it is on the labels themselves, so each bin's mean
                       fraction is 1/n_bins.
+``old_plus_young``    an old host and a young population with nothing between, as
+                      star-forming disc light seen over an old bulge or thick disc: the
+                      host forms from t_form uniform 5 Gyr–t_max with SFR ∝ exp(-x/τ),
+                      τ log-uniform 0.1–1 Gyr, and stops at lookback max(t_form - 5τ,
+                      2 Gyr); the young part is (equal odds) one burst at lookback
+                      log-uniform 3 Myr–500 Myr or a constant SFR over the last T,
+                      T log-uniform 10–500 Myr, holding a mass fraction log-uniform
+                      1e-4–0.5 (young light fractions from < 1 % to > 95 %). Its
+                      metallicity is two-phase (:func:`two_phase_metallicity`). Weight 0
+                      unless the config names it: the other families rarely make such
+                      mixtures, on which a network trained without them is 0.2–0.3 dex
+                      too old (bench/young_regime.py).
 
 Metallicity components (``METALLICITY_COMPONENTS``), see :func:`sample_metallicity`.
 """
@@ -81,6 +93,7 @@ SFH_FAMILIES: tuple[str, ...] = (
     "quenched",
     "continuity",
     "dirichlet",
+    "old_plus_young",
 )
 
 #: Relative family weights when the config gives none. Non-parametric families get
@@ -97,6 +110,8 @@ DEFAULT_FAMILY_WEIGHTS: dict[str, float] = {
     "quenched": 1.0,
     "continuity": 2.0,
     "dirichlet": 1.0,
+    # named by the config where wanted: at 0 the training sets made before it are unchanged
+    "old_plus_young": 0.0,
 }
 
 METALLICITY_COMPONENTS: tuple[str, ...] = ("closed_box", "flat", "walk")
@@ -424,6 +439,29 @@ def _sample_dirichlet(rng, grid: _Grid, m: int):
     return out * grid.widths, np.full(m, grid.t_max), np.full(m, np.nan)
 
 
+#: Bins younger than this (lookback, yr) are the young part of ``old_plus_young``.
+YOUNG_PART_MAX_YR = 1.0e9
+
+
+def _sample_old_plus_young(rng, grid: _Grid, m: int):
+    """An old host and a young burst or constant SFR with nothing between (module docstring)."""
+    t_form = _draw_t_form(rng, grid, np.full(m, min(5.0e9, grid.t_max)))
+    tau = _loguniform(rng, 1e8, 1e9, m)
+    t_stop = np.minimum(np.maximum(t_form - 5.0 * tau, 2.0e9), t_form)
+    log_sfr = -_time_since_formation(grid, t_form) / tau[:, None]
+    host = _smooth_masses(grid, log_sfr, t_form, t_stop)
+    host /= host.sum(axis=1, keepdims=True)
+    burst = rng.random(m) < 0.5
+    age = _loguniform(rng, 3e6, 5e8, m)
+    duration = _loguniform(rng, 1e7, 5e8, m)
+    young = grid.overlap(duration) / duration[:, None]
+    b = np.clip(np.searchsorted(grid.edges, age, side="right") - 1, 0, grid.edges.size - 2)
+    young[burst] = 0.0
+    young[np.flatnonzero(burst), b[burst]] = 1.0
+    fraction = _loguniform(rng, 1e-4, 0.5, m)[:, None]
+    return (1.0 - fraction) * host + fraction * young, t_form, np.full(m, np.nan)
+
+
 _SAMPLERS: dict[str, Callable] = {
     "delayed_tau": _parametric(_shape_delayed_tau),
     "exp_declining": _parametric(_shape_exp_declining),
@@ -434,6 +472,7 @@ _SAMPLERS: dict[str, Callable] = {
     "quenched": _sample_quenched,
     "continuity": _sample_continuity,
     "dirichlet": _sample_dirichlet,
+    "old_plus_young": _sample_old_plus_young,
 }
 assert tuple(_SAMPLERS) == SFH_FAMILIES
 
@@ -625,4 +664,22 @@ def sample_metallicity(
 
     if scatter_dex > 0:
         logz += scatter_dex * rng.standard_normal((n, n_bins))
+    return np.clip(logz, lo, hi)
+
+
+def two_phase_metallicity(
+    rng: np.random.Generator, n: int, young_bins: np.ndarray, logz_range: tuple[float, float], scatter_dex: float = 0.1
+) -> np.ndarray:
+    """Metallicity histories of ``old_plus_young`` draws, log10(Z/Z_sun) per bin, (n, n_bins):
+    the old bins at one value uniform in [-1, min(0.5, hi)], the young bins (``young_bins``,
+    boolean per bin) at that value minus an offset uniform in [-0.3, 1] dex, so that young stars
+    range from slightly richer to 1 dex poorer than their host (gas diluted by metal-poor
+    inflow); then ``scatter_dex`` Gaussian scatter per bin, clipped to ``logz_range``."""
+    lo, hi = (float(v) for v in logz_range)
+    young_bins = np.asarray(young_bins, bool)
+    old = rng.uniform(max(lo, -1.0), min(0.5, hi), (n, 1))
+    offset = rng.uniform(-0.3, 1.0, (n, 1))
+    logz = np.where(young_bins[None, :], old - offset, old)
+    if scatter_dex > 0:
+        logz = logz + scatter_dex * rng.standard_normal(logz.shape)
     return np.clip(logz, lo, hi)

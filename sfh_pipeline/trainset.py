@@ -63,7 +63,7 @@ from .atomic import write_json_atomically
 from .constants import C_KMS
 from .forward import DEFAULT_AGE_BIN_EDGES_YR, ForwardModel
 from .instrument import linear_grid
-from .priors import SFH_FAMILIES, sample_metallicity, sample_sfh
+from .priors import SFH_FAMILIES, YOUNG_PART_MAX_YR, sample_metallicity, sample_sfh, two_phase_metallicity
 from .spectral import EMISSION_LINES_AA, MASK_EMISSION, MASK_LASER_GAP, emission_line_mask
 from .ssp import load_ssp
 from .version import __version__
@@ -347,6 +347,12 @@ def _draw_chunk(
     n = int(config["chunk_size"])
     sfh = sample_sfh(rng, np.asarray(edges_yr, float), n, config["sfh_family_weights"])
     logz = sample_metallicity(rng, sfh.mass_fractions, tuple(logz_range), scatter_dex=config["metallicity_scatter_dex"])
+    two_phase = np.flatnonzero(sfh.family == SFH_FAMILIES.index("old_plus_young"))
+    if two_phase.size:  # no draw otherwise: sets without the family are made as before
+        young_bins = np.asarray(edges_yr, float)[1:] <= YOUNG_PART_MAX_YR
+        logz[two_phase] = two_phase_metallicity(
+            rng, two_phase.size, young_bins, tuple(logz_range), config["metallicity_scatter_dex"]
+        )
     dust = config["dust"]
     draws: dict[str, Any] = {"sfh": sfh, "logz": logz}
     draws["av"] = rng.uniform(0.0, dust["av_max"], n)

@@ -63,7 +63,8 @@ def test_default_mixture_uses_all_families_and_covers_ages():
     counts = np.bincount(d.family, minlength=len(priors.SFH_FAMILIES))
     expected = np.array([priors.DEFAULT_FAMILY_WEIGHTS[f] for f in priors.SFH_FAMILIES])
     expected = 5000 * expected / expected.sum()
-    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
+    assert np.all(np.abs(counts - expected) <= 5 * np.sqrt(expected))
+    assert counts[priors.SFH_FAMILIES.index("old_plus_young")] == 0  # only where a config names it
     age = d.mass_fractions @ MID
     assert age.min() < 1e9 and age.max() > 8e9
     np.testing.assert_allclose(d.mass_fractions.sum(axis=1), 1.0, rtol=0, atol=1e-12)
@@ -162,6 +163,33 @@ def test_constant_burst_has_recent_mass(draws):
     sfr = f / WIDTHS
     mean_sfr = 1.0 / draws["constant_burst"].formation_lookback_yr
     assert np.mean(sfr[:, young].max(axis=1) > np.e * mean_sfr) > 0.5
+
+
+def test_old_plus_young_has_nothing_between_its_host_and_its_young_part(draws):
+    """The host forms no star after 2 Gyr (lookback) and the young part none before 500 Myr: the
+    bins from 700 Myr to 2 Gyr are empty; the young mass fraction is log-uniform 1e-4-0.5 (its
+    median 10**-2.35 = 0.0045), half the young parts one burst (one bin), half a constant SFR."""
+    f = draws["old_plus_young"].mass_fractions
+    between = (EDGES[:-1] >= 7e8) & (EDGES[1:] <= 2e9)
+    assert between.sum() == 2 and np.all(f[:, between] == 0)
+    young = f[:, EDGES[1:] <= 7e8].sum(axis=1)
+    assert 1e-4 * 0.999 <= young.min() and young.max() <= 0.5 * 1.001
+    assert 10**-2.55 < np.median(young) < 10**-2.15
+    assert np.all(f[:, EDGES[:-1] >= 2e9].sum(axis=1) >= 0.5 - 1e-9)
+    one_bin = (f[:, EDGES[1:] <= 7e8] > 0).sum(axis=1) == 1
+    assert 0.45 < one_bin.mean() < 0.6  # bursts, and constant SFRs shorter than the first bin
+
+
+def test_two_phase_metallicity_puts_young_stars_around_or_below_their_host():
+    young_bins = EDGES[1:] <= 1e9
+    logz = priors.two_phase_metallicity(np.random.default_rng(3), 4000, young_bins, LOGZ_RANGE, scatter_dex=0.0)
+    old, young = logz[:, ~young_bins], logz[:, young_bins]
+    assert np.all(old == old[:, :1]) and np.all(young == young[:, :1])
+    offset = old[:, 0] - young[:, 0]
+    assert -0.3 <= offset.min() < -0.25 and 0.95 < offset.max() <= 1.0
+    assert -1.0 <= old.min() and old.max() <= 0.5
+    noisy = priors.two_phase_metallicity(np.random.default_rng(3), 4000, young_bins, LOGZ_RANGE, scatter_dex=0.1)
+    assert 0.09 < np.std(noisy - logz) < 0.11 and noisy.min() >= LOGZ_RANGE[0]
 
 
 def test_quenched_has_no_mass_after_quenching(draws):
