@@ -1,6 +1,6 @@
 """Evaluation of a trained model on the held-out test split of its training set.
 
-:func:`evaluate_model` writes ``metrics.json`` (the contract of DESIGN.md, "Model
+:func:`evaluate_model` writes ``metrics.json`` (the contract of docs/contracts.md, "Model
 evaluation") and three quick-look figures to the model's results directory:
 
 * ``pred_vs_true.png``: predicted against true light-/mass-weighted ages and metallicities;

@@ -173,7 +173,7 @@ def galaxy_file(galaxy, stage, filename):
 
 
 def maps_file(galaxy):
-    """The per-galaxy maps (DESIGN.md contract)."""
+    """The per-galaxy maps (docs/contracts.md, "Maps of a galaxy")."""
     return galaxy_file(galaxy, "maps", f"{galaxy}_maps.fits")
 
 
@@ -186,7 +186,7 @@ def second_reference_args(input):
 
 
 def validation_file(galaxy, filename):
-    """Product of the validate stage (DESIGN.md contract: agreement.json)."""
+    """Product of the validate stage (docs/contracts.md: agreement.json)."""
     return f"results/validation/{galaxy}/{filename}"
 
 
