@@ -357,7 +357,8 @@ def main() -> None:
         "cnn_gflop_per_s": round(flops * cnn_all_cores / 1e9, 2),
         "gemm_gflop_per_s": round(gemm_peak, 1),
         "fraction_of_gemm_rate": round(flops * cnn_all_cores / 1e9 / gemm_peak, 3),
-        # inference time with the per-bin posterior heads over the time without them (issue 13: <= 2)
+        # inference time with the per-bin posterior heads over the time without them
+        # (the reference model's goal: <= 2)
         "posterior_cost": posterior_cost,
         "speed_ratio_one_core": round(cnn_one_core * ppxf_s, 1),
         "ppxf": {q: summary_metrics(np.array([f[q] for f in fits]), data[q]) for q in QUANTITIES},

@@ -1,13 +1,13 @@
 """The central galaxy of the real Abell 478 MUSE cube: the network against full-grid pPXF, and
-what moves the network (the diagnosis of docs/real_data.md).
+what moves the network (docs/real_data.md, "What holds").
 
-One aperture (radius 5 spaxels around the brightest continuum spaxel, as in issue 11) is
-predicted by the network and fitted by pPXF (sfh_pipeline.validate.FullGridFit, the training
-library). Then the network is asked again with one thing changed at a time: the emission-line
-mask widened, the Galactic foreground correction off, the redshift given 300 km/s off (with and
-without the predictor's velocity refinement), the error spectrum smoothed, and 200 A windows of
-the spectrum masked one by one (occlusion). Prints JSON; ``--save NAME`` also keeps it in
-bench/results/NAME.json.
+One aperture (radius 5 spaxels around the brightest continuum spaxel, as in the first real-data
+diagnosis) is predicted by the network and fitted by pPXF (sfh_pipeline.validate.FullGridFit,
+the training library). Then the network is asked again with one thing changed at a time: the
+emission-line mask widened, the Galactic foreground correction off, the redshift given 300 km/s
+off (with and without the predictor's velocity refinement), the error spectrum smoothed, and 200
+A windows of the spectrum masked one by one (occlusion). Prints JSON; ``--save NAME`` also keeps
+it in bench/results/NAME.json.
 
     python bench/real_cube.py --model results/models/demo/model.pt \\
         --cube resources/real/A478/minicube.fits --ssp resources/ssp/bc03_miles.zarr [--save NAME]

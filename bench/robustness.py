@@ -1,7 +1,8 @@
 """Models side by side on the test splits of several training sets (e.g. a clean one and one
-with the realism terms of issue 11): how much a model trained on perfect spectra loses on
-spectra with emission-line wings, calibration errors and sky residuals, and what a robust
-model pays on perfect ones. Prints JSON; ``--save NAME`` also keeps it in bench/results/NAME.json.
+with the realism terms that real spectra need): how much a model trained on perfect spectra
+loses on spectra with emission-line wings, calibration errors and sky residuals, and what a
+robust model pays on perfect ones. Prints JSON; ``--save NAME`` also keeps it in
+bench/results/NAME.json.
 
     python bench/robustness.py --model demo=results/models/demo/model.pt real=results/models/real/model.pt \\
         --testset clean=resources/trainsets/demo/trainset.zarr real=resources/trainsets/real/trainset.zarr \\

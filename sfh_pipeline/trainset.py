@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
     "norm_window_aa": [5400.0, 5600.0],
     "split_fractions": {"validation": 0.1, "test": 0.1},
     "velscale_kms": 15.0,
-    # What real spectra have and our forward model does not (issue 11): off by default.
+    # What real spectra have and our forward model does not (docs/real_data.md): off by default.
     "realism": {
         "emission_fraction": 0.0,  # share of spectra with nebular lines added before masking
         "halpha_ew_aa": [0.5, 100.0],  # H alpha equivalent width (emission), log-uniform, A
