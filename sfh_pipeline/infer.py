@@ -94,7 +94,9 @@ def infer_tile(
     ZH_ERR (n_bins each: calibrated 68 % half-widths of SFH, mass fraction, and of ZH, dex),
     T50, T90 (log10 lookback time/yr by which 50 % / 90 % of the mass had formed) and their
     ``_ERR`` (dex) -- NaN when the predictor does not give them (``sfh_err``,
-    ``logzsol_err``, ``t50``, ``t50_err``, ``t90``, ``t90_err`` of its result) --, FLAG
+    ``logzsol_err``, ``t50``, ``t50_err``, ``t90``, ``t90_err`` of its result) --, EPISTEMIC
+    (4 per bin: the spread of an ensemble's members, dex, in the order LW_AGE, MW_AGE, LW_LOGZ,
+    MW_LOGZ, from ``<key>_epistemic``; 0 for a single model, NaN from a predictor without it), FLAG
     (bit 1: no stellar velocity within the search range; the bin's results are then NaN).
     ``row`` may carry ``velocity_range_kms`` (see :func:`velocity_range_kms`).
     """
@@ -197,6 +199,13 @@ def infer_tile(
         value = result.get(key)
         column = "ZH_ERR" if key == "logzsol_err" else key.upper()
         columns[column] = np.array(value, dtype=float) if value is not None else np.full(shape, np.nan)
+    # the spread of an ensemble's members per summary (0 for one model); NaN from an older predictor
+    spreads = [result.get(f"{key}_epistemic") for key in SUMMARY_KEYS]
+    columns["EPISTEMIC"] = (
+        np.stack([np.asarray(v, dtype=float) for v in spreads], axis=1)
+        if all(v is not None for v in spreads)
+        else np.full((owned.size, len(SUMMARY_KEYS)), np.nan)
+    )
     for name, values in columns.items():
         if name not in ("BIN_ID", "N_SPAXELS", "N_BANDS", "VELOCITY", "VELOCITY_ERR", "ERR_FACTOR"):
             values[lost] = np.nan

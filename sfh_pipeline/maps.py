@@ -19,8 +19,8 @@ from .constants import ARCSEC_RAD
 from .products import (
     LATER_HDUS,
     MAP_HDUS,
-    PLANE_HDUS,
     SUMMARY_HDUS,
+    map_planes,
     read_bins,
     read_bins_signal,
     read_bins_wcs,
@@ -106,8 +106,7 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
         if name in per_bin:
             images[name] = paint(bin_id, per_bin[name])
         else:
-            planes = (edges.size - 1,) if name in PLANE_HDUS else ()
-            images[name] = np.full(planes + bin_id.shape, np.nan, np.float32)
+            images[name] = np.full(map_planes(name, edges.size - 1) + bin_id.shape, np.nan, np.float32)
     digest = sha256_of(model_path)
     meta = {
         "GALAXY": str(row["galaxy"]),
@@ -290,7 +289,7 @@ def mosaic_maps(paths: list, out_path, galaxy: str) -> dict[str, Any]:
         [(images["BIN_ID"].shape, wcs) for images, wcs, _, _ in pointings], resolution=scale * u.arcsec
     )
     out = {
-        name: np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + tuple(shape_out), np.nan, np.float32)
+        name: np.full(map_planes(name, edges.size - 1) + tuple(shape_out), np.nan, np.float32)
         for name in MAP_HDUS
     }
     out["BIN_ID"] = np.full(shape_out, -1, dtype=np.int64)

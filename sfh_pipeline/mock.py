@@ -1066,6 +1066,7 @@ def _truth_images(
     zero = np.where(galaxy_mask, 0.0, np.nan)
     images.update({f"{key}_ERR": zero for key in (*SUMMARY_HDUS, "T50", "T90")})
     images.update(SFH_ERR=np.broadcast_to(zero, sfh.shape), ZH_ERR=np.broadcast_to(zero, sfh.shape))
+    images["EPISTEMIC"] = np.broadcast_to(zero, (len(SUMMARY_HDUS), ny, nx))  # the truth has no members to differ
     images.update(
         BIN_ID=np.where(galaxy_mask, np.arange(ny * nx).reshape(ny, nx), -1).astype(np.int32),
         SFH=sfh,

@@ -50,11 +50,17 @@ T50, T90        1          log10 lookback time (yr) by which 50 % / 90 % of the 
                            :func:`sfh_pipeline.priors.formation_times` of the SFH planes)
 T50_ERR,        1          calibrated 68 % half-width of T50 / T90 (dex)
 T90_ERR
+EPISTEMIC       4          spread (standard deviation) of an ensemble's members' answers
+                           (dex), one plane per summary in the order LW_AGE, MW_AGE,
+                           LW_LOGZ, MW_LOGZ (header ``PLANE1`` ... ``PLANE4``); part of
+                           the ``_ERR`` maps already (:mod:`sfh_pipeline.ensemble`); 0 for a
+                           single model
 =============== ========== ===================================================
 
-The last six were added after the first maps files were written (:data:`LATER_HDUS`): a file
-without them reads with NaN planes, and so do maps of models whose predictor does not give
-them. Truth files hold 0 in every ``_ERR`` plane inside the galaxy, NaN outside.
+The HDUs from ``OOD`` on were added after the first maps files were written
+(:data:`LATER_HDUS`): a file without them reads with NaN planes, and so do maps of models
+whose predictor does not give them. Truth files hold 0 in every ``_ERR`` and ``EPISTEMIC``
+plane inside the galaxy, NaN outside.
 
 Header keywords of the primary HDU: ``AGEBIN00`` ... ``AGEBINnn`` (bin edges, yr,
 :func:`write_age_bin_edges`; tile tables carry them too), ``NAGEBIN``, ``GALAXY``,
@@ -97,13 +103,17 @@ MAP_HDUS = {
     "T50_ERR": "dex",
     "T90": "dex(yr)",
     "T90_ERR": "dex",
+    "EPISTEMIC": "dex",
 }
-#: HDUs with one plane per lookback-time bin, (n_bins, ny, nx); every other one is (ny, nx).
+#: HDUs with one plane per lookback-time bin, (n_bins, ny, nx).
 PLANE_HDUS = ("SFH", "ZH", "SFH_ERR", "ZH_ERR")
+#: HDUs with one plane per summary quantity of :data:`SUMMARY_HDUS`, in that order, (4, ny, nx);
+#: every HDU in neither tuple is (ny, nx).
+SUMMARY_PLANE_HDUS = ("EPISTEMIC",)
 #: Planes added after the first maps files were written, and the per-bin columns of the tile
 #: tables they are painted from (same names), added at the same time: maps files without them
 #: still read and tile tables without them still assemble (NaN planes).
-LATER_HDUS = ("OOD", "SFH_ERR", "ZH_ERR", "T50", "T50_ERR", "T90", "T90_ERR")
+LATER_HDUS = ("OOD", "SFH_ERR", "ZH_ERR", "T50", "T50_ERR", "T90", "T90_ERR", "EPISTEMIC")
 #: The COMMENT of every maps HDU (those of ``<name>_ERR`` add "(1-sigma uncertainty)" to ``<name>``'s).
 MAP_DESCRIPTIONS = {
     "BIN_ID": "Voronoi bin index of the spaxel; -1 = not binned",
@@ -119,7 +129,18 @@ MAP_DESCRIPTIONS = {
     "OOD": "out-of-distribution score: spectral-embedding distance / its 99th pct in training; _ERR x max(1, OOD)",
     "T50": "log10 lookback time/yr by which 50% of the stellar mass had formed",
     "T90": "log10 lookback time/yr by which 90% of the stellar mass had formed",
+    "EPISTEMIC": "spread (std) of an ensemble's members, planes LW_AGE MW_AGE LW_LOGZ MW_LOGZ; 0: one model",
 }
+
+
+def map_planes(name: str, n_age_bins: int) -> tuple[int, ...]:
+    """The leading axes of the maps HDU ``name`` before (ny, nx): (n_age_bins,) for
+    :data:`PLANE_HDUS`, (4,) for :data:`SUMMARY_PLANE_HDUS`, () for the others."""
+    if name in PLANE_HDUS:
+        return (n_age_bins,)
+    if name in SUMMARY_PLANE_HDUS:
+        return (len(SUMMARY_HDUS),)
+    return ()
 
 
 def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
@@ -337,7 +358,8 @@ def write_maps(
     Parameters
     ----------
     images : every key of :data:`MAP_HDUS`; 2-D (ny, nx) images, those of :data:`PLANE_HDUS`
-        (``SFH``, ``ZH`` and their ``_ERR``) (n_bins, ny, nx).
+        (``SFH``, ``ZH`` and their ``_ERR``) (n_bins, ny, nx), ``EPISTEMIC``
+        (:data:`SUMMARY_PLANE_HDUS`) (4, ny, nx).
     wcs : the celestial WCS of the spaxel grid.
     age_bin_edges_yr : (n_bins + 1,) lookback-time bin edges, yr.
     meta : extra primary-header keywords (``GALAXY``, ``DIST_MPC``, ``MODEL``, ...).
@@ -355,12 +377,15 @@ def write_maps(
     celestial = wcs.celestial.to_header()
     for name, unit in MAP_HDUS.items():
         data = np.asarray(images[name])
-        expected = (edges.size - 1,) + tuple(shape) if name in PLANE_HDUS else tuple(shape)
+        expected = map_planes(name, edges.size - 1) + tuple(shape)
         if data.shape != expected:
             raise ValueError(f"maps for {path}: {name} has shape {data.shape}, expected {expected}")
         data = data.astype(np.int32 if name == "BIN_ID" else np.float32)
         hdu = fits.ImageHDU(data, header=celestial.copy(), name=name)
         hdu.header["BUNIT"] = unit
+        if name in SUMMARY_PLANE_HDUS:
+            for i, key in enumerate(SUMMARY_HDUS):
+                hdu.header[f"PLANE{i + 1}"] = (key, f"quantity of plane {i + 1}")
         hdu.header["COMMENT"] = MAP_DESCRIPTIONS.get(name, MAP_DESCRIPTIONS.get(name.removesuffix("_ERR"), "")) + (
             " (1-sigma uncertainty)" if name.endswith("_ERR") else ""
         )
@@ -385,7 +410,7 @@ def read_maps(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WCS, np.n
         images = {
             name: np.array(hdul[name].data)
             if name in names
-            else np.full(((edges.size - 1,) if name in PLANE_HDUS else ()) + shape, np.nan, np.float32)
+            else np.full(map_planes(name, edges.size - 1) + shape, np.nan, np.float32)
             for name in MAP_HDUS
         }
         wcs = WCS(hdul["BIN_ID"].header).celestial

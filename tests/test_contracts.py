@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from sfh_pipeline import load_predictor
-from sfh_pipeline.products import MAP_HDUS, PLANE_HDUS
+from sfh_pipeline.products import MAP_HDUS, PLANE_HDUS, SUMMARY_HDUS, SUMMARY_PLANE_HDUS
 
 from .support.workflow import REPO
 
@@ -20,11 +20,12 @@ def section(title: str) -> str:
 
 
 def test_maps_table_is_the_code_s_hdu_list():
-    rows = re.findall(r"^\| `(\w+)` \| (1|n_bins) \| (—|`[^`]*`) \|", section("Maps of a galaxy"), re.M)
+    rows = re.findall(r"^\| `(\w+)` \| (1|4|n_bins) \| (—|`[^`]*`) \|", section("Maps of a galaxy"), re.M)
     assert [name for name, _, _ in rows] == list(MAP_HDUS)
     for name, planes, unit in rows:
         assert unit.strip("`") == (MAP_HDUS[name] or "—"), name
         assert (planes == "n_bins") == (name in PLANE_HDUS), name
+        assert (planes == str(len(SUMMARY_HDUS))) == (name in SUMMARY_PLANE_HDUS), name
 
 
 def keys_named(text: str) -> set[str]:
@@ -68,7 +69,8 @@ def test_predictor_returns_every_key_the_page_names():
     result = predictor.predict(
         predictor.wavelength_aa, check["flux"][0], check["error"][0], z=0.0, mask=check["mask"][0], velocity_range_kms=0
     )
-    named = keys_named(section("Python").split("```", 2)[2]) - {"_err", "result", "Predictor", "predict"}
+    named = keys_named(section("Python").split("```", 2)[2]) - {"_err", "_epistemic", "result", "Predictor", "predict"}
+    named -= {"path", "reference"}  # the argument and a catalog name, not keys of the result
     assert named <= set(result), named - set(result)
     # the public call and the network's own path agree on it (no bands given: spectrum only)
     alone = predictor.predict_normalised(check["flux"][:1], check["error"][:1], check["mask"][:1])

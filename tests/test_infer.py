@@ -366,6 +366,25 @@ def test_uncertainties_and_formation_times_land_in_the_table_bin_by_bin(known):
         assert np.all(np.isnan(lost[column])), column
 
 
+def test_the_members_spread_lands_in_the_table_bin_by_bin_in_the_order_of_the_summaries(known):
+    """An ensemble's predictor gives <key>_epistemic: EPISTEMIC holds the four per bin, in the
+    order LW_AGE, MW_AGE, LW_LOGZ, MW_LOGZ; a predictor without them (the reference run) NaN."""
+    from sfh_pipeline.model import SUMMARY_KEYS
+    from sfh_pipeline.products import SUMMARY_HDUS
+
+    tables, _, expected = known
+    assert tables["reference"]["EPISTEMIC"].shape == (3, 4) and np.all(np.isnan(tables["reference"]["EPISTEMIC"]))
+    spread = 0.01 * (1 + np.arange(3.0))[:, None] + 0.001 * np.arange(4.0)[None, :]  # bin i, summary j
+    predictor = expected["predictor"]
+    predictor.extra = {f"{key}_epistemic": spread[:, j] for j, key in enumerate(SUMMARY_KEYS)}
+    try:
+        table, _ = expected["run"]("epistemic", "cube", ROW)
+    finally:
+        predictor.extra = None
+    assert [key.upper() for key in SUMMARY_KEYS] == list(SUMMARY_HDUS)
+    np.testing.assert_allclose(table["EPISTEMIC"], spread, rtol=1e-6)
+
+
 def test_a_model_is_refused_with_another_ssp_library_than_its_own(tiny_model, analytic_ssp_store, tmp_path):
     """The masses and the forward check rebuild the SFH with the workflow's library: it must be the
     one the model was trained with (a pretrained model run with another ssp section)."""

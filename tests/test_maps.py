@@ -7,7 +7,7 @@ import pytest
 from astropy.wcs import WCS
 
 from sfh_pipeline.maps import mosaic_maps, paint
-from sfh_pipeline.products import MAP_HDUS, PLANE_HDUS, read_maps, write_maps
+from sfh_pipeline.products import MAP_HDUS, PLANE_HDUS, SUMMARY_PLANE_HDUS, read_maps, write_maps
 
 EDGES = np.array([0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10])
 
@@ -22,12 +22,16 @@ def grid_wcs(crpix=(1.0, 1.0)):
 
 
 def maps_of(bin_id, values):
-    """Maps whose every quantity is ``values`` of the bin (SFH, ZH and their _ERR: 16 equal planes)."""
-    images = {name: paint(bin_id, values) for name in MAP_HDUS if name not in ("BIN_ID", *PLANE_HDUS)}
+    """Maps whose every quantity is ``values`` of the bin (SFH, ZH and their _ERR: 16 equal
+    planes; EPISTEMIC: 4 planes, one per summary)."""
+    planar = ("BIN_ID", *PLANE_HDUS, *SUMMARY_PLANE_HDUS)
+    images = {name: paint(bin_id, values) for name in MAP_HDUS if name not in planar}
     images["BIN_ID"] = bin_id
     planes = np.repeat(values[:, None], 16, axis=1) / 16
     for name in PLANE_HDUS:
         images[name] = paint(bin_id, planes)
+    for name in SUMMARY_PLANE_HDUS:
+        images[name] = paint(bin_id, np.repeat(values[:, None], 4, axis=1) / 100)
     return images
 
 
@@ -92,14 +96,39 @@ def test_uncertainty_and_formation_time_planes_roundtrip(tmp_path):
         write_maps(tmp_path / "bad.fits", images, grid_wcs(), EDGES, {})
 
 
+def test_epistemic_planes_hold_each_summary_s_spread_in_order(tmp_path):
+    """EPISTEMIC has one plane per summary, in the order of SUMMARY_HDUS, named in its header;
+    each bin's four values land on its spaxels, plane by plane; a 2-D image is refused."""
+    from astropy.io import fits
+
+    from sfh_pipeline.products import SUMMARY_HDUS
+
+    bin_id = np.array([[0, 0, 1], [-1, 2, 1]])
+    images = maps_of(bin_id, np.array([5.0, 6.0, 7.0]))
+    spread = np.array([[0.01, 0.02, 0.03, 0.04], [0.11, 0.12, 0.13, 0.14], [0.21, 0.22, 0.23, 0.24]])
+    images["EPISTEMIC"] = paint(bin_id, spread)
+    write_maps(tmp_path / "m.fits", images, grid_wcs(), EDGES, {})
+    back, _, _, _ = read_maps(tmp_path / "m.fits")
+    assert back["EPISTEMIC"].shape == (4, 2, 3)
+    np.testing.assert_array_equal(back["EPISTEMIC"][:, 1, 1], spread[2].astype(np.float32))  # bin 2, plane by plane
+    np.testing.assert_array_equal(back["EPISTEMIC"][2, 0, :2], np.float32([0.03, 0.03]))  # bin 0, LW_LOGZ
+    assert np.all(np.isnan(back["EPISTEMIC"][:, 1, 0]))
+    with fits.open(tmp_path / "m.fits") as hdul:
+        header = hdul["EPISTEMIC"].header
+        assert [header[f"PLANE{i}"] for i in range(1, 5)] == list(SUMMARY_HDUS) and header["BUNIT"] == "dex"
+    images["EPISTEMIC"] = images["LW_AGE"]
+    with pytest.raises(ValueError, match="EPISTEMIC has shape"):
+        write_maps(tmp_path / "bad.fits", images, grid_wcs(), EDGES, {})
+
+
 def test_a_maps_file_written_before_the_new_planes_reads_with_nan(tmp_path):
-    """A maps file without OOD, SFH_ERR, ZH_ERR, T50, T90 and their _ERR (as written before
-    they existed) still reads: those are NaN of the right shape, everything else as stored."""
+    """A maps file without OOD, SFH_ERR, ZH_ERR, T50, T90, their _ERR and EPISTEMIC (as written
+    before they existed) still reads: those are NaN of the right shape, everything else as stored."""
     from astropy.io import fits
 
     from sfh_pipeline.products import LATER_HDUS
 
-    assert set(UNCERTAINTY_HDUS) | {"OOD"} == set(LATER_HDUS)
+    assert set(UNCERTAINTY_HDUS) | {"OOD", "EPISTEMIC"} == set(LATER_HDUS)
     bin_id = np.array([[0, 0, 1], [-1, 2, 1]])
     write_maps(tmp_path / "new.fits", maps_of(bin_id, np.array([5.0, 6.0, 7.0])), grid_wcs(), EDGES, {"GALAXY": "X"})
     with fits.open(tmp_path / "new.fits") as hdul:
@@ -114,7 +143,7 @@ def test_a_maps_file_written_before_the_new_planes_reads_with_nan(tmp_path):
             assert old[name].shape == new[name].shape and np.all(np.isnan(old[name])), name
         else:
             np.testing.assert_array_equal(old[name], new[name], err_msg=name)
-    assert old["SFH_ERR"].shape == (16, 2, 3) and old["T50"].shape == (2, 3)
+    assert old["SFH_ERR"].shape == (16, 2, 3) and old["T50"].shape == (2, 3) and old["EPISTEMIC"].shape == (4, 2, 3)
     # and such a file goes through everything that reads maps: a mosaic of it and the quick-look
     from sfh_pipeline.atlas import quicklook
 
@@ -294,7 +323,7 @@ def truth_case(tmp_path_factory):
         true_bin[key] = np.array(
             [np.sum((weight * image32)[bins == b]) / np.sum(weight[bins == b]) for b in range(n_bins)]
         )
-    truth = {name: np.zeros((ny, nx)) for name in MAP_HDUS if name not in PLANE_HDUS}
+    truth = {name: np.zeros((ny, nx)) for name in MAP_HDUS if name not in PLANE_HDUS + SUMMARY_PLANE_HDUS}
     truth.update(spaxel)
     truth.update(
         BIN_ID=(yy * nx + xx).astype(np.int32),
@@ -305,6 +334,7 @@ def truth_case(tmp_path_factory):
         ZH_ERR=np.zeros((16, ny, nx)),
         CHI2=np.full((ny, nx), np.nan),
         OOD=np.full((ny, nx), np.nan),
+        EPISTEMIC=np.zeros((4, ny, nx)),
     )
     write_maps(root / "truth.fits", truth, wcs, EDGES, {"GALAXY": "T", "MODEL": "truth"})
     header = wcs.to_header()
@@ -561,6 +591,7 @@ def test_assembled_maps_paint_the_new_columns_and_nan_for_tables_without_them(tr
         "T50_ERR": 0.05 + 0.01 * first,
         "T90": 8.0 - 0.1 * first,
         "T90_ERR": 0.2 + 0.01 * first,
+        "EPISTEMIC": 0.01 * (b + 1) * np.arange(1, 5),
     }
     tables = [
         write_tile(tmp_path / "new.fits", bins, extra, first),
