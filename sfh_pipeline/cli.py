@@ -120,6 +120,23 @@ def _export_checkpoint(args: argparse.Namespace) -> None:
     print(f"{args.out}: best of {payload['epochs_run']} epochs, validation loss {payload['best_validation_loss']:.4f}")
 
 
+def _combine_ensemble(args: argparse.Namespace) -> None:
+    from .training import combine_ensemble
+
+    payload = combine_ensemble(args.members, args.trainset, args.out, name=args.name)
+    calibration = payload["calibration"]
+    log.info(
+        "%s: %d members calibrated on %d validation spectra: %s",
+        args.out,
+        len(payload["members"]),
+        calibration["n_validation"],
+        ", ".join(
+            f"{key} from {entry['source'].replace('_', ' ')}, error scale {entry['error_scale']:.3f}"
+            for key, entry in calibration["summaries"].items()
+        ),
+    )
+
+
 def _ship_model(args: argparse.Namespace) -> None:
     from .model_card import ship_model
 
@@ -417,7 +434,7 @@ def _add_input_parsers(stages) -> None:
 
 
 def _add_network_parsers(stages) -> None:
-    """trainset (init, chunk, finalize, qa), train, evaluate, ship-model."""
+    """trainset (init, chunk, finalize, qa), train, export-checkpoint, combine-ensemble, evaluate, ship-model."""
     trainset = stages.add_parser("trainset", help="synthetic training set stage").add_subparsers(
         dest="step", required=True
     )
@@ -457,8 +474,17 @@ def _add_network_parsers(stages) -> None:
     export.add_argument("--trainset", required=True, help="the training set it is trained on")
     export.add_argument("--out", required=True, help="model file to write")
     export.set_defaults(func=_export_checkpoint)
+    combine = stages.add_parser(
+        "combine-ensemble",
+        help="one ensemble file of model files of one training set, its combination calibrated on the validation split",
+    )
+    combine.add_argument("--members", nargs="+", required=True, help="model.pt of each member")
+    combine.add_argument("--trainset", required=True, help="the training set the members were trained on")
+    combine.add_argument("--out", required=True, help="ensemble file to write")
+    combine.add_argument("--name", default=None, help="the ensemble's name (default: the folder of --out)")
+    combine.set_defaults(func=_combine_ensemble)
     ev = stages.add_parser("evaluate", help="metrics and figures on the test split")
-    ev.add_argument("--model", required=True, help="model.pt")
+    ev.add_argument("--model", required=True, help="model.pt (a model or an ensemble file)")
     ev.add_argument("--trainset", required=True)
     ev.add_argument("--out", required=True, help="folder for metrics.json and the figures")
     ev.set_defaults(func=_evaluate)

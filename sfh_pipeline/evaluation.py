@@ -28,11 +28,18 @@ import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from .atomic import write_json_atomically  # noqa: E402
-from .model import SUMMARY_KEYS, load_model_file, pick_device  # noqa: E402
+from .model import (  # noqa: E402
+    ENSEMBLE_FORMAT,
+    SUMMARY_KEYS,
+    network_of_payload,
+    pick_device,
+    read_model_payload,
+)
 from .qa import save_figure_atomically  # noqa: E402
 from .training import (  # noqa: E402
     SPLIT_CODES,
     TrainsetReader,
+    ensemble_answers_on_split,
     evaluate_split,
 )
 
@@ -176,7 +183,7 @@ def posterior_metrics(pred: dict[str, np.ndarray], calibration: dict[str, list[f
     expected :data:`RANK_EXPECTED`) and ``median_halfwidth`` (of the 68 % interval). T50/T90
     also have ``bias_dex`` and ``scatter_dex`` of the median. log Z counts only where the bin
     formed >= 2 % of the mass."""
-    from .training import posterior_targets
+    from .model import posterior_targets
 
     values, counts = posterior_targets(pred)
     q = pred["pred_quantiles"].astype(np.float64).copy()
@@ -222,7 +229,8 @@ def evaluate_model(
     Parameters
     ----------
     model_path : path
-        A model file written by :func:`sfh_pipeline.training.train`.
+        A model file written by :func:`sfh_pipeline.training.train`, or an ensemble file of
+        :func:`sfh_pipeline.training.combine_ensemble` (then :func:`evaluate_ensemble`).
     trainset_store : path
         The finalized zarr training set (its ``split`` array marks the test samples, code 2).
     out_dir : path
@@ -255,7 +263,10 @@ def evaluate_model(
     ValueError
         If the model file is missing or unreadable, or the test split is empty.
     """
-    net, payload = load_model_file(model_path)
+    payload = read_model_payload(model_path)
+    if payload["format"] == ENSEMBLE_FORMAT:
+        return evaluate_ensemble(model_path, trainset_store, out_dir, device, snr_bins)
+    net = network_of_payload(payload, model_path)
     device = torch.device(device) if device is not None else pick_device()
     net.to(device)
     reader = TrainsetReader(trainset_store)
@@ -276,6 +287,83 @@ def evaluate_model(
         trainset=str(trainset_store),
         test_loss_terms=loss_terms,
     )
+    metrics = _jsonable(metrics)
+    out_dir = Path(out_dir)
+    plot_pred_vs_true(pred, metrics, out_dir / "pred_vs_true.png")
+    plot_sfh_bins(pred, edges, bin_age, out_dir / "sfh_bins.png")
+    plot_age_metallicity(pred, edges, bin_age, out_dir / "age_metallicity.png")
+    write_json_atomically(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _as_evaluated(answer: dict[str, np.ndarray], truths: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An answer (:meth:`sfh_pipeline.predict.Predictor.answer`, errors before the OOD widening as
+    :func:`evaluate_model` takes them) in the keys of :func:`compute_metrics` and
+    :func:`posterior_metrics`: its posterior intervals as the five quantiles centre -/+ the 95 %
+    and 68 % half-widths."""
+    centre = answer["posterior_centre"]
+    h68, h95 = answer["posterior_halfwidth_68"], answer["posterior_halfwidth_95"]
+    return {
+        **truths,
+        "pred_summary": np.stack([answer[key] for key in SUMMARY_KEYS], axis=1),
+        "pred_summary_sigma": np.stack([answer[f"{key}_err"] for key in SUMMARY_KEYS], axis=1),
+        "pred_sfh": answer["sfh"],
+        "pred_logz": answer["logzsol"],
+        "pred_quantiles": np.stack([centre - h95, centre - h68, centre, centre + h68, centre + h95], axis=-1),
+    }
+
+
+def evaluate_ensemble(
+    model_path: str | os.PathLike,
+    trainset_store: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    device: str | torch.device | None = None,
+    snr_bins: tuple[float, ...] = (5, 10, 20, 30, 50, 150),
+) -> dict[str, Any]:
+    """:func:`evaluate_model` of an ensemble file (or a list of member files: uncalibrated), through
+    its predictor: the same keys and figures of the ensemble's answers (errors before the OOD
+    widening, as for a single model; no ``test_loss_terms``: an ensemble has no loss), and
+    ``ensemble``: ``n_members``, ``calibrated``, per summary its ``source``, ``error_scale`` and
+    ``median_epistemic_dex`` (the members' spread, dex), and ``members``: per member its
+    ``name``, ``sha256`` and, for each summary, the figures of :func:`summary_metrics` of its
+    own answers (its calibrated errors), from the same pass over the test split."""
+    from .predict import load_predictor
+
+    predictor = load_predictor(model_path, device=device)
+    reader = TrainsetReader(trainset_store)
+    if not np.any(reader.split == SPLIT_CODES["test"]):
+        raise ValueError(f"{trainset_store} has no test samples (split code {SPLIT_CODES['test']})")
+    answers, truths = ensemble_answers_on_split(predictor, reader, "test")
+    answer = predictor.answer(answers)
+    pred = _as_evaluated(answer, truths)
+    edges = np.asarray(predictor.age_bin_edges_yr, dtype=np.float64)
+    bin_age = np.asarray(predictor.bin_age_yr, dtype=np.float64)
+    metrics = compute_metrics(pred, bin_age, edges, snr_bins)
+    if np.isfinite(pred["pred_quantiles"]).all():
+        no_widening = {level: [0.0] * pred["pred_quantiles"].shape[1] for level in ("68", "95")}
+        metrics["posteriors"] = posterior_metrics(pred, no_widening)
+    summaries = (predictor.calibration or {}).get("summaries", {})
+    metrics["ensemble"] = {
+        "n_members": len(predictor.members),
+        "calibrated": predictor.calibrated,
+        **{
+            key: {
+                "source": summaries.get(key, {}).get("source", "averaged_summaries"),
+                "error_scale": summaries.get(key, {}).get("error_scale", 1.0),
+                "median_epistemic_dex": float(np.median(answer[f"{key}_epistemic"])),
+            }
+            for key in SUMMARY_KEYS
+        },
+        "members": [
+            {
+                "name": member.name,
+                "sha256": digest,
+                **{key: summary_metrics(own[key], truths[f"true_{key}"], own[f"{key}_err"]) for key in SUMMARY_KEYS},
+            }
+            for member, digest, own in zip(predictor.members, predictor.member_sha256, answers)
+        ],
+    }
+    metrics.update(model=predictor.name, trainset=str(trainset_store))
     metrics = _jsonable(metrics)
     out_dir = Path(out_dir)
     plot_pred_vs_true(pred, metrics, out_dir / "pred_vs_true.png")

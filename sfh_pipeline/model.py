@@ -31,6 +31,9 @@ from torch import nn
 
 #: ``format`` of the model files (``model.pt``) the train stage writes.
 MODEL_FORMAT = "sfh-pipeline-model/1"
+#: ``format`` of an ensemble file: several model files of one training set in one file, with the
+#: calibration of their combination (:mod:`sfh_pipeline.ensemble`).
+ENSEMBLE_FORMAT = "sfh-pipeline-ensemble/1"
 SUMMARY_KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")
 LOSS_TERMS = ("sfh_cross_entropy", "sfh_cumulative_l1", "logz_mass_weighted", "summary_nll", "posterior_pinball")
 #: Quantiles predicted for every SFH bin, every metallicity bin and T50, T90 (posterior heads).
@@ -366,6 +369,16 @@ def pinball(quantiles: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.maximum(levels * residual, (levels - 1) * residual)
 
 
+def posterior_targets(predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The truths the posterior heads predict, (n, 2 n_bins + 2): SFH mass fractions, log Z per
+    bin, T50/T90 (log yr); and where each counts (log Z only where the bin formed >= 2 % of the mass)."""
+    sfh = predictions["true_sfh"]
+    values = np.concatenate([sfh, predictions["true_logzsol"], predictions["true_formation"]], axis=1)
+    counts = np.ones(values.shape, dtype=bool)
+    counts[:, sfh.shape[1] : 2 * sfh.shape[1]] = sfh >= 0.02
+    return values, counts
+
+
 def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
     return sum(getattr(weights, name) * value for name, value in terms.items())
 
@@ -394,6 +407,18 @@ def pick_device(local_rank: int = 0) -> torch.device:
 
 def load_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[SFHNet, dict[str, Any]]:
     """A trained model and its metadata from ``model.pt``; mismatches are clear errors."""
+    payload = read_model_payload(path, map_location)
+    if payload.get("format") == ENSEMBLE_FORMAT:
+        raise ValueError(
+            f"{path} is an ensemble of {len(payload.get('members', []))} model files, not one network: "
+            "load it with sfh_pipeline.load_predictor"
+        )
+    return network_of_payload(payload, path), payload
+
+
+def read_model_payload(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The contents of a model file or of an ensemble file (``format`` :data:`MODEL_FORMAT` or
+    :data:`ENSEMBLE_FORMAT`); ValueError naming the file if it is missing or neither."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"model file {path} does not exist: run the train stage first")
@@ -401,16 +426,22 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file
         raise ValueError(f"{path} is not a readable sfh-pipeline model file ({err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (MODEL_FORMAT, ENSEMBLE_FORMAT):
         raise ValueError(f"{path} is not an sfh-pipeline model file (format {MODEL_FORMAT} expected)")
+    return payload
+
+
+def network_of_payload(payload: dict[str, Any], where: str | os.PathLike) -> SFHNet:
+    """The network (eval mode, on the CPU) of a model file's contents; ``where`` names the file
+    (or ensemble member) in errors."""
     # files written before the posterior heads existed have none
     net = SFHNet(ModelConfig.from_dict({"posterior_heads": False, **payload["model_config"]}))
     try:
         net.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
         raise ValueError(
-            f"{path}: the weights do not fit the architecture recorded in the file "
+            f"{where}: the weights do not fit the architecture recorded in the file "
             f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})"
         ) from err
     net.eval()
-    return net, payload
+    return net

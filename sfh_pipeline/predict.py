@@ -37,11 +37,17 @@ set, or the tiled inference of cubes):
    :func:`~sfh_pipeline.model.encode_photometry`, eval mode, no gradients, in batches.
 
 Bad input raises :class:`ValueError` naming what is wrong and how to fix it.
+
+An :class:`EnsemblePredictor` (an ensemble file, or a list of model files given to
+:func:`load_predictor`) has the same calls: steps 1-4 once (its first member's), then every
+member's network on the same prepared spectra, and one answer combined from theirs
+(:mod:`sfh_pipeline.ensemble`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,40 +86,93 @@ _TRAINSET_KEYS = (
 )
 
 
+#: The catalog of the models committed with the project (``models/catalog.yaml`` of this checkout).
+CATALOG = Path(__file__).resolve().parents[1] / "models" / "catalog.yaml"
+
+
 def load_predictor(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Sequence[str | os.PathLike],
     device: str | torch.device | None = None,
     sha256: str | None = None,
     *,
     int8: bool = False,
-) -> Predictor:
-    """The predictor of a model file (``model.pt`` written by the train stage).
+    catalog: str | os.PathLike | None = None,
+) -> Predictor | EnsemblePredictor:
+    """The predictor of a model file (``model.pt`` written by the train stage), of an ensemble
+    file (written by ``sfh-pipeline combine-ensemble``), of a model of the catalog, or of several
+    model files answering together.
 
     Parameters
     ----------
-    path : path-like
-        The model file.
+    path : path-like, str or sequence of path-like
+        A model file: a :class:`Predictor`. An ensemble file: an :class:`EnsemblePredictor`
+        with the calibration stored in it. The name of a model of the catalog (e.g.
+        ``"reference"``; a name that is not also an existing path): its file, relative to the
+        catalog, always checked against the catalog's sha256. A list of model files of one
+        training set: an :class:`EnsemblePredictor` without calibration (the members'
+        errors in quadrature with their spread, scale 1; :mod:`sfh_pipeline.ensemble`).
     device : str or torch.device, optional
-        Where the network runs; default :func:`sfh_pipeline.model.pick_device` (CUDA,
+        Where the networks run; default :func:`sfh_pipeline.model.pick_device` (CUDA,
         then Apple MPS, then CPU).
     sha256 : str, optional
         The file's expected SHA-256 (hex), e.g. from the model card of a committed model
-        (``models/<name>/README.md``); the file is refused when it differs.
+        (``models/<name>/README.md``); the file is refused when it differs. Not for a list of
+        files.
     int8 : bool
-        Run the network's dense (Linear) layers in int8 on the CPU (PyTorch dynamic
+        Run the networks' dense (Linear) layers in int8 on the CPU (PyTorch dynamic
         quantisation through fbgemm): several times faster for a network with a linear front
         end, at a cost in accuracy measured in docs/pipeline.md.
+    catalog : path-like, optional
+        The catalog that names models (default :data:`CATALOG`).
 
     Raises
     ------
     ValueError
-        If the file is missing, differs from ``sha256``, is not a model file, or its weights do
-        not fit the architecture it records (e.g. written by another version of the code); the
-        message names the file.
+        If the file is missing, differs from ``sha256`` (or the catalog's), is not a model file,
+        its weights do not fit the architecture it records (e.g. written by another version of
+        the code), or files of a list were trained on different training sets; the message
+        names the file.
     """
+    from .model import ENSEMBLE_FORMAT, read_model_payload
+
+    if isinstance(path, (list, tuple)):
+        if sha256 is not None:
+            raise ValueError("sha256 checks one file; for a list of member files verify each with verify_model_file")
+        return EnsemblePredictor.of_member_files(path, device=device, int8=int8)
+    path = Path(path) if Path(path).exists() else catalog_model(path, catalog, sha256)[0]
     if sha256 is not None:
         verify_model_file(path, sha256)
-    return Predictor(path, device=device, int8=int8)
+    try:
+        payload = read_model_payload(path)
+    except ValueError as err:
+        raise ValueError(f"model file {path}: {err}" if str(path) not in str(err) else str(err)) from err
+    if payload.get("format") == ENSEMBLE_FORMAT:
+        return EnsemblePredictor(path, payload, device=device, int8=int8)
+    return Predictor(path, device=device, int8=int8, payload=payload)
+
+
+def catalog_model(
+    name: str | os.PathLike, catalog: str | os.PathLike | None = None, sha256: str | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The file of the model ``name`` of the catalog (default :data:`CATALOG`), its path
+    relative to the catalog's folder, verified against the catalog's sha256 (and ``sha256`` if
+    given: both must agree); and its catalog entry. ValueError for a name the catalog lacks,
+    naming the catalog's models (or, for a name that looks like a path, that the file does not exist)."""
+    import yaml
+
+    catalog = Path(catalog) if catalog is not None else CATALOG
+    entries = (yaml.safe_load(catalog.read_text()) if catalog.is_file() else None) or {}
+    name = str(name)
+    if name not in entries:
+        if os.sep in name or Path(name).suffix:
+            raise ValueError(f"model file {name} does not exist: run the train stage first")
+        raise ValueError(f"{name!r} is neither a model file nor a model of {catalog}; it has {sorted(entries)}")
+    entry = entries[name]
+    if sha256 is not None and sha256.lower() != entry["sha256"].lower():
+        raise ValueError(f"model {name!r} of {catalog} has sha256 {entry['sha256']}, not {sha256}")
+    path = catalog.parent / entry["path"]
+    verify_model_file(path, entry["sha256"])
+    return path, entry
 
 
 def verify_model_file(path: str | os.PathLike, sha256: str) -> None:
@@ -201,20 +260,117 @@ def _int8_dense_layers(net: torch.nn.Module, device: torch.device) -> torch.nn.M
         return torch.ao.quantization.quantize_dynamic(net, dense, dtype=torch.qint8)
 
 
-class Predictor:
+class _ObservedSpectra:
+    """What every predictor does with observed spectra, given its own :meth:`prepare`,
+    :meth:`refine_velocity` and :meth:`predict_normalised`: :meth:`predict` and
+    :meth:`predict_prepared` (shared by :class:`Predictor` and :class:`EnsemblePredictor`)."""
+
+    def predict(
+        self,
+        wave: np.ndarray,
+        flux: np.ndarray,
+        error: np.ndarray,
+        photometry: dict[str, tuple[Any, Any]] | None = None,
+        z: float | np.ndarray = 0.0,
+        mask: np.ndarray | None = None,
+        batch_size: int = 128,
+        velocity_range_kms: float | None = DEFAULT_VELOCITY_RANGE_KMS,
+    ) -> dict[str, Any]:
+        """SFH, metallicity history and summary quantities of observed spectra.
+
+        The redshift is not trusted blindly: the stellar velocity is first refined within
+        ``velocity_range_kms`` of ``z`` (:meth:`refine_velocity`) and the spectrum is read in that
+        rest frame; ``velocity_kms`` in the result is the velocity used. A spectrum whose
+        velocity cannot be found in the range gets NaN results and ``velocity_ok`` False (widen
+        the range or correct z). ``velocity_range_kms=0`` (or None) uses ``z`` as given.
+
+        Parameters
+        ----------
+        wave : numpy.ndarray
+            Observed-frame wavelengths (A) of the pixel centres, (n_wave_in,), strictly
+            increasing; any sampling.
+        flux, error : numpy.ndarray
+            f_lambda and its 1-sigma error in any (common) units, (n_wave_in,) or
+            (n, n_wave_in). NaN flux/error or error 0 marks a bad pixel.
+        photometry : dict, optional
+            ``{filter_key: (flux, error)}``: photon-weighted mean f_lambda in the band, in the
+            units of ``flux`` (numbers, or arrays (n,) for a stack; NaN = band absent). Bands
+            not given are absent (the model was trained with band dropout).
+        z : float or numpy.ndarray
+            Redshift (one, or one per spectrum).
+        mask : numpy.ndarray, optional
+            Non-zero = bad pixel; shape of ``flux`` or ``(n_wave_in,)``.
+
+        Returns
+        -------
+        dict
+            ``sfh`` (n, n_bins) mass fractions (sum 1), ``logzsol`` (n, n_bins), for each of
+            ``lw_age, mw_age, lw_logz, mw_logz`` the value, ``<key>_err`` (calibrated
+            1-sigma, widened by the OOD score) and ``<key>_epistemic`` (dex: the spread of an
+            ensemble's members, 0 for a single model), ``sfh_err`` and ``logzsol_err`` (n, n_bins:
+            calibrated 68 % half-widths of every bin's mass fraction and log Z), ``t50``, ``t90``
+            (log10 lookback time, yr, by which 50 % / 90 % of the mass had formed) with
+            ``t50_err``, ``t90_err`` (dex), ``ood`` (see :meth:`predict_normalised`),
+            ``norm`` (n,) in the input units, ``velocity_kms`` and ``velocity_ok`` (the
+            velocity used, see above), and ``age_bin_edges_yr``. For a 1-D input the leading
+            axis is dropped (scalars and (n_bins,) arrays).
+        """
+        slack = float(velocity_range_kms or 0.0)
+        # prepared once at the given z first: bad input is reported before any refinement
+        prepared = self.prepare(wave, flux, error, photometry=photometry, z=z, mask=mask, coverage_slack_kms=slack)
+        n = prepared["flux"].shape[0]
+        z_given = np.broadcast_to(np.asarray(z, dtype=float), (n,))
+        found = np.ones(n, dtype=bool)
+        z_used = z_given
+        if velocity_range_kms:
+            velocity, _ = self.refine_velocity(wave, flux, error, z_given, velocity_range_kms, mask)
+            found = np.isfinite(velocity)
+            z_used = np.where(found, np.expm1(np.where(found, velocity, 0.0) / C_KMS), z_given)
+            prepared = self.prepare(
+                wave, flux, error, photometry=photometry, z=z_used, mask=mask, coverage_slack_kms=slack
+            )
+        result = self.predict_prepared(prepared, batch_size=batch_size)
+        result["norm"] = prepared["norm"]
+        result["velocity_kms"] = np.where(found, C_KMS * np.log1p(z_used), np.nan)
+        result["velocity_ok"] = found
+        if not found.all():
+            for key, value in result.items():
+                if key not in ("age_bin_edges_yr", "norm", "velocity_kms", "velocity_ok"):
+                    value[~found] = np.nan
+        if np.ndim(flux) == 1:
+            result = {k: (v if k == "age_bin_edges_yr" else v[0]) for k, v in result.items()}
+        return result
+
+    def predict_prepared(self, prepared: dict[str, np.ndarray], batch_size: int = 128) -> dict[str, np.ndarray]:
+        """:meth:`predict_normalised` of the output of :meth:`prepare`."""
+        keys = ("flux", "error", "mask", "phot", "phot_error", "present")
+        return self.predict_normalised(*(prepared[k] for k in keys), batch_size=batch_size)
+
+
+class Predictor(_ObservedSpectra):
     """A trained model with the preprocessing of its training set (see the module docstring)."""
 
     def __init__(
-        self, path: str | os.PathLike, device: str | torch.device | None = None, *, int8: bool = False
+        self,
+        path: str | os.PathLike,
+        device: str | torch.device | None = None,
+        *,
+        int8: bool = False,
+        payload: dict[str, Any] | None = None,
     ) -> None:
+        """The model file at ``path``; or, with ``payload``, those contents (a member of an
+        ensemble file, whose ``path`` then names the member in messages)."""
         import torch
 
-        from .model import SUMMARY_KEYS, load_model_file, pick_device
+        from .model import SUMMARY_KEYS, load_model_file, network_of_payload, pick_device
         from .spectral import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
 
         self.path = Path(path)
         try:
-            net, payload = load_model_file(self.path, map_location="cpu")
+            if payload is None:
+                net, payload = load_model_file(self.path, map_location="cpu")
+            else:
+                net = network_of_payload(payload, self.path)
         except ValueError as err:
             message = str(err)
             if str(self.path) not in message:
@@ -623,86 +779,6 @@ class Predictor:
             velocity[rows], velocity_err[rows] = v, e
         return velocity, velocity_err
 
-    def predict(
-        self,
-        wave: np.ndarray,
-        flux: np.ndarray,
-        error: np.ndarray,
-        photometry: dict[str, tuple[Any, Any]] | None = None,
-        z: float | np.ndarray = 0.0,
-        mask: np.ndarray | None = None,
-        batch_size: int = 128,
-        velocity_range_kms: float | None = DEFAULT_VELOCITY_RANGE_KMS,
-    ) -> dict[str, Any]:
-        """SFH, metallicity history and summary quantities of observed spectra.
-
-        The redshift is not trusted blindly: the stellar velocity is first refined within
-        ``velocity_range_kms`` of ``z`` (:meth:`refine_velocity`) and the spectrum is read in that
-        rest frame; ``velocity_kms`` in the result is the velocity used. A spectrum whose
-        velocity cannot be found in the range gets NaN results and ``velocity_ok`` False (widen
-        the range or correct z). ``velocity_range_kms=0`` (or None) uses ``z`` as given.
-
-        Parameters
-        ----------
-        wave : numpy.ndarray
-            Observed-frame wavelengths (A) of the pixel centres, (n_wave_in,), strictly
-            increasing; any sampling.
-        flux, error : numpy.ndarray
-            f_lambda and its 1-sigma error in any (common) units, (n_wave_in,) or
-            (n, n_wave_in). NaN flux/error or error 0 marks a bad pixel.
-        photometry : dict, optional
-            ``{filter_key: (flux, error)}``: photon-weighted mean f_lambda in the band, in the
-            units of ``flux`` (numbers, or arrays (n,) for a stack; NaN = band absent). Bands
-            not given are absent (the model was trained with band dropout).
-        z : float or numpy.ndarray
-            Redshift (one, or one per spectrum).
-        mask : numpy.ndarray, optional
-            Non-zero = bad pixel; shape of ``flux`` or ``(n_wave_in,)``.
-
-        Returns
-        -------
-        dict
-            ``sfh`` (n, n_bins) mass fractions (sum 1), ``logzsol`` (n, n_bins), for each of
-            ``lw_age, mw_age, lw_logz, mw_logz`` the value and ``<key>_err`` (calibrated
-            1-sigma, widened by the OOD score), ``sfh_err`` and ``logzsol_err`` (n, n_bins:
-            calibrated 68 % half-widths of every bin's mass fraction and log Z), ``t50``, ``t90``
-            (log10 lookback time, yr, by which 50 % / 90 % of the mass had formed) with
-            ``t50_err``, ``t90_err`` (dex), ``ood`` (see :meth:`predict_normalised`),
-            ``norm`` (n,) in the input units, ``velocity_kms`` and ``velocity_ok`` (the
-            velocity used, see above), and ``age_bin_edges_yr``. For a 1-D input the leading
-            axis is dropped (scalars and (n_bins,) arrays).
-        """
-        slack = float(velocity_range_kms or 0.0)
-        # prepared once at the given z first: bad input is reported before any refinement
-        prepared = self.prepare(wave, flux, error, photometry=photometry, z=z, mask=mask, coverage_slack_kms=slack)
-        n = prepared["flux"].shape[0]
-        z_given = np.broadcast_to(np.asarray(z, dtype=float), (n,))
-        found = np.ones(n, dtype=bool)
-        z_used = z_given
-        if velocity_range_kms:
-            velocity, _ = self.refine_velocity(wave, flux, error, z_given, velocity_range_kms, mask)
-            found = np.isfinite(velocity)
-            z_used = np.where(found, np.expm1(np.where(found, velocity, 0.0) / C_KMS), z_given)
-            prepared = self.prepare(
-                wave, flux, error, photometry=photometry, z=z_used, mask=mask, coverage_slack_kms=slack
-            )
-        result = self.predict_prepared(prepared, batch_size=batch_size)
-        result["norm"] = prepared["norm"]
-        result["velocity_kms"] = np.where(found, C_KMS * np.log1p(z_used), np.nan)
-        result["velocity_ok"] = found
-        if not found.all():
-            for key, value in result.items():
-                if key not in ("age_bin_edges_yr", "norm", "velocity_kms", "velocity_ok"):
-                    value[~found] = np.nan
-        if np.ndim(flux) == 1:
-            result = {k: (v if k == "age_bin_edges_yr" else v[0]) for k, v in result.items()}
-        return result
-
-    def predict_prepared(self, prepared: dict[str, np.ndarray], batch_size: int = 128) -> dict[str, np.ndarray]:
-        """:meth:`predict_normalised` of the output of :meth:`prepare`."""
-        keys = ("flux", "error", "mask", "phot", "phot_error", "present")
-        return self.predict_normalised(*(prepared[k] for k in keys), batch_size=batch_size)
-
     def predict_normalised(
         self,
         flux: np.ndarray,
@@ -729,11 +805,27 @@ class Predictor:
         ``ood`` > 1; a spectrum unlike anything in training has ``ood`` >> 1, and its ``_err``
         values are multiplied by ``max(1, ood)``: the calibration of the errors holds only
         where the spectrum resembles the training set. NaN for model files without the
-        reference (errors then unchanged).
+        reference (errors then unchanged). ``<key>_epistemic`` is 0: one network has no spread
+        of members (an :class:`EnsemblePredictor` gives it).
         """
-        import torch
+        inputs = self.normalised_inputs(flux, error, mask, phot, phot_error, present, batch_size)
+        (raw,) = network_outputs([self], *inputs, batch_size=batch_size)
+        return published(self.answer(raw), self._edges)
 
-        from .model import SUMMARY_KEYS, encode_photometry, encode_spectrum
+    def normalised_inputs(
+        self,
+        flux: np.ndarray,
+        error: np.ndarray,
+        mask: np.ndarray | None,
+        phot: np.ndarray | None = None,
+        phot_error: np.ndarray | None = None,
+        present: np.ndarray | None = None,
+        batch_size: int = 128,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The arguments of :meth:`predict_normalised` checked: flux, error, the pixels to
+        ignore (bool, the emission-line mask added) and the encoded photometry; ValueError
+        names what is wrong."""
+        from .model import encode_photometry
 
         n_wave, k = self._wave.size, len(self._filters)
         flux = np.asarray(flux)
@@ -771,82 +863,315 @@ class Predictor:
                 raise ValueError(f"present must have shape ({n}, {k}), got {present.shape}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        photometry = encode_photometry(phot, phot_error, present)
-        parts: dict[str, list[np.ndarray]] = {
-            "sfh": [],
-            "logz": [],
-            "summary": [],
-            "sigma": [],
-            "features": [],
-            "quantiles": [],
-        }
-        empty = np.zeros(n, dtype=bool)
-        self.net.eval()
-        with torch.inference_mode():
-            # Encoded batch by batch: the encoded spectra stay in cache for the network.
-            for start in range(0, n, batch_size):
-                batch = slice(start, start + batch_size)
-                spectrum = encode_spectrum(flux[batch], error[batch], mask[batch])
-                empty[batch] = ~spectrum[:, 2, :].any(1)
-                out = self.net(
-                    torch.from_numpy(spectrum).to(self.device), torch.from_numpy(photometry[batch]).to(self.device)
-                )
-                parts["sfh"].append(torch.softmax(out["sfh_logits"].float().cpu().double(), dim=1).numpy())
-                parts["logz"].append(out["logz"].float().cpu().double().numpy())
-                parts["summary"].append(out["summary"].float().cpu().double().numpy())
-                parts["sigma"].append(torch.exp(out["summary_log_sigma"].float().cpu().double()).numpy())
-                parts["features"].append(out["spectral_features"].float().cpu().double().numpy())
-                if "quantiles" in out:
-                    parts["quantiles"].append(out["quantiles"].float().cpu().double().numpy())
-        if empty.any():
-            raise ValueError(
-                f"{self._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); drop them before predicting"
-            )
-        if n == 0:
-            joined = {
-                "sfh": np.zeros((0, len(self._bin_age))),
-                "logz": np.zeros((0, len(self._bin_age))),
-                "summary": np.zeros((0, len(SUMMARY_KEYS))),
-                "sigma": np.zeros((0, len(SUMMARY_KEYS))),
-                "features": np.zeros((0, 1)),
-            }
-        else:
-            joined = {key: np.concatenate(value) for key, value in parts.items() if value}
+        return flux, error, mask, encode_photometry(phot, phot_error, present)
+
+    def answer(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This model's calibrated answer from its network's outputs (:func:`network_outputs`),
+        before the OOD widening: ``sfh``, ``logzsol`` (n, n_bins), ``ood`` (n,), the four
+        summaries and their calibrated 1-sigma ``<key>_err`` (dex), and the posterior targets
+        (SFH bins, log Z bins, T50, T90: n_targets = 2 n_bins + 2) as ``posterior_centre`` (the
+        point estimates of the bins, the medians of T50/T90, log yr) with
+        ``posterior_halfwidth_68`` and ``posterior_halfwidth_95`` (n, n_targets): the calibrated
+        half-widths of the 68 % and 95 % intervals, NaN for a model without posterior heads
+        (whose T50/T90 come from its SFH)."""
+        from .model import FORMATION_FRACTIONS, SUMMARY_KEYS
+        from .priors import formation_times
+
+        n, n_bins = raw["sfh"].shape
         if self._ood is None:
             ood = np.full(n, np.nan)
         else:
             mean, whitening, scale = self._ood
-            ood = np.linalg.norm((joined["features"] - mean) @ whitening.T, axis=1) / scale
-        widen = np.where(np.isfinite(ood), np.maximum(ood, 1.0), 1.0)
-        result: dict[str, np.ndarray] = {"sfh": joined["sfh"], "logzsol": joined["logz"], "ood": ood}
+            ood = np.linalg.norm((raw["features"] - mean) @ whitening.T, axis=1) / scale
+        out: dict[str, np.ndarray] = {"sfh": raw["sfh"], "logzsol": raw["logz"], "ood": ood}
         for i, key in enumerate(SUMMARY_KEYS):
-            result[key] = joined["summary"][:, i]
-            result[f"{key}_err"] = joined["sigma"][:, i] * self.sigma_scale[key] * widen
-        result.update(self._posterior_outputs(joined, widen))
-        result["age_bin_edges_yr"] = self._edges.copy()
-        return result
-
-    def _posterior_outputs(self, joined: dict[str, np.ndarray], widen: np.ndarray) -> dict[str, np.ndarray]:
-        """``sfh_err``, ``logzsol_err`` (n, n_bins), ``t50``, ``t90`` and their ``_err`` (n,):
-        the posterior heads' medians (T50, T90) and calibrated 68 % half-widths, widened like
-        the other errors. A model without posterior heads gives T50/T90 of its SFH and NaN errors."""
-        from .model import FORMATION_FRACTIONS
-        from .priors import formation_times
-
-        n, n_bins = joined["sfh"].shape
-        if "quantiles" not in joined or self._quantile_widening is None:
-            times = formation_times(joined["sfh"], self._edges, FORMATION_FRACTIONS) if n else np.zeros((0, 2))
-            half = np.full((n, 2 * n_bins + 2), np.nan)
+            out[key] = raw["summary"][:, i]
+            out[f"{key}_err"] = raw["sigma"][:, i] * self.sigma_scale[key]
+        if "quantiles" not in raw or self._quantile_widening is None:
+            times = formation_times(raw["sfh"], self._edges, FORMATION_FRACTIONS) if n else np.zeros((0, 2))
+            out["posterior_halfwidth_68"] = np.full((n, 2 * n_bins + 2), np.nan)
+            out["posterior_halfwidth_95"] = np.full((n, 2 * n_bins + 2), np.nan)
         else:
-            q, widening = joined["quantiles"], self._quantile_widening["68"]
+            q = raw["quantiles"]
             times = q[:, 2 * n_bins :, 2]
-            half = 0.5 * (q[..., 3] - q[..., 1]) + widening
-            half = np.maximum(half, 0.0) * widen[:, None]
-        return {
-            "sfh_err": half[:, :n_bins],
-            "logzsol_err": half[:, n_bins : 2 * n_bins],
-            "t50": times[:, 0],
-            "t50_err": half[:, 2 * n_bins],
-            "t90": times[:, 1],
-            "t90_err": half[:, 2 * n_bins + 1],
+            for level, (lo, hi) in (("68", (1, 3)), ("95", (0, 4))):
+                half = 0.5 * (q[..., hi] - q[..., lo]) + self._quantile_widening[level]
+                out[f"posterior_halfwidth_{level}"] = np.maximum(half, 0.0)
+        out["posterior_centre"] = np.concatenate([raw["sfh"], raw["logz"], times], axis=1)
+        return out
+
+    def raw_outputs(self, spectrum: np.ndarray, photometry: np.ndarray) -> dict[str, np.ndarray]:
+        """The network's outputs for one batch of encoded inputs, as float64 numpy arrays:
+        ``sfh`` (mass fractions), ``logz``, ``summary``, ``sigma`` (uncalibrated), ``features``
+        (the spectral embedding) and ``quantiles`` (models with posterior heads)."""
+        import torch
+
+        out = self.net(torch.from_numpy(spectrum).to(self.device), torch.from_numpy(photometry).to(self.device))
+        raw = {
+            "sfh": torch.softmax(out["sfh_logits"].float().cpu().double(), dim=1).numpy(),
+            "logz": out["logz"].float().cpu().double().numpy(),
+            "summary": out["summary"].float().cpu().double().numpy(),
+            "sigma": torch.exp(out["summary_log_sigma"].float().cpu().double()).numpy(),
+            "features": out["spectral_features"].float().cpu().double().numpy(),
         }
+        if "quantiles" in out:
+            raw["quantiles"] = out["quantiles"].float().cpu().double().numpy()
+        return raw
+
+
+def network_outputs(
+    predictors: list[Predictor],
+    flux: np.ndarray,
+    error: np.ndarray,
+    ignore: np.ndarray,
+    photometry: np.ndarray,
+    batch_size: int = 128,
+) -> list[dict[str, np.ndarray]]:
+    """The raw outputs of each predictor's network (:meth:`Predictor.raw_outputs`) for the same
+    checked inputs (:meth:`Predictor.normalised_inputs`), one dict per predictor with the leading
+    axis n. Each batch is encoded once for all networks, and stays in cache for them."""
+    import torch
+
+    from .model import SUMMARY_KEYS, encode_spectrum
+
+    n = flux.shape[0]
+    parts: list[dict[str, list[np.ndarray]]] = [{} for _ in predictors]
+    empty = np.zeros(n, dtype=bool)
+    for predictor in predictors:
+        predictor.net.eval()
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            batch = slice(start, start + batch_size)
+            spectrum = encode_spectrum(flux[batch], error[batch], ignore[batch])
+            empty[batch] = ~spectrum[:, 2, :].any(1)
+            for predictor, collected in zip(predictors, parts):
+                for key, value in predictor.raw_outputs(spectrum, photometry[batch]).items():
+                    collected.setdefault(key, []).append(value)
+    if empty.any():
+        raise ValueError(
+            f"{Predictor._which(empty, n)}: no valid pixel (all masked, NaN or error <= 0); drop them before predicting"
+        )
+    if n == 0:
+        n_bins = predictors[0].bin_age_yr.size
+        empty_outputs = {
+            "sfh": np.zeros((0, n_bins)),
+            "logz": np.zeros((0, n_bins)),
+            "summary": np.zeros((0, len(SUMMARY_KEYS))),
+            "sigma": np.zeros((0, len(SUMMARY_KEYS))),
+            "features": np.zeros((0, 1)),
+        }
+        return [dict(empty_outputs) for _ in predictors]
+    return [{key: np.concatenate(value) for key, value in collected.items()} for collected in parts]
+
+
+def published(answer: dict[str, np.ndarray], age_bin_edges_yr: np.ndarray) -> dict[str, np.ndarray]:
+    """The result of :meth:`Predictor.predict_normalised` from an answer (:meth:`Predictor.answer`,
+    or an ensemble's, :func:`sfh_pipeline.ensemble.combined_answer`): every error multiplied by
+    max(1, ``ood``) (``ood`` NaN: unchanged), ``<key>_epistemic`` 0 where the answer has none,
+    the posterior targets split into ``sfh_err``, ``logzsol_err``, ``t50``, ``t50_err``, ``t90``,
+    ``t90_err``, and ``age_bin_edges_yr``."""
+    from .model import SUMMARY_KEYS
+
+    n, n_bins = answer["sfh"].shape
+    ood = answer["ood"]
+    widen = np.where(np.isfinite(ood), np.maximum(ood, 1.0), 1.0)
+    result: dict[str, np.ndarray] = {"sfh": answer["sfh"], "logzsol": answer["logzsol"], "ood": ood}
+    for key in SUMMARY_KEYS:
+        result[key] = answer[key]
+        result[f"{key}_err"] = answer[f"{key}_err"] * widen
+        result[f"{key}_epistemic"] = answer.get(f"{key}_epistemic", np.zeros(n))
+    half = answer["posterior_halfwidth_68"] * widen[:, None]
+    centre = answer["posterior_centre"]
+    result.update(
+        sfh_err=half[:, :n_bins],
+        logzsol_err=half[:, n_bins : 2 * n_bins],
+        t50=centre[:, 2 * n_bins],
+        t50_err=half[:, 2 * n_bins],
+        t90=centre[:, 2 * n_bins + 1],
+        t90_err=half[:, 2 * n_bins + 1],
+        age_bin_edges_yr=np.array(age_bin_edges_yr, dtype=float),
+    )
+    return result
+
+
+class EnsemblePredictor(_ObservedSpectra):
+    """Several networks of one training set answering together (:mod:`sfh_pipeline.ensemble`):
+    the API of :class:`Predictor`, one answer combined from the members' answers.
+
+    The preparation of the input and the velocity refinement are the first member's (all
+    members share the training set's grid, bands, normalisation and line mask), done once;
+    then every member reads the same prepared spectra.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        payload: dict[str, Any],
+        device: str | torch.device | None = None,
+        *,
+        int8: bool = False,
+        member_paths: Sequence[str | os.PathLike] | None = None,
+    ) -> None:
+        """The ensemble file at ``path`` with its contents ``payload`` (format
+        :data:`sfh_pipeline.model.ENSEMBLE_FORMAT`: ``name``, ``members``, each the ``payload``
+        of a model file with that file's ``sha256``, and ``calibration``, None when uncalibrated).
+        ``member_paths``: the members' own files (default: each is named by ``path``)."""
+        from .ensemble import check_members_agree
+
+        self.path = Path(path)
+        self.name = payload.get("name", self.path.parent.name)
+        members = payload["members"]
+        if member_paths is not None:
+            member_paths = [Path(p) for p in member_paths]
+            names = [str(p) for p in member_paths]
+        else:
+            member_paths = [self.path] * len(members)
+            names = [f"member {i} ({m['payload'].get('name', '?')}) of {self.path}" for i, m in enumerate(members)]
+        check_members_agree([m["payload"].get("trainset") or {} for m in members], names)
+        self.members = [
+            Predictor(p, device=device, int8=int8, payload=m["payload"]) for m, p in zip(members, member_paths)
+        ]
+        #: sha256 of each member's model file (as it was combined, for an ensemble file).
+        self.member_sha256 = [m.get("sha256") for m in members]
+        #: The calibration of the combination (:func:`sfh_pipeline.ensemble.fit_calibration`);
+        #: None: uncalibrated (errors of the mixture, scale 1).
+        self.calibration = payload.get("calibration")
+
+    @classmethod
+    def of_member_files(
+        cls, paths: Sequence[str | os.PathLike], device: str | torch.device | None = None, *, int8: bool = False
+    ) -> EnsemblePredictor:
+        """The uncalibrated ensemble of model files (:func:`load_predictor` of a list)."""
+        from .model import ENSEMBLE_FORMAT, read_model_payload
+        from .products import sha256_of
+
+        members = []
+        for path in paths:
+            member = read_model_payload(path)
+            if member.get("format") == ENSEMBLE_FORMAT:
+                raise ValueError(f"{path} is an ensemble file; give model files of single networks as members")
+            members.append({"payload": member, "sha256": sha256_of(path)})
+        name = "+".join(str(m["payload"].get("name", Path(p).parent.name)) for m, p in zip(members, paths))
+        payload = {"name": name, "members": members, "calibration": None}
+        return cls(paths[0], payload, device=device, int8=int8, member_paths=paths)
+
+    # ------------------------------------------------------------------ metadata: the first member's
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the combination was calibrated on the validation split (an ensemble file)."""
+        return self.calibration is not None
+
+    @property
+    def wavelength_aa(self) -> np.ndarray:
+        """Rest-frame training grid (pixel centres), A."""
+        return self.members[0].wavelength_aa
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """Keys of the HST bands the members know, in the networks' order."""
+        return self.members[0].filters
+
+    @property
+    def age_bin_edges_yr(self) -> np.ndarray:
+        return self.members[0].age_bin_edges_yr
+
+    @property
+    def bin_age_yr(self) -> np.ndarray:
+        return self.members[0].bin_age_yr
+
+    @property
+    def can_refine_velocity(self) -> bool:
+        """Whether the first member carries the template :meth:`refine_velocity` needs."""
+        return self.members[0].can_refine_velocity
+
+    @property
+    def logzsol_range(self) -> tuple[float, float]:
+        return self.members[0].logzsol_range
+
+    @property
+    def norm_window_aa(self) -> tuple[float, float]:
+        return self.members[0].norm_window_aa
+
+    @property
+    def emission_mask_halfwidth_kms(self) -> float:
+        return self.members[0].emission_mask_halfwidth_kms
+
+    @property
+    def ssp(self) -> dict[str, Any]:
+        """The SSP library of the members' training set."""
+        return self.members[0].ssp
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    @property
+    def model_config(self):
+        """The first member's architecture."""
+        return self.members[0].model_config
+
+    @property
+    def net(self):
+        """The first member's network (its input sizes are every member's)."""
+        return self.members[0].net
+
+    def __repr__(self) -> str:
+        wave = self.wavelength_aa
+        how = (
+            "calibrated on the validation split"
+            if self.calibrated
+            else "uncalibrated: members' errors in quadrature with their spread, scale 1"
+        )
+        return (
+            f"EnsemblePredictor({self.name!r}, {self.path}, {len(self.members)} members, {how}, "
+            f"{wave[0]:.1f}-{wave[-1]:.1f} A rest, {len(self.filters)} bands, device={self.device})"
+        )
+
+    # ------------------------------------------------------------------ prediction
+
+    def prepare(self, *args, **kwargs) -> dict[str, np.ndarray]:
+        """:meth:`Predictor.prepare` (the first member's; every member's is the same)."""
+        return self.members[0].prepare(*args, **kwargs)
+
+    def refine_velocity(self, *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`Predictor.refine_velocity` with the first member's template, once for all."""
+        return self.members[0].refine_velocity(*args, **kwargs)
+
+    def member_answers(
+        self,
+        flux: np.ndarray,
+        error: np.ndarray,
+        mask: np.ndarray | None,
+        phot: np.ndarray | None = None,
+        phot_error: np.ndarray | None = None,
+        present: np.ndarray | None = None,
+        batch_size: int = 128,
+    ) -> list[dict[str, np.ndarray]]:
+        """Every member's answer (:meth:`Predictor.answer`) to the same normalised spectra
+        (arguments of :meth:`predict_normalised`)."""
+        inputs = self.members[0].normalised_inputs(flux, error, mask, phot, phot_error, present, batch_size)
+        raws = network_outputs(self.members, *inputs, batch_size=batch_size)
+        return [member.answer(raw) for member, raw in zip(self.members, raws)]
+
+    def answer(self, answers: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The ensemble's answer from its members' (:func:`sfh_pipeline.ensemble.combined_answer`)."""
+        from .ensemble import combined_answer
+
+        return combined_answer(answers, self.calibration, self.bin_age_yr)
+
+    def predict_normalised(
+        self,
+        flux: np.ndarray,
+        error: np.ndarray,
+        mask: np.ndarray | None,
+        phot: np.ndarray | None = None,
+        phot_error: np.ndarray | None = None,
+        present: np.ndarray | None = None,
+        batch_size: int = 128,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`Predictor.predict_normalised` of the ensemble: the keys of a single model's
+        result, combined from the members' as :mod:`sfh_pipeline.ensemble` says; ``<key>_epistemic``
+        is the spread of the members' values (dex), ``ood`` their mean score."""
+        answers = self.member_answers(flux, error, mask, phot, phot_error, present, batch_size)
+        return published(self.answer(answers), self.age_bin_edges_yr)

@@ -57,6 +57,7 @@ from .model import (
     load_model_file,
     loss_terms,
     pick_device,
+    posterior_targets,
     settings_from_dict,
     total_loss,
 )
@@ -395,16 +396,6 @@ def calibrate_sigmas(predictions: dict[str, np.ndarray]) -> dict[str, float]:
     return scales
 
 
-def posterior_targets(predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The truths the posterior heads predict, (n, 2 n_bins + 2): SFH mass fractions, log Z per
-    bin, T50/T90 (log yr); and where each counts (log Z only where the bin formed >= 2 % of the mass)."""
-    sfh = predictions["true_sfh"]
-    values = np.concatenate([sfh, predictions["true_logzsol"], predictions["true_formation"]], axis=1)
-    counts = np.ones(values.shape, dtype=bool)
-    counts[:, sfh.shape[1] : 2 * sfh.shape[1]] = sfh >= 0.02
-    return values, counts
-
-
 def calibrate_quantiles(predictions: dict[str, np.ndarray]) -> dict[str, list[float]]:
     """Conformal widening of the posterior heads' central intervals (Romano et al. 2019), per
     target: the amount by which [q16, q84] (key "68") and [q2.5, q97.5] ("95") must be widened
@@ -631,6 +622,89 @@ def export_checkpoint(
     payload = _model_payload(
         opt, reader, trainset_store, name, model_config, train_config, LossWeights(**ckpt["loss_weights"]), ckpt
     )
+    save_atomically(payload, out_path)
+    return payload
+
+
+def ensemble_answers_on_split(
+    predictor, reader: TrainsetReader, split: str, batch_size: int = 256
+) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Every member's answer (:meth:`sfh_pipeline.predict.Predictor.answer`) of an
+    :class:`~sfh_pipeline.predict.EnsemblePredictor` to the spectra of ``split``, read chunk by
+    chunk with every band (as evaluation batches are), and their truths: ``true_sfh``,
+    ``true_logzsol``, ``true_formation`` (T50, T90, log yr), ``true_snr`` and ``true_<key>`` of
+    the four summaries."""
+    answers: list[dict[str, list[np.ndarray]]] = [{} for _ in predictor.members]
+    truths: dict[str, list[np.ndarray]] = {}
+    for chunk in range(reader.n_chunks):
+        arrays = reader.read_chunk(chunk, split)
+        if not len(arrays["flux"]):
+            continue
+        present = np.ones(arrays["phot"].shape, dtype=bool)
+        found = predictor.member_answers(
+            arrays["flux"], arrays["error"], arrays["mask"], arrays["phot"], arrays["phot_error"], present, batch_size
+        )
+        for collected, answer in zip(answers, found):
+            for key, value in answer.items():
+                collected.setdefault(key, []).append(value)
+        for key in ("sfh", "logzsol", "formation", "snr", *SUMMARY_KEYS):
+            truths.setdefault(f"true_{key}", []).append(np.asarray(arrays[key], dtype=np.float64))
+    if not truths:
+        raise ValueError(f"{reader.store} has no {split} spectra (split code {SPLIT_CODES[split]})")
+    joined = [{key: np.concatenate(values) for key, values in collected.items()} for collected in answers]
+    return joined, {key: np.concatenate(values) for key, values in truths.items()}
+
+
+def combine_ensemble(
+    member_paths: list[str | os.PathLike],
+    trainset_store: str | os.PathLike,
+    out_path: str | os.PathLike,
+    name: str | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Write the ensemble file of several model files trained on ``trainset_store``: one file
+    (format :data:`~sfh_pipeline.model.ENSEMBLE_FORMAT`) holding ``name``, ``members`` (each
+    member file's ``payload``, its ``sha256`` and the ``file`` it was read from),
+    ``calibration`` (:func:`sfh_pipeline.ensemble.fit_calibration`, measured on the validation
+    split of the training set) and ``trainset`` (its store and generator digest).
+
+    ValueError if the members were trained on different training sets or on another than
+    ``trainset_store``, or a file is given twice (the message names the file and what differs).
+    Returns the payload.
+    """
+    from .ensemble import fit_calibration
+    from .model import ENSEMBLE_FORMAT, read_model_payload
+    from .predict import EnsemblePredictor
+    from .products import sha256_of
+
+    reader = TrainsetReader(trainset_store)
+    digest = reader.attrs["generator_digest"]
+    members = []
+    for path in map(Path, member_paths):
+        member = read_model_payload(path)
+        if member.get("format") == ENSEMBLE_FORMAT:
+            raise ValueError(f"{path} is an ensemble file; an ensemble's members are model files of single networks")
+        theirs = (member.get("trainset") or {}).get("generator_digest", "")
+        if theirs != digest:
+            raise ValueError(
+                f"{path} was trained on another training set than {trainset_store} (generator digest "
+                f"{theirs[:12]}..., the store's {digest[:12]}...): the calibration needs the members' own validation "
+                "split"
+            )
+        members.append({"payload": member, "sha256": sha256_of(path), "file": str(path)})
+        twin = next((m["file"] for m in members[:-1] if m["sha256"] == members[-1]["sha256"]), None)
+        if twin is not None:
+            raise ValueError(f"{path} is the same file as {twin}: an ensemble's members must be different trainings")
+    uncalibrated = {"name": name, "members": members, "calibration": None}
+    predictor = EnsemblePredictor(member_paths[0], uncalibrated, device=device or "cpu", member_paths=member_paths)
+    answers, truths = ensemble_answers_on_split(predictor, reader, "validation")
+    payload = {
+        "format": ENSEMBLE_FORMAT,
+        "name": name or Path(out_path).resolve().parent.name,
+        "members": members,
+        "calibration": fit_calibration(answers, truths, predictor.bin_age_yr),
+        "trainset": {"store": str(trainset_store), "generator_digest": digest},
+    }
     save_atomically(payload, out_path)
     return payload
 

@@ -48,3 +48,35 @@ def tiny_model(tmp_path_factory, small_trainset) -> Path:
     out = tmp_path_factory.mktemp("model")
     train(small_trainset, out, ModelConfig(**TINY_MODEL), TrainConfig(**TINY_TRAINING), model_name="tiny")
     return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_members(tmp_path_factory, small_trainset, tiny_model) -> list[Path]:
+    """Model files of three tiny networks trained alike on small_trainset but for their seed:
+    tiny_model (seed 1) and seeds 2 and 3 (about a minute each on 2 cores), the members of the
+    fixture ensemble."""
+    from sfh_pipeline.model import ModelConfig
+    from sfh_pipeline.training import TrainConfig, train
+
+    members = [tiny_model]
+    for seed in (2, 3):
+        out = tmp_path_factory.mktemp(f"member{seed}")
+        train(
+            small_trainset,
+            out,
+            ModelConfig(**TINY_MODEL),
+            TrainConfig(**{**TINY_TRAINING, "seed": seed}),
+            model_name=f"tiny-{seed}",
+        )
+        members.append(out / "model.pt")
+    return members
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble(tmp_path_factory, small_trainset, tiny_members) -> Path:
+    """The ensemble file of tiny_members, calibrated on small_trainset's validation split."""
+    from sfh_pipeline.training import combine_ensemble
+
+    out = tmp_path_factory.mktemp("ensemble") / "model.pt"
+    combine_ensemble(tiny_members, small_trainset, out, name="tiny-ensemble")
+    return out

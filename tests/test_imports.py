@@ -49,7 +49,7 @@ LAYERS = {
     # above ssp and training/evaluation (ml) use it: it is here, not in galaxy.
     "synth": ("priors", "forward", "trainset", "mock", "qa"),
     # The network: the only layer that imports torch.
-    "ml": ("model", "training", "evaluation", "predict", "model_card"),
+    "ml": ("model", "ensemble", "training", "evaluation", "predict", "model_card"),
     # Real and mock galaxies through the stages observe, infer, maps, validate.
     "galaxy": (
         "phangs",
