@@ -57,8 +57,15 @@ def ship_model(
     commands: Sequence[str] = (),
     notes: str = "",
     trainset: str | os.PathLike | None = None,
+    members: Sequence[str | os.PathLike] = (),
+    member_metrics: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """Copy a trained model and its evidence into ``models_dir/name/`` and enter it in the catalog.
+
+    An ensemble file (``sfh-pipeline combine-ensemble``) is shipped with its members: each
+    member's own model file goes to ``members/<member name>/`` with a card of its own, and the
+    ensemble's card lists each member's test-split figures beside the ensemble's and the
+    calibration of their combination.
 
     Parameters
     ----------
@@ -80,16 +87,25 @@ def ship_model(
     trainset
         The model's training set: a few of its test spectra, their truths and the model's
         predictions go into ``check_spectra.npz`` for the tests of the shipped model.
+    members
+        For an ensemble file: its members' model files, in its order (default: the files it
+        records having been combined from); each must have the sha256 the ensemble records.
+    member_metrics
+        For an ensemble file: ``metrics.json`` of each member's own evaluation, in its order,
+        shipped beside the member and quoted in the cards (default: the members' figures in the
+        ensemble's ``metrics.json``, ``ensemble.members``).
 
     Returns
     -------
     dict
-        The catalog entry: ``path`` (relative to ``models_dir``), ``sha256``, ``card``.
+        The catalog entry: ``path`` (relative to ``models_dir``), ``sha256``, ``card``; for an
+        ensemble also ``members``, one ``{path, sha256, card}`` per member.
 
     Raises
     ------
     ValueError
-        If the model file is larger than :data:`MAX_MODEL_MB`, or the metrics are not of this model.
+        If the model file is larger than :data:`MAX_MODEL_MB`, the metrics are not of this model,
+        or a member file is missing or not the one the ensemble was combined from.
     """
     import torch
 
@@ -101,6 +117,8 @@ def ship_model(
     metrics = json.loads(metrics_path.read_text())
     if metrics.get("model") != payload.get("name"):
         raise ValueError(f"{metrics_path} evaluates model {metrics.get('model')!r}, not {payload.get('name')!r}")
+
+    shipped_members = _member_evidence(payload, metrics, members, member_metrics)
 
     dest = Path(models_dir) / name
     dest.mkdir(parents=True, exist_ok=True)
@@ -115,11 +133,94 @@ def ship_model(
     digest = sha256_of(dest / "model.pt")
     if trainset is not None:
         write_check_spectra(dest / "model.pt", trainset, dest / CHECK_SPECTRA)
-    card = model_card(name, payload, metrics, mocks, reals, figures, digest, size_mb, commands, notes)
+    card = model_card(name, payload, metrics, mocks, reals, figures, digest, size_mb, commands, notes, shipped_members)
     (dest / "README.md").write_text(card)
-    entry = {"path": f"{name}/model.pt", "sha256": digest, "card": f"{name}/README.md"}
+    entry: dict[str, Any] = {"path": f"{name}/model.pt", "sha256": digest, "card": f"{name}/README.md"}
+    if shipped_members:
+        entry["members"] = [_ship_member(member, name, dest) for member in shipped_members]
     _enter_in_catalog(Path(models_dir) / "catalog.yaml", name, entry)
     return entry
+
+
+def _member_evidence(
+    payload: dict[str, Any],
+    metrics: dict[str, Any],
+    members: Sequence[str | os.PathLike],
+    member_metrics: Sequence[str | os.PathLike],
+) -> list[dict[str, Any]]:
+    """For an ensemble file, what ships of each member: ``name``, ``file`` (checked against the
+    sha256 the ensemble records), ``sha256``, ``payload``, ``metrics`` (its own evaluation, or its
+    figures from the ensemble's evaluation, or None) and ``metrics_file``. Empty for a model file."""
+    from .model import ENSEMBLE_FORMAT
+
+    if payload.get("format") != ENSEMBLE_FORMAT:
+        if members or member_metrics:
+            raise ValueError("members and member_metrics are for an ensemble file; this is a model file")
+        return []
+    recorded = payload["members"]
+    files = [Path(p) for p in members] if members else [Path(m.get("file", "")) for m in recorded]
+    if len(files) != len(recorded) or (member_metrics and len(member_metrics) != len(recorded)):
+        raise ValueError(f"the ensemble has {len(recorded)} members: give a file (and metrics) for each, in its order")
+    from_ensemble = (metrics.get("ensemble") or {}).get("members") or [None] * len(recorded)
+    shipped = []
+    for i, (member, path) in enumerate(zip(recorded, files)):
+        member_name = member["payload"].get("name", f"member{i + 1}")
+        if not path.is_file():
+            raise ValueError(
+                f"member {member_name} of the ensemble: its model file {path} does not exist; give members"
+            )
+        digest = sha256_of(path)
+        if digest != member["sha256"]:
+            raise ValueError(
+                f"{path} has sha256 {digest}, but member {member_name} of the ensemble was combined from a file "
+                f"with sha256 {member['sha256']}: not the same training"
+            )
+        own = json.loads(Path(member_metrics[i]).read_text()) if member_metrics else None
+        if own is not None and own.get("model") != member_name:
+            raise ValueError(f"{member_metrics[i]} evaluates model {own.get('model')!r}, not {member_name!r}")
+        figures = own or (
+            {**from_ensemble[i], "n_test": metrics.get("n_test")} if from_ensemble[i] is not None else None
+        )
+        shipped.append(
+            {
+                "name": member_name,
+                "file": path,
+                "sha256": digest,
+                "payload": member["payload"],
+                "metrics": figures,
+                "metrics_file": Path(member_metrics[i]) if member_metrics else None,
+            }
+        )
+    return shipped
+
+
+def _ship_member(member: dict[str, Any], ensemble: str, dest: Path) -> dict[str, str]:
+    """Copy one member's file (and own metrics) to ``dest/members/<name>/`` with its card; its
+    catalog entry (paths relative to the models folder)."""
+    folder = dest / "members" / member["name"]
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(member["file"], folder / "model.pt")
+    if member["metrics_file"] is not None:
+        shutil.copyfile(member["metrics_file"], folder / "metrics.json")
+    note = (
+        f"A member of the ensemble `{ensemble}` (its card, `../../README.md`, has the ensemble's figures); "
+        "the ensemble file holds this file's contents, and the sha256 below is the one it records."
+    )
+    card = model_card(
+        member["name"],
+        member["payload"],
+        member["metrics"] or {},
+        {},
+        {},
+        [],
+        member["sha256"],
+        (folder / "model.pt").stat().st_size / 1e6,
+        notes=note,
+        catalog_name=ensemble,
+    )
+    (folder / "README.md").write_text(card)
+    where = f"{ensemble}/members/{member['name']}"
+    return {"path": f"{where}/model.pt", "sha256": member["sha256"], "card": f"{where}/README.md"}
 
 
 def write_check_spectra(
@@ -190,21 +291,43 @@ def model_card(
     size_mb: float,
     commands: Sequence[str] = (),
     notes: str = "",
+    members: Sequence[dict[str, Any]] = (),
+    catalog_name: str | None = None,
 ) -> str:
-    """The model card (Markdown) of a shipped model, from its payload and evaluation files."""
-    n_params = sum(v.numel() for v in payload["state_dict"].values())
+    """The model card (Markdown) of a shipped model, from its payload and evaluation files.
+
+    For an ensemble file, ``members`` (as :func:`ship_model` ships them: ``name``, ``sha256``,
+    ``payload``, ``metrics``) adds the members' figures and the combination's calibration, and
+    the training section is the first member's recipe. ``catalog_name``: for a member's card,
+    the catalog entry it belongs to (its own file is loaded by path)."""
+    from .model import ENSEMBLE_FORMAT
+
+    ensemble = payload.get("format") == ENSEMBLE_FORMAT
+    networks = [m["payload"] for m in payload["members"]] if ensemble else [payload]
+    n_params = sum(v.numel() for network in networks for v in network["state_dict"].values())
+    kind = f"an ensemble of {len(networks)} networks, " if ensemble else ""
+    use = (
+        f"- use it: `--config 'model={{pretrained: {name}}}'`, or in Python "
+        f'`sfh_pipeline.load_predictor("{name}")` (by its catalog name, sha256 checked) or '
+        f'`sfh_pipeline.load_predictor("models/{name}/model.pt", sha256="{sha256}")`'
+        if catalog_name is None
+        else f'- use it alone: `sfh_pipeline.load_predictor("models/{catalog_name}/members/{name}/model.pt", '
+        f'sha256="{sha256}")`'
+    )
     lines = [
         f"# Model `{name}`",
         "",
-        f"- file: `model.pt`, {size_mb:.1f} MB, {n_params:,} numbers in its weights",
+        f"- file: `model.pt`, {size_mb:.1f} MB, {kind}{n_params:,} numbers in its weights",
         f"- sha256: `{sha256}` (checked on every load through the catalog)",
-        f"- use it: `--config 'model={{pretrained: {name}}}'`, or in Python "
-        f'`sfh_pipeline.load_predictor("models/{name}/model.pt", sha256="{sha256}")`',
+        use,
         f"- shipped {_dt.date.today().isoformat()} from host `{platform.node()}` "
         f"({platform.machine()}, {os.cpu_count()} CPUs)",
-        *_training_section(payload),
-        *_test_split_section(metrics),
     ]
+    if ensemble:
+        lines += _ensemble_section(payload, metrics, members)
+    lines += _training_section(networks[0], recipe_of=len(networks) if ensemble else None)
+    if metrics:
+        lines += _test_split_section(metrics)
     if mocks:
         lines += _mock_section(mocks)
     if reals:
@@ -218,19 +341,73 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
+def _ensemble_section(payload: dict[str, Any], metrics: dict[str, Any], members: Sequence[dict[str, Any]]) -> list[str]:
+    """The members with their figures beside the ensemble's, and the calibration of the combination."""
+    calibration = payload.get("calibration") or {}
+    lines = [
+        "",
+        "## Members and the ensemble",
+        "",
+        f"{len(payload['members'])} trainings of one recipe on one training set, differing in their seed; one "
+        "answer from theirs (sfh_pipeline.ensemble): mean SFH, summaries averaged or recomputed from the averaged "
+        "histories, errors = scale × (members' calibrated errors in quadrature with their spread). Test split: "
+        "scatter (1.4826 × MAD, dex) / coverage of the 68 % interval.",
+        "",
+        *_table_head(["model", "sha256", *SUMMARY_LABELS.values()]),
+    ]
+    rows = [(m["name"], m["sha256"], m.get("metrics")) for m in members] + [("**ensemble**", None, metrics)]
+    for label, digest, figures in rows:
+        figures = figures or {}
+        cells = [
+            f"{_f(figures.get(k, {}).get('scatter_dex'))} / {_f(figures.get(k, {}).get('coverage_68'), 2)}"
+            for k in SUMMARY_LABELS
+        ]
+        lines.append(f"| {label} | {'`' + digest[:12] + '`' if digest else '—'} | " + " | ".join(cells) + " |")
+    summaries = calibration.get("summaries") or {}
+    if summaries:
+        lines += [
+            "",
+            f"Calibration of the combination on the validation split ({calibration.get('n_validation')} spectra): "
+            "per summary the source kept (the narrower calibrated 68 % interval), its error scale, the median "
+            "calibrated error of both sources (dex) and the members' median spread (dex).",
+            "",
+            *_table_head(["quantity", "source", "scale", "σ averaged summaries", "σ averaged histories", "spread"]),
+        ]
+        for key, label in SUMMARY_LABELS.items():
+            entry = summaries.get(key, {})
+            candidates = entry.get("candidates", {})
+            sigma = {s: _f(candidates.get(s, {}).get("median_sigma_dex")) for s in candidates}
+            spread = candidates.get(entry.get("source"), {}).get("median_epistemic_dex")
+            lines.append(
+                f"| {label} | {str(entry.get('source', 'n/a')).replace('_', ' ')} | {_f(entry.get('error_scale'))} | "
+                f"{sigma.get('averaged_summaries', 'n/a')} | {sigma.get('averaged_histories', 'n/a')} | {_f(spread)} |"
+            )
+        accuracy = (calibration.get("light_per_mass") or {}).get("accuracy") or {}
+        if accuracy:
+            lines += [
+                "",
+                "Light weights of the histories from a table of light per unit mass per age bin fitted on the "
+                f"validation truths: on them it gives LW log age to {_f(accuracy['lw_age']['scatter_dex'])} dex and "
+                f"LW log Z to {_f(accuracy['lw_logz']['scatter_dex'])} dex (scatter). Share of validation spectra "
+                f"with an OOD score above 1 (the members' mean): {_f(calibration.get('ood_above_1'))}.",
+            ]
+    return lines
+
+
 def _table_head(columns) -> list[str]:
     """The header row and separator of a Markdown table."""
     columns = list(columns)
     return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
 
 
-def _training_section(payload: dict[str, Any]) -> list[str]:
+def _training_section(payload: dict[str, Any], recipe_of: int | None = None) -> list[str]:
+    """The training of one network; ``recipe_of``: the number of members whose recipe it shows."""
     history = payload.get("history") or []
     hours = sum(h.get("seconds", 0.0) for h in history) / 3600
     trainset = payload.get("trainset") or {}
     return [
         "",
-        "## Training",
+        "## Training" if recipe_of is None else f"## Training (the first of {recipe_of} members; they differ in seed)",
         "",
         f"- training set: generator digest `{trainset.get('generator_digest', 'n/a')}`, "
         f"SSP library `{(trainset.get('ssp') or {}).get('name', 'n/a')}`, "

@@ -501,3 +501,55 @@ def test_the_contract_page_names_only_keys_of_the_ensemble_file_and_its_metrics(
     present |= set(metrics["ensemble"]["members"][0]) | {"test_loss_terms"}
     assert named <= present, named - present
     assert "test_loss_terms" not in metrics
+
+
+def test_an_ensemble_ships_with_its_members_their_cards_and_figures(
+    tiny_ensemble, tiny_members, small_trainset, tmp_path
+):
+    """ship-model of an ensemble file: the catalog entry lists each member's shipped file with the
+    sha256 the ensemble records; the ensemble's card holds each member's figures (from each
+    member's own evaluation when given) beside the ensemble's; the catalog name loads the
+    ensemble; a member file that is not the one combined is refused."""
+    import yaml
+
+    from sfh_pipeline.evaluation import evaluate_model
+    from sfh_pipeline.model_card import CHECK_SPECTRA, ship_model
+
+    metrics = evaluate_model(tiny_ensemble, small_trainset, tmp_path / "ens", device="cpu")
+    own = [evaluate_model(p, small_trainset, tmp_path / f"m{i}", device="cpu") for i, p in enumerate(tiny_members)]
+    models = tmp_path / "models"
+    with pytest.raises(ValueError, match="not the same training"):
+        ship_model(tiny_ensemble, tmp_path / "ens" / "metrics.json", models, "x", members=tiny_members[::-1])
+    entry = ship_model(
+        tiny_ensemble,
+        tmp_path / "ens" / "metrics.json",
+        models,
+        "tiny-ens",
+        trainset=small_trainset,
+        member_metrics=[tmp_path / f"m{i}" / "metrics.json" for i in range(3)],
+    )
+    assert yaml.safe_load((models / "catalog.yaml").read_text()) == {"tiny-ens": entry}
+    names = [m["model"] for m in own]
+    assert [m["sha256"] for m in entry["members"]] == [sha256_of(p) for p in tiny_members]
+    assert [m["path"] for m in entry["members"]] == [f"tiny-ens/members/{n}/model.pt" for n in names]
+    for member, figures, name in zip(entry["members"], own, names):
+        assert sha256_of(models / member["path"]) == member["sha256"]
+        card = (models / member["card"]).read_text()
+        assert member["sha256"] in card and "A member of the ensemble `tiny-ens`" in card
+        assert json.loads((models / f"tiny-ens/members/{name}/metrics.json").read_text()) == figures
+        alone = load_predictor(models / member["path"], device="cpu", sha256=member["sha256"])
+        assert alone.name == name
+    card = (models / "tiny-ens" / "README.md").read_text()
+    for name, figures in zip(names, own):
+        row = " | ".join(f"{figures[k]['scatter_dex']:.3f} / {figures[k]['coverage_68']:.2f}" for k in SUMMARY_KEYS)
+        assert f"| {name} | `{sha256_of(models / 'tiny-ens' / 'members' / name / 'model.pt')[:12]}` | {row} |" in card
+    row = " | ".join(f"{metrics[k]['scatter_dex']:.3f} / {metrics[k]['coverage_68']:.2f}" for k in SUMMARY_KEYS)
+    assert f"| **ensemble** | — | {row} |" in card
+    calibration = torch.load(tiny_ensemble, weights_only=False)["calibration"]
+    source = calibration["summaries"]["lw_age"]["source"].replace("_", " ")
+    assert f"| LW log age | {source} | {calibration['summaries']['lw_age']['error_scale']:.3f} |" in card
+    assert "an ensemble of 3 networks" in card
+    shipped = load_predictor("tiny-ens", device="cpu", catalog=models / "catalog.yaml")
+    with np.load(models / "tiny-ens" / CHECK_SPECTRA) as check:
+        again = shipped.predict_normalised(*(check[k] for k in ("flux", "error", "mask", "phot", "phot_error")))
+        np.testing.assert_allclose(again["lw_age"], check["pred_lw_age"], rtol=1e-9)
