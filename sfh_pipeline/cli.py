@@ -150,6 +150,8 @@ def _ship_model(args: argparse.Namespace) -> None:
         commands=args.command,
         notes=Path(args.notes).read_text() if args.notes else "",
         trainset=args.trainset,
+        members=args.members,
+        member_metrics=args.member_metrics,
     )
     log.info("shipped %s: %s (sha256 %s)", args.name, entry["path"], entry["sha256"])
 
@@ -500,6 +502,12 @@ def _add_network_parsers(stages) -> None:
     ship.add_argument("--command", action="append", default=[], help="a command that made the files (repeatable)")
     ship.add_argument("--notes", default="", help="a Markdown file of notes for the card")
     ship.add_argument("--trainset", default=None, help="the model's training set: check spectra for the tests")
+    ship.add_argument(
+        "--members", nargs="*", default=[], help="an ensemble's member files, in its order (default: those it records)"
+    )
+    ship.add_argument(
+        "--member-metrics", nargs="*", default=[], help="metrics.json of each member's own evaluation, in its order"
+    )
     ship.set_defaults(func=_ship_model)
 
 

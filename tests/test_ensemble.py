@@ -520,6 +520,13 @@ def test_an_ensemble_ships_with_its_members_their_cards_and_figures(
     models = tmp_path / "models"
     with pytest.raises(ValueError, match="not the same training"):
         ship_model(tiny_ensemble, tmp_path / "ens" / "metrics.json", models, "x", members=tiny_members[::-1])
+    from sfh_pipeline.cli import main
+
+    shipping = ["ship-model", "--model", str(tiny_ensemble), "--metrics", str(tmp_path / "ens" / "metrics.json")]
+    assert (
+        main([*shipping, "--name", "x", "--models-dir", str(models), "--members", *map(str, tiny_members[::-1])]) == 1
+    )
+    assert not (models / "x").exists()
     entry = ship_model(
         tiny_ensemble,
         tmp_path / "ens" / "metrics.json",
