@@ -80,6 +80,23 @@ def test_scale_preset_plans_a_phangs_sized_mock_and_no_training(tmp_path):
     assert "train" not in counts and "mock_MOCK_UVIS" not in counts, counts
 
 
+def test_an_ensemble_is_its_members_trainings_then_their_combination(tmp_path):
+    """config/reference_ensemble.yaml: its model.pt is made by combine_ensemble from one
+    train_member per seed (never by rule train), and its metrics evaluate that file; the
+    workflow is lint-clean with the ensemble's rules in it."""
+    config = REPO / "config" / "reference_ensemble.yaml"
+    seeds = yaml.safe_load(config.read_text())["model"]["ensemble"]["seeds"]
+    proc = snakemake(tmp_path, "-n", "results/models/reference-ensemble/metrics.json", "--configfile", str(config))
+    counts = job_counts(proc.stdout)
+    assert counts.get("train_member") == len(seeds) and counts.get("combine_ensemble") == 1, counts
+    assert counts.get("evaluate") == 1 and "train" not in counts, counts
+    members = [f"results/models/reference-ensemble/members/{seed}/model.pt" for seed in seeds]
+    combine = proc.stdout.split("rule combine_ensemble:", 1)[1].split("\n\n", 1)[0]
+    assert all(member in combine.split("output:")[0] for member in members), combine
+    lint = snakemake(tmp_path, "--lint", "--configfile", str(config))
+    assert "Congratulations, your workflow is in a good condition" in lint.stdout + lint.stderr
+
+
 @pytest.mark.parametrize("profile", ["local", "slurm"])
 def test_profiles_are_valid(tmp_path, profile, monkeypatch):
     monkeypatch.setenv("SFH_SLURM_PARTITION", "debug")
