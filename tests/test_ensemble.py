@@ -560,3 +560,26 @@ def test_an_ensemble_ships_with_its_members_their_cards_and_figures(
     with np.load(models / "tiny-ens" / CHECK_SPECTRA) as check:
         again = shipped.predict_normalised(*(check[k] for k in ("flux", "error", "mask", "phot", "phot_error")))
         np.testing.assert_allclose(again["lw_age"], check["pred_lw_age"], rtol=1e-9)
+
+
+def test_the_cost_bench_times_the_ensemble_and_one_member_on_the_same_spectra(tiny_ensemble, small_trainset):
+    import subprocess
+    import sys
+
+    from .support.workflow import REPO
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "ensemble_cost.py"), "--model", str(tiny_ensemble)]
+        + ["--trainset", str(small_trainset), "--n", "64", "--repeats", "1", "--batch-size", "32"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["members"] == 3 and result["n_spectra"] == 64 and result["provenance"]["commit"]
+    for path in ("network", "observed"):
+        figures = result[path]
+        ratio = figures["one_member_spectra_per_s"] / figures["ensemble_spectra_per_s"]
+        assert figures["time_ratio"] == pytest.approx(ratio, rel=0.01), path
+    assert result["network"]["time_ratio"] > 1.3  # three networks cost more than one
