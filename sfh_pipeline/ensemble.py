@@ -74,8 +74,11 @@ def differences(first: dict[str, Any], other: dict[str, Any]) -> list[str]:
         if a is None or b is None:
             return a is None and b is None
         if isinstance(a, dict) or isinstance(b, dict):
-            return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and all(
-                same(a[k], b[k]) for k in a
+            return (
+                isinstance(a, dict)
+                and isinstance(b, dict)
+                and a.keys() == b.keys()
+                and all(same(a[k], b[k]) for k in a)
             )
         if isinstance(a, str) or isinstance(b, str):
             return a == b

@@ -288,10 +288,7 @@ def mosaic_maps(paths: list, out_path, galaxy: str) -> dict[str, Any]:
     wcs_out, shape_out = find_optimal_celestial_wcs(
         [(images["BIN_ID"].shape, wcs) for images, wcs, _, _ in pointings], resolution=scale * u.arcsec
     )
-    out = {
-        name: np.full(map_planes(name, edges.size - 1) + tuple(shape_out), np.nan, np.float32)
-        for name in MAP_HDUS
-    }
+    out = {name: np.full(map_planes(name, edges.size - 1) + tuple(shape_out), np.nan, np.float32) for name in MAP_HDUS}
     out["BIN_ID"] = np.full(shape_out, -1, dtype=np.int64)
     offset = 0
     for images, wcs, _, _ in pointings:
