@@ -26,7 +26,9 @@ MIN_SPEARMAN = {"lw_age": 0.7, "mw_age": 0.7}
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model) -> Predictor:
-    return load_predictor(tiny_model, device="cpu")
+    # float32: these tests measure the predictor's own arithmetic to 1e-5; bfloat16, the default
+    # where the CPU has it, is tested below and on the shipped models
+    return load_predictor(tiny_model, device="cpu", precision="float32")
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +172,7 @@ def test_a_model_file_without_posterior_heads_still_predicts(predictor, tiny_mod
     torch.save(
         without_posterior_heads(torch.load(tiny_model, map_location="cpu", weights_only=False)), tmp_path / "old.pt"
     )
-    old = load_predictor(tmp_path / "old.pt", device="cpu").predict_normalised(
+    old = load_predictor(tmp_path / "old.pt", device="cpu", precision="float32").predict_normalised(
         stored["flux"], stored["error"], stored["mask"]
     )
     new = predictor.predict_normalised(stored["flux"], stored["error"], stored["mask"])
@@ -679,3 +681,25 @@ def test_int8_dense_layers_predict_nearly_the_same(tiny_model, predictor, stored
         assert 0 < np.median(shift) < 0.1 * error and shift.max() < 0.4 * error, (key, shift.max(), error)
     with pytest.raises(ValueError, match="CPU only"):
         load_predictor(tiny_model, device="meta", int8=True)
+
+
+def test_precision_is_resolved_for_the_device_and_named_when_wrong(tiny_model, monkeypatch):
+    """``auto`` is bfloat16 on a CPU with bfloat16 instructions and float32 elsewhere, with int8
+    or on another device; an unknown precision or bf16 with int8 is refused by name."""
+    import torch
+
+    from sfh_pipeline import predict
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for has_bf16, expected in ((True, "bf16"), (False, "float32")):
+        monkeypatch.setattr(predict, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        assert predict.resolve_precision("auto", cpu) == expected
+        assert predict.resolve_precision("auto", gpu) == "float32"
+        assert predict.resolve_precision("auto", cpu, int8=True) == "float32"
+        assert predict.resolve_precision("float32", cpu) == "float32"
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bf16, got 'fp16'"):
+        load_predictor(tiny_model, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="int8 and bf16 do not combine"):
+        load_predictor(tiny_model, device="cpu", int8=True, precision="bf16")
+    bf16 = load_predictor(tiny_model, device="cpu", precision="bf16")
+    assert bf16.precision == "bf16" and "Autocast" in type(bf16.net).__name__

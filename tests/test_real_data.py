@@ -146,7 +146,11 @@ def test_the_network_still_gives_the_shipped_answers(rows, tmp_path):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sfh-pipeline"
     entry = CATALOG[DEFAULT]
-    predictor = load_predictor(REPO / "models" / entry["path"], device="cpu", sha256=entry["sha256"])
+    # float32, as the shipped answers were made; bfloat16 moves them by <= 0.02 dex
+    # (bench/results/inference_speed_reference.json)
+    predictor = load_predictor(
+        REPO / "models" / entry["path"], device="cpu", sha256=entry["sha256"], precision="float32"
+    )
     shipped = {(row["set"], row["name"]): row["network"] for row in rows}
     checked = 0
     for set_name, spectra in config["real_spectra"].items():
