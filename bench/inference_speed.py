@@ -22,13 +22,13 @@ answers by <= 0.02 dex (median) and the test-split scatter by <= 0.005 dex.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 import zarr
+from ppxf_vs_cnn import cnn_rate  # the same timing as the pPXF comparison's
 from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
 import sfh_pipeline
@@ -70,26 +70,6 @@ def real_answers(predictor, inputs, settings) -> dict[str, np.ndarray]:
 
     answers = [network_answer(predictor, *row[1:], settings) for row in inputs]
     return {k: np.array([a[k] for a in answers], float) for k in ("lw_age", "lw_logz")}
-
-
-def rate(predictor, data: dict, batch_size: int, threads: int, timing_n: int) -> float:
-    """Spectra per second of ``predict_normalised`` (best of three passes)."""
-    repeats = -(-timing_n // data["flux"].shape[0])
-    inputs = [np.tile(data[k], (repeats, 1)) for k in ("flux", "error", "mask", "phot", "phot_error")]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        predictor.predict_normalised(*(a[:batch_size] for a in inputs), batch_size=batch_size)  # warm-up
-        best = min(_seconds(lambda: predictor.predict_normalised(*inputs, batch_size=batch_size)) for _ in range(3))
-    finally:
-        torch.set_num_threads(previous)
-    return inputs[0].shape[0] / best
-
-
-def _seconds(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -141,8 +121,8 @@ def main() -> None:
         real_change = {k: np.abs(real_answer[k] - reference_real[k]) for k in real_answer}
         results[name] = {
             "batch_size": batch,
-            "spectra_per_s": round(rate(predictor, data, batch, threads, args.timing_n), 1),
-            "spectra_per_s_one_thread": round(rate(predictor, data, batch, 1, args.timing_n), 1),
+            "spectra_per_s": round(cnn_rate(predictor, data, batch, threads, args.timing_n), 1),
+            "spectra_per_s_one_thread": round(cnn_rate(predictor, data, batch, 1, args.timing_n), 1),
             "test_split_change_dex": {
                 k: {"median": float(np.median(v)), "max": float(np.max(v))} for k, v in change.items()
             },
