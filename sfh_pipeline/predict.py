@@ -286,6 +286,7 @@ def _autocast(net: torch.nn.Module, dtype: torch.dtype, device_type: str) -> tor
         def __init__(self) -> None:
             super().__init__()
             self.net = net
+            self.config = getattr(net, "config", None)  # read through predictor.net like the network's
 
         def forward(self, spectrum: torch.Tensor, photometry: torch.Tensor) -> dict[str, torch.Tensor]:
             with torch.autocast(device_type, dtype=dtype):
