@@ -584,7 +584,10 @@ def train(
                 "model_config": model_config.to_dict(),
                 "train_settings": dataclasses.asdict(train_config),  # all of them, for export_checkpoint
             }
-            save_atomically({**checkpoint, **run, **state}, checkpoint_path)
+            # the best weights are kept once: while the last epoch is the best they are its
+            # validated weights, already in the checkpoint (which stays below 5 MB to be committed)
+            kept = {**state, "best_state": None} if state["bad_epochs"] == 0 else state
+            save_atomically({**checkpoint, **run, **kept}, checkpoint_path)
         if world > 1:
             dist.barrier()
 
@@ -598,6 +601,21 @@ def train(
     return payload
 
 
+def checkpoint_best_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The best weights so far of a checkpoint (on the CPU): stored, or, when its last epoch was
+    the best (not stored twice), the weights it validated then: the moving average where there
+    is one, else the last weights. None before the first epoch."""
+    if ckpt.get("best_state") is not None:
+        best = ckpt["best_state"]
+    elif not ckpt.get("history"):
+        return None
+    elif ckpt.get("weight_average") is not None:
+        best = {k.removeprefix("module."): v for k, v in ckpt["weight_average"].items() if k.startswith("module.")}
+    else:
+        best = ckpt["model"]
+    return {k: v.detach().cpu().clone() for k, v in best.items()}
+
+
 def export_checkpoint(
     checkpoint_path: str | os.PathLike, trainset_store: str | os.PathLike, out_path: str | os.PathLike
 ) -> dict[str, Any]:
@@ -607,7 +625,8 @@ def export_checkpoint(
     The training itself is not touched and resumes from the same checkpoint. Returns the payload.
     """
     ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    if ckpt.get("best_state") is None:
+    ckpt["best_state"] = checkpoint_best_state(ckpt)
+    if ckpt["best_state"] is None:
         raise ValueError(f"checkpoint {checkpoint_path} has no finished epoch to export")
     reader = TrainsetReader(trainset_store)
     if ckpt["trainset"]["generator_digest"] != reader.attrs["generator_digest"]:
@@ -836,6 +855,7 @@ def _resume(
             opt.average.n_averaged.fill_(opt.scheduler.last_epoch)
     _set_rng_state(ckpt["rng"])
     state = {k: ckpt[k] for k in state}
+    state["best_state"] = checkpoint_best_state(ckpt)
     log.info("resuming %s from epoch %d (%s)", model_name, state["epoch"], checkpoint_path)
     return state
 

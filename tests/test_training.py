@@ -297,6 +297,8 @@ def test_a_run_stopped_early_continues_from_a_checkpoint_kept_elsewhere(small_tr
     stopped = train(small_trainset, tmp_path / "first", tiny_config(), TrainConfig(**settings, stop_after_epochs=1))
     assert stopped["epochs_run"] == 1
     assert stopped["history"][0]["learning_rate"] == pytest.approx(straight["history"][0]["learning_rate"], rel=1e-12)
+    # its best epoch is its last: the best weights are not stored twice, and are found again below
+    assert torch.load(tmp_path / "first" / "checkpoints" / "last.pt", weights_only=False)["best_state"] is None
     kept = tmp_path / "committed" / "last.pt"
     kept.parent.mkdir()
     shutil.copyfile(tmp_path / "first" / "checkpoints" / "last.pt", kept)
