@@ -303,8 +303,9 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
     # every cell of a galaxy's row feeds its jobs: an edit reruns that galaxy's jobs from the first
     # one that reads the cell, and no other galaxy's (the tiles and HST reprojection of a galaxy being rebinned are
     # only planned once its binning has run)
-    after_binning = {"observe_bins", "maps", "validate", "atlas", "all"}
-    tiles_on = {"infer_tile", "maps", "validate", "atlas", "all"}
+    # (a real galaxy's validation feeds the summary of all real spectra and bins)
+    after_binning = {"observe_bins", "maps", "validate", "validate_summary", "atlas", "all"}
+    tiles_on = {"infer_tile", "maps", "validate", "validate_summary", "atlas", "all"}
     mock_jobs = {"mock_MOCK_UVIS", "observe_bins", "maps", "maps_vs_truth", "atlas", "all"}
     edits = [
         ("A478", "systemic_velocity_kms", "24700", after_binning),
@@ -316,7 +317,7 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
         ("A478", "ra_deg", "63.4", tiles_on),
         ("MOCK-UVIS", "ebv_galactic", "0.2", mock_jobs),
         ("MOCK-UVIS", "inclination_deg", "60", mock_jobs),
-        ("MOCK-UVIS", "target_snr", "25", after_binning - {"validate"} | {"maps_vs_truth"}),
+        ("MOCK-UVIS", "target_snr", "25", after_binning - {"validate", "validate_summary"} | {"maps_vs_truth"}),
         ("MOCK-UVIS", "hst_bands", "wfc3-uvis_f275w,wfc3-uvis_f336w,wfc3-uvis_f438w,wfc3-uvis_f555w", mock_jobs),
     ]
     for galaxy, column, value, expected in edits:
