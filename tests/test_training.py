@@ -20,6 +20,7 @@ from sfh_pipeline.training import (
     LearningRateSchedule,
     TrainConfig,
     TrainsetReader,
+    checkpoint_best_state,
     export_checkpoint,
     iterate_batches,
     moving_average,
@@ -564,10 +565,20 @@ def test_export_checkpoint_writes_the_best_weights_so_far(small_trainset, tiny_m
     """A training under way exports the model file ``train`` would write if it ended now: its best
     weights, not the last ones, with the same calibrations."""
     checkpoint = torch.load(Path(tiny_model).parent / "checkpoints" / "last.pt", weights_only=False)
+    trained = torch.load(tiny_model, weights_only=False)
+    # as written when the last epoch was the best: the best weights are not stored twice
+    exported = export_checkpoint(Path(tiny_model).parent / "checkpoints" / "last.pt", small_trainset, tmp_path / "m.pt")
+    for key, value in trained["state_dict"].items():
+        torch.testing.assert_close(exported["state_dict"][key], value, msg=key)
+
+    # as written after a later, worse epoch: its weights (zeros here) must not be exported
+    checkpoint["best_state"] = checkpoint_best_state(checkpoint)
     checkpoint["model"] = {k: torch.zeros_like(v) for k, v in checkpoint["model"].items()}
+    if checkpoint.get("weight_average") is not None:
+        checkpoint["weight_average"] = {k: torch.zeros_like(v) for k, v in checkpoint["weight_average"].items()}
+    checkpoint["bad_epochs"] = 1
     torch.save(checkpoint, tmp_path / "last.pt")
     exported = export_checkpoint(tmp_path / "last.pt", small_trainset, tmp_path / "model.pt")
-    trained = torch.load(tiny_model, weights_only=False)
     for key, value in trained["state_dict"].items():
         torch.testing.assert_close(exported["state_dict"][key], value, msg=key)
     assert exported["sigma_scale"] == pytest.approx(trained["sigma_scale"], rel=1e-5)
