@@ -586,7 +586,7 @@ def test_export_checkpoint_writes_the_best_weights_so_far(small_trainset, tiny_m
     assert exported["train_config"] == trained["train_config"]  # stop conditions included
     load_model_file(tmp_path / "model.pt")
 
-    checkpoint["best_state"] = None
+    checkpoint.update(best_state=None, history=[], epoch=0)
     torch.save(checkpoint, tmp_path / "unfinished.pt")
     with pytest.raises(ValueError, match="no finished epoch"):
         export_checkpoint(tmp_path / "unfinished.pt", small_trainset, tmp_path / "none.pt")
