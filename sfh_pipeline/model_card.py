@@ -246,7 +246,8 @@ def write_check_spectra(
     take = lambda key: np.asarray(group[key].get_orthogonal_selection((rows,)))  # noqa: E731
     inputs = {key: take(key) for key in ("flux", "error", "mask", "phot", "phot_error")}
     inputs = {k: v.astype(np.uint8 if k == "mask" else np.float32) for k, v in inputs.items()}
-    pred = load_predictor(model_path, device="cpu").predict_normalised(*inputs.values())
+    # the stored answers are the float32 ones, whatever this CPU would pick for inference
+    pred = load_predictor(model_path, device="cpu", precision="float32").predict_normalised(*inputs.values())
     keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
     arrays = {
         **inputs,
