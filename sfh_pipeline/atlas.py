@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .atomic import atomic_path, write_json_atomically
-from .products import read_maps
+from .products import SUMMARY_HDUS, read_maps
 
 PANELS = (
     ("LW_AGE", "light-weighted log age / yr", "viridis"),
@@ -94,10 +94,7 @@ def sample_atlas(
         summary[galaxy] = {
             "maps": str(path),
             "n_bins": int(images["BIN_ID"].max() + 1),
-            **{
-                f"median_{k.lower()}": float(np.nanmedian(images[k][inside]))
-                for k in ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ", "CHI2")
-            },
+            **{f"median_{k.lower()}": float(np.nanmedian(images[k][inside])) for k in (*SUMMARY_HDUS, "CHI2")},
         }
     fig.tight_layout()
     with atomic_path(out_png) as tmp:

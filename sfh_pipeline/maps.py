@@ -17,9 +17,9 @@ from astropy.wcs import WCS
 
 from .constants import ARCSEC_RAD
 from .products import (
-    LATER_HDUS,
     MAP_HDUS,
-    SUMMARY_HDUS,
+    PRODUCTS,
+    SUMMARIES,
     map_planes,
     read_bins,
     read_bins_signal,
@@ -70,9 +70,10 @@ def spaxel_area_kpc2(wcs: WCS, distance_mpc: float) -> float:
 def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_path, out_path) -> dict[str, Any]:
     """Paint the per-bin results of every tile onto the spaxels and write the maps file.
 
-    Every bin of ``bins_path`` must appear in exactly one tile table. Tables without a column
-    of :data:`sfh_pipeline.products.LATER_HDUS` (written before it existed) give NaN maps of it. Returns a
-    summary (bins, median chi^2).
+    Every bin of ``bins_path`` must appear in exactly one tile table. Each quantity of
+    :data:`sfh_pipeline.products.PRODUCTS` with a tile-table column is that column painted;
+    tables without the column of a quantity added later (written before it existed) give NaN
+    maps of it. Returns a summary (bins, median chi^2).
     """
     from .phangs import DataError
 
@@ -95,18 +96,16 @@ def assemble_maps(bins_path, tile_tables: list, row: Mapping[str, Any], model_pa
         "BIN_ID": bin_id,
         "SNR": paint(bin_id, bin_snr),
         "MASS_DENSITY": paint(bin_id, per_bin["LOG_MSTAR"] - np.log10(area)),
-        "CHI2": paint(bin_id, per_bin["CHI2"]),
-        "SFH": paint(bin_id, per_bin["SFH"]),
-        "ZH": paint(bin_id, per_bin["ZH"]),
     }
-    for key in SUMMARY_HDUS:
-        images[key] = paint(bin_id, per_bin[key])
-        images[f"{key}_ERR"] = paint(bin_id, per_bin[f"{key}_ERR"])
-    for name in LATER_HDUS:
-        if name in per_bin:
-            images[name] = paint(bin_id, per_bin[name])
+    for quantity in PRODUCTS:
+        if quantity.column is None:
+            continue
+        if quantity.column in per_bin or not quantity.later:  # every table has the first ones: KeyError else
+            images[quantity.name] = paint(bin_id, per_bin[quantity.column])
         else:
-            images[name] = np.full(map_planes(name, edges.size - 1) + bin_id.shape, np.nan, np.float32)
+            images[quantity.name] = np.full(
+                map_planes(quantity.name, edges.size - 1) + bin_id.shape, np.nan, np.float32
+            )
     digest = sha256_of(model_path)
     meta = {
         "GALAXY": str(row["galaxy"]),
@@ -198,8 +197,9 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
 
     r_bin = bin_mean(radius[inside], np.ones(ids.size))
     result: dict[str, Any] = {"n_bins": n_bins}
-    for key in SUMMARY_HDUS:
-        weights = light if key.startswith("LW") else mass
+    for quantity in SUMMARIES:
+        key = quantity.name
+        weights = light if quantity.weighting == "light" else mass
         true = bin_mean(truth[key][inside], weights)
         recovered = bin_value(images[key])
         ok = np.isfinite(true) & np.isfinite(recovered)

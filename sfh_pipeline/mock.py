@@ -137,7 +137,7 @@ from .filters import load_throughputs
 from .forward import ForwardModel
 from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
 from .priors import bin_mass_fractions, formation_times
-from .products import MAP_HDUS, SUMMARY_HDUS, write_maps
+from .products import MAP_HDUS, PRODUCTS, map_planes, write_maps
 from .samples import MOCK_GALAXY_COLUMNS
 from .spectral import EMISSION_LINES_AA
 from .ssp import load_ssp
@@ -1035,8 +1035,9 @@ def _truth_images(
     edges: np.ndarray,
     structure: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """The truth maps of the PSF-convolved cube (every HDU of MAP_HDUS but ``SNR``), NaN
-    outside ``galaxy_mask``: linear quantities convolved, then ratios taken (module docstring)."""
+    """The truth maps of the PSF-convolved cube (every quantity of
+    :data:`sfh_pipeline.products.PRODUCTS` but ``SNR``), NaN outside ``galaxy_mask``: linear
+    quantities convolved, then ratios taken (module docstring)."""
     ny, nx = galaxy_mask.shape
     logz = pops["logz"]
     mass_img = _convolve2d(grid_image(pops["bin_mass"]), kernel)
@@ -1063,15 +1064,17 @@ def _truth_images(
     zh[:, outside] = np.nan
     times = formation_times(np.moveaxis(sfh, 0, -1), edges)  # (ny, nx, 2), NaN outside
     images.update(T50=times[..., 0], T90=times[..., 1])
-    zero = np.where(galaxy_mask, 0.0, np.nan)
-    images.update({f"{key}_ERR": zero for key in (*SUMMARY_HDUS, "T50", "T90")})
-    images.update(SFH_ERR=np.broadcast_to(zero, sfh.shape), ZH_ERR=np.broadcast_to(zero, sfh.shape))
-    images["EPISTEMIC"] = np.broadcast_to(zero, (len(SUMMARY_HDUS), ny, nx))  # the truth has no members to differ
     images.update(
         BIN_ID=np.where(galaxy_mask, np.arange(ny * nx).reshape(ny, nx), -1).astype(np.int32),
         SFH=sfh,
         ZH=zh,
-        CHI2=np.full((ny, nx), np.nan),
-        OOD=np.full((ny, nx), np.nan),
     )
+    # the truth has no uncertainty (nor members to differ), and no fit to judge
+    zero = np.where(galaxy_mask, 0.0, np.nan)
+    for quantity in PRODUCTS:
+        shape = map_planes(quantity.name, edges.size - 1) + (ny, nx)
+        if quantity.truth == "zero":
+            images[quantity.name] = np.broadcast_to(zero, shape)
+        elif quantity.truth == "nan":
+            images[quantity.name] = np.full(shape, np.nan)
     return images

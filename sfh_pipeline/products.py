@@ -15,52 +15,23 @@ reads each.
   (:func:`write_tiles`, :func:`read_tiles`).
 
 ``results/<galaxy>/tiles/`` (written by :mod:`sfh_pipeline.infer`): one FITS table ``BINS``
-per tile, one row per bin the tile owns, the columns of
-:func:`sfh_pipeline.infer.infer_tile`; header ``TILE``, ``MODEL`` and the age-bin keywords
+per tile, one row per bin the tile owns, the columns of :data:`TILE_COLUMNS` in their
+order; header ``TILE``, ``MODEL`` and the age-bin keywords
 (:func:`write_tile_table`, :func:`read_tile_tables`). ``FLAG`` bits:
 :data:`FLAG_NO_VELOCITY`.
 
 ``results/<galaxy>/maps/<galaxy>_maps.fits`` (:mod:`sfh_pipeline.maps`) and
 ``resources/mock/<galaxy>/truth.fits`` (:mod:`sfh_pipeline.mock`) share one layout
 (:func:`write_maps`, :func:`read_maps`): an empty primary HDU with the metadata, then one
-image HDU per quantity (:data:`MAP_HDUS`), every one with the MUSE celestial WCS:
+image HDU per quantity of :data:`PRODUCTS`, in its order, every one with the MUSE celestial
+WCS. :data:`PRODUCTS` is the one declaration of these quantities (name, unit, planes, dtype,
+the tile-table column it is painted from, the predictor's key, the truth); the readers,
+writers, the stages and docs/contracts.md (checked by tests/test_contracts.py) follow it.
 
-=============== ========== ===================================================
-HDU             planes     value
-=============== ========== ===================================================
-BIN_ID          1          Voronoi bin of the spaxel, -1 = not binned (int32)
-SNR             1          continuum S/N of the bin
-LW_AGE, MW_AGE  1          light- / mass-weighted <log10 age/yr>
-LW_LOGZ, MW_LOGZ 1         light- / mass-weighted <log10 Z/Z_sun>
-<each>_ERR      1          1-sigma uncertainty of the four above (dex)
-SFH             n_bins     mass fraction formed per lookback-time bin (youngest first)
-ZH              n_bins     log10 Z/Z_sun per bin
-MASS_DENSITY    1          log10 present-day stellar mass surface density, M_sun kpc^-2
-CHI2            1          reduced chi^2 of the forward-model check
-OOD             1          out-of-distribution score of the bin's spectrum: Mahalanobis
-                           distance of the network's spectral embedding from those of
-                           held-out training spectra, in units of their 99th percentile
-                           (> 1: less usual than 99 % of the training set); the four
-                           ``_ERR`` maps are already multiplied by max(1, OOD). NaN in
-                           truth files and for models without the reference.
-SFH_ERR         n_bins     calibrated 68 % half-width of each SFH plane (mass fraction)
-ZH_ERR          n_bins     calibrated 68 % half-width of each ZH plane (dex)
-T50, T90        1          log10 lookback time (yr) by which 50 % / 90 % of the stellar
-                           mass had formed (the network's own estimate; in truth files
-                           :func:`sfh_pipeline.priors.formation_times` of the SFH planes)
-T50_ERR,        1          calibrated 68 % half-width of T50 / T90 (dex)
-T90_ERR
-EPISTEMIC       4          spread (standard deviation) of an ensemble's members' answers
-                           (dex), one plane per summary in the order LW_AGE, MW_AGE,
-                           LW_LOGZ, MW_LOGZ (header ``PLANE1`` ... ``PLANE4``); part of
-                           the ``_ERR`` maps already (:mod:`sfh_pipeline.ensemble`); 0 for a
-                           single model
-=============== ========== ===================================================
-
-The HDUs from ``OOD`` on were added after the first maps files were written
+The HDUs marked ``later`` were added after the first maps files were written
 (:data:`LATER_HDUS`): a file without them reads with NaN planes, and so do maps of models
-whose predictor does not give them. Truth files hold 0 in every ``_ERR`` and ``EPISTEMIC``
-plane inside the galaxy, NaN outside.
+whose predictor does not give them. Truth files hold 0 in every plane whose ``truth`` is
+"zero" (the uncertainties and ``EPISTEMIC``) inside the galaxy, NaN outside.
 
 Header keywords of the primary HDU: ``AGEBIN00`` ... ``AGEBINnn`` (bin edges, yr,
 :func:`write_age_bin_edges`; tile tables carry them too), ``NAGEBIN``, ``GALAXY``,
@@ -74,6 +45,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,62 +57,267 @@ from .atomic import atomic_path, write_json_atomically
 if TYPE_CHECKING:
     from astropy.wcs import WCS
 
-#: HDUs (and tile-table columns) of the four summary quantities; each has an ``_ERR``.
-SUMMARY_HDUS = ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ")
+
+@dataclass(frozen=True)
+class MapProduct:
+    """One quantity of the maps files: an image HDU of ``<galaxy>_maps.fits`` and of a mock's
+    ``truth.fits``, in :data:`PRODUCTS`."""
+
+    #: HDU name (``EXTNAME``) and key of :func:`read_maps`' images; in lower case, the
+    #: quantity's key in :func:`sfh_pipeline.maps.compare_with_truth`'s results.
+    name: str
+    #: ``BUNIT``: an astropy unit string, "" for a dimensionless quantity.
+    unit: str
+    #: The HDU's ``COMMENT`` (an uncertainty's is derived: see :meth:`comment`); "{summaries}"
+    #: stands for the summaries' names.
+    description: str
+    #: Axes before (ny, nx): "" none, "age_bins" one plane per lookback-time bin (youngest
+    #: first), "summaries" one plane per summary quantity, in :data:`SUMMARY_HDUS` order,
+    #: named in the header (``PLANE1`` ...).
+    planes: str = ""
+    #: numpy dtype of the image in the file.
+    dtype: str = "float32"
+    #: The tile-table column (:data:`TILE_COLUMNS`) painted onto the spaxels; None for
+    #: quantities the maps stage makes otherwise (``BIN_ID``, ``SNR``, ``MASS_DENSITY``).
+    column: str | None = None
+    #: Key of the predictor's result (:meth:`sfh_pipeline.predict.Predictor.predict`) that
+    #: gives the column; for "summaries" planes a template filled with each summary's key;
+    #: None if the network does not give it.
+    result_key: str | None = None
+    #: Array of the training set (:mod:`sfh_pipeline.trainset`) holding its truth
+    #: (``true_<key>`` in the evaluation), if there is one.
+    truth_key: str | None = None
+    #: What a mock's truth file holds: "computed" (by :mod:`sfh_pipeline.mock`), "zero" (inside
+    #: the galaxy, NaN outside: the truth has no uncertainty), "nan" (nothing to hold).
+    truth: str = "computed"
+    #: "light" or "mass" for a summary quantity: the population's mean with these weights.
+    weighting: str | None = None
+    #: The quantity whose uncertainty this is.
+    error_of: str | None = None
+    #: Added after the first maps files were written: files and tile tables without it read
+    #: as NaN.
+    later: bool = False
+
+    @property
+    def comment(self) -> str:
+        """The HDU's ``COMMENT``: the description; for an uncertainty, its quantity's followed by
+        "(1-sigma uncertainty)"."""
+        if self.error_of is None:
+            return self.description.format(summaries=" ".join(SUMMARY_HDUS))
+        return f"{product(self.error_of).comment} (1-sigma uncertainty)"
+
+
+def _error(of: MapProduct, unit: str, **changes) -> MapProduct:
+    """The calibrated 1-sigma uncertainty of ``of`` (``<name>_ERR``, column ``<column>_ERR``,
+    result key ``<key>_err``, 0 in the truth), in ``unit``."""
+    fields = {
+        "planes": of.planes,
+        "column": f"{of.column}_ERR",
+        "result_key": f"{of.result_key}_err",
+        "truth": "zero",
+        "error_of": of.name,
+        "later": of.later,
+    }
+    return MapProduct(f"{of.name}_ERR", unit, "", **{**fields, **changes})
+
+
+_SUMMARIES = (
+    MapProduct(
+        "LW_AGE",
+        "dex",
+        "light-weighted <log10 age/yr>",
+        column="LW_AGE",
+        result_key="lw_age",
+        truth_key="lw_age",
+        weighting="light",
+    ),
+    MapProduct(
+        "MW_AGE",
+        "dex",
+        "mass-weighted <log10 age/yr>",
+        column="MW_AGE",
+        result_key="mw_age",
+        truth_key="mw_age",
+        weighting="mass",
+    ),
+    MapProduct(
+        "LW_LOGZ",
+        "dex",
+        "light-weighted <log10 Z/Zsun>",
+        column="LW_LOGZ",
+        result_key="lw_logz",
+        truth_key="lw_logz",
+        weighting="light",
+    ),
+    MapProduct(
+        "MW_LOGZ",
+        "dex",
+        "mass-weighted <log10 Z/Zsun>",
+        column="MW_LOGZ",
+        result_key="mw_logz",
+        truth_key="mw_logz",
+        weighting="mass",
+    ),
+)
+_SFH = MapProduct(
+    "SFH",
+    "",
+    "mass fraction formed per lookback-time bin (plane i: AGEBIN(i)-AGEBIN(i+1))",
+    planes="age_bins",
+    column="SFH",
+    result_key="sfh",
+    truth_key="sfh",
+)
+_ZH = MapProduct(
+    "ZH",
+    "dex",
+    "log10 Z/Zsun per lookback-time bin",
+    planes="age_bins",
+    column="ZH",
+    result_key="logzsol",
+    truth_key="logzsol",
+)
+_T50 = MapProduct(
+    "T50",
+    "dex(yr)",
+    "log10 lookback time/yr by which 50% of the stellar mass had formed",
+    column="T50",
+    result_key="t50",
+    later=True,
+)
+_T90 = MapProduct(
+    "T90",
+    "dex(yr)",
+    "log10 lookback time/yr by which 90% of the stellar mass had formed",
+    column="T90",
+    result_key="t90",
+    later=True,
+)
+
+#: Every image HDU of a maps file (and of a mock's truth file), in the file's order: the one
+#: declaration of the maps' quantities (docs/contracts.md shows it to users).
+PRODUCTS: tuple[MapProduct, ...] = (
+    MapProduct("BIN_ID", "", "Voronoi bin index of the spaxel; -1 = not binned", dtype="int32"),
+    MapProduct("SNR", "", "continuum signal-to-noise ratio of the bin"),
+    *(row for summary in _SUMMARIES for row in (summary, _error(summary, "dex"))),
+    _SFH,
+    _ZH,
+    MapProduct("MASS_DENSITY", "dex(solMass / kpc2)", "log10 present-day stellar mass per kpc^2"),
+    MapProduct(
+        "CHI2",
+        "",
+        "reduced chi^2 of the forward-model check (spectrum rebuilt from SFH and ZH)",
+        column="CHI2",
+        truth="nan",
+    ),
+    MapProduct(
+        "OOD",
+        "",
+        "out-of-distribution score: spectral-embedding distance / its 99th pct in training; _ERR x max(1, OOD)",
+        column="OOD",
+        result_key="ood",
+        truth="nan",
+        later=True,
+    ),
+    _error(_SFH, "", later=True),
+    _error(_ZH, "dex", later=True),
+    _T50,
+    _error(_T50, "dex"),
+    _T90,
+    _error(_T90, "dex"),
+    MapProduct(
+        "EPISTEMIC",
+        "dex",
+        "spread (std) of an ensemble's members, planes {summaries}; 0: one model",
+        planes="summaries",
+        column="EPISTEMIC",
+        result_key="{}_epistemic",
+        truth="zero",
+        later=True,
+    ),
+)
+_BY_NAME = {p.name: p for p in PRODUCTS}
+
+
+def product(name: str) -> MapProduct:
+    """The maps quantity of HDU ``name`` (KeyError if there is none)."""
+    return _BY_NAME[name]
+
+
+#: The summary quantities (light- and mass-weighted means), in the order of ``EPISTEMIC``'s planes.
+SUMMARIES = tuple(p for p in PRODUCTS if p.weighting)
+#: Their HDUs (and tile-table columns); each has an ``_ERR``.
+SUMMARY_HDUS = tuple(p.name for p in SUMMARIES)
+#: Their keys in the predictor's results, the training set and the JSON reports.
+SUMMARY_KEYS = tuple(p.result_key for p in SUMMARIES)
 #: Every image HDU of a maps file, in order, with its BUNIT.
-MAP_HDUS = {
-    "BIN_ID": "",
-    "SNR": "",
-    **{name: unit for key in SUMMARY_HDUS for name, unit in ((key, "dex"), (f"{key}_ERR", "dex"))},
-    "SFH": "",
-    "ZH": "dex",
-    "MASS_DENSITY": "dex(solMass / kpc2)",
-    "CHI2": "",
-    "OOD": "",
-    "SFH_ERR": "",
-    "ZH_ERR": "dex",
-    "T50": "dex(yr)",
-    "T50_ERR": "dex",
-    "T90": "dex(yr)",
-    "T90_ERR": "dex",
-    "EPISTEMIC": "dex",
-}
-#: HDUs with one plane per lookback-time bin, (n_bins, ny, nx).
-PLANE_HDUS = ("SFH", "ZH", "SFH_ERR", "ZH_ERR")
-#: HDUs with one plane per summary quantity of :data:`SUMMARY_HDUS`, in that order, (4, ny, nx);
-#: every HDU in neither tuple is (ny, nx).
-SUMMARY_PLANE_HDUS = ("EPISTEMIC",)
-#: Planes added after the first maps files were written, and the per-bin columns of the tile
-#: tables they are painted from (same names), added at the same time: maps files without them
-#: still read and tile tables without them still assemble (NaN planes).
-LATER_HDUS = ("OOD", "SFH_ERR", "ZH_ERR", "T50", "T50_ERR", "T90", "T90_ERR", "EPISTEMIC")
-#: The COMMENT of every maps HDU (those of ``<name>_ERR`` add "(1-sigma uncertainty)" to ``<name>``'s).
-MAP_DESCRIPTIONS = {
-    "BIN_ID": "Voronoi bin index of the spaxel; -1 = not binned",
-    "SNR": "continuum signal-to-noise ratio of the bin",
-    "LW_AGE": "light-weighted <log10 age/yr>",
-    "MW_AGE": "mass-weighted <log10 age/yr>",
-    "LW_LOGZ": "light-weighted <log10 Z/Zsun>",
-    "MW_LOGZ": "mass-weighted <log10 Z/Zsun>",
-    "SFH": "mass fraction formed per lookback-time bin (plane i: AGEBIN(i)-AGEBIN(i+1))",
-    "ZH": "log10 Z/Zsun per lookback-time bin",
-    "MASS_DENSITY": "log10 present-day stellar mass per kpc^2",
-    "CHI2": "reduced chi^2 of the forward-model check (spectrum rebuilt from SFH and ZH)",
-    "OOD": "out-of-distribution score: spectral-embedding distance / its 99th pct in training; _ERR x max(1, OOD)",
-    "T50": "log10 lookback time/yr by which 50% of the stellar mass had formed",
-    "T90": "log10 lookback time/yr by which 90% of the stellar mass had formed",
-    "EPISTEMIC": "spread (std) of an ensemble's members, planes LW_AGE MW_AGE LW_LOGZ MW_LOGZ; 0: one model",
-}
+MAP_HDUS = {p.name: p.unit for p in PRODUCTS}
+#: HDUs added after the first maps files were written, and the tile-table columns they are
+#: painted from, added at the same time: maps files without them still read and tile tables
+#: without them still assemble (NaN planes).
+LATER_HDUS = tuple(p.name for p in PRODUCTS if p.later)
 
 
 def map_planes(name: str, n_age_bins: int) -> tuple[int, ...]:
-    """The leading axes of the maps HDU ``name`` before (ny, nx): (n_age_bins,) for
-    :data:`PLANE_HDUS`, (4,) for :data:`SUMMARY_PLANE_HDUS`, () for the others."""
-    if name in PLANE_HDUS:
-        return (n_age_bins,)
-    if name in SUMMARY_PLANE_HDUS:
-        return (len(SUMMARY_HDUS),)
-    return ()
+    """The leading axes of the maps HDU ``name`` before (ny, nx): (n_age_bins,) for one plane
+    per lookback-time bin, (4,) for one per summary, () for the others."""
+    planes = product(name).planes
+    return {"": (), "age_bins": (n_age_bins,), "summaries": (len(SUMMARIES),)}[planes]
+
+
+@dataclass(frozen=True)
+class TileColumn:
+    """One column of the tile tables (``BINS``, one row per bin), in :data:`TILE_COLUMNS`."""
+
+    #: Column name.
+    name: str
+    #: What it holds, with its unit; "" for a column a maps quantity is painted from (its
+    #: :attr:`MapProduct.description` then says it).
+    description: str = ""
+    #: Written as int32 (``J``); the others as float64 (``D``), per-row vectors as float32.
+    integer: bool = False
+    #: NaN in the rows of bins without a stellar velocity (``FLAG`` :data:`FLAG_NO_VELOCITY`):
+    #: a result at a wrong velocity would look like a population.
+    needs_velocity: bool = True
+
+
+#: ``FLAG`` bit of a bin whose stellar velocity could not be measured within the allowed range.
+FLAG_NO_VELOCITY = 1
+
+#: The columns :func:`sfh_pipeline.infer.infer_tile` writes, in order; every
+#: :attr:`MapProduct.column` is one of them (integers int32, other scalars float64, per-bin
+#: vectors such as ``SFH`` float32; ``SFH``, ``ZH`` and their ``_ERR`` one value per age bin,
+#: ``EPISTEMIC`` one per summary).
+TILE_COLUMNS: tuple[TileColumn, ...] = (
+    TileColumn("BIN_ID", "Voronoi bin", integer=True, needs_velocity=False),
+    TileColumn("N_SPAXELS", "spaxels in the bin", integer=True, needs_velocity=False),
+    TileColumn("VELOCITY", "line-of-sight stellar velocity, km/s, c ln(1+z)", needs_velocity=False),
+    TileColumn("VELOCITY_ERR", "its 1-sigma uncertainty, km/s", needs_velocity=False),
+    *(TileColumn(p.column) for p in SUMMARIES),
+    *(TileColumn(p.column) for p in PRODUCTS if p.error_of in SUMMARY_HDUS),
+    TileColumn("SFH"),
+    TileColumn("ZH"),
+    TileColumn("LOG_MSTAR", "log10 present-day stellar mass of the bin (forward-model check), M_sun"),
+    TileColumn("CHI2"),
+    TileColumn("AV", "A_V of the forward-model check, mag"),
+    TileColumn("SIGMA", "stellar velocity dispersion of the forward-model check, km/s"),
+    TileColumn("N_BANDS", "HST bands used", integer=True, needs_velocity=False),
+    TileColumn(
+        "ERR_FACTOR",
+        "what the bin's error propagated from STAT was multiplied by for the covariance of its "
+        "spaxels: 1 + alpha log10 N_SPAXELS, alpha measured on the tile (sfh_pipeline.covariance)",
+        needs_velocity=False,
+    ),
+    TileColumn("NORM", "the spectrum's normalisation, erg s^-1 cm^-2 A^-1"),
+    # the columns of the quantities added later, in their order (a new quantity's lands here)
+    *(TileColumn(p.column) for p in PRODUCTS if p.later and p.column),
+    TileColumn(
+        "FLAG",
+        f"bit {FLAG_NO_VELOCITY}: no stellar velocity within the search range",
+        integer=True,
+        needs_velocity=False,
+    ),
+)
 
 
 def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
@@ -294,8 +471,7 @@ def read_hst_on_muse(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.
 # ----------------------------------------------------------------------------- infer: tile tables
 
 
-#: ``FLAG`` bit of a bin whose stellar velocity could not be measured within the allowed range.
-FLAG_NO_VELOCITY = 1
+_INTEGER_COLUMNS = {column.name for column in TILE_COLUMNS if column.integer}
 
 
 def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path, age_bin_edges_yr) -> None:
@@ -306,7 +482,7 @@ def write_tile_table(path, columns: dict[str, np.ndarray], tile: str, model_path
         values = np.asarray(values)
         if values.ndim == 2:
             cols.append(fits.Column(name, f"{values.shape[1]}E", array=values.astype(np.float32)))
-        elif name in ("BIN_ID", "N_SPAXELS", "N_BANDS", "FLAG"):
+        elif name in _INTEGER_COLUMNS:
             cols.append(fits.Column(name, "J", array=values.astype(np.int32)))
         else:
             cols.append(fits.Column(name, "D", array=values.astype(np.float64)))
@@ -357,9 +533,9 @@ def write_maps(
 
     Parameters
     ----------
-    images : every key of :data:`MAP_HDUS`; 2-D (ny, nx) images, those of :data:`PLANE_HDUS`
-        (``SFH``, ``ZH`` and their ``_ERR``) (n_bins, ny, nx), ``EPISTEMIC``
-        (:data:`SUMMARY_PLANE_HDUS`) (4, ny, nx).
+    images : every quantity of :data:`PRODUCTS` by name, (ny, nx) after its planes
+        (:func:`map_planes`): (n_bins, ny, nx) for ``SFH``, ``ZH`` and their ``_ERR``,
+        (4, ny, nx) for ``EPISTEMIC``.
     wcs : the celestial WCS of the spaxel grid.
     age_bin_edges_yr : (n_bins + 1,) lookback-time bin edges, yr.
     meta : extra primary-header keywords (``GALAXY``, ``DIST_MPC``, ``MODEL``, ...).
@@ -375,20 +551,18 @@ def write_maps(
         primary.header[key] = value
     hdus = [primary]
     celestial = wcs.celestial.to_header()
-    for name, unit in MAP_HDUS.items():
+    for quantity in PRODUCTS:
+        name = quantity.name
         data = np.asarray(images[name])
         expected = map_planes(name, edges.size - 1) + tuple(shape)
         if data.shape != expected:
             raise ValueError(f"maps for {path}: {name} has shape {data.shape}, expected {expected}")
-        data = data.astype(np.int32 if name == "BIN_ID" else np.float32)
-        hdu = fits.ImageHDU(data, header=celestial.copy(), name=name)
-        hdu.header["BUNIT"] = unit
-        if name in SUMMARY_PLANE_HDUS:
+        hdu = fits.ImageHDU(data.astype(quantity.dtype), header=celestial.copy(), name=name)
+        hdu.header["BUNIT"] = quantity.unit
+        if quantity.planes == "summaries":
             for i, key in enumerate(SUMMARY_HDUS):
                 hdu.header[f"PLANE{i + 1}"] = (key, f"quantity of plane {i + 1}")
-        hdu.header["COMMENT"] = MAP_DESCRIPTIONS.get(name, MAP_DESCRIPTIONS.get(name.removesuffix("_ERR"), "")) + (
-            " (1-sigma uncertainty)" if name.endswith("_ERR") else ""
-        )
+        hdu.header["COMMENT"] = quantity.comment
         hdus.append(hdu)
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)

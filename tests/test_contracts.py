@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from sfh_pipeline import load_predictor
-from sfh_pipeline.products import MAP_HDUS, PLANE_HDUS, SUMMARY_HDUS, SUMMARY_PLANE_HDUS
+from sfh_pipeline.products import LATER_HDUS, PRODUCTS, SUMMARIES
 
 from .support.workflow import REPO
 
@@ -20,12 +20,20 @@ def section(title: str) -> str:
 
 
 def test_maps_table_is_the_code_s_hdu_list():
-    rows = re.findall(r"^\| `(\w+)` \| (1|4|n_bins) \| (—|`[^`]*`) \|", section("Maps of a galaxy"), re.M)
-    assert [name for name, _, _ in rows] == list(MAP_HDUS)
-    for name, planes, unit in rows:
-        assert unit.strip("`") == (MAP_HDUS[name] or "—"), name
-        assert (planes == "n_bins") == (name in PLANE_HDUS), name
-        assert (planes == str(len(SUMMARY_HDUS))) == (name in SUMMARY_PLANE_HDUS), name
+    """The page's HDUs are those of products.PRODUCTS, in order, with their planes and units;
+    it names the ones that came later and those the truth holds 0 in as the table does."""
+    text = section("Maps of a galaxy")
+    rows = re.findall(r"^\| `(\w+)` \| (1|4|n_bins) \| (—|`[^`]*`) \|", text, re.M)
+    assert [name for name, _, _ in rows] == [quantity.name for quantity in PRODUCTS]
+    n_planes = {"": "1", "age_bins": "n_bins", "summaries": str(len(SUMMARIES))}
+    for (name, planes, unit), quantity in zip(rows, PRODUCTS):
+        assert unit.strip("`") == (quantity.unit or "—"), name
+        assert planes == n_planes[quantity.planes], name
+    later = re.search(r"`ZSUN_REF`\. (.*?) read with NaN planes", text, re.S).group(1)
+    assert keys_named(later) == set(LATER_HDUS)
+    zero = keys_named(re.search(r"with 0 in\s+every (.*?) plane", text, re.S).group(1))
+    expected = {q.name for q in PRODUCTS if q.truth == "zero"}
+    assert {name for name in expected if name.endswith("_ERR")} | (zero - {"_ERR"}) == expected
 
 
 def keys_named(text: str) -> set[str]:

@@ -7,7 +7,7 @@ import pytest
 from astropy.wcs import WCS
 
 from sfh_pipeline.maps import mosaic_maps, paint
-from sfh_pipeline.products import MAP_HDUS, PLANE_HDUS, SUMMARY_PLANE_HDUS, read_maps, write_maps
+from sfh_pipeline.products import LATER_HDUS, MAP_HDUS, PRODUCTS, map_planes, read_maps, write_maps
 
 EDGES = np.array([0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10])
 
@@ -22,16 +22,15 @@ def grid_wcs(crpix=(1.0, 1.0)):
 
 
 def maps_of(bin_id, values):
-    """Maps whose every quantity is ``values`` of the bin (SFH, ZH and their _ERR: 16 equal
-    planes; EPISTEMIC: 4 planes, one per summary)."""
-    planar = ("BIN_ID", *PLANE_HDUS, *SUMMARY_PLANE_HDUS)
-    images = {name: paint(bin_id, values) for name in MAP_HDUS if name not in planar}
+    """Maps whose every quantity is ``values`` of the bin (one plane per age bin: 16 equal
+    planes of values / 16; one per summary: 4 planes of values / 100)."""
+    per_plane = {
+        "": values,
+        "age_bins": np.repeat(values[:, None], 16, axis=1) / 16,
+        "summaries": np.repeat(values[:, None], 4, axis=1) / 100,
+    }
+    images = {quantity.name: paint(bin_id, per_plane[quantity.planes]) for quantity in PRODUCTS}
     images["BIN_ID"] = bin_id
-    planes = np.repeat(values[:, None], 16, axis=1) / 16
-    for name in PLANE_HDUS:
-        images[name] = paint(bin_id, planes)
-    for name in SUMMARY_PLANE_HDUS:
-        images[name] = paint(bin_id, np.repeat(values[:, None], 4, axis=1) / 100)
     return images
 
 
@@ -48,35 +47,21 @@ def test_paint_and_roundtrip(tmp_path):
     assert not (tmp_path / "n.fits").exists()
 
 
-#: the HDUs issue 13 added, with their BUNIT
-UNCERTAINTY_HDUS = {
-    "SFH_ERR": "",
-    "ZH_ERR": "dex",
-    "T50": "dex(yr)",
-    "T50_ERR": "dex",
-    "T90": "dex(yr)",
-    "T90_ERR": "dex",
-}
-
-
-def test_uncertainty_and_formation_time_planes_roundtrip(tmp_path):
-    """SFH_ERR and ZH_ERR have one plane per age bin, T50/T90 and their _ERR one; each HDU
-    holds its own values (distinct per HDU and per plane) and its unit."""
-    import astropy.units as u
+def test_every_quantity_roundtrips_with_its_own_values_dtype_unit_and_comment(tmp_path):
+    """Each HDU holds its own values (distinct per quantity, bin and plane), in the order,
+    dtype, BUNIT and COMMENT of its entry in PRODUCTS; a plane HDU of the wrong shape is
+    refused."""
     from astropy.io import fits
 
     bin_id = np.array([[0, 0, 1], [-1, 2, 1]])
-    images = maps_of(bin_id, np.array([5.0, 6.0, 7.0]))
-    per_bin = {
-        "T50": np.array([9.1, 8.2, 7.3]),
-        "T50_ERR": np.array([0.11, 0.12, 0.13]),
-        "T90": np.array([8.4, 7.5, 6.6]),
-        "T90_ERR": np.array([0.21, 0.22, 0.23]),
-        "SFH_ERR": 0.001 * np.arange(48.0).reshape(3, 16),
-        "ZH_ERR": 0.3 + 0.01 * np.arange(48.0).reshape(3, 16),
-    }
-    for name, values in per_bin.items():
-        images[name] = paint(bin_id, values)
+    per_bin = {}
+    for i, quantity in enumerate(PRODUCTS):
+        planes = map_planes(quantity.name, 16)
+        values = i + 0.01 * np.arange(3.0)[:, None] + 0.0001 * np.arange(planes[0] if planes else 1)[None, :]
+        per_bin[quantity.name] = values if planes else values[:, 0]
+    images = {name: paint(bin_id, values) for name, values in per_bin.items()}
+    images["BIN_ID"] = bin_id
+    del per_bin["BIN_ID"]
     write_maps(tmp_path / "m.fits", images, grid_wcs(), EDGES, {"GALAXY": "X"})
     back, _, _, _ = read_maps(tmp_path / "m.fits")
     inside = bin_id >= 0
@@ -84,12 +69,14 @@ def test_uncertainty_and_formation_time_planes_roundtrip(tmp_path):
         expected = values[bin_id[inside]].T.astype(np.float32)
         np.testing.assert_array_equal(back[name][..., inside], expected, err_msg=name)
         assert np.all(np.isnan(back[name][..., ~inside])), name
-    assert back["SFH_ERR"].shape == back["ZH_ERR"].shape == (16, 2, 3) and back["T50"].shape == (2, 3)
+        assert back[name].shape == map_planes(name, 16) + bin_id.shape, name
     with fits.open(tmp_path / "m.fits") as hdul:
-        for name, unit in UNCERTAINTY_HDUS.items():
-            assert MAP_HDUS[name] == unit and hdul[name].header["BUNIT"] == unit, name
-            u.Unit(unit)  # astropy reads every unit string
-        assert "50%" in str(hdul["T50"].header["COMMENT"]) and "uncertainty" in str(hdul["T90_ERR"].header["COMMENT"])
+        assert [hdu.name for hdu in hdul[1:]] == [quantity.name for quantity in PRODUCTS]
+        for quantity in PRODUCTS:
+            hdu = hdul[quantity.name]
+            assert hdu.data.dtype.name == quantity.dtype and hdu.header["BUNIT"] == quantity.unit, quantity.name
+            # a long COMMENT spans cards, and FITS drops the blanks that end one
+            assert "".join("".join(hdu.header["COMMENT"]).split()) == "".join(quantity.comment.split())
     # a plane HDU of the wrong shape is refused
     images["SFH_ERR"] = images["T50"]
     with pytest.raises(ValueError, match="SFH_ERR has shape"):
@@ -122,13 +109,11 @@ def test_epistemic_planes_hold_each_summary_s_spread_in_order(tmp_path):
 
 
 def test_a_maps_file_written_before_the_new_planes_reads_with_nan(tmp_path):
-    """A maps file without OOD, SFH_ERR, ZH_ERR, T50, T90, their _ERR and EPISTEMIC (as written
-    before they existed) still reads: those are NaN of the right shape, everything else as stored."""
+    """A maps file without the quantities added later (OOD, SFH_ERR, ZH_ERR, T50, T90, their
+    _ERR and EPISTEMIC, as written before they existed) still reads: those are NaN of the right
+    shape, everything else as stored."""
     from astropy.io import fits
 
-    from sfh_pipeline.products import LATER_HDUS
-
-    assert set(UNCERTAINTY_HDUS) | {"OOD", "EPISTEMIC"} == set(LATER_HDUS)
     bin_id = np.array([[0, 0, 1], [-1, 2, 1]])
     write_maps(tmp_path / "new.fits", maps_of(bin_id, np.array([5.0, 6.0, 7.0])), grid_wcs(), EDGES, {"GALAXY": "X"})
     with fits.open(tmp_path / "new.fits") as hdul:
@@ -143,7 +128,9 @@ def test_a_maps_file_written_before_the_new_planes_reads_with_nan(tmp_path):
             assert old[name].shape == new[name].shape and np.all(np.isnan(old[name])), name
         else:
             np.testing.assert_array_equal(old[name], new[name], err_msg=name)
-    assert old["SFH_ERR"].shape == (16, 2, 3) and old["T50"].shape == (2, 3) and old["EPISTEMIC"].shape == (4, 2, 3)
+    assert {name: old[name].shape for name in LATER_HDUS} == {
+        name: map_planes(name, 16) + (2, 3) for name in LATER_HDUS
+    }
     # and such a file goes through everything that reads maps: a mosaic of it and the quick-look
     from sfh_pipeline.atlas import quicklook
 
@@ -151,6 +138,12 @@ def test_a_maps_file_written_before_the_new_planes_reads_with_nan(tmp_path):
     assert np.all(np.isnan(read_maps(tmp_path / "mosaic.fits")[0]["T50"]))
     quicklook(tmp_path / "old.fits", tmp_path / "old.png")
     assert (tmp_path / "old.png").stat().st_size > 10_000
+
+
+def later_values(v, i, planes):
+    """Values of the i-th quantity added later for bin values ``v``: shaped as ``v``, or with
+    the planes last."""
+    return v + i if not planes else v[..., None] + i + 0.01 * np.arange(planes[0])
 
 
 def test_mosaic_of_two_overlapping_pointings(tmp_path):
@@ -166,16 +159,9 @@ def test_mosaic_of_two_overlapping_pointings(tmp_path):
         local = local.reshape(ids.shape)
         local[0, 0] = -1 if name == "b" else local[0, 0]  # an unbinned spaxel of b inside the overlap
         images = maps_of(local, unique.astype(float))
-        # the planes of issue 13, each its own function of the bin's value (per plane for the _ERR planes)
-        v = unique.astype(float)
-        images.update(
-            T50=paint(local, v + 0.25),
-            T50_ERR=paint(local, 0.5 * v),
-            T90=paint(local, v - 0.25),
-            T90_ERR=paint(local, 0.25 * v),
-            SFH_ERR=paint(local, v[:, None] + 0.01 * np.arange(16)),
-            ZH_ERR=paint(local, v[:, None] - 0.01 * np.arange(16)),
-        )
+        # the quantities added later, each its own function of the bin's value (and of the plane)
+        for i, later in enumerate(LATER_HDUS):
+            images[later] = paint(local, later_values(unique.astype(float), i, map_planes(later, 16)))
         write_maps(
             tmp_path / f"{name}.fits", images, grid_wcs((1.0 - x0, 1.0)), EDGES, {"GALAXY": f"P{name}", "MODEL": "demo"}
         )
@@ -187,14 +173,11 @@ def test_mosaic_of_two_overlapping_pointings(tmp_path):
     mx, my = (np.round(v).astype(int) for v in wcs.world_to_pixel_values(ra, dec))
     np.testing.assert_array_equal(images["LW_AGE"][my, mx], value)
     np.testing.assert_array_equal(images["SFH"][:, my, mx].sum(0), value)
-    # the uncertainty and formation-time planes come along, plane by plane
-    np.testing.assert_allclose(images["T50"][my, mx], value + 0.25, rtol=1e-6)
-    np.testing.assert_allclose(images["T50_ERR"][my, mx], 0.5 * value, rtol=1e-6)
-    np.testing.assert_allclose(images["T90"][my, mx], value - 0.25, rtol=1e-6)
-    np.testing.assert_allclose(images["T90_ERR"][my, mx], 0.25 * value, rtol=1e-6)
-    plane = 0.01 * np.arange(16)[:, None, None]
-    np.testing.assert_allclose(images["SFH_ERR"][:, my, mx], value[None] + plane, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(images["ZH_ERR"][:, my, mx], value[None] - plane, rtol=1e-6, atol=1e-6)
+    # the quantities added later come along, plane by plane
+    for i, name in enumerate(LATER_HDUS):
+        got, expected = images[name][..., my, mx], later_values(value, i, map_planes(name, 16))
+        expected = np.moveaxis(expected, -1, 0) if got.ndim == 3 else expected
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=name)
     ids = images["BIN_ID"][my, mx]
     assert (ids >= 0).all()
     # one id per original bin, values consistent with ids everywhere
@@ -323,19 +306,10 @@ def truth_case(tmp_path_factory):
         true_bin[key] = np.array(
             [np.sum((weight * image32)[bins == b]) / np.sum(weight[bins == b]) for b in range(n_bins)]
         )
-    truth = {name: np.zeros((ny, nx)) for name in MAP_HDUS if name not in PLANE_HDUS + SUMMARY_PLANE_HDUS}
+    fill = {"computed": 0.0, "zero": 0.0, "nan": np.nan}
+    truth = {q.name: np.full(map_planes(q.name, 16) + (ny, nx), fill[q.truth]) for q in PRODUCTS}
     truth.update(spaxel)
-    truth.update(
-        BIN_ID=(yy * nx + xx).astype(np.int32),
-        MASS_DENSITY=log_mass,
-        SFH=np.full((16, ny, nx), 1 / 16),
-        ZH=np.zeros((16, ny, nx)),
-        SFH_ERR=np.zeros((16, ny, nx)),
-        ZH_ERR=np.zeros((16, ny, nx)),
-        CHI2=np.full((ny, nx), np.nan),
-        OOD=np.full((ny, nx), np.nan),
-        EPISTEMIC=np.zeros((4, ny, nx)),
-    )
+    truth.update(BIN_ID=(yy * nx + xx).astype(np.int32), MASS_DENSITY=log_mass, SFH=np.full((16, ny, nx), 1 / 16))
     write_maps(root / "truth.fits", truth, wcs, EDGES, {"GALAXY": "T", "MODEL": "truth"})
     header = wcs.to_header()
     hdus = [fits.PrimaryHDU()] + [
@@ -574,24 +548,19 @@ def write_tile(path, bins, extra=None, rows=None):
 
 
 def test_assembled_maps_paint_the_new_columns_and_nan_for_tables_without_them(truth_case, tmp_path):
-    """Two tile tables: one (bins 0-5) with SFH_ERR, ZH_ERR, T50, T90 and their _ERR, per bin
-    and per plane distinct; one (bins 6-11) written before these columns existed. The maps
-    hold the first's values on the spaxels of its bins, NaN on the others'."""
+    """Two tile tables: one (bins 0-5) with the columns of the quantities added later (OOD,
+    SFH_ERR, ZH_ERR, T50, T90 and their _ERR, EPISTEMIC), per bin and per plane distinct; one
+    (bins 6-11) written before these columns existed. The maps hold the first's values on the
+    spaxels of its bins, NaN on the others'."""
     from sfh_pipeline.maps import assemble_maps
 
     root, bins, _ = truth_case
     (tmp_path / "model.pt").write_bytes(b"model")
     first = np.arange(6)
-    b = first.astype(float)[:, None]
+    later = [quantity for quantity in PRODUCTS if quantity.later and quantity.column]
     extra = {
-        "OOD": 0.5 + first,
-        "SFH_ERR": 0.001 * (b + 1) * np.arange(1, 17),
-        "ZH_ERR": 0.1 + 0.01 * b + 0.001 * np.arange(16),
-        "T50": 9.0 + 0.1 * first,
-        "T50_ERR": 0.05 + 0.01 * first,
-        "T90": 8.0 - 0.1 * first,
-        "T90_ERR": 0.2 + 0.01 * first,
-        "EPISTEMIC": 0.01 * (b + 1) * np.arange(1, 5),
+        quantity.column: later_values(0.5 + 0.1 * first, i, map_planes(quantity.name, 16))
+        for i, quantity in enumerate(later)
     }
     tables = [
         write_tile(tmp_path / "new.fits", bins, extra, first),
@@ -600,9 +569,10 @@ def test_assembled_maps_paint_the_new_columns_and_nan_for_tables_without_them(tr
     row = {"galaxy": "T", "distance_mpc": 10.0, "systemic_velocity_kms": 0.0, "ebv_galactic": 0.0}
     assemble_maps(root / "bins.fits", tables, row, tmp_path / "model.pt", tmp_path / "maps.fits")
     images, _, _, _ = read_maps(tmp_path / "maps.fits")
-    for name, values in extra.items():
+    for quantity in later:
+        name, values = quantity.name, extra[quantity.column]
         for b in range(12):
-            got = images[name][..., bins == b]  # (16, 4) or (4,)
+            got = images[name][..., bins == b]  # (planes, 4) or (4,)
             if b < 6:
                 expected = np.broadcast_to(np.asarray(values[b], np.float32)[..., None], got.shape)
                 np.testing.assert_array_equal(got, expected, err_msg=f"{name} bin {b}")

@@ -84,14 +84,49 @@ def test_tile_tables_round_trip_and_older_tables_without_the_later_columns(tmp_p
     np.testing.assert_array_equal(rows["FLAG"], [0, products.FLAG_NO_VELOCITY, 0])
     assert rows["SFH"].shape == (3, 3)
     np.testing.assert_allclose(rows["T50"][:2], [9.0, 9.2])
-    assert np.isnan(rows["T50"][2])  # "T50" is one of LATER_HDUS: older tables lack it
+    assert np.isnan(rows["T50"][2])  # "T50" is a later quantity: older tables lack it
     np.testing.assert_allclose(products.read_tile_age_bin_edges(tmp_path / "a.fits"), edges)
 
 
-def test_the_maps_hdu_lists_agree():
-    assert set(products.LATER_HDUS) <= set(products.MAP_HDUS)
-    assert set(products.PLANE_HDUS) <= set(products.MAP_HDUS)
-    for key in products.SUMMARY_HDUS:
-        assert key in products.MAP_HDUS and f"{key}_ERR" in products.MAP_HDUS
-    for name in products.MAP_HDUS:
-        assert products.MAP_DESCRIPTIONS.get(name, products.MAP_DESCRIPTIONS.get(name.removesuffix("_ERR"))), name
+def test_the_table_of_maps_quantities_is_consistent():
+    """Every name once; an uncertainty's quantity is declared, with the same planes; every
+    unit is one astropy reads; the plane kinds, dtypes and truths are the known ones."""
+    import astropy.units as u
+
+    names = [quantity.name for quantity in products.PRODUCTS]
+    assert len(set(names)) == len(names) and list(products.MAP_HDUS) == names
+    for quantity in products.PRODUCTS:
+        u.Unit(quantity.unit)
+        assert quantity.planes in ("", "age_bins", "summaries") and np.dtype(quantity.dtype).kind in "if"
+        assert quantity.truth in ("computed", "zero", "nan") and quantity.comment, quantity.name
+        if quantity.error_of is not None:
+            of = products.product(quantity.error_of)
+            assert of.planes == quantity.planes and quantity.truth == "zero", quantity.name
+        if quantity.planes == "summaries":
+            assert "{}" in quantity.result_key, quantity.name
+    assert products.SUMMARY_HDUS and all(f"{name}_ERR" in names for name in products.SUMMARY_HDUS)
+    assert [q.weighting for q in products.SUMMARIES] == ["light", "mass", "light", "mass"]
+    assert products.SUMMARY_KEYS == tuple(name.lower() for name in products.SUMMARY_HDUS)
+
+
+def test_every_truth_key_is_an_array_of_the_training_set():
+    from sfh_pipeline import trainset
+
+    keys = [quantity.truth_key for quantity in products.PRODUCTS if quantity.truth_key]
+    assert keys and all(f"``{key}``" in trainset.__doc__ for key in keys), keys
+
+
+def test_every_painted_quantity_has_its_tile_column():
+    """The maps are painted from the tile tables: every quantity's column is one of
+    TILE_COLUMNS, once; a column without a description is a quantity's; the later
+    quantities' columns come after the first ones, in the quantities' order."""
+    columns = [column.name for column in products.TILE_COLUMNS]
+    assert len(set(columns)) == len(columns)
+    painted = [quantity.column for quantity in products.PRODUCTS if quantity.column]
+    assert set(painted) <= set(columns) and len(set(painted)) == len(painted)
+    for column in products.TILE_COLUMNS:
+        assert column.description or column.name in painted, column.name
+        if column.integer:
+            assert not column.needs_velocity, column.name
+    later = [quantity.column for quantity in products.PRODUCTS if quantity.later and quantity.column]
+    assert columns[-len(later) - 1 : -1] == later and columns[-1] == "FLAG"
