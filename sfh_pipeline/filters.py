@@ -39,21 +39,9 @@ from .constants import C_AA_PER_S
 #: AB zero point: 3631 Jy in erg s^-1 cm^-2 Hz^-1.
 AB_ZEROPOINT_FNU_CGS = 3631e-23
 
-#: Keys of the eight HST bands used by PHANGS-HST, in this order. The tokens
-#: match the PHANGS-HST file names
+#: The eight HST bands used by PHANGS-HST, in this order: filter key -> name token of its
+#: header line in ppxf's ``FILTER.RES.txt``. The keys match the PHANGS-HST file names
 #: ``hlsp_phangs-hst_hst_<wfc3-uvis|acs-wfc>_<target>_<filter>_v1_exp-drc-sci.fits``.
-PHANGS_FILTERS = (
-    "wfc3-uvis_f275w",
-    "wfc3-uvis_f336w",
-    "wfc3-uvis_f438w",
-    "wfc3-uvis_f555w",
-    "wfc3-uvis_f814w",
-    "acs-wfc_f435w",
-    "acs-wfc_f555w",
-    "acs-wfc_f814w",
-)
-
-#: Filter key -> name token of its header line in ppxf's ``FILTER.RES.txt``.
 #: A header matches when this token is one of its whitespace-separated words,
 #: and exactly one header must match.
 #:
@@ -77,6 +65,9 @@ FILTER_RES_HEADERS = {
     "acs-wfc_f555w": "hst/ACS_update_sep07/wfc_f555w_t81.dat",
     "acs-wfc_f814w": "hst/ACS_update_sep07/wfc_f814w_t81.dat",
 }
+#: Keys of the eight bands, in order. The config schema (workflow/schemas/config.schema.yaml)
+#: cannot import them and spells them again; tests/test_filters.py holds the two together.
+PHANGS_FILTERS = tuple(FILTER_RES_HEADERS)
 
 
 @dataclass(frozen=True, eq=False)
