@@ -31,7 +31,8 @@ DEFAULT = yaml.safe_load((REPO / "config" / "phangs.yaml").read_text())["model"]
 CATALOG = yaml.safe_load((REPO / "models" / "catalog.yaml").read_text())
 SUMMARY = REPO / "models" / DEFAULT / "real_data" / "summary.json"
 
-# The goals over all real spectra and bins together (network - BC03 regularised full-grid pPXF).
+# The goals over all real spectra and bins together (network - BC03 regularised full-grid pPXF);
+# the median difference holds in every set.
 MAX_ABS_MEDIAN_DELTA_DEX = 0.10
 MAX_SCATTER_DEX = 0.12
 WITHIN_1SIGMA = (0.60, 0.80)  # errors neither too small nor too large
@@ -74,9 +75,22 @@ def test_the_summary_is_of_the_shipped_default_and_holds_what_it_says():
         assert summary[key]["n"] == np.isfinite(d).sum()
 
 
-@pytest.mark.parametrize("key", QUANTITIES)
-def test_median_difference(rows, key):
-    assert abs(np.nanmedian(delta(rows, key))) <= MAX_ABS_MEDIAN_DELTA_DEX
+@pytest.mark.parametrize(
+    ("real_set", "key"),
+    [
+        pytest.param(
+            real_set,
+            key,
+            marks=unmet("LW age median difference -0.13 dex over the 3 SDSS spectra")
+            if (real_set, key) == ("spectra", "lw_age")
+            else (),
+        )
+        for real_set in ("A478", "spectra", "manga")
+        for key in QUANTITIES
+    ],
+)
+def test_median_difference_of_every_set(rows, real_set, key):
+    assert abs(np.nanmedian(delta([row for row in rows if row["set"] == real_set], key))) <= MAX_ABS_MEDIAN_DELTA_DEX
 
 
 @pytest.mark.parametrize(
