@@ -18,9 +18,12 @@ include: "workflow/rules/ssp.smk"
 include: "workflow/rules/filters.smk"
 include: "workflow/rules/trainset.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/fetch.smk"
+include: "workflow/rules/mock.smk"
 include: "workflow/rules/observe.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/maps.smk"
+include: "workflow/rules/validate.smk"
 
 
 rule all:
