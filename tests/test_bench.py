@@ -56,6 +56,18 @@ def aging_trainset(tmp_path_factory):
     return store, ssp
 
 
+def test_kept_results_name_no_folder_of_the_machine_that_made_them():
+    """Results and shipped evidence name files relative to the run's folder: an absolute path of
+    the machine that ran them (a scratch checkout, /tmp) means nothing to a reader."""
+    repo = BENCH.parents[1]
+    kept = [*(repo / "bench" / "results").rglob("*.json"), *(repo / "bench" / "results").rglob("*.md")]
+    kept += [*(repo / "models").rglob("*.json"), *(repo / "models").rglob("*.md")]
+    assert len(kept) > 30
+    machine_path = re.compile(r"(?<![\w.])/(?:work|tmp|home|root)/")
+    offending = [str(p.relative_to(repo)) for p in kept if machine_path.search(p.read_text())]
+    assert not offending, offending
+
+
 def test_flops_of_a_network_of_dense_layers_are_counted_per_spectrum(monkeypatch):
     """A linear-front-end network is dense layers only: 2 x inputs x outputs per spectrum each."""
     import torch
