@@ -71,10 +71,10 @@ class ModelConfig:
     #: space detached, so they never change the point estimates. Model files written before
     #: them load with False.
     posterior_heads: bool = True
-    #: How the spectrum is read: "conv" (the stem, residual stages, attention and attention
-    #: pooling above) or "linear": one learned projection of the whole encoded spectrum to
-    #: ``linear_width`` followed by two dense layers (GEMM-shaped, for inference at the compute
-    #: limit of a CPU; the conv settings are then unused).
+    #: How the spectrum is read, a key of :data:`FRONT_ENDS`: "conv" (the stem, residual stages,
+    #: attention and attention pooling above) or "linear": one learned projection of the whole
+    #: encoded spectrum to ``linear_width`` followed by two dense layers (GEMM-shaped, for
+    #: inference at the compute limit of a CPU; the conv settings are then unused).
     front_end: str = "conv"
     linear_width: int = 128
     #: None: the front end reads the normalised flux as it is. An integer: each spectrum is
@@ -168,22 +168,123 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return table
 
 
+# ----------------------------------------------------------------------------- front ends
+
+
+class FrontEnd:
+    """How a network reads its encoded spectrum; subclasses are registered in :data:`FRONT_ENDS`
+    under the name a model file records (``model_config["front_end"]``).
+
+    ``build`` adds the layers to the network as its own attributes, so that their weights are
+    named in the state_dict as they always were (``stem.0.weight``, ``spectral.1.bias``, ...):
+    committed model files load unchanged. ``read`` maps the encoded spectra (B, 3, n_wave) to
+    the spectral embedding (B, attention_dim).
+    """
+
+    @staticmethod
+    def build(net: nn.Module, config: ModelConfig) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def read(net: nn.Module, spectrum: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+#: The front ends by the name ``ModelConfig.front_end`` gives; add one with :func:`register_front_end`.
+FRONT_ENDS: dict[str, type[FrontEnd]] = {}
+
+
+def register_front_end(name: str):
+    """Class decorator: register a :class:`FrontEnd` subclass as ``front_end: <name>``."""
+
+    def register(cls: type[FrontEnd]) -> type[FrontEnd]:
+        if name in FRONT_ENDS:
+            raise ValueError(f"front end {name!r} is registered already ({FRONT_ENDS[name].__name__})")
+        FRONT_ENDS[name] = cls
+        return cls
+
+    return register
+
+
+def front_end_of(name: str) -> type[FrontEnd]:
+    """The registered front end ``name``; ValueError listing the known ones otherwise."""
+    try:
+        return FRONT_ENDS[name]
+    except KeyError:
+        known = ", ".join(repr(k) for k in FRONT_ENDS)
+        raise ValueError(f"model setting front_end must be one of {known}, got {name!r}") from None
+
+
+@register_front_end("conv")
+class ConvFrontEnd(FrontEnd):
+    """Stem, strided residual stages, self-attention over the feature sequence, attention pooling."""
+
+    @staticmethod
+    def build(net: nn.Module, config: ModelConfig) -> None:
+        c = config.channels
+        k = config.kernel_size
+        k_stem = config.stem_kernel or k
+        net.stem = nn.Sequential(
+            nn.Conv1d(3, config.stem_channels, k_stem, stride=config.stem_stride, padding=k_stem // 2), nn.GELU()
+        )
+        stages, c_in = [], config.stem_channels
+        for c_out in c:
+            stages.append(ResidualBlock(c_in, c_out, k, 2))
+            stages += [ResidualBlock(c_out, c_out, k, 1) for _ in range(config.blocks_per_stage - 1)]
+            c_in = c_out
+        net.stages = nn.Sequential(*stages)
+        length = (config.n_wave + 2 * (k_stem // 2) - k_stem) // config.stem_stride + 1
+        for _ in c:
+            length = (length + 2 * (k // 2) - k) // 2 + 1
+        d = config.attention_dim
+        net.project = nn.Linear(c[-1], d)
+        net.register_buffer("positions", sinusoidal_positions(length, d), persistent=False)
+        layer = nn.TransformerEncoderLayer(
+            d, config.attention_heads, 2 * d, config.dropout, batch_first=True, activation="gelu", norm_first=True
+        )
+        net.encoder = (
+            nn.TransformerEncoder(layer, config.attention_layers, enable_nested_tensor=False)
+            if config.attention_layers > 0
+            else nn.Identity()
+        )
+        net.pool_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        net.pool = nn.MultiheadAttention(d, config.attention_heads, batch_first=True)
+
+    @staticmethod
+    def read(net: nn.Module, spectrum: torch.Tensor) -> torch.Tensor:
+        x = net.stages(net.stem(spectrum))  # (B, C, L)
+        x = net.project(x.transpose(1, 2)) + net.positions  # (B, L, d)
+        x = net.encoder(x)
+        pooled, _ = net.pool(net.pool_query.expand(x.shape[0], -1, -1), x, x)
+        return pooled[:, 0]
+
+
+@register_front_end("linear")
+class LinearFrontEnd(FrontEnd):
+    """One dense projection of the whole encoded spectrum to ``linear_width``, then two dense layers."""
+
+    @staticmethod
+    def build(net: nn.Module, config: ModelConfig) -> None:
+        w, d = config.linear_width, config.attention_dim
+        net.spectral = nn.Sequential(
+            nn.Flatten(), nn.Linear(3 * config.n_wave, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, d)
+        )
+
+    @staticmethod
+    def read(net: nn.Module, spectrum: torch.Tensor) -> torch.Tensor:
+        return net.spectral(spectrum)
+
+
 class SFHNet(nn.Module):
     """Spectrum + photometry -> SFH (mass fractions), log Z per bin, summary means and sigmas."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        if config.front_end not in ("conv", "linear"):
-            raise ValueError(f"model setting front_end must be 'conv' or 'linear', got {config.front_end!r}")
+        self._front_end = front_end_of(config.front_end)
+        # built first: a seed's random initial weights depend on the order the layers are made in
+        self._front_end.build(self, config)
         d = config.attention_dim
-        if config.front_end == "linear":
-            w = config.linear_width
-            self.spectral = nn.Sequential(
-                nn.Flatten(), nn.Linear(3 * config.n_wave, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, d)
-            )
-        else:
-            self._build_conv_front_end(config)
         if config.continuum_divide_degree is not None:
             x = torch.linspace(-1.0, 1.0, config.n_wave, dtype=torch.float64)
             basis = torch.stack(
@@ -215,36 +316,6 @@ class SFHNet(nn.Module):
             offsets[2 * config.n_bins :] = FORMATION_OFFSET
             self.register_buffer("posterior_offsets", offsets, persistent=False)
 
-    def _build_conv_front_end(self, config: ModelConfig) -> None:
-        c = config.channels
-        k = config.kernel_size
-        k_stem = config.stem_kernel or k
-        self.stem = nn.Sequential(
-            nn.Conv1d(3, config.stem_channels, k_stem, stride=config.stem_stride, padding=k_stem // 2), nn.GELU()
-        )
-        stages, c_in = [], config.stem_channels
-        for c_out in c:
-            stages.append(ResidualBlock(c_in, c_out, k, 2))
-            stages += [ResidualBlock(c_out, c_out, k, 1) for _ in range(config.blocks_per_stage - 1)]
-            c_in = c_out
-        self.stages = nn.Sequential(*stages)
-        length = (config.n_wave + 2 * (k_stem // 2) - k_stem) // config.stem_stride + 1
-        for _ in c:
-            length = (length + 2 * (k // 2) - k) // 2 + 1
-        d = config.attention_dim
-        self.project = nn.Linear(c[-1], d)
-        self.register_buffer("positions", sinusoidal_positions(length, d), persistent=False)
-        layer = nn.TransformerEncoderLayer(
-            d, config.attention_heads, 2 * d, config.dropout, batch_first=True, activation="gelu", norm_first=True
-        )
-        self.encoder = (
-            nn.TransformerEncoder(layer, config.attention_layers, enable_nested_tensor=False)
-            if config.attention_layers > 0
-            else nn.Identity()
-        )
-        self.pool_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.pool = nn.MultiheadAttention(d, config.attention_heads, batch_first=True)
-
     def divide_continuum(self, spectrum: torch.Tensor) -> torch.Tensor:
         """Encoded spectra (B, 3, n_wave) -> the same with the flux divided by its continuum
         (minus 1: zero where there is no line) and the log error lowered by log10 of it; masked
@@ -266,13 +337,7 @@ class SFHNet(nn.Module):
         """(B, 3, n_wave) encoded spectra -> (B, attention_dim) spectral embedding."""
         if self.config.continuum_divide_degree is not None:
             spectrum = self.divide_continuum(spectrum)
-        if self.config.front_end == "linear":
-            return self.spectral(spectrum)
-        x = self.stages(self.stem(spectrum))  # (B, C, L)
-        x = self.project(x.transpose(1, 2)) + self.positions  # (B, L, d)
-        x = self.encoder(x)
-        pooled, _ = self.pool(self.pool_query.expand(x.shape[0], -1, -1), x, x)
-        return pooled[:, 0]
+        return self._front_end.read(self, spectrum)
 
     def forward(self, spectrum: torch.Tensor, photometry: torch.Tensor) -> dict[str, torch.Tensor]:
         embedding = self._read_spectrum(spectrum)

@@ -96,9 +96,58 @@ def test_continuum_division_removes_a_smooth_factor_and_keeps_lines_and_masks():
         torch.testing.assert_close(value[1], value[0], atol=0.02, rtol=0.02, msg=key)
 
 
-def test_unknown_front_end_is_named():
-    with pytest.raises(ValueError, match="front_end must be 'conv' or 'linear'"):
+def test_unknown_front_end_is_named_with_the_known_ones():
+    with pytest.raises(ValueError, match="front_end must be one of 'conv', 'linear', got 'transformer'"):
         SFHNet(tiny_config(front_end="transformer"))
+
+
+#: The state_dict names each shipped front end gives its weights: committed model files hold
+#: these, so a front end that renamed them could no longer read them.
+FRONT_END_WEIGHTS = {
+    "conv": ("stem.", "stages.", "project.", "encoder.", "pool_query", "pool."),
+    "linear": ("spectral.",),
+}
+
+
+@pytest.mark.parametrize("front_end", sorted(FRONT_END_WEIGHTS))
+def test_front_ends_name_their_weights_as_the_model_files_do(front_end):
+    shared = ("photometry.", "fuse.", "sfh_head.", "logz_head.", "summary_head.", "quantile_head.")
+    names = list(SFHNet(tiny_config(front_end=front_end)).state_dict())
+    own = [name for name in names if not name.startswith(shared)]
+    assert own and all(name.startswith(FRONT_END_WEIGHTS[front_end]) for name in own), own
+    assert {prefix for prefix in FRONT_END_WEIGHTS[front_end] if any(n.startswith(prefix) for n in own)} == set(
+        FRONT_END_WEIGHTS[front_end]
+    )
+
+
+def test_a_registered_front_end_is_built_by_its_name_and_reads_the_spectrum(monkeypatch):
+    """A new front end is one decorated class: the network (and so training, which builds it
+    through SFHNet) finds it by the name in the model settings; a name registered twice is refused."""
+    from sfh_pipeline import model
+
+    monkeypatch.setattr(model, "FRONT_ENDS", dict(model.FRONT_ENDS))
+
+    @model.register_front_end("mean")
+    class MeanFrontEnd(model.FrontEnd):
+        """The mean of each input channel, projected to the embedding."""
+
+        @staticmethod
+        def build(net, config):
+            net.mean_projection = torch.nn.Linear(3, config.attention_dim)
+
+        @staticmethod
+        def read(net, spectrum):
+            return net.mean_projection(spectrum.mean(-1))
+
+    net = SFHNet(tiny_config(n_wave=120, front_end="mean")).eval()
+    assert "mean_projection.weight" in net.state_dict()
+    spectrum = torch.from_numpy(encode_spectrum(np.ones((2, 120)), np.full((2, 120), 0.1), np.zeros((2, 120))))
+    with torch.no_grad():
+        out = net(spectrum, torch.zeros(2, 24))
+    assert out["spectral_features"].shape == (2, net.config.attention_dim)
+    torch.testing.assert_close(out["spectral_features"][0], out["spectral_features"][1])
+    with pytest.raises(ValueError, match="'mean' is registered already"):
+        model.register_front_end("mean")(MeanFrontEnd)
 
 
 def test_spectrum_encoding_zeroes_every_kind_of_bad_pixel_and_keeps_the_good_ones():
