@@ -25,6 +25,7 @@ from astropy.wcs import WCS
 from sfh_pipeline import predict as predict_module
 from sfh_pipeline.constants import C_KMS, L_SUN_ERG_S, MPC_CM
 from sfh_pipeline.predict import Predictor
+from sfh_pipeline.products import PRODUCTS, TILE_COLUMNS, map_planes
 
 DISTANCE_MPC = 10.0
 EBV = 0.08
@@ -293,6 +294,18 @@ def test_hst_fluxes_are_bin_sums_corrected_at_the_pivot(known):
         np.testing.assert_allclose(raw, sums * t, rtol=1e-9)
 
 
+def test_the_table_has_the_declared_columns_in_order(known):
+    """products.TILE_COLUMNS, in order: integers int32, per-bin vectors float32, the other
+    columns float64."""
+    tables, _, _ = known
+    table = tables["reference"]
+    assert list(table) == [column.name for column in TILE_COLUMNS]
+    for column in TILE_COLUMNS:
+        values = table[column.name]
+        kind = "int32" if column.integer else "float32" if values.ndim == 2 else "float64"
+        assert values.dtype.name == kind, column.name
+
+
 def test_measured_velocities_are_the_bins_own(known):
     """Bins at v_sys + 60, - 40 and + 0 km/s come back at those velocities, and each bin is
     predicted in its own rest frame (z = exp(v/c) - 1 with its measured v)."""
@@ -317,24 +330,21 @@ def test_bins_without_a_velocity_fall_back_to_the_systemic_one_and_are_flagged(k
     np.testing.assert_array_equal(table["N_SPAXELS"], [1, 2, 7])
 
 
-#: Per-bin uncertainties and formation times the network gives (issue 13), distinct per bin
-#: (row i of the call = the table's row i, bin i here) and per age-bin plane.
-UNCERTAINTIES = {
-    "sfh_err": 0.001 * (1 + np.arange(3.0))[:, None] * (1 + np.arange(16.0))[None, :],
-    "logzsol_err": 0.1 + 0.01 * np.arange(3.0)[:, None] + 0.0005 * np.arange(16.0)[None, :],
-    "t50": np.array([9.8, 9.1, 8.7]),
-    "t50_err": np.array([0.11, 0.12, 0.13]),
-    "t90": np.array([9.2, 8.4, 7.9]),
-    "t90_err": np.array([0.21, 0.22, 0.23]),
-}
-COLUMN_OF = {
-    "sfh_err": "SFH_ERR",
-    "logzsol_err": "ZH_ERR",
-    "t50": "T50",
-    "t50_err": "T50_ERR",
-    "t90": "T90",
-    "t90_err": "T90_ERR",
-}
+#: The maps quantities added later that come straight from the network's result and that the
+#: fixture's predictor (an older one) does not give: the uncertainties and formation times
+#: (it gives ``ood``; the members' spread has its own test below).
+NEWER = [q for q in PRODUCTS if q.later and q.result_key and q.planes != "summaries" and q.result_key != "ood"]
+
+
+def newer_values(n_age_bins: int) -> dict:
+    """What a newer predictor gives for NEWER, by result key: distinct per quantity, per bin
+    (row i of the call = the table's row i, bin i here) and per age-bin plane."""
+    out = {}
+    for i, quantity in enumerate(NEWER):
+        values = 0.1 * (i + 1) + 0.01 * np.arange(3.0)
+        planes = map_planes(quantity.name, n_age_bins)
+        out[quantity.result_key] = values[:, None] + 0.0005 * np.arange(planes[0]) if planes else values
+    return out
 
 
 def test_uncertainties_and_formation_times_land_in_the_table_bin_by_bin(known):
@@ -346,11 +356,13 @@ def test_uncertainties_and_formation_times_land_in_the_table_bin_by_bin(known):
 
     tables, _, expected = known
     predictor = expected["predictor"]
-    assert set(COLUMN_OF) == set(UNCERTAINTIES)
+    given = newer_values(predictor.age_bin_edges_yr.size - 1)
+    assert NEWER
     old = tables["reference"]
-    for key, column in COLUMN_OF.items():
-        assert old[column].shape == UNCERTAINTIES[key].shape and np.all(np.isnan(old[column])), column
-    predictor.extra = UNCERTAINTIES
+    for quantity in NEWER:
+        column = old[quantity.column]
+        assert column.shape == given[quantity.result_key].shape and np.all(np.isnan(column)), quantity.name
+    predictor.extra = given
     try:
         table, _ = expected["run"]("uncertainties", "cube", ROW)
         lost, _ = expected["run"]("uncertainties_off", "cube", {**ROW, "systemic_velocity_kms": V_SYS + 1000.0})
@@ -358,12 +370,12 @@ def test_uncertainties_and_formation_times_land_in_the_table_bin_by_bin(known):
         predictor.extra = None
     np.testing.assert_array_equal(table["BIN_ID"], [0, 1, 2])
     np.testing.assert_array_equal(table["FLAG"], 0)
-    for key, column in COLUMN_OF.items():
+    for quantity in NEWER:
         # float32 for the per-plane columns (as SFH and ZH), float64 for the others
-        np.testing.assert_allclose(table[column], UNCERTAINTIES[key], rtol=1e-6, err_msg=column)
+        np.testing.assert_allclose(table[quantity.column], given[quantity.result_key], rtol=1e-6, err_msg=quantity.name)
     np.testing.assert_array_equal(lost["FLAG"], FLAG_NO_VELOCITY)
-    for column in COLUMN_OF.values():
-        assert np.all(np.isnan(lost[column])), column
+    for quantity in NEWER:
+        assert np.all(np.isnan(lost[quantity.column])), quantity.name
 
 
 def test_the_members_spread_lands_in_the_table_bin_by_bin_in_the_order_of_the_summaries(known):
