@@ -498,7 +498,9 @@ def _add_network_parsers(stages) -> None:
     ship.add_argument("--name", required=True, help="catalog name (model.pretrained: <name>)")
     ship.add_argument("--models-dir", default="models", help="the project's models/ folder, holding catalog.yaml")
     ship.add_argument("--mocks", nargs="*", default=[], help="<galaxy>_vs_truth.json of mock galaxies")
-    ship.add_argument("--validations", nargs="*", default=[], help="agreement.json of real galaxies")
+    ship.add_argument(
+        "--validations", nargs="*", default=[], help="agreement.json of real galaxies, and the validation summary.json"
+    )
     ship.add_argument("--command", action="append", default=[], help="a command that made the files (repeatable)")
     ship.add_argument("--notes", default="", help="a Markdown file of notes for the card")
     ship.add_argument("--trainset", default=None, help="the model's training set: check spectra for the tests")

@@ -79,7 +79,8 @@ def ship_model(
     mock_comparisons
         ``<galaxy>_vs_truth.json`` files of the maps stage (mock galaxies against their truth).
     validations
-        ``agreement.json`` files of the validate stage (real galaxies against full spectral fits).
+        ``agreement.json`` files of the validate stage (real galaxies against full spectral fits),
+        and ``results/validation/summary.json`` (all real sets together) when there is one.
     commands
         The commands that made the files, quoted in the card.
     notes
@@ -104,16 +105,17 @@ def ship_model(
     Raises
     ------
     ValueError
-        If the model file is larger than :data:`MAX_MODEL_MB`, the metrics are not of this model,
+        If the model file is larger than :data:`MAX_MODEL_MB` or not a model file that reads
+        safely (:func:`sfh_pipeline.model.read_model_payload`), the metrics are not of this model,
         or a member file is missing or not the one the ensemble was combined from.
     """
-    import torch
+    from .model import read_model_payload
 
     model_path, metrics_path = Path(model_path), Path(metrics_path)
     size_mb = model_path.stat().st_size / 1e6
     if size_mb > MAX_MODEL_MB:
         raise ValueError(f"{model_path} is {size_mb:.1f} MB; a shipped model must be at most {MAX_MODEL_MB} MB")
-    payload = torch.load(model_path, map_location="cpu", weights_only=False)
+    payload = read_model_payload(model_path)
     metrics = json.loads(metrics_path.read_text())
     if metrics.get("model") != payload.get("name"):
         raise ValueError(f"{metrics_path} evaluates model {metrics.get('model')!r}, not {payload.get('name')!r}")
@@ -128,7 +130,7 @@ def ship_model(
     for figure in figures:
         shutil.copyfile(metrics_path.parent / figure, dest / figure)
     mocks = _copy_json(mock_comparisons, dest / "mocks", lambda p: p.name.removesuffix("_vs_truth.json"))
-    reals = _copy_json(validations, dest / "real_data", lambda p: p.parent.name)
+    reals = _copy_json(validations, dest / "real_data", _validation_label)
 
     digest = sha256_of(dest / "model.pt")
     if trainset is not None:
@@ -269,6 +271,12 @@ def _copy_json(paths: Sequence[str | os.PathLike], folder: Path, label) -> dict[
         shutil.copyfile(path, folder / f"{label(path)}.json")
         out[label(path)] = json.loads(path.read_text())
     return out
+
+
+def _validation_label(path: Path) -> str:
+    """``<set>`` for ``results/validation/<set>/agreement.json``; ``summary`` for the summary
+    of all sets (``validate_summary``)."""
+    return "summary" if path.name == "summary.json" else path.parent.name
 
 
 def _enter_in_catalog(catalog_path: Path, name: str, entry: dict[str, str]) -> None:
@@ -482,7 +490,10 @@ def _real_data_section(reals: dict[str, dict[str, Any]]) -> list[str]:
         "",
         *_table_head(["galaxy", "bins", "reference", *SUMMARY_LABELS.values()]),
     ]
+    together = reals.get("summary")
     for galaxy, result in sorted(reals.items()):
+        if galaxy == "summary":
+            continue
         for label, block in (("regularised", result), ("unregularised", result.get("unregularised", {}))):
             if block:
                 cells = [
@@ -490,4 +501,39 @@ def _real_data_section(reals: dict[str, dict[str, Any]]) -> list[str]:
                 ]
                 n = result.get("n_bins", result.get("n_spectra", "n/a"))
                 lines.append(f"| {galaxy} | {n} | {label} | " + " | ".join(cells) + " |")
-    return lines + ["", "Median difference (scatter), dex; `spectra`: single real spectra (one per galaxy), not bins."]
+    lines += ["", "Median difference (scatter), dex; `spectra`: single real spectra (one per galaxy), not bins."]
+    return lines + (_real_summary_section(together) if together else [])
+
+
+def _real_summary_section(summary: dict[str, Any]) -> list[str]:
+    """All real sets together (``validate_summary``): agreement with the regularised reference,
+    ranks, the envelope of reference configurations, and the young spectra."""
+    sets = ", ".join(f"{name} {n}" for name, n in summary["sets"].items())
+    lines = [
+        "",
+        f"All {summary['n']} real bins and spectra together ({sets}), against the regularised fit; "
+        "within envelope: share inside the span of the declared reference configurations widened by "
+        "the network's 1σ:",
+        "",
+        *_table_head(["quantity", "median Δ", "scatter", "within 1σ", "Spearman ρ", "within envelope", "its width"]),
+    ]
+    for key, label in SUMMARY_LABELS.items():
+        block, envelope = summary[key], summary.get("envelope", {}).get(key, {})
+        lines.append(
+            f"| {label} | {_f(block['median_delta_dex'], 3)} | {_f(block['scatter_dex'], 3)} | "
+            f"{block['pull_within_1sigma']:.0%} | {_f(block.get('spearman_rho'), 2)} | "
+            f"{_f(envelope.get('within_envelope'), 2)} | {_f(envelope.get('median_width_dex'), 2)} |"
+        )
+    young = summary.get("young", {})
+    if young.get("n"):
+        worst = max(
+            (row for row in summary["rows"] if row["reference"]["lw_age"] < young["lw_age_threshold"]),
+            key=lambda row: abs(row["network"]["lw_age"] - row["reference"]["lw_age"]),
+        )
+        lines += [
+            "",
+            f"Young (reference LW log age < {young['lw_age_threshold']}): {young['n']} of them, LW log age "
+            f"median Δ {_f(young['lw_age']['median_delta_dex'], 2)} dex, largest |Δ| "
+            f"{_f(young['lw_age']['max_abs_delta_dex'], 2)} dex ({worst['set']} {worst['name']}).",
+        ]
+    return lines

@@ -36,6 +36,21 @@ AGREEMENT = {
     },
 }
 
+SUMMARY = {  # all real sets together, as validate_summary writes it: one young spectrum
+    "sets": {"A478": 7, "spectra": 2},
+    "n": 9,
+    **{
+        k: {"median_delta_dex": d, "scatter_dex": 0.1, "pull_within_1sigma": 7 / 9, "n": 9, "spearman_rho": 0.876}
+        for k, d in (("lw_age", -0.011), ("mw_age", -0.022), ("lw_logz", 0.033), ("mw_logz", -0.044))
+    },
+    "envelope": {"lw_age": {"within_envelope": 8 / 9, "median_width_dex": 0.61, "n": 9}},
+    "young": {"lw_age_threshold": 9.2, "n": 1, "lw_age": {"median_delta_dex": 0.3, "max_abs_delta_dex": 0.3}},
+    "rows": [
+        {"set": "spectra", "name": "old", "network": {"lw_age": 10.0}, "reference": {"lw_age": 9.9}},
+        {"set": "spectra", "name": "NGC 1", "network": {"lw_age": 9.0}, "reference": {"lw_age": 8.7}},
+    ],
+}
+
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_model, small_trainset, tmp_path_factory):
@@ -52,6 +67,8 @@ def test_shipped_model_is_catalogued_verified_and_described_by_its_files(
     (tmp_path / "A478").mkdir()
     agreement = tmp_path / "A478" / "agreement.json"
     agreement.write_text(json.dumps(AGREEMENT))
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(SUMMARY))
     models = tmp_path / "models"
 
     entry = ship_model(
@@ -60,7 +77,7 @@ def test_shipped_model_is_catalogued_verified_and_described_by_its_files(
         models,
         "tiny",
         mock_comparisons=[mock],
-        validations=[agreement],
+        validations=[agreement, summary],
         commands=["snakemake all"],
         notes="stem stride 2 helped",
         trainset=small_trainset,
@@ -86,6 +103,11 @@ def test_shipped_model_is_catalogued_verified_and_described_by_its_files(
     )
     assert "| MOCK-X | 812 | 0.94 / 0.01 | 0.83 / -0.05 | 0.90 / 0.02 | 0.87 / -0.03 |" in card
     assert "| A478 | 7 | regularised | -0.11 (±0.05) | -0.22 (±0.05) | 0.04 (±0.05) | -0.15 (±0.05) |" in card
+    assert json.loads((models / "tiny" / "real_data" / "summary.json").read_text()) == SUMMARY
+    assert "| summary |" not in card and "All 9 real bins and spectra together (A478 7, spectra 2)" in card
+    assert "| LW log age | -0.011 | 0.100 | 78% | 0.88 | 0.89 | 0.61 |" in card
+    assert "| MW log age | -0.022 | 0.100 | 78% | 0.88 | n/a | n/a |" in card
+    assert "largest |Δ| 0.30 dex (spectra NGC 1)" in card
     assert "stem stride 2 helped" in card and "snakemake all" in card
     epochs = len(payload["history"])
     assert f"{epochs} epochs" in card
@@ -94,7 +116,9 @@ def test_shipped_model_is_catalogued_verified_and_described_by_its_files(
 
     check = np.load(models / "tiny" / card_module.CHECK_SPECTRA)
     assert check["flux"].shape[0] == 12
-    again = predictor.predict_normalised(*(check[k] for k in ("flux", "error", "mask", "phot", "phot_error")))
+    # the stored answers are float32 ones, whatever this CPU picks by default
+    float32 = load_predictor(models / "tiny" / "model.pt", precision="float32")
+    again = float32.predict_normalised(*(check[k] for k in ("flux", "error", "mask", "phot", "phot_error")))
     np.testing.assert_allclose(again["lw_age"], check["pred_lw_age"], rtol=1e-6)
     group = zarr.open_group(small_trainset, mode="r")
     np.testing.assert_array_equal(np.asarray(group["split"][:])[check["rows"]], 2)
