@@ -69,3 +69,16 @@ def galactic_transmission(wavelength_aa: np.ndarray, ebv: float) -> np.ndarray:
         raise ValueError(f"Galactic E(B-V) must be a non-negative number (sample sheet column ebv_galactic), got {ebv}")
     a_lambda = attenuation_curve(wavelength_aa, "F99", GALACTIC_RV) * GALACTIC_RV * ebv
     return 10.0 ** (-0.4 * a_lambda)
+
+
+def correct_galactic_extinction(wavelength_aa, ebv: float, *fluxes):
+    """``fluxes`` observed at ``wavelength_aa`` (Angstrom, observed frame) corrected for the
+    Milky-Way foreground of E(B-V) ``ebv`` (mag, the sample sheet's ``ebv_galactic``): each
+    divided by :func:`galactic_transmission` (F99, R_V = 3.1).
+
+    Flux densities and their 1-sigma errors alike, in any unit (the correction is a unitless
+    factor per wavelength): spectra with the wavelength on their last axis, or the fluxes of one
+    band at its pivot wavelength (a number). Returns the corrected arrays in the order given.
+    """
+    transmission = galactic_transmission(np.asarray(wavelength_aa, dtype=float), ebv)
+    return tuple(np.asarray(flux) / transmission for flux in fluxes)

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from .constants import C_KMS, L_SUN_ERG_S, MPC_CM
+from .constants import L_SUN_ERG_S, MPC_CM
 from .covariance import covariance_alpha, error_factor
-from .dust import galactic_transmission
+from .dust import correct_galactic_extinction
 from .extract import bin_geometry, read_bin_box, read_box, sum_bins, wavelength_planes
 from .phangs import MuseCube
 from .products import FLAG_NO_VELOCITY, read_bins, read_hst_on_muse, write_tile_table
 from .samples import require_columns
-from .spectral import sky_mask
+from .spectral import sky_mask, velocity_to_redshift
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,8 @@ def infer_tile(
     alpha = covariance_alpha(tile_flux, tile_var, ~sky_mask(wave))["alpha"]
     del tile_flux, tile_var
     error_factors = error_factor(alpha, geometry.n_spaxels[owned])
-    transmission = galactic_transmission(wave, ebv)
-    flux = flux / transmission
-    error = np.sqrt(var) / transmission * error_factors[:, None]
+    flux, error = correct_galactic_extinction(wave, ebv, flux, np.sqrt(var))
+    error = error * error_factors[:, None]
 
     photometry = {}
     ys, xs = read_box(owned, geometry)
@@ -141,8 +140,7 @@ def infer_tile(
             log.warning("band %s is not one the model was trained with; ignored", band)
             continue
         sums = sum_bins(bin_id, owned, np.stack([image[ys, xs], variance[ys, xs]]), (ys.start, xs.start))
-        t = float(galactic_transmission(np.array([pivot]), ebv)[0])
-        photometry[band] = (sums[:, 0] / t, np.sqrt(sums[:, 1]) / t)
+        photometry[band] = correct_galactic_extinction(pivot, ebv, sums[:, 0], np.sqrt(sums[:, 1]))
 
     template_wave = np.arange(rest[0] - 100.0, rest[-1] + 100.0, 1.0)
     template = velocity_template(ssp_store, predictor.age_bin_edges_yr, template_wave)
@@ -158,7 +156,7 @@ def infer_tile(
             v_range,
             FLAG_NO_VELOCITY,
         )
-    z = np.exp(np.where(lost, v_sys, velocity) / C_KMS) - 1.0
+    z = velocity_to_redshift(np.where(lost, v_sys, velocity))
     prepared = predictor.prepare(wave, flux, error, photometry=photometry, z=z)
     result = predictor.predict_prepared(prepared, batch_size=int(settings["batch_size"]))
     check = ForwardCheck(ssp_store, predictor.age_bin_edges_yr, rest).fit(

@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse
 
 from .constants import C_KMS
-from .spectral import pixel_edges
+from .spectral import pixel_edges, redshift_to_velocity, velocity_to_redshift
 
 if TYPE_CHECKING:
     import torch
@@ -378,13 +378,13 @@ class _ObservedSpectra:
         if velocity_range_kms:
             velocity, _ = self.refine_velocity(wave, flux, error, z_given, velocity_range_kms, mask)
             found = np.isfinite(velocity)
-            z_used = np.where(found, np.expm1(np.where(found, velocity, 0.0) / C_KMS), z_given)
+            z_used = np.where(found, velocity_to_redshift(np.where(found, velocity, 0.0)), z_given)
             prepared = self.prepare(
                 wave, flux, error, photometry=photometry, z=z_used, mask=mask, coverage_slack_kms=slack
             )
         result = self.predict_prepared(prepared, batch_size=batch_size)
         result["norm"] = prepared["norm"]
-        result["velocity_kms"] = np.where(found, C_KMS * np.log1p(z_used), np.nan)
+        result["velocity_kms"] = np.where(found, redshift_to_velocity(z_used), np.nan)
         result["velocity_ok"] = found
         if not found.all():
             for key, value in result.items():
@@ -830,7 +830,7 @@ class Predictor(_ObservedSpectra):
                 error2[rows],
                 self._wave,
                 self._velocity_template,
-                C_KMS * np.log1p(zi),
+                redshift_to_velocity(zi),
                 float(velocity_range_kms),
                 bad[rows],
             )

@@ -21,11 +21,10 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_path, write_json_atomically
-from .constants import C_KMS
-from .dust import galactic_transmission
+from .dust import correct_galactic_extinction
 from .forward_check import ForwardCheck
 from .sdss import read_spectrum
-from .spectral import sky_mask
+from .spectral import sky_mask, velocity_to_redshift
 from .validate import (
     QUANTITIES,
     FullGridFit,
@@ -92,7 +91,7 @@ def validate_spectra(
         spectrum, flux, error, bad = corrected_spectrum(entry, name)
         z = spectrum.redshift
         net = network_answer(predictor, spectrum, flux, error, bad, s)
-        z_net = float(np.expm1(net["velocity_kms"] / C_KMS)) if net["velocity_ok"] else z
+        z_net = float(velocity_to_redshift(net["velocity_kms"])) if net["velocity_ok"] else z
         prepared = predictor.prepare(spectrum.wave_aa, flux, error, z=z_net, mask=bad)
         forward = check.fit(
             prepared["flux"], prepared["error"], prepared["mask"], net["sfh"][None], net["logzsol"][None]
@@ -157,9 +156,10 @@ def corrected_spectrum(entry: dict[str, Any], name: str):
     """The spectrum of a ``spectra`` entry (:func:`validate_spectra`) corrected for Galactic
     extinction: (the spectrum as read, flux, error, pixels to ignore: its own and sky lines)."""
     spectrum = read_spectrum(entry["file"], entry.get("row"), name=name)
-    transmission = galactic_transmission(spectrum.wave_aa, float(entry["ebv_galactic"]))
-    bad = spectrum.bad | sky_mask(spectrum.wave_aa)
-    return spectrum, spectrum.flux / transmission, spectrum.error / transmission, bad
+    flux, error = correct_galactic_extinction(
+        spectrum.wave_aa, float(entry["ebv_galactic"]), spectrum.flux, spectrum.error
+    )
+    return spectrum, flux, error, spectrum.bad | sky_mask(spectrum.wave_aa)
 
 
 def network_answer(predictor, spectrum, flux, error, bad, settings: dict[str, Any]) -> dict[str, Any]:

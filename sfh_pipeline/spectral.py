@@ -156,6 +156,24 @@ def broaden_to_fwhm(
     return apply_kernel(gaussian_kernel_matrix(lam, sigma), flux), np.maximum(fin, fout)
 
 
+def velocity_to_redshift(velocity_kms):
+    """Redshift z of line-of-sight velocities (km/s), in the pipeline's convention
+    v = c ln(1 + z), i.e. 1 + z = exp(v / c).
+
+    It is pPXF's: a velocity is a pure shift in ln lambda (lambda_obs = lambda_rest exp(v / c)),
+    so velocities add like shifts do. It is neither the optical v = cz nor the relativistic
+    Doppler formula (at z = 0.01 it gives v = 2983.03 km/s, cz = 2997.92 km/s). A number gives a
+    NumPy float, an array an array of the same shape.
+    """
+    return np.expm1(np.asarray(velocity_kms, dtype=float) / C_KMS)
+
+
+def redshift_to_velocity(z):
+    """Line-of-sight velocity (km/s) of redshifts ``z``: v = c ln(1 + z), the inverse of
+    :func:`velocity_to_redshift` (see there for the convention)."""
+    return C_KMS * np.log1p(np.asarray(z, dtype=float))
+
+
 def velocity_sigma_to_aa(wavelength_aa: np.ndarray, sigma_kms: float) -> np.ndarray:
     """Gaussian sigma in Angstrom of a line-of-sight velocity dispersion ``sigma_kms`` (km/s)."""
     return np.asarray(wavelength_aa, dtype=float) * (sigma_kms / C_KMS)

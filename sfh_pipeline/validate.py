@@ -45,13 +45,13 @@ from ppxf.ppxf import ppxf
 
 from .atomic import atomic_path, write_json_atomically
 from .constants import C_KMS
-from .dust import galactic_transmission
+from .dust import correct_galactic_extinction
 from .extract import bin_geometry, extract_bin_spectra, wavelength_planes
 from .instrument import muse_lsf_fwhm_aa
 from .phangs import MuseCube
 from .products import read_bins, read_tile_tables
 from .samples import require_columns
-from .spectral import emission_line_mask, sky_mask
+from .spectral import emission_line_mask, sky_mask, velocity_to_redshift
 from .ssp import load_ssp
 
 #: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
@@ -634,7 +634,7 @@ def validate_galaxy(
         ebv,
         s,
     )
-    z_sys = float(np.exp(v_sys / C_KMS) - 1.0)
+    z_sys = float(velocity_to_redshift(v_sys))
     second_init = None
     if second_reference:
         unknown = set(second_reference) - {"ssp_store", "label", "settings"}
@@ -752,17 +752,16 @@ def _rest_frame_spectra(
     geometry = bin_geometry(bin_id, int(s["tile_spaxels"]))
     planes = wavelength_planes(cube.wavelength_aa, rest_range, velocity_span)
     wave = cube.wavelength_aa[planes]
-    transmission = galactic_transmission(wave, ebv)
     sky = sky_mask(wave)
     owner = np.asarray(geometry.owner)
     jobs = []
     for tile in sorted(set(owner[ids])):
         members = ids[owner[ids] == tile]
         flux, var = extract_bin_spectra(cube, bin_id, members, geometry, planes)
-        for b, f, v in zip(members, flux, var):
-            z = np.exp(velocity[b] / C_KMS) - 1.0
-            error = np.sqrt(v) / transmission * error_factors[b]
-            jobs.append((b, (wave / (1 + z), f / transmission, error, sky)))
+        flux, error = correct_galactic_extinction(wave, ebv, flux, np.sqrt(var))
+        for b, f, e in zip(members, flux, error):
+            z = velocity_to_redshift(velocity[b])
+            jobs.append((b, (wave / (1 + z), f, e * error_factors[b], sky)))
     jobs.sort(key=lambda job: job[0])
     return jobs
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfh_pipeline.dust import galactic_transmission
+from sfh_pipeline.dust import correct_galactic_extinction, galactic_transmission
 
 #: F99 Table 4 optical spline anchors: A(lambda)/E(B-V) as functions of R_V (Fitzpatrick 1999,
 #: PASP 111, 63), written out here from the paper, not taken from the code under test.
@@ -68,3 +68,31 @@ def test_doubling_ebv_squares_the_transmission_and_blue_is_dimmed_more():
 def test_negative_or_missing_ebv_is_refused(ebv):
     with pytest.raises(ValueError, match="ebv_galactic"):
         galactic_transmission(np.array([5500.0]), ebv)
+
+
+def test_fluxes_and_errors_are_corrected_by_the_f99_factor():
+    """At the anchors the correction factor is 10^(0.4 A_lambda/E(B-V) E(B-V)), from the paper's
+    numbers: 1.2808 at 6000 A for E(B-V) = 0.1. Spectra (wavelength on the last axis) and their
+    errors are multiplied by it alike, in any unit; the input is not changed."""
+    ebv = 0.1
+    factor = 10.0 ** (0.4 * f99_a_over_ebv(3.1) * ebv)
+    assert factor[0] == pytest.approx(1.2808, abs=1e-4)
+    flux = np.array([[1.0, 2.0, 3.0, 4.0], [5e-17, 6e-17, 7e-17, 8e-17]])
+    error = 0.1 * flux
+    corrected, corrected_error = correct_galactic_extinction(F99_ANCHORS_AA, ebv, flux, error)
+    np.testing.assert_allclose(corrected, flux * factor, rtol=1e-9)
+    np.testing.assert_allclose(corrected_error, error * factor, rtol=1e-9)
+    assert flux[0, 0] == 1.0
+    (only,) = correct_galactic_extinction(F99_ANCHORS_AA, 0.0, flux)
+    np.testing.assert_array_equal(only, flux)
+
+
+def test_fluxes_of_a_band_are_corrected_at_its_pivot():
+    """The (n_bins,) fluxes of one HST band: one wavelength (a number), one factor for all."""
+    ebv = 0.1
+    fluxes, errors = correct_galactic_extinction(5470.0, ebv, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]))
+    factor = 10.0 ** (0.4 * (-0.050 + 1.0016 * 3.1) * ebv)
+    np.testing.assert_allclose(fluxes, [factor, 2 * factor, 3 * factor], rtol=1e-9)
+    np.testing.assert_allclose(errors, [0.1 * factor, 0.2 * factor, 0.3 * factor], rtol=1e-9)
+    with pytest.raises(ValueError, match="ebv_galactic"):
+        correct_galactic_extinction(5470.0, -0.1, np.ones(3))

@@ -9,7 +9,9 @@ from sfh_pipeline.instrument import FWHM_PER_SIGMA, linear_grid, muse_lsf_fwhm_a
 from sfh_pipeline.spectral import (
     broaden_to_fwhm,
     gaussian_kernel_matrix,
+    redshift_to_velocity,
     velocity_sigma_to_aa,
+    velocity_to_redshift,
 )
 
 
@@ -107,3 +109,27 @@ def test_emission_line_mask_covers_every_line_of_the_one_table():
     assert "[OI]6364" in EMISSION_LINES_AA
     continuum = np.argmin(np.abs(wave - 5500.0))
     assert not rest[continuum] and not at_zero_velocity[continuum]
+
+
+def test_velocity_and_redshift_follow_v_equals_c_ln_1_plus_z():
+    """The convention of the whole pipeline (pPXF's): z = 0.01 is 299792.458 ln(1.01) =
+    2983.0341 km/s, not cz = 2997.9246 km/s; the two agree to first order only."""
+    assert redshift_to_velocity(0.01) == pytest.approx(2983.0341, abs=1e-4)
+    assert velocity_to_redshift(299792.458 * np.log(1.01)) == pytest.approx(0.01, rel=1e-14)
+    assert velocity_to_redshift(2997.92458) == pytest.approx(0.01005016708417, rel=1e-12)  # e^0.01 - 1, not 0.01
+    # a velocity is a shift in ln lambda: velocities add where 1 + z multiply
+    v1, v2 = 1234.5, -876.0
+    assert (1 + velocity_to_redshift(v1)) * (1 + velocity_to_redshift(v2)) == pytest.approx(
+        1 + velocity_to_redshift(v1 + v2), rel=1e-15
+    )
+    assert velocity_to_redshift(0.0) == 0.0 and redshift_to_velocity(0.0) == 0.0
+
+
+def test_velocity_and_redshift_round_trip_for_numbers_and_arrays():
+    velocity = np.array([[-300.0, 0.0, 1e-3], [1500.0, 24700.0, 1e5]])
+    z = velocity_to_redshift(velocity)
+    assert z.shape == velocity.shape and np.all(np.sign(z) == np.sign(velocity))
+    np.testing.assert_allclose(redshift_to_velocity(z), velocity, rtol=1e-14, atol=1e-12)
+    # small velocities keep their digits (no exp(x) - 1 cancellation): z = v / c to first order
+    assert velocity_to_redshift(1e-6) == pytest.approx(1e-6 / 299792.458, rel=1e-12)
+    assert isinstance(velocity_to_redshift(1000.0), float)
