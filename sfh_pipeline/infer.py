@@ -2,9 +2,11 @@
 
 For the bins a tile owns (:mod:`sfh_pipeline.extract`): sum the cube's spectra and the
 PSF-matched HST fluxes, correct both for Galactic extinction, measure each bin's
-line-of-sight velocity (around the systemic one), predict with the trained network in the
-bin's rest frame, run the forward-model check and convert the check's mass into solar
-masses with the galaxy's distance. The result is one FITS table per tile.
+line-of-sight velocity around the systemic one as ``predict`` does
+(:meth:`sfh_pipeline.predict.Predictor.refine_velocity`, with a template made from the SSP
+library), predict with the trained network in the bin's rest frame, run the forward-model
+check and convert the check's mass into solar masses with the galaxy's distance. The result
+is one FITS table per tile.
 """
 
 from __future__ import annotations
@@ -101,7 +103,6 @@ def infer_tile(
     ``row`` may carry ``velocity_range_kms`` (see :func:`velocity_range_kms`).
     """
     from .forward_check import ForwardCheck
-    from .kinematics import measure_velocities
     from .model import SUMMARY_KEYS  # imports torch: only here, not for the maps jobs
     from .predict import load_predictor
 
@@ -142,9 +143,13 @@ def infer_tile(
         sums = sum_bins(bin_id, owned, np.stack([image[ys, xs], variance[ys, xs]]), (ys.start, xs.start))
         photometry[band] = correct_galactic_extinction(pivot, ebv, sums[:, 0], np.sqrt(sums[:, 1]))
 
+    # the VELOCITY column is a product: measured against a template at rest exactly, not the
+    # model's own (see refine_velocity)
     template_wave = np.arange(rest[0] - 100.0, rest[-1] + 100.0, 1.0)
-    template = velocity_template(ssp_store, predictor.age_bin_edges_yr, template_wave)
-    velocity, velocity_err = measure_velocities(wave, flux, error, template_wave, template, v_sys, v_range)
+    template = (template_wave, velocity_template(ssp_store, predictor.age_bin_edges_yr, template_wave))
+    velocity, velocity_err = predictor.refine_velocity(
+        wave, flux, error, velocity_to_redshift(v_sys), v_range, template=template
+    )
     lost = ~np.isfinite(velocity)
     if lost.any():
         # A prediction at a wrong velocity looks like a population: these bins get NaN and a flag.

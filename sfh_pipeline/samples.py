@@ -42,7 +42,7 @@ def select_galaxies(sheet: pd.DataFrame, requested: str | list[str] | None, shee
     return names
 
 
-#: The sheet columns the jobs upstream of the tiles read (the files named by ``muse_cube`` and
+#: The sheet columns the jobs up to the tiles read (the files named by ``muse_cube`` and
 #: ``hst_target`` reach them as paths). Every other job gets the whole row. A job reruns when a
 #: cell it gets changes, so an edited E(B-V) redoes the tiles and maps but not the binning.
 HST_JOB_COLUMNS = ("galaxy", "muse_psf_fwhm_arcsec", "hst_bands")
@@ -60,6 +60,8 @@ MOCK_GALAXY_COLUMNS = (
 )
 MOCK_JOB_COLUMNS = (*MOCK_GALAXY_COLUMNS, "hst_bands")
 BINNING_JOB_COLUMNS = ("galaxy", "systemic_velocity_kms", "target_snr")
+#: What :func:`sfh_pipeline.infer.infer_tile` reads (``velocity_range_kms`` may be empty).
+INFER_JOB_COLUMNS = ("galaxy", "systemic_velocity_kms", "ebv_galactic", "distance_mpc", "velocity_range_kms")
 
 
 def row_record(row: pd.Series, columns: tuple[str, ...] | None = None) -> dict:

@@ -314,7 +314,7 @@ def test_whole_workflow_on_a_small_library_and_a_lost_chunk(tmp_path):
         ("A478", "ebv_galactic", "0.2", tiles_on),
         ("A478", "distance_mpc", "350", tiles_on),
         ("A478", "velocity_range_kms", "1000", tiles_on),
-        ("A478", "ra_deg", "63.4", tiles_on),
+        ("A478", "ra_deg", "63.4", tiles_on - {"infer_tile"}),  # the tiles do not read it
         ("MOCK-UVIS", "ebv_galactic", "0.2", mock_jobs),
         ("MOCK-UVIS", "inclination_deg", "60", mock_jobs),
         ("MOCK-UVIS", "target_snr", "25", after_binning - {"validate", "validate_summary"} | {"maps_vs_truth"}),

@@ -23,7 +23,7 @@ rule infer_tile:
         gpu=config["infer"]["gpus"],
         mem_mb=memory_mb(4000),
     params:
-        args=lambda wc: galaxy_args(wc.galaxy),
+        args=lambda wc: galaxy_args(wc.galaxy, columns=samples.INFER_JOB_COLUMNS),
         settings=shell_json(config["infer"]),
         model_sha256=MODEL_SHA256_ARG,
     shell:
