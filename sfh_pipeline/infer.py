@@ -22,7 +22,16 @@ from .covariance import covariance_alpha, error_factor
 from .dust import correct_galactic_extinction
 from .extract import bin_geometry, read_bin_box, read_box, sum_bins, wavelength_planes
 from .phangs import MuseCube
-from .products import FLAG_NO_VELOCITY, read_bins, read_hst_on_muse, write_tile_table
+from .products import (
+    FLAG_NO_VELOCITY,
+    PRODUCTS,
+    SUMMARY_KEYS,
+    TILE_COLUMNS,
+    map_planes,
+    read_bins,
+    read_hst_on_muse,
+    write_tile_table,
+)
 from .samples import require_columns
 from .spectral import sky_mask, velocity_to_redshift
 
@@ -86,24 +95,15 @@ def infer_tile(
 
     ``row``: the galaxy's sample-sheet row (``systemic_velocity_kms``, ``ebv_galactic``,
     ``distance_mpc``); ``settings``: ``tile_spaxels``, ``velocity_range_kms``,
-    ``batch_size``. Table columns: BIN_ID, N_SPAXELS, VELOCITY (km/s, c ln(1+z)),
-    VELOCITY_ERR, the four summaries and their ``_ERR`` (dex), SFH and ZH (n_bins each),
-    LOG_MSTAR (log10 present-day stellar mass, M_sun), CHI2, AV (mag), SIGMA (km/s),
-    N_BANDS (HST bands used), ERR_FACTOR (what the bin's error propagated from STAT was
-    multiplied by for the covariance of its spaxels: 1 + alpha log10 N_SPAXELS, alpha measured
-    on the tile, :mod:`sfh_pipeline.covariance`), NORM (erg s^-1 cm^-2 A^-1), OOD (out-of-distribution score of
-    the spectrum, :meth:`sfh_pipeline.predict.Predictor.predict_normalised`), SFH_ERR and
-    ZH_ERR (n_bins each: calibrated 68 % half-widths of SFH, mass fraction, and of ZH, dex),
-    T50, T90 (log10 lookback time/yr by which 50 % / 90 % of the mass had formed) and their
-    ``_ERR`` (dex) -- NaN when the predictor does not give them (``sfh_err``,
-    ``logzsol_err``, ``t50``, ``t50_err``, ``t90``, ``t90_err`` of its result) --, EPISTEMIC
-    (4 per bin: the spread of an ensemble's members, dex, in the order LW_AGE, MW_AGE, LW_LOGZ,
-    MW_LOGZ, from ``<key>_epistemic``; 0 for a single model, NaN from a predictor without it), FLAG
-    (bit 1: no stellar velocity within the search range; the bin's results are then NaN).
+    ``batch_size``. Table columns: :data:`sfh_pipeline.products.TILE_COLUMNS`, in their order
+    and with their units: what is measured here (velocity, the forward-model check, the HST
+    bands used, the error factor for the covariance of the bin's spaxels,
+    :mod:`sfh_pipeline.covariance`) and the maps quantities the network gives
+    (:func:`network_columns`). A bin without a stellar velocity within the search range has
+    ``FLAG`` :data:`~sfh_pipeline.products.FLAG_NO_VELOCITY` and NaN results.
     ``row`` may carry ``velocity_range_kms`` (see :func:`velocity_range_kms`).
     """
     from .forward_check import ForwardCheck
-    from .model import SUMMARY_KEYS  # imports torch: only here, not for the maps jobs
     from .predict import load_predictor
 
     cube = MuseCube.open(cube_path)
@@ -171,15 +171,11 @@ def infer_tile(
     # normalised flux unit = norm erg/s/cm2/A -> L_sun/A at the galaxy's distance
     unit_lsun = prepared["norm"] * 4 * np.pi * distance_cm**2 / L_SUN_ERG_S
     mstar = check["mass_formed"] * unit_lsun * check["surviving_fraction"]
-    columns = {
+    values = {
         "BIN_ID": owned.astype(np.int32),
         "N_SPAXELS": geometry.n_spaxels[owned],
         "VELOCITY": velocity,
         "VELOCITY_ERR": velocity_err,
-        **{key.upper(): result[key] for key in SUMMARY_KEYS},
-        **{f"{key.upper()}_ERR": result[f"{key}_err"] for key in SUMMARY_KEYS},
-        "SFH": result["sfh"],
-        "ZH": result["logzsol"],
         "LOG_MSTAR": np.log10(np.where(mstar > 0, mstar, np.nan)),
         "CHI2": check["chi2"],
         "AV": check["av"],
@@ -187,31 +183,39 @@ def infer_tile(
         "N_BANDS": prepared["present"].sum(1),
         "ERR_FACTOR": error_factors,
         "NORM": prepared["norm"],
-        "OOD": result["ood"],
+        "FLAG": np.where(lost, FLAG_NO_VELOCITY, 0),
+        **network_columns(result, owned.size, predictor.age_bin_edges_yr.size - 1),
     }
-    n_age = predictor.age_bin_edges_yr.size - 1
-    for key, shape in (
-        ("sfh_err", (owned.size, n_age)),
-        ("logzsol_err", (owned.size, n_age)),
-        ("t50", (owned.size,)),
-        ("t50_err", (owned.size,)),
-        ("t90", (owned.size,)),
-        ("t90_err", (owned.size,)),
-    ):
-        # a predictor that does not give one (an older one) leaves it NaN
-        value = result.get(key)
-        column = "ZH_ERR" if key == "logzsol_err" else key.upper()
-        columns[column] = np.array(value, dtype=float) if value is not None else np.full(shape, np.nan)
-    # the spread of an ensemble's members per summary (0 for one model); NaN from an older predictor
-    spreads = [result.get(f"{key}_epistemic") for key in SUMMARY_KEYS]
-    columns["EPISTEMIC"] = (
-        np.stack([np.asarray(v, dtype=float) for v in spreads], axis=1)
-        if all(v is not None for v in spreads)
-        else np.full((owned.size, len(SUMMARY_KEYS)), np.nan)
-    )
-    for name, values in columns.items():
-        if name not in ("BIN_ID", "N_SPAXELS", "N_BANDS", "VELOCITY", "VELOCITY_ERR", "ERR_FACTOR"):
-            values[lost] = np.nan
-    columns["FLAG"] = np.where(lost, FLAG_NO_VELOCITY, 0)
+    columns = {}
+    for column in TILE_COLUMNS:
+        value = values[column.name]
+        if column.needs_velocity:
+            value = np.array(value, dtype=float)
+            value[lost] = np.nan
+        columns[column.name] = value
     write_tile_table(out_path, columns, tile, model_path, predictor.age_bin_edges_yr)
     return {"tile": tile, "n_bins": int(owned.size)}
+
+
+def network_columns(result: dict[str, Any], n_bins: int, n_age_bins: int) -> dict[str, np.ndarray]:
+    """The tile-table columns of the maps quantities the network gives
+    (:attr:`sfh_pipeline.products.MapProduct.result_key`), by column name, from the
+    predictor's ``result`` for ``n_bins`` spectra.
+
+    A quantity added later (:attr:`~sfh_pipeline.products.MapProduct.later`) that an older
+    predictor does not give is NaN; one with a plane per summary stacks the summaries' keys
+    (n_bins, 4).
+    """
+    columns = {}
+    for quantity in PRODUCTS:
+        if quantity.result_key is None:
+            continue
+        if quantity.planes == "summaries":
+            parts = [result.get(quantity.result_key.format(key)) for key in SUMMARY_KEYS]
+            value = None if any(v is None for v in parts) else np.stack([np.asarray(v, float) for v in parts], axis=1)
+        else:
+            value = result.get(quantity.result_key) if quantity.later else result[quantity.result_key]
+        if value is None:
+            value = np.full((n_bins,) + map_planes(quantity.name, n_age_bins), np.nan)
+        columns[quantity.column] = np.asarray(value, dtype=float)
+    return columns
