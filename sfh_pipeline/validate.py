@@ -49,13 +49,14 @@ from .dust import correct_galactic_extinction
 from .extract import bin_geometry, extract_bin_spectra, wavelength_planes
 from .instrument import muse_lsf_fwhm_aa
 from .phangs import MuseCube
-from .products import read_bins, read_tile_tables
+from .products import SUMMARY_KEYS, read_bins, read_tile_tables
 from .samples import require_columns
 from .spectral import emission_line_mask, sky_mask, velocity_to_redshift
 from .ssp import load_ssp
 
-#: Quantities compared with the network, as in :data:`sfh_pipeline.model.SUMMARY_KEYS`.
-QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+#: Quantities compared with the network: the summaries of the maps
+#: (:data:`sfh_pipeline.products.SUMMARIES`), by their keys in the predictor's results.
+QUANTITIES = SUMMARY_KEYS
 #: Each quantity and its 1-sigma error (dex).
 WITH_ERRORS_KEYS = (*QUANTITIES, *(f"{k}_err" for k in QUANTITIES))
 #: Reference LW log10 age/yr below which a real spectrum counts as young (star-forming disc
