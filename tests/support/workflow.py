@@ -99,7 +99,7 @@ def sheet_value(sheet: Path, galaxy: str, column: str) -> str:
 
 def check_galaxy_products(workdir: Path, galaxies: list[str]) -> dict[str, dict]:
     """Every galaxy has a complete maps file (DESIGN contract), its PNG and its truth comparison."""
-    from sfh_pipeline.products import MAP_HDUS, read_maps
+    from sfh_pipeline.products import MAP_HDUS, SUMMARY_HDUS, read_maps
 
     comparisons = {}
     for galaxy in galaxies:
@@ -107,7 +107,7 @@ def check_galaxy_products(workdir: Path, galaxies: list[str]) -> dict[str, dict]
         assert set(MAP_HDUS) <= set(images) and edges.size == 17 and header["GALAXY"] == galaxy
         binned = images["BIN_ID"] >= 0
         assert binned.sum() > 50
-        for name in ("LW_AGE", "MW_AGE", "LW_LOGZ", "MW_LOGZ", "SNR", "CHI2"):
+        for name in (*SUMMARY_HDUS, "SNR", "CHI2"):
             assert np.isfinite(images[name][binned]).mean() > 0.95, name
             assert np.isnan(images[name][~binned]).all(), name
         np.testing.assert_allclose(images["SFH"][:, binned].sum(0), 1.0, atol=1e-4)
