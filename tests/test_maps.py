@@ -7,7 +7,7 @@ import pytest
 from astropy.wcs import WCS
 
 from sfh_pipeline.maps import mosaic_maps, paint
-from sfh_pipeline.products import LATER_HDUS, MAP_HDUS, PRODUCTS, map_planes, read_maps, write_maps
+from sfh_pipeline.products import LATER_HDUS, MAP_HDUS, PRODUCTS, SUMMARY_KEYS, map_planes, read_maps, write_maps
 
 EDGES = np.array([0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10])
 
@@ -348,7 +348,7 @@ def test_compare_identical_maps_is_a_perfect_score(truth_case, tmp_path):
     maps = recovered_maps(tmp_path / "maps.fits", bins, true_bin)
     result = compare_with_truth(maps, root / "truth.fits", root / "bins.fits", truth_row())
     assert result["n_bins"] == 12
-    for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+    for key in SUMMARY_KEYS:
         assert result[key]["n"] == 12
         assert result[key]["spearman_rho"] == pytest.approx(1.0, abs=1e-12), key
         assert result[key]["median_abs_dex"] < 1e-6, key  # float32 storage only
@@ -394,7 +394,7 @@ def test_compare_sees_a_scrambled_map(truth_case, tmp_path):
     result = compare_with_truth(
         recovered_maps(tmp_path / "rev.fits", bins, reversed_rank), root / "truth.fits", root / "bins.fits", truth_row()
     )
-    for key in ("lw_age", "mw_age", "lw_logz", "mw_logz"):
+    for key in SUMMARY_KEYS:
         assert result[key]["spearman_rho"] == pytest.approx(-1.0, abs=1e-12), key
         assert result[key]["median_abs_dex"] > 0.05, key
 

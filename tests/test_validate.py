@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sfh_pipeline.constants import C_KMS
+from sfh_pipeline.products import SUMMARY_KEYS
 from sfh_pipeline.ssp import SSPLibrary, write_store
 from sfh_pipeline.ssp_formats import ZSUN_DEFAULT
 from sfh_pipeline.validate import (
@@ -77,10 +78,10 @@ def test_full_grid_fit_gives_nan_without_enough_pixels(line_store):
 
 def test_agreement_of_a_known_offset():
     rng = np.random.default_rng(3)
-    reference = {key: rng.uniform(9, 10, 50) for key in ("lw_age", "mw_age", "lw_logz", "mw_logz")}
-    reference.update({f"{key}_err": np.full(50, 0.03) for key in ("lw_age", "mw_age", "lw_logz", "mw_logz")})
+    reference = {key: rng.uniform(9, 10, 50) for key in SUMMARY_KEYS}
+    reference.update({f"{key}_err": np.full(50, 0.03) for key in SUMMARY_KEYS})
     network = {key: value + 0.2 for key, value in reference.items() if not key.endswith("_err")}
-    network.update({f"{key}_err": np.full(50, 0.04) for key in ("lw_age", "mw_age", "lw_logz", "mw_logz")})
+    network.update({f"{key}_err": np.full(50, 0.04) for key in SUMMARY_KEYS})
     network["lw_age"] = network["lw_age"] - 0.2 + np.where(np.arange(50) < 10, 0.3, 0.01)  # 10 bins off by 0.3
     network["mw_age"][0] = np.nan
     result = agreement(network, reference)
@@ -102,7 +103,7 @@ def test_ranks_young_bins_and_the_envelope_of_known_values():
     """Spearman rho of reversed ranks is -1; the young subset holds the bins whose reference LW
     age is below 9.2 with their largest |difference|; a network value counts as inside the
     envelope when within its 1 sigma of the envelope's lowest-highest range."""
-    keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+    keys = SUMMARY_KEYS
     ref_age = np.array([8.5, 8.9, 9.5, 9.8, 10.0])
     reference = {key: ref_age.copy() for key in keys} | {f"{key}_err": np.full(5, 0.05) for key in keys}
     network = {key: ref_age[::-1].copy() for key in keys} | {f"{key}_err": np.full(5, 0.1) for key in keys}
@@ -125,7 +126,7 @@ def test_ranks_young_bins_and_the_envelope_of_known_values():
 
 def test_agreement_ranges_cover_the_truth_about_as_often_as_they_say():
     rng = np.random.default_rng(3)
-    keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+    keys = SUMMARY_KEYS
 
     def coverage(n, trials=200):
         zero = {key: np.zeros(n) for key in keys} | {f"{key}_err": np.full(n, 0.1) for key in keys}
@@ -170,7 +171,7 @@ def test_full_grid_fit_reads_the_library_zsun(tmp_path):
 
 def test_compare_references_of_known_offsets():
     rng = np.random.default_rng(5)
-    keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+    keys = SUMMARY_KEYS
     reference = {key: rng.uniform(9, 10, 20) for key in keys}
     reference.update({f"{key}_unreg": reference[key] - 0.3 for key in keys})
     reference.update({f"{key}_err": np.full(20, 0.05) for key in keys})
