@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -483,14 +484,29 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
 
 def read_model_payload(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The contents of a model file or of an ensemble file (``format`` :data:`MODEL_FORMAT` or
-    :data:`ENSEMBLE_FORMAT`); ValueError naming the file if it is missing or neither."""
+    :data:`ENSEMBLE_FORMAT`); ValueError naming the file if it is missing or neither.
+
+    Only tensors and plain data (dicts, lists, numbers, strings) are read: a file holding any
+    other Python object is refused before that object is made, since unpickling it could run
+    code (a model file from elsewhere is not trusted). Model files hold nothing else.
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"model file {path} does not exist: run the train stage first")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file
-        raise ValueError(f"{path} is not a readable sfh-pipeline model file ({err})") from err
+        # torch's message advises loading the file unrestricted; only its reason is passed on
+        made = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if made:  # a class or function the file would have made or called
+            raise ValueError(
+                f"{path} is refused: besides tensors and plain data it holds a Python object ({made.group(1)}) "
+                "whose unpickling could run code; sfh-pipeline model files hold none"
+            ) from err
+        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+        raise ValueError(
+            f"{path} is not a readable sfh-pipeline model file ({reason.group(1) if reason else err})"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") not in (MODEL_FORMAT, ENSEMBLE_FORMAT):
         raise ValueError(f"{path} is not an sfh-pipeline model file (format {MODEL_FORMAT} expected)")
     return payload

@@ -58,6 +58,7 @@ from .model import (
     loss_terms,
     pick_device,
     posterior_targets,
+    read_model_payload,
     settings_from_dict,
     total_loss,
 )
@@ -624,6 +625,8 @@ def export_checkpoint(
 
     The training itself is not touched and resumes from the same checkpoint. Returns the payload.
     """
+    # a checkpoint is a local file of our own training (not shared like model files), and it
+    # holds numpy random states, which weights_only=True would refuse
     ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     ckpt["best_state"] = checkpoint_best_state(ckpt)
     if ckpt["best_state"] is None:
@@ -692,7 +695,7 @@ def combine_ensemble(
     Returns the payload.
     """
     from .ensemble import fit_calibration
-    from .model import ENSEMBLE_FORMAT, read_model_payload
+    from .model import ENSEMBLE_FORMAT
     from .predict import EnsemblePredictor
     from .products import sha256_of
 
@@ -830,6 +833,7 @@ def _resume(
     state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": [], "best_state": None}
     if not checkpoint_path.exists():
         return state
+    # our own local checkpoint, with numpy random states that weights_only=True would refuse
     ckpt = torch.load(checkpoint_path, map_location=opt.device, weights_only=False)
     _check_architecture(ckpt.get("model_config", {}), model_config, f"checkpoint {checkpoint_path}")
     # read through the settings' classes, so that settings added since take their defaults
@@ -867,7 +871,7 @@ def _warm_start(
     (into ``opt``'s network and moving average), epochs, history and best validation loss; the
     learning rate goes on from its last epoch with a fresh warm-up. The file must come from
     the same run (settings but max_epochs, loss weights, training set), else ValueError."""
-    payload = torch.load(model_path, map_location=opt.device, weights_only=False)
+    payload = read_model_payload(model_path, map_location=opt.device)
     _check_architecture(payload["model_config"], model_config, f"warm start {model_path}")
     theirs = _run_identity(dataclasses.asdict(TrainConfig.from_dict(payload["train_config"])))
     # max_epochs may differ: the cosine then goes on over the new length

@@ -431,7 +431,8 @@ def test_members_of_another_training_set_or_twice_the_same_are_refused(tiny_memb
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"other\.pt was trained on another training set"):
         combine_ensemble([tiny_members[0], tmp_path / "other.pt"], small_trainset, tmp_path / "e.pt")
-    edited = dict(payload, trainset={**payload["trainset"], "age_bin_edges_yr": list(np.arange(17.0))})
+    # plain floats, as model files hold them (numpy scalars would be refused as objects)
+    edited = dict(payload, trainset={**payload["trainset"], "age_bin_edges_yr": np.arange(17.0).tolist()})
     torch.save(edited, tmp_path / "edited.pt")
     with pytest.raises(ValueError, match=r"edited\.pt cannot join an ensemble with .*: age bins differ"):
         combine_ensemble([tiny_members[0], tmp_path / "edited.pt"], small_trainset, tmp_path / "e.pt")

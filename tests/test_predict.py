@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -620,6 +622,40 @@ def test_model_file_of_another_architecture_names_the_file(tiny_model, tmp_path)
     assert str(path) in str(info.value)
     with pytest.raises(ValueError, match="does not exist"):
         load_predictor(tmp_path / "missing.pt")
+
+
+class _TouchesAFile:
+    """What a hostile model file could hold: unpickling it creates the file ``marker`` (any
+    other code would run alike)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_model_file_that_would_run_code_when_read_is_refused_unread(tiny_model, tmp_path):
+    """Model and ensemble files are read with torch.load(weights_only=True): a file holding an
+    object whose unpickling runs code is a ValueError naming the file, and the code never runs."""
+    from sfh_pipeline.model import read_model_payload
+    from sfh_pipeline.model_card import ship_model
+
+    payload = read_model_payload(tiny_model)
+    marker = tmp_path / "marker"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({**payload, "notes": _TouchesAFile(marker)}, hostile)
+    for load in (load_predictor, read_model_payload):
+        with pytest.raises(ValueError, match="is refused: besides tensors and plain data") as info:
+            load(hostile)
+        assert str(hostile) in str(info.value)
+    with pytest.raises(ValueError, match="is refused") as info:
+        ship_model(hostile, tmp_path / "metrics.json", tmp_path / "models", "hostile")
+    assert str(hostile) in str(info.value)
+    assert not marker.exists()
+    # the file is a real threat: read without the restriction, it runs its code
+    torch.load(hostile, weights_only=False)
+    assert marker.exists()
 
 
 def test_freed_inference_memory_is_reused_without_page_faults(predictor):
