@@ -317,6 +317,26 @@ def test_the_ensemble_answers_with_its_members_mean_spread_and_calibration(
         assert np.all(out[f"{key}_epistemic"] > 0), key  # seeds differ: so do their answers
 
 
+def test_an_ensemble_and_one_model_give_every_quantity_the_maps_take_from_the_network(
+    ensemble_predictor, member_predictors, held_out
+):
+    """Each maps quantity with a result key (products.PRODUCTS; EPISTEMIC's once per summary)
+    is in the answer of an ensemble and of a single model: infer leaves none of their tile-table
+    columns NaN for want of it."""
+    from sfh_pipeline.products import PRODUCTS
+
+    for predictor in (ensemble_predictor, member_predictors[0]):
+        out = normalised(predictor, held_out)
+        for quantity in PRODUCTS:
+            if quantity.result_key is None:
+                continue
+            if quantity.planes == "summaries":
+                keys = {quantity.result_key.format(key) for key in SUMMARY_KEYS}
+            else:
+                keys = {quantity.result_key}
+            assert keys <= set(out), (quantity.name, keys - set(out))
+
+
 def test_the_ensemble_errors_cover_68_percent_of_validation_and_about_that_of_test_spectra(
     ensemble_predictor, small_trainset, held_out
 ):
