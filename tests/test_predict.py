@@ -291,6 +291,15 @@ def test_redshifted_and_resampled_spectrum_gives_nearly_the_same(predictor, stor
         assert wrong[key] >= 4 * resampled[key], (key, wrong[key], resampled[key])
 
 
+def bright_spectra_at(predictor, trainset, z):
+    """The first 20 test-set spectra at S/N > 40, observed as MUSE would at redshift z, and
+    their true residual velocities (km/s)."""
+    group = zarr.open_group(trainset, mode="r")
+    bright = np.flatnonzero(np.asarray(group["snr"][:]) > 40)[:20]
+    spectra = {name: np.asarray(group[name][:])[bright] for name in ("flux", "error", "mask")}
+    return (*muse_like(predictor, spectra, z), np.asarray(group["velocity_kms"][:])[bright])
+
+
 def test_velocity_refinement_finds_the_stellar_velocity(predictor, small_trainset):
     """z is not trusted blindly: the stellar velocity is refined around it and returned.
 
@@ -300,12 +309,8 @@ def test_velocity_refinement_finds_the_stellar_velocity(predictor, small_trainse
     Measured at S/N > 40: offset +3.3 km/s (also at z = 0: the zero point of the model's own
     template, see the next test), rms 3.9 km/s, stated errors ~1.3 km/s, so they are checked
     against the offset-free scatter only within a factor of 3."""
-    group = zarr.open_group(small_trainset, mode="r")
-    bright = np.flatnonzero(np.asarray(group["snr"][:]) > 40)[:20]
-    spectra = {name: np.asarray(group[name][:])[bright] for name in ("flux", "error", "mask")}
-    truth = np.asarray(group["velocity_kms"][:])[bright]
     z = 0.005
-    observed, flux, error, mask = muse_like(predictor, spectra, z)
+    observed, flux, error, mask, truth = bright_spectra_at(predictor, small_trainset, z)
     v_z = C_KMS * np.log1p(z)
     velocity, velocity_err = predictor.refine_velocity(observed, flux, error, z, 500.0, mask)
     delta = velocity - v_z - truth
@@ -332,12 +337,8 @@ def test_a_template_at_rest_measures_velocities_without_the_offset_of_the_models
     model's, -0.08 km/s with the SSP library's)."""
     from sfh_pipeline.infer import velocity_template
 
-    group = zarr.open_group(small_trainset, mode="r")
-    bright = np.flatnonzero(np.asarray(group["snr"][:]) > 40)[:20]
-    spectra = {name: np.asarray(group[name][:])[bright] for name in ("flux", "error", "mask")}
-    truth = np.asarray(group["velocity_kms"][:])[bright]
     z = 0.005
-    observed, flux, error, mask = muse_like(predictor, spectra, z)
+    observed, flux, error, mask, truth = bright_spectra_at(predictor, small_trainset, z)
     rest = predictor.wavelength_aa
     template_wave = np.arange(rest[0] - 100.0, rest[-1] + 100.0, 1.0)
     template = (template_wave, velocity_template(analytic_ssp_store, predictor.age_bin_edges_yr, template_wave))
