@@ -119,6 +119,11 @@ class TrainConfig:
     # training batch this network learns beside the truth (knowledge distillation; the term's
     # weight is model.loss.distillation). Same wavelengths, bands and age bins required.
     teacher: str | None = None
+    # a model file (model.pt) of another run whose weights this run starts from instead of a
+    # random initialisation (fine-tuning, e.g. a shipped model on a training set with another
+    # prior); the run is new otherwise: its own schedule, from epoch 0. Same architecture and a
+    # training set with the same wavelengths, bands and age bins required.
+    initial_weights: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -536,6 +541,8 @@ def train(
     state = _resume(checkpoint_path, run, model_config, opt, model_name)
     if not state["history"] and train_config.warm_start:
         state = _warm_start(Path(train_config.warm_start), run, model_config, opt, steps_per_epoch)
+    elif not state["history"] and train_config.initial_weights:
+        _start_from_weights(Path(train_config.initial_weights), reader, model_config, opt)
 
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     while (
@@ -793,6 +800,27 @@ def load_teacher(path: str | os.PathLike, reader: TrainsetReader, device: torch.
     ValueError unless it reads the training set's wavelengths and bands and predicts its age
     bins (it may have been trained on another set)."""
     teacher, payload = load_model_file(path, map_location=device)
+    _check_fits_trainset(payload, reader, f"teacher {path}")
+    return teacher  # in eval mode, on device; every call of it is under torch.no_grad
+
+
+def _start_from_weights(path: Path, reader: TrainsetReader, model_config: ModelConfig, opt: _Optimisation) -> None:
+    """Fine-tuning (``model.training.initial_weights``): the weights of another run's model file
+    ``path`` into ``opt``'s network and its moving average; ValueError unless the file has this
+    architecture and reads this training set's wavelengths, bands and age bins."""
+    payload = read_model_payload(path, map_location=opt.device)
+    _check_architecture(payload["model_config"], model_config, f"initial weights {path}")
+    _check_fits_trainset(payload, reader, f"initial weights {path}")
+    _restore_model(opt.module, payload["state_dict"], path)
+    if opt.average is not None:  # the average starts from these weights, not from the random ones
+        for averaged, current in zip(opt.average.module.state_dict().values(), opt.module.state_dict().values()):
+            averaged.copy_(current)
+    log.info("starting from the weights of %s", path)
+
+
+def _check_fits_trainset(payload: dict[str, Any], reader: TrainsetReader, what: str) -> None:
+    """ValueError unless the model file's ``payload`` reads the training set's wavelengths and
+    bands and predicts its age bins (it may have been trained on another set)."""
     theirs, attrs = payload["trainset"], reader.attrs
 
     def same(a: Any, b: Any) -> bool:
@@ -810,8 +838,7 @@ def load_teacher(path: str | os.PathLike, reader: TrainsetReader, device: torch.
         if not alike
     ]
     if differ:
-        raise ValueError(f"teacher {path} does not fit this training set ({', '.join(differ)} differ)")
-    return teacher  # in eval mode, on device; every call of it is under torch.no_grad
+        raise ValueError(f"{what} does not fit this training set ({', '.join(differ)} differ)")
 
 
 def _check_architecture(saved: dict[str, Any], model_config: ModelConfig, what: str) -> None:

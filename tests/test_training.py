@@ -501,6 +501,35 @@ def test_distilled_network_learns_its_teachers_answers_not_the_truth(small_train
         train(small_trainset, tmp_path / "x", tiny_config(), TrainConfig(teacher=str(tmp_path / "other_bands.pt")))
 
 
+def test_fine_tuning_starts_from_another_runs_weights(small_trainset, tiny_model, tmp_path):
+    """A new run (another seed, its own schedule from epoch 0) started from a model file's
+    weights (initial_weights), network and moving average, validates after one epoch at a
+    vanishing learning rate as that file's network did, far better than the same run from random
+    weights; a file of another architecture or of other bands is refused."""
+    shipped = torch.load(tiny_model, weights_only=False)
+    shipped_loss = min(h["val_loss"] for h in shipped["history"])  # the weights it ships
+    settings = dict(max_epochs=1, batch_size=32, seed=7, learning_rate=1e-9, max_train_batches_per_epoch=5)
+    settings["weight_average_half_life_epochs"] = 1
+    tuned = train(
+        small_trainset, tmp_path / "tuned", tiny_config(), TrainConfig(**settings, initial_weights=str(tiny_model))
+    )
+    fresh = train(small_trainset, tmp_path / "fresh", tiny_config(), TrainConfig(**settings))
+    assert [h["epoch"] for h in tuned["history"]] == [1]
+    assert tuned["history"][0]["val_loss"] == pytest.approx(shipped_loss, rel=0.02)
+    assert fresh["history"][0]["val_loss"] > shipped_loss + 1.0
+    for key, value in shipped["state_dict"].items():
+        if value.is_floating_point() and "running" not in key:
+            torch.testing.assert_close(tuned["state_dict"][key], value, rtol=0, atol=1e-5, msg=key)
+
+    with pytest.raises(ValueError, match="another architecture"):
+        train(small_trainset, tmp_path / "x", tiny_config(latent_dim=48), TrainConfig(initial_weights=str(tiny_model)))
+    shipped["trainset"]["filters"] = shipped["trainset"]["filters"][:-1]
+    torch.save(shipped, tmp_path / "other_bands.pt")
+    other_bands = TrainConfig(initial_weights=str(tmp_path / "other_bands.pt"))
+    with pytest.raises(ValueError, match=r"initial weights .*\(filters differ"):
+        train(small_trainset, tmp_path / "y", tiny_config(), other_bands)
+
+
 def test_learning_rate_after_a_warm_start_ramps_up_again_to_the_cosine_schedule():
     cold, warm = LearningRateSchedule(warmup=10, total=100), LearningRateSchedule(warmup=10, total=100, restart=40)
     assert [cold(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])

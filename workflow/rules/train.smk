@@ -13,6 +13,8 @@ if not ENSEMBLE:
             warm_start=lambda wc: config["model"].get("training", {}).get("warm_start") or [],
             # the network whose predictions this one learns too (model.training.teacher)
             teacher=lambda wc: config["model"].get("training", {}).get("teacher") or [],
+            # the model file whose weights a fine-tuning starts from (model.training.initial_weights)
+            initial_weights=lambda wc: config["model"].get("training", {}).get("initial_weights") or [],
         output:
             model=model_file("{model}", "model.pt"),
             history=model_file("{model}", "history.csv"),
