@@ -22,13 +22,13 @@ def _json_arg(text: str) -> dict:
 
 
 def _ssp_fetch(args: argparse.Namespace) -> None:
-    from .fetch import fetch_source
+    from .ssp.fetch import fetch_source
 
     fetch_source(args.source, Path(args.output), cache_dir=Path(args.cache_dir).expanduser())
 
 
 def _ssp_convert(args: argparse.Namespace) -> None:
-    from .ssp_formats import convert_ssp_file
+    from .ssp.ssp_formats import convert_ssp_file
 
     library = convert_ssp_file(
         args.input,
@@ -56,51 +56,51 @@ def _ssp_convert(args: argparse.Namespace) -> None:
 
 
 def _ssp_qa(args: argparse.Namespace) -> None:
-    from .qa import plot_ssp_library
+    from .synth.qa import plot_ssp_library
 
     plot_ssp_library(args.store, args.output)
 
 
 def _filters(args: argparse.Namespace) -> None:
-    from .filters import write_filter_products
+    from .core.filters import write_filter_products
 
     write_filter_products(args.keys, args.table, args.check)
 
 
 def _trainset_init(args: argparse.Namespace) -> None:
-    from .trainset import init_store, resolve_config
+    from .synth.trainset import init_store, resolve_config
 
     config = resolve_config(args.config)
     attrs = init_store(args.store, config, args.ssp, args.filters)
-    from .atomic import write_json_atomically
+    from .core.atomic import write_json_atomically
 
     layout = {k: attrs[k] for k in ("n_spectra", "chunk_size", "generator_digest", "filters", "ssp")}
     write_json_atomically(args.layout, {"store": args.store, **layout})
 
 
 def _trainset_chunk(args: argparse.Namespace) -> None:
-    from .trainset import write_chunk
+    from .synth.trainset import write_chunk
 
     info = write_chunk(args.store, args.index, args.ssp, args.marker)
     log.info("wrote chunk %d (samples %d-%d) of %s", info["chunk"], info["start"], info["stop"] - 1, args.store)
 
 
 def _trainset_finalize(args: argparse.Namespace) -> None:
-    from .trainset import finalize
+    from .synth.trainset import finalize
 
     summary = finalize(args.store, args.markers, args.report)
     log.info("training set %s complete: %s", args.store, summary["split_counts"])
 
 
 def _trainset_qa(args: argparse.Namespace) -> None:
-    from .qa import plot_trainset_prior
+    from .synth.qa import plot_trainset_prior
 
     plot_trainset_prior(args.store, args.output)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .model import LossWeights, ModelConfig
-    from .training import TrainConfig, train
+    from .ml.model import LossWeights, ModelConfig
+    from .ml.training import TrainConfig, train
 
     settings = args.config
     train(
@@ -114,14 +114,14 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _export_checkpoint(args: argparse.Namespace) -> None:
-    from .training import export_checkpoint
+    from .ml.training import export_checkpoint
 
     payload = export_checkpoint(args.checkpoint, args.trainset, args.out)
     print(f"{args.out}: best of {payload['epochs_run']} epochs, validation loss {payload['best_validation_loss']:.4f}")
 
 
 def _combine_ensemble(args: argparse.Namespace) -> None:
-    from .training import combine_ensemble
+    from .ml.training import combine_ensemble
 
     payload = combine_ensemble(args.members, args.trainset, args.out, name=args.name)
     calibration = payload["calibration"]
@@ -138,7 +138,7 @@ def _combine_ensemble(args: argparse.Namespace) -> None:
 
 
 def _ship_model(args: argparse.Namespace) -> None:
-    from .model_card import ship_model
+    from .ml.model_card import ship_model
 
     entry = ship_model(
         args.model,
@@ -157,7 +157,7 @@ def _ship_model(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluation import evaluate_model
+    from .ml.evaluation import evaluate_model
 
     metrics = evaluate_model(args.model, args.trainset, args.out)
     log.info(
@@ -172,7 +172,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _galaxy_row(args: argparse.Namespace) -> dict:
     """The galaxy's sheet row handed over by the rule (empty cells as NaN)."""
-    from .samples import row_from_record
+    from .core.samples import row_from_record
 
     return row_from_record(args.row)
 
@@ -186,14 +186,14 @@ def _galaxy_files(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def _hst_bands(row: dict, files: dict) -> dict:
-    from .samples import hst_band_keys
+    from .core.samples import hst_band_keys
 
     return {key: (files[f"{key}_sci"], files[f"{key}_wht"]) for key in hst_band_keys(row)}
 
 
 def _mock(args: argparse.Namespace) -> None:
-    from .mock import write_mock_galaxy
-    from .samples import hst_band_keys
+    from .core.samples import hst_band_keys
+    from .synth.mock import write_mock_galaxy
 
     row, files = _galaxy_files(args)
     summary = write_mock_galaxy(
@@ -210,7 +210,7 @@ def _mock(args: argparse.Namespace) -> None:
 
 
 def _observe_hst(args: argparse.Namespace) -> None:
-    from .observe import hst_on_muse
+    from .galaxy.observe import hst_on_muse
 
     row, files = _galaxy_files(args)
     coverage = hst_on_muse(
@@ -220,8 +220,8 @@ def _observe_hst(args: argparse.Namespace) -> None:
 
 
 def _observe_bins(args: argparse.Namespace) -> None:
-    from .observe import bin_galaxy
-    from .samples import require_columns
+    from .core.samples import require_columns
+    from .galaxy.observe import bin_galaxy
 
     row, files = _galaxy_files(args)
     (v_sys,) = require_columns(row, ("systemic_velocity_kms",))
@@ -230,7 +230,7 @@ def _observe_bins(args: argparse.Namespace) -> None:
 
 
 def _infer(args: argparse.Namespace) -> None:
-    from .infer import infer_tile
+    from .galaxy.infer import infer_tile
 
     row, files = _galaxy_files(args)
     summary = infer_tile(
@@ -248,7 +248,7 @@ def _infer(args: argparse.Namespace) -> None:
 
 
 def _validate_spectra(args: argparse.Namespace) -> None:
-    from .spectra_validation import validate_spectra
+    from .galaxy.spectra_validation import validate_spectra
 
     result = validate_spectra(
         args.spectra, args.ssp, _verified_model(args), args.settings, args.out_dir, _second_reference(args)
@@ -265,7 +265,7 @@ def _validate_spectra(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from .validate import validate_galaxy
+    from .galaxy.validate import validate_galaxy
 
     row, files = _galaxy_files(args)
     result = validate_galaxy(
@@ -292,8 +292,8 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _validate_summary(args: argparse.Namespace) -> None:
-    from .atomic import write_json_atomically
-    from .validate import real_data_summary
+    from .core.atomic import write_json_atomically
+    from .galaxy.validate import real_data_summary
 
     tables = dict(item.split("=", 1) for item in args.tables)
     summary = real_data_summary(tables)
@@ -310,8 +310,8 @@ def _validate_summary(args: argparse.Namespace) -> None:
 
 
 def _maps_assemble(args: argparse.Namespace) -> None:
-    from .atlas import quicklook
-    from .maps import assemble_maps
+    from .galaxy.atlas import quicklook
+    from .galaxy.maps import assemble_maps
 
     summary = assemble_maps(args.bins, args.tables, _galaxy_row(args), _verified_model(args), args.out)
     quicklook(args.out, args.png)
@@ -319,8 +319,8 @@ def _maps_assemble(args: argparse.Namespace) -> None:
 
 
 def _maps_compare(args: argparse.Namespace) -> None:
-    from .atomic import write_json_atomically
-    from .maps import compare_with_truth
+    from .core.atomic import write_json_atomically
+    from .galaxy.maps import compare_with_truth
 
     result = compare_with_truth(args.maps, args.truth, args.bins, _galaxy_row(args))
     write_json_atomically(args.out, result)
@@ -333,8 +333,8 @@ def _maps_compare(args: argparse.Namespace) -> None:
 
 
 def _maps_mosaic(args: argparse.Namespace) -> None:
-    from .atlas import quicklook
-    from .maps import mosaic_maps
+    from .galaxy.atlas import quicklook
+    from .galaxy.maps import mosaic_maps
 
     summary = mosaic_maps(args.maps, args.out, args.galaxy)
     quicklook(args.out, args.png)
@@ -342,7 +342,7 @@ def _maps_mosaic(args: argparse.Namespace) -> None:
 
 
 def _maps_atlas(args: argparse.Namespace) -> None:
-    from .atlas import sample_atlas
+    from .galaxy.atlas import sample_atlas
 
     sample_atlas(args.maps, args.png, args.json)
 
@@ -374,7 +374,7 @@ def _second_reference(args: argparse.Namespace) -> dict | None:
 def _verified_model(args: argparse.Namespace) -> str:
     """The model file of the arguments, checked against ``--model-sha256`` when given."""
     if args.model_sha256:
-        from .predict import verify_model_file
+        from .ml.predict import verify_model_file
 
         verify_model_file(args.model, args.model_sha256)
     return args.model
@@ -626,9 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; known failures print one clear line and exit 1 (no traceback)."""
-    from .fetch import FetchError
-    from .phangs import DataError
+    from .galaxy.phangs import DataError
     from .ssp import SSPError
+    from .ssp.fetch import FetchError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
