@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse
 
-from .constants import C_KMS
-from .spectral import pixel_edges, redshift_to_velocity, velocity_to_redshift
+from ..core.constants import C_KMS
+from ..core.spectral import pixel_edges, redshift_to_velocity, velocity_to_redshift
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +88,7 @@ _TRAINSET_KEYS = (
 
 
 #: The catalog of the models committed with the project (``models/catalog.yaml`` of this checkout).
-CATALOG = Path(__file__).resolve().parents[1] / "models" / "catalog.yaml"
+CATALOG = Path(__file__).resolve().parents[2] / "models" / "catalog.yaml"
 
 
 def load_predictor(
@@ -184,7 +184,7 @@ def catalog_model(
 
 def verify_model_file(path: str | os.PathLike, sha256: str) -> None:
     """Raise ValueError unless the model file at ``path`` exists and has SHA-256 ``sha256`` (hex)."""
-    from .products import sha256_of
+    from ..core.products import sha256_of
 
     path = Path(path)
     if not path.is_file():
@@ -416,8 +416,8 @@ class Predictor(_ObservedSpectra):
         ensemble file, whose ``path`` then names the member in messages)."""
         import torch
 
+        from ..core.spectral import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
         from .model import SUMMARY_KEYS, load_model_file, network_of_payload, pick_device
-        from .spectral import EMISSION_LINES_AA, MASK_EMISSION, emission_line_mask
 
         self.path = Path(path)
         try:
@@ -809,7 +809,7 @@ class Predictor(_ObservedSpectra):
         stored) when no ``template`` is given: retrain it, or predict with
         ``velocity_range_kms=0`` to trust ``z`` as given.
         """
-        from .kinematics import measure_velocities
+        from ..core.kinematics import measure_velocities
 
         if template is None and self._velocity_template is None:
             raise ValueError(
@@ -939,8 +939,8 @@ class Predictor(_ObservedSpectra):
         ``posterior_halfwidth_68`` and ``posterior_halfwidth_95`` (n, n_targets): the calibrated
         half-widths of the 68 % and 95 % intervals, NaN for a model without posterior heads
         (whose T50/T90 come from its SFH)."""
+        from ..synth.priors import formation_times
         from .model import FORMATION_FRACTIONS, SUMMARY_KEYS
-        from .priors import formation_times
 
         n, n_bins = raw["sfh"].shape
         if self._ood is None:
@@ -1114,8 +1114,8 @@ class EnsemblePredictor(_ObservedSpectra):
         precision: str = "auto",
     ) -> EnsemblePredictor:
         """The uncalibrated ensemble of model files (:func:`load_predictor` of a list)."""
+        from ..core.products import sha256_of
         from .model import ENSEMBLE_FORMAT, read_model_payload
-        from .products import sha256_of
 
         members = []
         for path in paths:

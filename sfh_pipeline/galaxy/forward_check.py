@@ -16,10 +16,10 @@ import scipy.fft
 from ppxf import ppxf_util
 from ppxf.ppxf import attenuation, ppxf
 
-from .constants import C_KMS
-from .forward import ForwardModel
-from .instrument import linear_grid
-from .ssp import load_ssp
+from ..core.constants import C_KMS
+from ..core.instrument import linear_grid
+from ..ssp import load_ssp
+from ..synth.forward import ForwardModel
 
 #: pPXF needs templates beyond the galaxy's range by its velocity search (+ a margin), km/s.
 TEMPLATE_MARGIN_KMS = 2000.0

@@ -130,17 +130,17 @@ from astropy.convolution import Gaussian1DKernel
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .atomic import atomic_path
-from .constants import ARCSEC_RAD, C_AA_PER_S, C_KMS, L_SUN_ERG_S, MPC_CM
-from .dust import attenuation_curve, galactic_transmission
-from .filters import load_throughputs
+from ..core.atomic import atomic_path
+from ..core.constants import ARCSEC_RAD, C_AA_PER_S, C_KMS, L_SUN_ERG_S, MPC_CM
+from ..core.dust import attenuation_curve, galactic_transmission
+from ..core.filters import load_throughputs
+from ..core.instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
+from ..core.products import MAP_HDUS, PRODUCTS, map_planes, write_maps
+from ..core.samples import MOCK_GALAXY_COLUMNS
+from ..core.spectral import EMISSION_LINES_AA
+from ..ssp import load_ssp
 from .forward import ForwardModel
-from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
 from .priors import bin_mass_fractions, formation_times
-from .products import MAP_HDUS, PRODUCTS, map_planes, write_maps
-from .samples import MOCK_GALAXY_COLUMNS
-from .spectral import EMISSION_LINES_AA
-from .ssp import load_ssp
 
 #: The PHANGS-MUSE DR1 wavelength axis (observed frame, A).
 MUSE_CRVAL3, MUSE_CD3_3, MUSE_NAXIS3 = 4749.75, 1.25, 3681

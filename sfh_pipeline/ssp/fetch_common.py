@@ -10,7 +10,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .products import sha256_of
+from ..core.products import sha256_of
 
 logger = logging.getLogger("sfh_pipeline.fetch")
 

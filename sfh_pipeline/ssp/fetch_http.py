@@ -12,8 +12,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from ..core.products import sha256_of
 from .fetch_common import ChecksumError, FetchError, check_sha256, existing_ok, fsync, logger, unlink_quietly
-from .products import sha256_of
 
 #: Upper bound on a server-requested ``Retry-After`` delay that is honoured, in s.
 _MAX_RETRY_AFTER_S = 120.0

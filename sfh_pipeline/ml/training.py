@@ -42,7 +42,9 @@ import torch
 import torch.distributed as dist
 import zarr
 
-from .atomic import atomic_path, write_json_atomically
+from ..core.atomic import atomic_path, write_json_atomically
+from ..synth.priors import formation_times
+from ..synth.trainset import renoised, stored_noise
 from .model import (
     FORMATION_FRACTIONS,
     LOSS_TERMS,
@@ -62,10 +64,8 @@ from .model import (
     settings_from_dict,
     total_loss,
 )
-from .priors import formation_times
-from .trainset import renoised, stored_noise
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sfh_pipeline.training")  # the name it had before the layer folders
 
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 
@@ -701,10 +701,10 @@ def combine_ensemble(
     ``trainset_store``, or a file is given twice (the message names the file and what differs).
     Returns the payload.
     """
+    from ..core.products import sha256_of
     from .ensemble import fit_calibration
     from .model import ENSEMBLE_FORMAT
     from .predict import EnsemblePredictor
-    from .products import sha256_of
 
     reader = TrainsetReader(trainset_store)
     digest = reader.attrs["generator_digest"]
@@ -1068,6 +1068,6 @@ def write_history(history: list[dict[str, float]], out_dir: Path) -> None:
         writer.writeheader()
         writer.writerows(history)
     write_json_atomically(out_dir / "history.json", {"epochs": history})
-    from .qa import plot_learning_curves
+    from ..synth.qa import plot_learning_curves
 
     plot_learning_curves(history, out_dir / "learning_curve.png")

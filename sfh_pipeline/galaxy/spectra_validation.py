@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from .atomic import atomic_path, write_json_atomically
-from .dust import correct_galactic_extinction
+from ..core.atomic import atomic_path, write_json_atomically
+from ..core.dust import correct_galactic_extinction
+from ..core.spectral import sky_mask, velocity_to_redshift
 from .forward_check import ForwardCheck
 from .sdss import read_spectrum
-from .spectral import sky_mask, velocity_to_redshift
 from .validate import (
     QUANTITIES,
     FullGridFit,
@@ -73,7 +73,7 @@ def validate_spectra(
 
     Returns the content of ``agreement.json``.
     """
-    from .predict import load_predictor
+    from ..ml.predict import load_predictor
 
     s = resolve_settings(settings)
     out_dir = Path(out_dir)

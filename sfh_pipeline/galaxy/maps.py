@@ -15,8 +15,8 @@ import astropy.units as u
 import numpy as np
 from astropy.wcs import WCS
 
-from .constants import ARCSEC_RAD
-from .products import (
+from ..core.constants import ARCSEC_RAD
+from ..core.products import (
     MAP_HDUS,
     PRODUCTS,
     SUMMARIES,
@@ -61,7 +61,7 @@ def paint(bin_id: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def spaxel_area_kpc2(wcs: WCS, distance_mpc: float) -> float:
     """Area of one spaxel at the galaxy's distance, kpc^2."""
-    from .psf import pixel_scale_arcsec
+    from ..core.psf import pixel_scale_arcsec
 
     side_kpc = pixel_scale_arcsec(wcs) * ARCSEC_RAD * distance_mpc * 1e3
     return side_kpc**2
@@ -166,7 +166,7 @@ def compare_with_truth(maps_path, truth_path, bins_path, row: Mapping[str, Any])
     """
     from scipy import stats
 
-    from .priors import formation_times
+    from ..synth.priors import formation_times
 
     images, wcs, edges, _ = read_maps(maps_path)
     truth, _, truth_edges, _ = read_maps(truth_path)
@@ -277,7 +277,7 @@ def mosaic_maps(paths: list, out_path, galaxy: str) -> dict[str, Any]:
     from reproject import reproject_interp
     from reproject.mosaicking import find_optimal_celestial_wcs
 
-    from .psf import pixel_scale_arcsec
+    from ..core.psf import pixel_scale_arcsec
 
     pointings = [read_maps(p) for p in paths]
     edges = pointings[0][2]

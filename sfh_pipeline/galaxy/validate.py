@@ -43,16 +43,16 @@ from astropy.io import fits
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
 
-from .atomic import atomic_path, write_json_atomically
-from .constants import C_KMS
-from .dust import correct_galactic_extinction
+from ..core.atomic import atomic_path, write_json_atomically
+from ..core.constants import C_KMS
+from ..core.dust import correct_galactic_extinction
+from ..core.instrument import muse_lsf_fwhm_aa
+from ..core.products import SUMMARY_KEYS, read_bins, read_tile_tables
+from ..core.samples import require_columns
+from ..core.spectral import emission_line_mask, sky_mask, velocity_to_redshift
+from ..ssp import load_ssp
 from .extract import bin_geometry, extract_bin_spectra, wavelength_planes
-from .instrument import muse_lsf_fwhm_aa
 from .phangs import MuseCube
-from .products import SUMMARY_KEYS, read_bins, read_tile_tables
-from .samples import require_columns
-from .spectral import emission_line_mask, sky_mask, velocity_to_redshift
-from .ssp import load_ssp
 
 #: Quantities compared with the network: the summaries of the maps
 #: (:data:`sfh_pipeline.products.SUMMARIES`), by their keys in the predictor's results.
@@ -129,8 +129,8 @@ def log_rebin_with_errors(wave_aa: np.ndarray, flux: np.ndarray, error: np.ndarr
     overstates the error of merged pixels. Returns flux, error, the bad fraction of each output
     pixel, ln lambda of the centres and the velocity step (km/s).
     """
-    from .predict import rebin_matrix
-    from .spectral import pixel_edges
+    from ..core.spectral import pixel_edges
+    from ..ml.predict import rebin_matrix
 
     edges_in = pixel_edges(wave_aa)
     ln_edges = np.linspace(np.log(edges_in[0]), np.log(edges_in[-1]), wave_aa.size + 1)
@@ -605,8 +605,8 @@ def validate_galaxy(
     to ``agreement.json`` under ``second_reference`` (:func:`compare_references`, the grids of both
     libraries, the brightest bin) and to ``bins.fits`` as ``REF2_*`` columns; nothing else changes.
     """
+    from ..ml.predict import load_predictor
     from .infer import velocity_range_kms
-    from .predict import load_predictor
 
     s = resolve_settings(settings)
     out_dir = Path(out_dir)
@@ -887,7 +887,7 @@ def plot_residuals(spectra: dict, population: dict, ssp_store, age_bin_edges_yr,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .forward import ForwardModel
+    from ..synth.forward import ForwardModel
 
     lam, galaxy, good = spectra["wave"], spectra["galaxy"], spectra["good"]
     model = ForwardModel(load_ssp(ssp_store), age_bin_edges_yr, wavelength_aa=lam, max_velocity_kms=1000.0)

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from .constants import C_KMS
+from ..core.constants import C_KMS
+from ..core.products import write_bins, write_hst_on_muse, write_tiles
+from ..core.psf import match_psf, pixel_scale_arcsec, reproject_flux
 from .extract import bin_geometry
 from .phangs import DataError, HstImage, MuseCube, NoOverlap
-from .products import write_bins, write_hst_on_muse, write_tiles
-from .psf import match_psf, pixel_scale_arcsec, reproject_flux
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sfh_pipeline.observe")  # the name it had before the layer folders
 
 #: MUSE rows of a block of the HST stage: a block's HST pixels (plus the PSF margin) are read,
 #: PSF-matched and reprojected together, so that memory does not grow with the mosaic.

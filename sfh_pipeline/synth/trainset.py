@@ -59,14 +59,14 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .atomic import write_json_atomically
-from .constants import C_KMS
+from ..core.atomic import write_json_atomically
+from ..core.constants import C_KMS
+from ..core.instrument import linear_grid
+from ..core.spectral import EMISSION_LINES_AA, MASK_EMISSION, MASK_LASER_GAP, emission_line_mask
+from ..core.version import __version__
+from ..ssp import load_ssp
 from .forward import DEFAULT_AGE_BIN_EDGES_YR, ForwardModel
-from .instrument import linear_grid
 from .priors import SFH_FAMILIES, YOUNG_PART_MAX_YR, sample_metallicity, sample_sfh, two_phase_metallicity
-from .spectral import EMISSION_LINES_AA, MASK_EMISSION, MASK_LASER_GAP, emission_line_mask
-from .ssp import load_ssp
-from .version import __version__
 
 #: Nebular lines added to spectra with emission (``realism.emission_fraction``): rest air
 #: wavelength (A) and the ratio that sets its flux (see :func:`nebular_emission`). He I 6678
@@ -255,7 +255,7 @@ def emission_spectrum(
 ) -> np.ndarray:
     """Gaussian lines (n, n_wave) of :data:`NEBULAR_LINES_AA` with integrated fluxes ``line_flux``
     (n, n_lines), at ``gas_velocity_kms``, with ``gas_sigma_kms`` added in quadrature to the MUSE LSF."""
-    from .instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
+    from ..core.instrument import FWHM_PER_SIGMA, muse_lsf_fwhm_aa
 
     lam = np.asarray(wavelength_aa, dtype=float)
     line_flux = np.asarray(line_flux, dtype=float)

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .atomic import atomic_path  # noqa: E402
-from .ssp import load_ssp  # noqa: E402
+from ..core.atomic import atomic_path  # noqa: E402
+from ..ssp import load_ssp  # noqa: E402
 
 
 def save_figure_atomically(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:

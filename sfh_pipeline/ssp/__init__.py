@@ -1,7 +1,11 @@
-"""The standard SSP library store and its loader.
+"""Layer ``ssp``: the SSP libraries. Checksummed downloads of any input by source type
+(``fetch``, ``fetch_common``, ``fetch_http``, ``fetch_pip``), the readers of the library
+formats (``ssp_formats``) and, in this file, the standard SSP library store and its loader
+(``sfh_pipeline.ssp`` was this module before the layer folders, and still is). It imports
+``core`` only, never torch.
 
 Every SSP source (BC03 FITS grid, pPXF npz, E-MILES FITS files) is converted by
-:mod:`sfh_pipeline.ssp_formats` into one layout, a zarr v3 group under ``resources/ssp/``:
+:mod:`sfh_pipeline.ssp.ssp_formats` into one layout, a zarr v3 group under ``resources/ssp/``:
 
 ==========================  ==============  ==========================================
 array                       shape           meaning
@@ -34,8 +38,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .spectral import broaden_to_fwhm
-from .version import __version__
+from ..core.spectral import broaden_to_fwhm
+from ..core.version import __version__
 
 STORE_FORMAT_VERSION = 1
 _ARRAYS = (

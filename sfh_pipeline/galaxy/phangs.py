@@ -20,7 +20,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .constants import C_AA_PER_S
+from ..core.constants import C_AA_PER_S
 
 FLAM = u.erg / u.s / u.cm**2 / u.AA
 

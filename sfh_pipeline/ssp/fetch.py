@@ -54,10 +54,10 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
+from ..core.products import sha256_of
 from .fetch_common import ChecksumError, FetchError, check_sha256, copy_stream_verified, existing_ok
 from .fetch_http import download_url
 from .fetch_pip import fetch_pip_sdist_member, fetch_pip_wheel_member
-from .products import sha256_of
 
 __all__ = [
     "FetchError",

@@ -17,12 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .constants import L_SUN_ERG_S, MPC_CM
-from .covariance import covariance_alpha, error_factor
-from .dust import correct_galactic_extinction
-from .extract import bin_geometry, read_bin_box, read_box, sum_bins, wavelength_planes
-from .phangs import MuseCube
-from .products import (
+from ..core.constants import L_SUN_ERG_S, MPC_CM
+from ..core.dust import correct_galactic_extinction
+from ..core.products import (
     FLAG_NO_VELOCITY,
     PRODUCTS,
     SUMMARY_KEYS,
@@ -32,17 +29,20 @@ from .products import (
     read_hst_on_muse,
     write_tile_table,
 )
-from .samples import require_columns
-from .spectral import sky_mask, velocity_to_redshift
+from ..core.samples import require_columns
+from ..core.spectral import sky_mask, velocity_to_redshift
+from .covariance import covariance_alpha, error_factor
+from .extract import bin_geometry, read_bin_box, read_box, sum_bins, wavelength_planes
+from .phangs import MuseCube
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sfh_pipeline.infer")  # the name it had before the layer folders
 
 
 def velocity_template(ssp_store, age_bin_edges_yr, wave_aa: np.ndarray) -> np.ndarray:
     """A rest-frame template for velocities: constant SFR over all bins, solar metallicity,
     convolved to the MUSE LSF, on ``wave_aa`` (L_sun/A per M_sun)."""
-    from .forward import ForwardModel
-    from .ssp import load_ssp
+    from ..ssp import load_ssp
+    from ..synth.forward import ForwardModel
 
     model = ForwardModel(load_ssp(ssp_store), age_bin_edges_yr, wavelength_aa=wave_aa, max_velocity_kms=300.0)
     widths = np.diff(model.edges_yr)[None, :]
@@ -103,8 +103,8 @@ def infer_tile(
     ``FLAG`` :data:`~sfh_pipeline.products.FLAG_NO_VELOCITY` and NaN results.
     ``row`` may carry ``velocity_range_kms`` (see :func:`velocity_range_kms`).
     """
+    from ..ml.predict import load_predictor
     from .forward_check import ForwardCheck
-    from .predict import load_predictor
 
     cube = MuseCube.open(cube_path)
     bin_id, _, _ = read_bins(bins_path)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .atomic import atomic_path, write_json_atomically
-from .products import SUMMARY_HDUS, read_maps
+from ..core.atomic import atomic_path, write_json_atomically
+from ..core.products import SUMMARY_HDUS, read_maps
 
 PANELS = (
     ("LW_AGE", "light-weighted log age / yr", "viridis"),

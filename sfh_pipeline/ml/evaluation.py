@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from .atomic import write_json_atomically  # noqa: E402
+from ..core.atomic import write_json_atomically  # noqa: E402
+from ..synth.qa import save_figure_atomically  # noqa: E402
 from .model import (  # noqa: E402
     ENSEMBLE_FORMAT,
     SUMMARY_KEYS,
@@ -35,7 +36,6 @@ from .model import (  # noqa: E402
     pick_device,
     read_model_payload,
 )
-from .qa import save_figure_atomically  # noqa: E402
 from .training import (  # noqa: E402
     SPLIT_CODES,
     TrainsetReader,

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .products import sha256_of
+from ..core.products import sha256_of
 
 #: GitHub-style repositories refuse files above 100 MB; a model shipped in git stays far below.
 MAX_MODEL_MB = 20.0

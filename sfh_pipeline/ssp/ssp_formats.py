@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from .constants import C_KMS
-from .instrument import FWHM_PER_SIGMA
-from .ssp import SSPError, SSPLibrary, write_store
+from ..core.constants import C_KMS
+from ..core.instrument import FWHM_PER_SIGMA
+from . import SSPError, SSPLibrary, write_store
 
 FORMATS = ("bc03-fits", "ppxf-npz", "emiles-fits")
 

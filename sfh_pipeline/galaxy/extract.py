@@ -150,7 +150,7 @@ def wavelength_planes(
 
     Velocities follow ``1 + z = exp(v / c)``; ``margin_aa`` extra on either side for rebinning.
     """
-    from .constants import C_KMS
+    from ..core.constants import C_KMS
 
     lo = rest_range_aa[0] * np.exp(velocity_range_kms[0] / C_KMS) - margin_aa
     hi = rest_range_aa[1] * np.exp(velocity_range_kms[1] / C_KMS) + margin_aa

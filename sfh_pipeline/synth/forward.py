@@ -36,11 +36,11 @@ import scipy.fft
 import scipy.interpolate
 import scipy.sparse
 
-from .constants import C_KMS
-from .dust import attenuation_curve
-from .filters import PhotometryOperator, load_throughputs
-from .instrument import linear_grid, muse_lsf_fwhm_aa
-from .ssp import SSPLibrary
+from ..core.constants import C_KMS
+from ..core.dust import attenuation_curve
+from ..core.filters import PhotometryOperator, load_throughputs
+from ..core.instrument import linear_grid, muse_lsf_fwhm_aa
+from ..ssp import SSPLibrary
 
 DEFAULT_AGE_BIN_EDGES_YR = (0.0, 5e6, 1e7, 2e7, 4e7, 7e7, 1e8, 2e8, 4e8, 7e8, 1e9, 2e9, 3.5e9, 5e9, 8e9, 1.1e10, 1.4e10)
 LN10_OVER_2P5 = np.log(10.0) / 2.5
