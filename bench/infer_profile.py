@@ -9,7 +9,7 @@ folder ``{out}``; ``bench/results/infer_tile_cost.json`` holds one). It runs fro
 (``PYTHONPATH``) twice or more in a scratch folder, with the thread counts of numerical
 libraries (``OMP_NUM_THREADS`` ...) set to ``--threads`` as Snakemake sets them to a job's
 ``threads`` (1 for ``infer_tile``): run by hand with torch's default of one thread per core, the
-network's threads wait for each other on a busy machine and cost up to 15 times its CPU.
+network's threads wait for each other on a busy machine and cost up to 16 times its CPU.
 
 * ``plain``: ``--plain-runs`` times as the workflow runs it (``job_cost.run_once``): the job's
   wall and CPU seconds and peak RSS, without a profiler;
