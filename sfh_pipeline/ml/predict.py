@@ -74,8 +74,9 @@ MAX_BAD_FRACTION = 0.5
 _OVERLAP_TOLERANCE = 1e-6
 #: Half-width of the stellar-velocity search around the given redshift in :meth:`Predictor.predict`, km/s.
 DEFAULT_VELOCITY_RANGE_KMS = 500.0
-#: Spectra rebinned at a time.
-_REBIN_BLOCK = 2048
+#: Spectra rebinned at a time (memory: ~10 arrays of 8 bytes x this x training pixels x the
+#: input pixels one training pixel overlaps).
+_REBIN_BLOCK = 256
 _TRAINSET_KEYS = (
     "wavelength_aa",
     "filters",
@@ -244,6 +245,32 @@ def rebin_matrix(edges_in: np.ndarray, edges_out: np.ndarray) -> scipy.sparse.cs
     overlap = np.minimum(edges_out[rows + 1], edges_in[cols + 1]) - np.maximum(edges_out[rows], edges_in[cols])
     keep = overlap > _OVERLAP_TOLERANCE * (edges_out[rows + 1] - edges_out[rows])
     return scipy.sparse.csr_matrix((overlap[keep], (rows[keep], cols[keep])), shape=(n_out, edges_in.size - 1))
+
+
+def rebin_overlaps(edges_in: np.ndarray, edges_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of :func:`rebin_matrix` for m input grids at once, one per row of ``edges_in``
+    (m, n_in + 1), each increasing, as dense arrays (m, n_out, k): ``cols``, the input pixels
+    each output pixel overlaps, in increasing order, and ``overlap``, the overlaps (A; 0 for
+    padding and for the overlaps rebin_matrix drops). Summing ``overlap[..., j] * x[cols[..., j]]``
+    for j = 0, 1, ... onto zeros is, to the bit, ``rebin_matrix(edges_in[i], edges_out) @ x``
+    (whose sparse product adds the same terms in the same order)."""
+    m, n_in = edges_in.shape[0], edges_in.shape[1] - 1
+    lo = np.empty((m, edges_out.size - 1), dtype=np.int64)
+    hi = np.empty_like(lo)
+    for i in range(m):
+        lo[i] = np.searchsorted(edges_in[i], edges_out[:-1], side="right")
+        hi[i] = np.searchsorted(edges_in[i], edges_out[1:], side="left")
+    lo = np.clip(lo - 1, 0, n_in - 1)
+    hi = np.clip(hi, lo + 1, n_in)
+    cols = lo[..., None] + np.arange(int((hi - lo).max()))
+    inside = cols < hi[..., None]
+    cols = np.minimum(cols, n_in - 1)
+    flat = cols.reshape(m, -1)
+    left = np.take_along_axis(edges_in, flat, axis=1).reshape(cols.shape)
+    right = np.take_along_axis(edges_in, flat + 1, axis=1).reshape(cols.shape)
+    overlap = np.minimum(edges_out[1:, None], right) - np.maximum(edges_out[:-1, None], left)
+    keep = inside & (overlap > _OVERLAP_TOLERANCE * (edges_out[1:] - edges_out[:-1])[:, None])
+    return cols, np.where(keep, overlap, 0.0)
 
 
 def _range(lo: float, hi: float) -> str:
@@ -657,27 +684,31 @@ class Predictor(_ObservedSpectra):
         n = flux2.shape[0]
         good_in = np.isfinite(flux2) & np.isfinite(error2) & (error2 > 0) & ~user_bad
         edges_in_obs = pixel_edges(wave)
+        values, which = np.unique(z_arr, return_inverse=True)
+        for j, zi in enumerate(values):
+            self._check_coverage(edges_in_obs / (1.0 + zi), zi, np.flatnonzero(which == j), n, coverage_slack_kms)
         out_flux = np.empty((n, self._wave.size))
         out_var = np.empty((n, self._wave.size))
         out_bad = np.empty((n, self._wave.size), dtype=bool)
-        for zi in np.unique(z_arr):
-            rows = np.nonzero(z_arr == zi)[0]
-            edges_in = edges_in_obs / (1.0 + zi)
-            self._check_coverage(edges_in, zi, rows, n, coverage_slack_kms)
-            w = rebin_matrix(edges_in, self._edges_out)
-            w2 = w.multiply(w).tocsr()
-            cover = np.asarray(w.sum(axis=1))  # (n_out, 1), > 0 once the coverage check passed
-            for start in range(0, rows.size, _REBIN_BLOCK):  # bounded memory for large stacks
-                block = rows[start : start + _REBIN_BLOCK]
-                good = good_in[block].T  # (n_in, k)
-                good_cover = np.asarray(w @ good.astype(float))
-                bad = ~(good_cover > (1.0 - MAX_BAD_FRACTION) * cover)
-                good_cover = np.where(bad, 1.0, good_cover)
-                f = np.where(good, flux2[block].T, 0.0)
-                v = np.where(good, error2[block].T, 0.0) ** 2
-                out_flux[block] = (np.asarray(w @ f) / good_cover).T
-                out_var[block] = (np.asarray(w2 @ v) / good_cover**2).T
-                out_bad[block] = bad.T
+        # every spectrum at its own redshift, a block at a time: rebin_matrix's sparse products
+        # (one per redshift: a tile's bins each have their own velocity) done term by term
+        for start in range(0, n, _REBIN_BLOCK):  # bounded memory for large stacks
+            block = slice(start, min(n, start + _REBIN_BLOCK))
+            cols, overlap = rebin_overlaps(edges_in_obs[None, :] / (1.0 + z_arr[block, None]), self._edges_out)
+            good = good_in[block]
+            inputs = (good.astype(float), np.where(good, flux2[block], 0.0), np.where(good, error2[block], 0.0) ** 2)
+            cover, good_cover, f, v = (np.zeros(cols.shape[:2]) for _ in range(4))
+            for j in range(cols.shape[2]):
+                w, at = overlap[..., j], cols[..., j]
+                cover += w
+                good_cover += w * np.take_along_axis(inputs[0], at, axis=1)
+                f += w * np.take_along_axis(inputs[1], at, axis=1)
+                v += (w * w) * np.take_along_axis(inputs[2], at, axis=1)
+            bad = ~(good_cover > (1.0 - MAX_BAD_FRACTION) * cover)
+            good_cover = np.where(bad, 1.0, good_cover)
+            out_flux[block] = f / good_cover
+            out_var[block] = v / good_cover**2
+            out_bad[block] = bad
 
         return out_flux, out_var, out_bad
 
