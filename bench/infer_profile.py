@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -71,49 +72,61 @@ THREAD_VARIABLES = (
     "NUMEXPR_NUM_THREADS",
 )
 
-#: category -> the calls it is made of, as (caller, callee), each "file suffix:function name".
-INFER = "sfh_pipeline/infer.py:infer_tile"
+#: category -> the calls it is made of, as (caller, callee), each "file suffix:function name". A file
+#: matches with or without its layer folder (:func:`_same_call`), so that a ``--source`` tree from
+#: before the folders (sfh_pipeline/infer.py, not sfh_pipeline/galaxy/infer.py) profiles alike.
+INFER = "sfh_pipeline/galaxy/infer.py:infer_tile"
 CATEGORIES: dict[str, tuple[tuple[str, str], ...]] = {
     "model_load": (
-        ("sfh_pipeline/cli.py:_infer", "sfh_pipeline/cli.py:_verified_model"),
-        (INFER, "sfh_pipeline/predict.py:load_predictor"),
-        (INFER, "sfh_pipeline/infer.py:require_training_library"),
+        ("sfh_pipeline/galaxy/cli.py:_infer", "sfh_pipeline/galaxy/cli.py:_verified_model"),
+        (INFER, "sfh_pipeline/ml/predict.py:load_predictor"),
+        (INFER, "sfh_pipeline/galaxy/infer.py:require_training_library"),
     ),
     "read_cube_and_hst": (
-        (INFER, "sfh_pipeline/phangs.py:open"),
-        (INFER, "sfh_pipeline/products.py:read_bins"),
-        (INFER, "sfh_pipeline/extract.py:read_bin_box"),
-        (INFER, "sfh_pipeline/products.py:read_hst_on_muse"),
+        (INFER, "sfh_pipeline/galaxy/phangs.py:open"),
+        (INFER, "sfh_pipeline/core/products.py:read_bins"),
+        (INFER, "sfh_pipeline/galaxy/extract.py:read_bin_box"),
+        (INFER, "sfh_pipeline/core/products.py:read_hst_on_muse"),
     ),
     "extract_bin_spectra": (
-        (INFER, "sfh_pipeline/extract.py:bin_geometry"),
-        (INFER, "sfh_pipeline/extract.py:owned_by"),
-        (INFER, "sfh_pipeline/extract.py:wavelength_planes"),
-        (INFER, "sfh_pipeline/extract.py:sum_bins"),
-        (INFER, "sfh_pipeline/extract.py:read_box"),
-        (INFER, "sfh_pipeline/dust.py:correct_galactic_extinction"),
+        (INFER, "sfh_pipeline/galaxy/extract.py:bin_geometry"),
+        (INFER, "sfh_pipeline/galaxy/extract.py:owned_by"),
+        (INFER, "sfh_pipeline/galaxy/extract.py:wavelength_planes"),
+        (INFER, "sfh_pipeline/galaxy/extract.py:sum_bins"),
+        (INFER, "sfh_pipeline/galaxy/extract.py:read_box"),
+        (INFER, "sfh_pipeline/core/dust.py:correct_galactic_extinction"),
     ),
     "covariance": (
-        (INFER, "sfh_pipeline/spectral.py:sky_mask"),
-        (INFER, "sfh_pipeline/covariance.py:covariance_alpha"),
-        (INFER, "sfh_pipeline/covariance.py:error_factor"),
+        (INFER, "sfh_pipeline/core/spectral.py:sky_mask"),
+        (INFER, "sfh_pipeline/galaxy/covariance.py:covariance_alpha"),
+        (INFER, "sfh_pipeline/galaxy/covariance.py:error_factor"),
     ),
     "velocity": (
-        (INFER, "sfh_pipeline/infer.py:velocity_template"),
-        (INFER, "sfh_pipeline/predict.py:refine_velocity"),
+        (INFER, "sfh_pipeline/galaxy/infer.py:velocity_template"),
+        (INFER, "sfh_pipeline/ml/predict.py:refine_velocity"),
     ),
-    "rebin_for_network": ((INFER, "sfh_pipeline/predict.py:prepare"),),
-    "network": ((INFER, "sfh_pipeline/predict.py:predict_prepared"),),
+    "rebin_for_network": ((INFER, "sfh_pipeline/ml/predict.py:prepare"),),
+    "network": ((INFER, "sfh_pipeline/ml/predict.py:predict_prepared"),),
     "forward_check": (
-        (INFER, "sfh_pipeline/forward_check.py:__init__"),
-        (INFER, "sfh_pipeline/forward_check.py:fit"),
+        (INFER, "sfh_pipeline/galaxy/forward_check.py:__init__"),
+        (INFER, "sfh_pipeline/galaxy/forward_check.py:fit"),
     ),
     "write_output": (
-        (INFER, "sfh_pipeline/infer.py:network_columns"),
-        (INFER, "sfh_pipeline/products.py:write_tile_table"),
+        (INFER, "sfh_pipeline/galaxy/infer.py:network_columns"),
+        (INFER, "sfh_pipeline/core/products.py:write_tile_table"),
     ),
 }
 IMPORT_FUNCTION = ("<frozen importlib._bootstrap>", "_find_and_load")
+_LAYER_FOLDER = re.compile(r"sfh_pipeline/(?:core|ssp|synth|ml|galaxy)/")
+
+
+def _same_call(name: str, wanted: str) -> bool:
+    """Whether ``name`` (``file:function`` of :func:`_name`) is the call ``wanted`` of CATEGORIES,
+    a layer folder in either file left out."""
+    file, _, function = name.rpartition(":")
+    wanted_file, _, wanted_function = wanted.rpartition(":")
+    flat = _LAYER_FOLDER.sub("sfh_pipeline/", file)
+    return function == wanted_function and flat.endswith(_LAYER_FOLDER.sub("sfh_pipeline/", wanted_file))
 
 
 def _import_job_modules() -> None:
@@ -181,8 +194,7 @@ def profiled_run(command: str, source: Path, out: Path, timer: str) -> dict:
     names = {key: _name(key, source) for key in stats}
 
     def matches(key, wanted: str) -> bool:
-        file, _, function = wanted.rpartition(":")
-        return key[2] == function and names[key].rpartition(":")[0].endswith(file)
+        return _same_call(names[key], wanted)
 
     categories = {
         "interpreter_start": before["start_cpu_s"] if timer == "cpu" else before["start_clock"] - started_clock,
