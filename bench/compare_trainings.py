@@ -18,21 +18,20 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
-SUMMARIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+from sfh_pipeline.ml.model import SUMMARY_KEYS, read_model_payload
 
 
 def summarise(model_dir: Path, eval_dir: Path) -> dict:
     """Learning curve and test-split figures of one training."""
     epochs = json.loads((model_dir / "history.json").read_text())["epochs"]
     best = min(epochs, key=lambda e: e["val_loss"])
-    payload = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=False)
+    payload = read_model_payload(model_dir / "model.pt")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
 
     def figures(entry: dict) -> dict:
-        return {k: {f: round(entry[k][f], 3) for f in ("bias_dex", "scatter_dex", "coverage_68")} for k in SUMMARIES}
+        return {k: {f: round(entry[k][f], 3) for f in ("bias_dex", "scatter_dex", "coverage_68")} for k in SUMMARY_KEYS}
 
     return {
         "train_config": payload.get("train_config"),

@@ -55,7 +55,7 @@ from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.evaluation import summary_metrics
 from sfh_pipeline.forward import ForwardModel
 from sfh_pipeline.instrument import linear_grid
-from sfh_pipeline.model import load_model_file, without_posterior_heads
+from sfh_pipeline.model import load_model_file, read_model_payload, without_posterior_heads
 from sfh_pipeline.ssp import load_ssp
 
 QUANTITIES = ("lw_age", "mw_age", "lw_logz", "mw_logz")
@@ -275,7 +275,7 @@ def main() -> None:
     if predictor.model_config.posterior_heads:  # the same network without them, timed alike
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(
-                without_posterior_heads(torch.load(args.model, map_location="cpu", weights_only=False)),
+                without_posterior_heads(read_model_payload(predictor.path)),
                 Path(tmp) / "model.pt",
             )
             point = sfh_pipeline.load_predictor(Path(tmp) / "model.pt", int8=args.int8)

@@ -71,6 +71,7 @@ def _ship_model(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from ..core.products import SUMMARY_KEYS
     from .evaluation import evaluate_model
 
     metrics = evaluate_model(args.model, args.trainset, args.out)
@@ -78,8 +79,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         "test split (%d spectra): %s",
         metrics["n_test"],
         ", ".join(
-            f"{k} bias {metrics[k]['bias_dex']:+.3f} scatter {metrics[k]['scatter_dex']:.3f} dex"
-            for k in ("lw_age", "mw_age", "lw_logz", "mw_logz")
+            f"{k} bias {metrics[k]['bias_dex']:+.3f} scatter {metrics[k]['scatter_dex']:.3f} dex" for k in SUMMARY_KEYS
         ),
     )
 

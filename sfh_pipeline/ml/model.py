@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.products import SUMMARY_KEYS
+
 #: ``format`` of the model files (``model.pt``) the train stage writes.
 MODEL_FORMAT = "sfh-pipeline-model/1"
 #: ``format`` of an ensemble file: several model files of one training set in one file, with the
 #: calibration of their combination (:mod:`sfh_pipeline.ensemble`).
 ENSEMBLE_FORMAT = "sfh-pipeline-ensemble/1"
-SUMMARY_KEYS = ("lw_age", "mw_age", "lw_logz", "mw_logz")
 LOSS_TERMS = ("sfh_cross_entropy", "sfh_cumulative_l1", "logz_mass_weighted", "summary_nll", "posterior_pinball")
 #: Quantiles predicted for every SFH bin, every metallicity bin and T50, T90 (posterior heads).
 QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)

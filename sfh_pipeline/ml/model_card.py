@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ..core.products import sha256_of
+from ..core.products import SUMMARY_KEYS, sha256_of
 
 #: GitHub-style repositories refuse files above 100 MB; a model shipped in git stays far below.
 MAX_MODEL_MB = 20.0
@@ -250,7 +250,7 @@ def write_check_spectra(
     inputs = {k: v.astype(np.uint8 if k == "mask" else np.float32) for k, v in inputs.items()}
     # the stored answers are the float32 ones, whatever this CPU would pick for inference
     pred = load_predictor(model_path, device="cpu", precision="float32").predict_normalised(*inputs.values())
-    keys = ("lw_age", "mw_age", "lw_logz", "mw_logz")
+    keys = SUMMARY_KEYS
     arrays = {
         **inputs,
         "rows": rows,

@@ -1090,6 +1090,11 @@ def published(answer: dict[str, np.ndarray], age_bin_edges_yr: np.ndarray) -> di
     return result
 
 
+def _of_first_member(name: str) -> property:
+    """A read-only property of an :class:`EnsemblePredictor`: its first member's ``name``."""
+    return property(lambda self: getattr(self.members[0], name), doc=f"The first member's ``{name}``.")
+
+
 class EnsemblePredictor(_ObservedSpectra):
     """Several networks of one training set answering together (:mod:`sfh_pipeline.ensemble`):
     the API of :class:`Predictor`, one answer combined from the members' answers.
@@ -1165,59 +1170,19 @@ class EnsemblePredictor(_ObservedSpectra):
         """Whether the combination was calibrated on the validation split (an ensemble file)."""
         return self.calibration is not None
 
-    @property
-    def wavelength_aa(self) -> np.ndarray:
-        """Rest-frame training grid (pixel centres), A."""
-        return self.members[0].wavelength_aa
-
-    @property
-    def filters(self) -> tuple[str, ...]:
-        """Keys of the HST bands the members know, in the networks' order."""
-        return self.members[0].filters
-
-    @property
-    def age_bin_edges_yr(self) -> np.ndarray:
-        return self.members[0].age_bin_edges_yr
-
-    @property
-    def bin_age_yr(self) -> np.ndarray:
-        return self.members[0].bin_age_yr
-
-    @property
-    def can_refine_velocity(self) -> bool:
-        """Whether the first member carries the template :meth:`refine_velocity` needs."""
-        return self.members[0].can_refine_velocity
-
-    @property
-    def logzsol_range(self) -> tuple[float, float]:
-        return self.members[0].logzsol_range
-
-    @property
-    def norm_window_aa(self) -> tuple[float, float]:
-        return self.members[0].norm_window_aa
-
-    @property
-    def emission_mask_halfwidth_kms(self) -> float:
-        return self.members[0].emission_mask_halfwidth_kms
-
-    @property
-    def ssp(self) -> dict[str, Any]:
-        """The SSP library of the members' training set."""
-        return self.members[0].ssp
-
-    @property
-    def device(self) -> torch.device:
-        return self.members[0].device
-
-    @property
-    def model_config(self):
-        """The first member's architecture."""
-        return self.members[0].model_config
-
-    @property
-    def net(self):
-        """The first member's network (its input sizes are every member's)."""
-        return self.members[0].net
+    wavelength_aa = _of_first_member("wavelength_aa")
+    filters = _of_first_member("filters")
+    age_bin_edges_yr = _of_first_member("age_bin_edges_yr")
+    bin_age_yr = _of_first_member("bin_age_yr")
+    can_refine_velocity = _of_first_member("can_refine_velocity")
+    logzsol_range = _of_first_member("logzsol_range")
+    norm_window_aa = _of_first_member("norm_window_aa")
+    emission_mask_halfwidth_kms = _of_first_member("emission_mask_halfwidth_kms")
+    ssp = _of_first_member("ssp")
+    device = _of_first_member("device")
+    model_config = _of_first_member("model_config")
+    #: The first member's network (its input sizes are every member's).
+    net = _of_first_member("net")
 
     def __repr__(self) -> str:
         wave = self.wavelength_aa
