@@ -605,3 +605,48 @@ def test_the_cost_bench_times_the_ensemble_and_one_member_on_the_same_spectra(ti
         ratio = figures["one_member_spectra_per_s"] / figures["ensemble_spectra_per_s"]
         assert figures["time_ratio"] == pytest.approx(ratio, rel=0.01), path
     assert result["network"]["time_ratio"] > 1.3  # three networks cost more than one
+
+
+def test_an_ensemble_file_teaches_as_its_members_mixture(tiny_ensemble, tiny_members, small_trainset, tmp_path):
+    """As a distillation teacher an ensemble file is its members' equal mixture, by the numpy
+    rules the predictor combines answers with (mean SFH, mass-weighted log Z per bin, averaged
+    summaries, the mixture's sigma); a short distillation from it lowers the distillation term."""
+    from sfh_pipeline.model import LossWeights, ModelConfig, NetworkMixture, load_model_file
+    from sfh_pipeline.training import TrainConfig, TrainsetReader, iterate_batches, load_teacher, train
+
+    from .support.fixture_model import TINY_MODEL
+
+    reader = TrainsetReader(small_trainset)
+    teacher = load_teacher(tiny_ensemble, reader, torch.device("cpu"))
+    assert isinstance(teacher, NetworkMixture) and len(teacher.networks) == 3
+    batch, _ = next(iter(iterate_batches(reader, "test", 64, 0, 0, train=False)))
+    inputs = batch["spectrum"], batch["photometry"]
+    with torch.no_grad():
+        taught = {k: v.numpy().astype(float) for k, v in teacher(*inputs).items()}
+        outs = [load_model_file(path)[0](*inputs) for path in tiny_members]
+    answers = [
+        {"sfh": torch.softmax(o["sfh_logits"], 1).numpy(), "logzsol": o["logz"].numpy().astype(float)} for o in outs
+    ]
+    _, sfh, logz = ensemble.mixture_histories(answers)
+    means = np.stack([o["summary"].numpy() for o in outs])
+    sigmas = np.stack([np.exp(o["summary_log_sigma"].numpy()) for o in outs])
+    np.testing.assert_allclose(np.exp(taught["sfh_logits"]), sfh, atol=1e-6)
+    np.testing.assert_allclose(taught["logz"], logz, atol=1e-5)
+    np.testing.assert_allclose(taught["summary"], means.mean(0), atol=1e-5)
+    mixture_sigma = np.sqrt((sigmas**2).mean(0) + means.std(0) ** 2)
+    np.testing.assert_allclose(np.exp(taught["summary_log_sigma"]), mixture_sigma, rtol=1e-5)
+    assert (mixture_sigma > sigmas.min(0)).all()  # the members' spread widens the teacher's sigma
+
+    only_teacher = LossWeights(
+        sfh_cross_entropy=0, sfh_cumulative_l1=0, logz_mass_weighted=0, summary_nll=0, posterior_pinball=0
+    )
+    settings = dict(max_epochs=3, batch_size=32, learning_rate=3e-3, seed=4, redraw_noise=False)
+    student = train(
+        small_trainset,
+        tmp_path / "student",
+        ModelConfig(**{**TINY_MODEL, "channels": (8, 16)}),
+        TrainConfig(**settings, teacher=str(tiny_ensemble)),
+        only_teacher,
+    )
+    distillation = [h["train_distillation"] for h in student["history"]]
+    assert distillation[-1] < 0.6 * distillation[0]

@@ -472,6 +472,33 @@ def pick_device(local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+class NetworkMixture(nn.Module):
+    """The equal mixture of several networks of one training set (an ensemble's members),
+    answering as one network in the outputs :func:`distillation_loss` reads, by the rules of
+    :func:`sfh_pipeline.ensemble.combined_answer` with averaged summaries: the SFH is the
+    members' mean mass fractions (``sfh_logits`` their log), the log Z of a bin the members'
+    mean weighted by the mass each puts in it, the summaries the members' mean, and
+    ``summary_log_sigma`` the log of the mixture's standard deviation (members' variances and
+    their spread, uncalibrated). A teacher for distilling an ensemble into one network."""
+
+    def __init__(self, networks: list[SFHNet]) -> None:
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+
+    def forward(self, spectrum: torch.Tensor, photometry: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = [net(spectrum, photometry) for net in self.networks]
+        mass = torch.stack([F.softmax(o["sfh_logits"].float(), dim=1) for o in outs])  # (members, B, bins)
+        logz = torch.stack([o["logz"].float() for o in outs])
+        means = torch.stack([o["summary"].float() for o in outs])
+        variances = torch.stack([torch.exp(2 * o["summary_log_sigma"].float()) for o in outs])
+        return {
+            "sfh_logits": torch.log(mass.mean(0).clamp_min(1e-30)),
+            "logz": (mass * logz).sum(0) / mass.sum(0).clamp_min(1e-30),
+            "summary": means.mean(0),
+            "summary_log_sigma": 0.5 * torch.log(variances.mean(0) + means.var(0, unbiased=False)),
+        }
+
+
 def load_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[SFHNet, dict[str, Any]]:
     """A trained model and its metadata from ``model.pt``; mismatches are clear errors."""
     payload = read_model_payload(path, map_location)

@@ -46,18 +46,21 @@ from ..core.atomic import atomic_path, write_json_atomically
 from ..synth.priors import formation_times
 from ..synth.trainset import renoised, stored_noise
 from .model import (
+    ENSEMBLE_FORMAT,
     FORMATION_FRACTIONS,
     LOSS_TERMS,
     MODEL_FORMAT,
     SUMMARY_KEYS,
     LossWeights,
     ModelConfig,
+    NetworkMixture,
     SFHNet,
     distillation_loss,
     encode_photometry,
     encode_spectrum,
     load_model_file,
     loss_terms,
+    network_of_payload,
     pick_device,
     posterior_targets,
     read_model_payload,
@@ -115,9 +118,10 @@ class TrainConfig:
     # model catalog entry, resumed exactly (optimiser, schedule, random state) when out_dir has
     # no checkpoint of its own: a training of hours continues on a new machine
     resume_from: str | None = None
-    # a model file (model.pt) of another, usually larger, network whose predictions on each
-    # training batch this network learns beside the truth (knowledge distillation; the term's
-    # weight is model.loss.distillation). Same wavelengths, bands and age bins required.
+    # a model file (model.pt) of another, usually larger, network, or an ensemble file (its
+    # members' mixture), whose predictions on each training batch this network learns beside
+    # the truth (knowledge distillation; the term's weight is model.loss.distillation). Same
+    # wavelengths, bands and age bins required.
     teacher: str | None = None
     # a model file (model.pt) of another run whose weights this run starts from instead of a
     # random initialisation (fine-tuning, e.g. a shipped model on a training set with another
@@ -470,7 +474,7 @@ class _Optimisation:
     rank: int
     world: int
     average: torch.optim.swa_utils.AveragedModel | None = None
-    teacher: SFHNet | None = None
+    teacher: torch.nn.Module | None = None
 
     @property
     def validated(self) -> torch.nn.Module:
@@ -703,7 +707,6 @@ def combine_ensemble(
     """
     from ..core.products import sha256_of
     from .ensemble import fit_calibration
-    from .model import ENSEMBLE_FORMAT
     from .predict import EnsemblePredictor
 
     reader = TrainsetReader(trainset_store)
@@ -795,13 +798,22 @@ def _optimisation(
     return _Optimisation(net, module, optimiser, scheduler, scaler, device, rank, world, average)
 
 
-def load_teacher(path: str | os.PathLike, reader: TrainsetReader, device: torch.device) -> SFHNet:
-    """The teacher network of a distillation (``model.training.teacher``), frozen, on ``device``;
-    ValueError unless it reads the training set's wavelengths and bands and predicts its age
-    bins (it may have been trained on another set)."""
-    teacher, payload = load_model_file(path, map_location=device)
-    _check_fits_trainset(payload, reader, f"teacher {path}")
-    return teacher  # in eval mode, on device; every call of it is under torch.no_grad
+def load_teacher(path: str | os.PathLike, reader: TrainsetReader, device: torch.device) -> torch.nn.Module:
+    """The teacher of a distillation (``model.training.teacher``), frozen, on ``device``: the
+    network of a model file, or the :class:`~sfh_pipeline.model.NetworkMixture` of an ensemble
+    file's members; ValueError unless every network reads the training set's wavelengths and
+    bands and predicts its age bins (it may have been trained on another set)."""
+    payload = read_model_payload(path, map_location=device)
+    if payload.get("format") != ENSEMBLE_FORMAT:
+        teacher, payload = load_model_file(path, map_location=device)
+        _check_fits_trainset(payload, reader, f"teacher {path}")
+        return teacher  # in eval mode, on device; every call of it is under torch.no_grad
+    networks = []
+    for i, member in enumerate(payload["members"]):
+        where = f"teacher {path}, member {i}"
+        _check_fits_trainset(member["payload"], reader, where)
+        networks.append(network_of_payload(member["payload"], where).to(device))
+    return NetworkMixture(networks).eval()
 
 
 def _start_from_weights(path: Path, reader: TrainsetReader, model_config: ModelConfig, opt: _Optimisation) -> None:
