@@ -418,3 +418,20 @@ def test_young_regime_mixtures_hold_the_young_light_fraction_in_the_window(monke
     assert np.all(np.abs(mix["young_mass"][1:-1] - fraction[1:-1]) > 0.02)  # light share is not mass share
     np.testing.assert_allclose(mix["lw_logz"], -0.7 * fraction, atol=1e-9)
     np.testing.assert_allclose(mix["mass_fractions"].sum(1), 1.0)
+
+
+def test_run_main_sums_each_stage_s_jobs_from_snakemake_s_benchmark_files(monkeypatch, tmp_path):
+    """bench/run_main.py: per stage, the wall seconds of all its jobs (the ``s`` column of every
+    benchmark file under the stage's folder, nested or not) and how many jobs wrote one."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from run_main import stage_seconds
+
+    header = "s\th:m:s\tmax_rss\tmax_vms\n"
+    for relative, seconds in (("train/demo.tsv", 431.5), ("infer/A478/0.tsv", 12.25), ("infer/A478/1.tsv", 7.5)):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{seconds}\t0:00:00\t100\t200\n")
+    assert stage_seconds(tmp_path) == {
+        "infer": {"seconds": 19.8, "jobs": 2},
+        "train": {"seconds": 431.5, "jobs": 1},
+    }
