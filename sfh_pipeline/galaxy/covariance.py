@@ -38,8 +38,15 @@ def difference_ratio(flux: np.ndarray, var: np.ndarray, good: np.ndarray) -> np.
     noise whose variance is ``var``, the ratio is 1. One ratio per spectrum (shape ``...``).
     """
     second = flux[1:-1] - 0.5 * (flux[:-2] + flux[2:])
-    pulls = second[good] / np.sqrt(var[1:-1][good])
-    return 1.4826 * np.median(np.abs(pulls - np.median(pulls, axis=0)), axis=0) / np.sqrt(1.5)
+    pulls = _spectra_last(second[good] / np.sqrt(var[1:-1][good]))
+    deviation = np.abs(pulls - np.median(pulls, axis=-1, keepdims=True))
+    return 1.4826 * np.median(deviation, axis=-1, overwrite_input=True) / np.sqrt(1.5)
+
+
+def _spectra_last(values: np.ndarray) -> np.ndarray:
+    """``values`` (n_wave, ...) as a C-contiguous (..., n_wave) copy: numpy's median along a
+    contiguous last axis is several times faster than along a strided first one."""
+    return np.ascontiguousarray(np.moveaxis(values, 0, -1))
 
 
 def box_ratios(flux: np.ndarray, var: np.ndarray, usable: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +76,9 @@ def box_ratios(flux: np.ndarray, var: np.ndarray, usable: np.ndarray, side: int)
             for cube in (flux, var)
         )
         ratios.append(difference_ratio(box_flux, box_var, good))
-        snr.append(np.median(box_flux[good_plane], axis=0) / np.median(np.sqrt(box_var[good_plane]), axis=0))
+        signal = np.median(_spectra_last(box_flux[good_plane]), axis=-1, overwrite_input=True)
+        noise = np.median(_spectra_last(np.sqrt(box_var[good_plane])), axis=-1, overwrite_input=True)
+        snr.append(signal / noise)
     return np.concatenate(ratios).astype(float), np.concatenate(snr).astype(float)
 
 
