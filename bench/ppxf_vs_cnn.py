@@ -287,7 +287,7 @@ def main() -> None:
             "time_ratio": round(point_rate / with_rate, 3),
         }
 
-    flops = flops_per_spectrum(load_model_file(args.model)[0])
+    flops = flops_per_spectrum(load_model_file(predictor.path)[0])
     gemm_peak = gemm_gflops(args.processes)
 
     margin = 1500.0 / C_KMS  # pPXF wants templates beyond the galaxy by its velocity bounds + 900 km/s
