@@ -52,6 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(args.keep) if args.keep else Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        cloned = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True)
         load_before = os.getloadavg()
         start = time.perf_counter()
         run = subprocess.run(
@@ -66,6 +67,8 @@ def main() -> None:
             raise SystemExit(f"./run.sh main failed ({run.returncode}):\n{run.stderr[-3000:]}")
         figures = {
             "command": "./run.sh main",
+            # the provenance's commit is the checkout's when the run ends; this is the one run
+            "commit_run": cloned.stdout.strip(),
             "wall_s": round(wall, 1),
             "wall_min": round(wall / 60, 2),
             "stages": stage_seconds(clone / "benchmarks"),
