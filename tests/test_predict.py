@@ -225,8 +225,10 @@ def test_predict_on_training_grid_equals_batch_path(predictor, stored, bands):
         velocity_range_kms=0,
     )
     assert single["sfh"].shape == (16,) and np.ndim(single["lw_age"]) == 0 and np.ndim(single["norm"]) == 0
+    # float32 kernels for one spectrum and for a batch may differ by a few ulp: measured 1.3e-6
+    # dex on an AVX-512 CPU, 0 on another
     for key in OUTPUT_KEYS:
-        np.testing.assert_allclose(single[key], out[key][i], atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(single[key], out[key][i], atol=1e-5, err_msg=key)
 
 
 def test_training_set_norm_is_recovered(predictor, stored):
