@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,8 @@ from sfh_pipeline.constants import C_KMS
 from sfh_pipeline.model import SUMMARY_KEYS
 from sfh_pipeline.predict import Predictor, load_predictor, rebin_matrix, reuse_freed_memory
 from sfh_pipeline.spectral import pixel_edges
+
+from .support.hostile import TouchesAFile
 
 #: An arbitrary flux unit (erg/s/cm2/A-like) to turn the normalised training spectra into "observed" ones.
 UNIT = 3.7e-17
@@ -627,17 +627,6 @@ def test_model_file_of_another_architecture_names_the_file(tiny_model, tmp_path)
         load_predictor(tmp_path / "missing.pt")
 
 
-class _TouchesAFile:
-    """What a hostile model file could hold: unpickling it creates the file ``marker`` (any
-    other code would run alike)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_a_model_file_that_would_run_code_when_read_is_refused_unread(tiny_model, tmp_path):
     """Model and ensemble files are read with torch.load(weights_only=True): a file holding an
     object whose unpickling runs code is a ValueError naming the file, and the code never runs."""
@@ -647,7 +636,7 @@ def test_a_model_file_that_would_run_code_when_read_is_refused_unread(tiny_model
     payload = read_model_payload(tiny_model)
     marker = tmp_path / "marker"
     hostile = tmp_path / "hostile.pt"
-    torch.save({**payload, "notes": _TouchesAFile(marker)}, hostile)
+    torch.save({**payload, "notes": TouchesAFile(marker)}, hostile)
     for load in (load_predictor, read_model_payload):
         with pytest.raises(ValueError, match="is refused: besides tensors and plain data") as info:
             load(hostile)

@@ -29,6 +29,7 @@ from sfh_pipeline.training import (
 )
 
 from .support.fixture_model import TINY_MODEL, TINY_TRAINING
+from .support.hostile import TouchesAFile
 
 #: The fixture model's validation loss after its last epoch against after its first.
 LOSS_DROP = 0.9
@@ -669,3 +670,23 @@ def test_export_checkpoint_writes_the_best_weights_so_far(small_trainset, tiny_m
     with pytest.raises(ValueError, match="no finished epoch"):
         export_checkpoint(tmp_path / "unfinished.pt", small_trainset, tmp_path / "none.pt")
     assert not (tmp_path / "none.pt").exists()
+
+
+def test_a_checkpoint_that_would_run_code_when_read_is_refused_unread(small_trainset, tiny_model, tmp_path):
+    """Checkpoints are committed and resumed on other machines: they are read as tensors, plain
+    data and numpy arrays only (their random state comes back intact), and one holding an object
+    whose unpickling runs code is refused, naming the file, before the code runs."""
+    from sfh_pipeline.training import read_checkpoint
+
+    own = Path(tiny_model).parent / "checkpoints" / "last.pt"
+    checkpoint = read_checkpoint(own)
+    np.testing.assert_array_equal(checkpoint["rng"]["numpy"][1], torch.load(own, weights_only=False)["rng"]["numpy"][1])
+    marker = tmp_path / "marker"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({**checkpoint, "history": TouchesAFile(marker)}, hostile)
+    with pytest.raises(ValueError, match="is refused: besides tensors and plain data") as info:
+        read_checkpoint(hostile)
+    assert str(hostile) in str(info.value)
+    with pytest.raises(ValueError, match="is refused"):
+        train(small_trainset, tmp_path / "run", tiny_config(), TrainConfig(**TINY_TRAINING, resume_from=str(hostile)))
+    assert not marker.exists()

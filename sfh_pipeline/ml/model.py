@@ -510,6 +510,33 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
     return network_of_payload(payload, path), payload
 
 
+#: numpy arrays (a training checkpoint's random state): made from bytes, they run no code.
+NUMPY_ARRAY_GLOBALS = (np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType)
+
+
+def load_restricted(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", what: str = "model file", arrays: bool = False
+) -> Any:
+    """``torch.load`` of tensors and plain data (dicts, lists, numbers, strings) only, and with
+    ``arrays`` numpy arrays too: a file holding any other Python object is refused (ValueError
+    naming the file) before that object is made, since unpickling it could run code. ``what``
+    names the kind of file in the messages."""
+    try:
+        with torch.serialization.safe_globals(list(NUMPY_ARRAY_GLOBALS) if arrays else []):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file
+        # torch's message advises loading the file unrestricted; only its reason is passed on
+        made = re.search(r"GLOBAL ([\w.]+)", str(err)) or re.search(r"got <class '([\w.]+)'>", str(err))
+        if made:  # a class or function the file would have made or called
+            raise ValueError(
+                f"{path} is refused: besides tensors and plain data it holds a Python object ({made.group(1)}) "
+                f"whose unpickling could run code; an sfh-pipeline {what} holds none"
+            ) from err
+        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+        why = reason.group(1) if reason else err
+        raise ValueError(f"{path} is not a readable sfh-pipeline {what} ({why})") from err
+
+
 def read_model_payload(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The contents of a model file or of an ensemble file (``format`` :data:`MODEL_FORMAT` or
     :data:`ENSEMBLE_FORMAT`); ValueError naming the file if it is missing or neither.
@@ -521,20 +548,7 @@ def read_model_payload(path: str | os.PathLike, map_location: str | torch.device
     path = Path(path)
     if not path.exists():
         raise ValueError(f"model file {path} does not exist: run the train stage first")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file
-        # torch's message advises loading the file unrestricted; only its reason is passed on
-        made = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if made:  # a class or function the file would have made or called
-            raise ValueError(
-                f"{path} is refused: besides tensors and plain data it holds a Python object ({made.group(1)}) "
-                "whose unpickling could run code; sfh-pipeline model files hold none"
-            ) from err
-        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
-        raise ValueError(
-            f"{path} is not a readable sfh-pipeline model file ({reason.group(1) if reason else err})"
-        ) from err
+    payload = load_restricted(path, map_location, "model file")
     if not isinstance(payload, dict) or payload.get("format") not in (MODEL_FORMAT, ENSEMBLE_FORMAT):
         raise ValueError(f"{path} is not an sfh-pipeline model file (format {MODEL_FORMAT} expected)")
     return payload

@@ -59,6 +59,7 @@ from .model import (
     encode_photometry,
     encode_spectrum,
     load_model_file,
+    load_restricted,
     loss_terms,
     network_of_payload,
     pick_device,
@@ -293,6 +294,14 @@ def _all_reduce_sum(values: torch.Tensor, world: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A training checkpoint (``checkpoints/last.pt``). Only tensors, plain data and numpy arrays
+    (the random state) are read (:func:`sfh_pipeline.model.load_restricted`): checkpoints are
+    committed and continued on other machines, so one holding any other Python object is
+    refused before that object is made, as model files are."""
+    return load_restricted(path, map_location, "training checkpoint", arrays=True)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -636,9 +645,7 @@ def export_checkpoint(
 
     The training itself is not touched and resumes from the same checkpoint. Returns the payload.
     """
-    # a checkpoint is a local file of our own training (not shared like model files), and it
-    # holds numpy random states, which weights_only=True would refuse
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(checkpoint_path)
     ckpt["best_state"] = checkpoint_best_state(ckpt)
     if ckpt["best_state"] is None:
         raise ValueError(f"checkpoint {checkpoint_path} has no finished epoch to export")
@@ -872,8 +879,7 @@ def _resume(
     state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": [], "best_state": None}
     if not checkpoint_path.exists():
         return state
-    # our own local checkpoint, with numpy random states that weights_only=True would refuse
-    ckpt = torch.load(checkpoint_path, map_location=opt.device, weights_only=False)
+    ckpt = read_checkpoint(checkpoint_path, map_location=opt.device)
     _check_architecture(ckpt.get("model_config", {}), model_config, f"checkpoint {checkpoint_path}")
     # read through the settings' classes, so that settings added since take their defaults
     ckpt["train_config"] = _run_identity(dataclasses.asdict(TrainConfig.from_dict(ckpt["train_config"])))
