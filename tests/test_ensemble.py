@@ -614,7 +614,7 @@ def test_an_ensemble_file_teaches_as_its_members_mixture(tiny_ensemble, tiny_mem
     from sfh_pipeline.model import LossWeights, ModelConfig, NetworkMixture, load_model_file
     from sfh_pipeline.training import TrainConfig, TrainsetReader, iterate_batches, load_teacher, train
 
-    from .support.fixture_model import TINY_MODEL
+    from .support.fixture_model import ONLY_TEACHER, TINY_MODEL
 
     reader = TrainsetReader(small_trainset)
     teacher = load_teacher(tiny_ensemble, reader, torch.device("cpu"))
@@ -637,9 +637,7 @@ def test_an_ensemble_file_teaches_as_its_members_mixture(tiny_ensemble, tiny_mem
     np.testing.assert_allclose(np.exp(taught["summary_log_sigma"]), mixture_sigma, rtol=1e-5)
     assert (mixture_sigma > sigmas.min(0)).all()  # the members' spread widens the teacher's sigma
 
-    only_teacher = LossWeights(
-        sfh_cross_entropy=0, sfh_cumulative_l1=0, logz_mass_weighted=0, summary_nll=0, posterior_pinball=0
-    )
+    only_teacher = LossWeights(**ONLY_TEACHER)
     settings = dict(max_epochs=3, batch_size=32, learning_rate=3e-3, seed=4, redraw_noise=False)
     student = train(
         small_trainset,

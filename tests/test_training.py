@@ -28,7 +28,7 @@ from sfh_pipeline.training import (
     train,
 )
 
-from .support.fixture_model import TINY_MODEL, TINY_TRAINING
+from .support.fixture_model import ONLY_TEACHER, TINY_MODEL, TINY_TRAINING
 from .support.hostile import TouchesAFile
 
 #: The fixture model's validation loss after its last epoch against after its first.
@@ -470,9 +470,7 @@ def test_distilled_network_learns_its_teachers_answers_not_the_truth(small_train
     payload = torch.load(tiny_model, weights_only=False)
     payload["state_dict"]["summary_head.bias"][0] += 0.8  # lw_age, the first summary
     torch.save(payload, tmp_path / "teacher.pt")
-    only_teacher = LossWeights(
-        sfh_cross_entropy=0, sfh_cumulative_l1=0, logz_mass_weighted=0, summary_nll=0, posterior_pinball=0
-    )
+    only_teacher = LossWeights(**ONLY_TEACHER)
     settings = dict(max_epochs=6, batch_size=32, learning_rate=3e-3, seed=2, redraw_noise=False)
     student = train(
         small_trainset,

@@ -16,3 +16,6 @@ TINY_TRAINING = {"max_epochs": 15, "batch_size": 32, "learning_rate": 3e-3, "pat
 TINY_MODEL = dict(
     stem_channels=8, channels=(8, 12, 16, 16), attention_dim=16, attention_heads=2, photometry_dim=16, latent_dim=32
 )
+
+#: Loss weights (model.loss) of a distillation that learns from its teacher only, none from the truth.
+ONLY_TEACHER = dict(sfh_cross_entropy=0, sfh_cumulative_l1=0, logz_mass_weighted=0, summary_nll=0, posterior_pinball=0)
