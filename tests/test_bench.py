@@ -435,3 +435,35 @@ def test_run_main_sums_each_stage_s_jobs_from_snakemake_s_benchmark_files(monkey
         "infer": {"seconds": 19.8, "jobs": 2},
         "train": {"seconds": 431.5, "jobs": 1},
     }
+
+
+def test_architecture_speed_times_a_candidate_in_the_shipped_predictor(tiny_model, tmp_path):
+    """bench/architecture_speed.py: a candidate of the shipped architecture counts the shipped
+    model's operations exactly; one whose stem samples every other pixel counts fewer, runs in
+    the shipped model's predictor (its calibration kept) and is timed beside it."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from architecture_speed import candidate_file
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    from sfh_pipeline.model import read_model_payload
+
+    payload = read_model_payload(tiny_model)
+    stride = payload["model_config"]["stem_stride"]
+    made = read_model_payload(candidate_file(payload, {"stem_stride": 2 * stride}, 0, tmp_path))
+    assert made["model_config"]["stem_stride"] == 2 * stride
+    assert made["sigma_scale"] == payload["sigma_scale"] and made["state_dict"].keys() == payload["state_dict"].keys()
+
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / "architecture_speed.py"), "--model", str(tiny_model), "--n", "256"]
+        + ["--architecture", "{}", "--architecture", json.dumps({"stem_stride": 2 * stride})],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)["candidates"]
+    shipped, same, strided = rows[f"shipped ({tiny_model})"], rows["{}"], rows[json.dumps({"stem_stride": 2 * stride})]
+    assert same["mflop_per_spectrum"] == shipped["mflop_per_spectrum"] and same["flop_ratio"] == 1.0
+    assert strided["flop_ratio"] > 1.2
+    assert shipped["speed_ratio_all_cores"] == 1.0 and all(r["spectra_per_s_one_thread"] > 0 for r in rows.values())
