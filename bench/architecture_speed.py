@@ -59,7 +59,9 @@ def candidate_file(payload: dict, architecture: dict, seed: int, where: Path) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="reference", help="the shipped model: a file or a catalog name")
-    parser.add_argument("--candidate", action="append", default=[], help="a config file whose model.architecture to time")
+    parser.add_argument(
+        "--candidate", action="append", default=[], help="a config file whose model.architecture to time"
+    )
     parser.add_argument("--architecture", action="append", default=[], help="a JSON mapping of ModelConfig settings")
     parser.add_argument("--n", type=int, default=8192, help="spectra per timed pass")
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -95,7 +97,9 @@ def main() -> None:
         row["flop_ratio"] = round(base["mflop_per_spectrum"] / row["mflop_per_spectrum"], 2)
         row["speed_ratio_all_cores"] = round(row["spectra_per_s_all_cores"] / base["spectra_per_s_all_cores"], 2)
         row["speed_ratio_one_thread"] = round(row["spectra_per_s_one_thread"] / base["spectra_per_s_one_thread"], 2)
-    report({"threads": threads, "batch_size": args.batch_size, "spectra_per_pass": args.n, "candidates": rows}, args.save)
+    report(
+        {"threads": threads, "batch_size": args.batch_size, "spectra_per_pass": args.n, "candidates": rows}, args.save
+    )
 
 
 if __name__ == "__main__":
