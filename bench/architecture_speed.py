@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import predictor_profile
 import torch
 import yaml
 from ppxf_vs_cnn import cnn_rate, flops_per_spectrum
@@ -32,18 +33,11 @@ import sfh_pipeline
 from sfh_pipeline.ml.model import ModelConfig, SFHNet, read_model_payload
 
 
-def synthetic_inputs(n_spectra: int, n_wave: int, n_filters: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Normalised spectra (flux ~1 with 5 % noise) and fluxes, as ``predict_normalised`` takes them."""
-    rng = np.random.default_rng(seed)
-    flux = (1.0 + 0.05 * rng.standard_normal((n_spectra, n_wave))).astype(np.float32)
+def synthetic_inputs(n_spectra: int, n_wave: int, n_filters: int) -> dict[str, np.ndarray]:
+    """``predictor_profile``'s synthetic spectra with fluxes, as ``predict_normalised`` takes them."""
+    flux, error, mask = predictor_profile.synthetic_inputs(n_wave, n_spectra)
     phot = np.ones((n_spectra, n_filters), np.float32)
-    return {
-        "flux": flux,
-        "error": np.full_like(flux, 0.05),
-        "mask": np.zeros(flux.shape, np.uint8),
-        "phot": phot,
-        "phot_error": np.full_like(phot, 0.05),
-    }
+    return {"flux": flux, "error": error, "mask": mask, "phot": phot, "phot_error": np.full_like(phot, 0.05)}
 
 
 def candidate_file(payload: dict, architecture: dict, seed: int, where: Path) -> Path:
