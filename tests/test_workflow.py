@@ -470,6 +470,17 @@ def test_a_pretrained_model_replaces_training_and_is_verified(tmp_path):
     assert not {"trainset_init", "trainset_chunk", "train", "evaluate"} & set(counts), counts
     assert f"--model {model}" in dry.stdout and f"--model-sha256 {sha256_of(model)}" in dry.stdout
 
+    # a model trained here and then named as pretrained is read, never deleted and retrained over
+    trained_here = tmp_path / "results" / "models" / "mine" / "model.pt"
+    trained_here.parent.mkdir(parents=True)
+    trained_here.write_bytes(model.read_bytes())
+    config_here = write_config(
+        tmp_path / "trained_here.yaml",
+        extra={"model": {"pretrained": {"path": "results/models/mine/model.pt", "sha256": sha256_of(model)}}},
+    )
+    counts = job_counts(snakemake(tmp_path, "-n", "--forcerun", "train", "--configfile", str(config_here)).stdout)
+    assert counts["validate"] == 1 and not {"train", "trainset_chunk"} & set(counts), counts
+
     model.write_bytes(b"other weights")
     proc = snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
     assert proc.returncode != 0 and f"model file {model} has sha256 {sha256_of(model)}" in proc.stdout + proc.stderr

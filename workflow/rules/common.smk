@@ -156,6 +156,20 @@ MODEL_PT = PRETRAINED["path"] if PRETRAINED else model_file(MODEL_NAME, "model.p
 MODEL_SHA256_ARG = f"--model-sha256 {PRETRAINED['sha256']}" if PRETRAINED else ""
 
 
+def trained_model_pattern(pretrained):
+    """Wildcard pattern of the model names the training rules may write: never the folder of a
+    pretrained file that lies in results/models/ (a model trained here, or one of an ensemble's
+    members), which Snakemake would otherwise delete and retrain when the settings differ."""
+    if pretrained:
+        relative = os.path.relpath(os.path.abspath(pretrained["path"]), os.path.abspath(model_dir("")))
+        if not relative.startswith(".."):
+            return rf"(?!{re.escape(relative.split(os.sep)[0])}(?:/|$))[^/]+"
+    return r"[^/]+"
+
+
+TRAINED_MODEL = trained_model_pattern(PRETRAINED)
+
+
 def memory_mb(base_mb):
     """Memory request that grows with the attempt: a job killed for exceeding it is retried
     (restart-times in the profiles) with twice, then three times as much."""

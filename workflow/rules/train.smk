@@ -26,7 +26,7 @@ if not ENSEMBLE:
         benchmark:
             "benchmarks/train/{model}.tsv"
         wildcard_constraints:
-            model=r"[^/]+",
+            model=TRAINED_MODEL,
         conda:
             SFH_ENV
         threads: config["model"]["threads"]
@@ -87,7 +87,7 @@ rule train_member:
     benchmark:
         "benchmarks/train/{model}/member_{seed}.tsv"
     wildcard_constraints:
-        model=r"[^/]+",
+        model=TRAINED_MODEL,
         seed=r"\d+",
     conda:
         SFH_ENV
@@ -119,7 +119,7 @@ if ENSEMBLE:
         benchmark:
             "benchmarks/train/{model}/combine.tsv"
         wildcard_constraints:
-            model=r"[^/]+",
+            model=TRAINED_MODEL,
         conda:
             SFH_ENV
         threads: config["model"]["threads"]
