@@ -64,6 +64,15 @@ def test_the_embedded_training_set_is_the_one_it_was():
     assert ts.config_digest(resolved) == "f2ebd387bfbba0c363cf33d773623030f77612f634b44a88e9a06b610b3e0e89"
 
 
+def test_a_setting_added_later_names_a_new_set_only_when_it_is_changed():
+    """Sets made before ``old_plus_young_mass_fraction`` existed keep their digest: the setting
+    enters it only away from its default (the value above is the digest from before)."""
+    base = {k: v for k, v in CONFIG["trainset"].items() if k != "name"}
+    digest = ts.config_digest(ts.resolve_config(base))
+    assert ts.config_digest(ts.resolve_config({**base, "old_plus_young_mass_fraction": [1.0e-4, 0.5]})) == digest
+    assert ts.config_digest(ts.resolve_config({**base, "old_plus_young_mass_fraction": [1.0e-2, 0.5]})) != digest
+
+
 def test_config_yaml_agrees_with_the_code_defaults_it_repeats():
     from sfh_pipeline.model import LossWeights
     from sfh_pipeline.training import TrainConfig

@@ -180,6 +180,22 @@ def test_old_plus_young_has_nothing_between_its_host_and_its_young_part(draws):
     assert 0.45 < one_bin.mean() < 0.6  # bursts, and constant SFRs shorter than the first bin
 
 
+def test_old_plus_young_draws_its_young_mass_fraction_between_the_given_bounds(draws):
+    """Bounds (1e-2, 0.5): log-uniform, so the median is their geometric mean, 0.071; the rest of
+    the draw (the host, which bins) is as with the default bounds of the same seed."""
+    f = draw("old_plus_young", young_mass_fraction=(1e-2, 0.5)).mass_fractions
+    young = f[:, EDGES[1:] <= 7e8].sum(axis=1)
+    assert 1e-2 * 0.999 <= young.min() and young.max() <= 0.5 * 1.001
+    assert 0.06 < np.median(young) < 0.085
+    default = draws["old_plus_young"].mass_fractions
+    old = EDGES[:-1] >= 2e9
+    host = f[:, old] / f[:, old].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(host, default[:, old] / default[:, old].sum(axis=1, keepdims=True), rtol=1e-12)
+    for bounds in [(0.0, 0.5), (0.5, 0.1), (1e-3, 1.0)]:
+        with pytest.raises(ValueError, match="young_mass_fraction"):
+            draw("old_plus_young", young_mass_fraction=bounds)
+
+
 def test_two_phase_metallicity_puts_young_stars_around_or_below_their_host():
     young_bins = EDGES[1:] <= 1e9
     logz = priors.two_phase_metallicity(np.random.default_rng(3), 4000, young_bins, LOGZ_RANGE, scatter_dex=0.0)

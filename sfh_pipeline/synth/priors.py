@@ -67,7 +67,8 @@ SFH families (``SFH_FAMILIES``; parameter ranges are the ones drawn here)
                       2 Gyr); the young part is (equal odds) one burst at lookback
                       log-uniform 3 Myr–500 Myr or a constant SFR over the last T,
                       T log-uniform 10–500 Myr, holding a mass fraction log-uniform
-                      1e-4–0.5 (young light fractions from < 1 % to > 95 %). Its
+                      1e-4–0.5 by default (young light fractions from < 1 % to > 95 %;
+                      ``young_mass_fraction``). Its
                       metallicity is two-phase (:func:`two_phase_metallicity`). Weight 0
                       unless the config names it: the other families rarely make such
                       mixtures, on which a network trained without them is 0.2–0.3 dex
@@ -284,6 +285,7 @@ class _Grid:
     weights: np.ndarray  # (n_t, n_bins) from _bin_weights
     widths: np.ndarray  # (n_bins,) bin widths within [0, t_max], yr
     dirichlet_alpha: float
+    young_mass_fraction: tuple[float, float]  # of old_plus_young, log-uniform bounds
 
     def masses(self, sfr: np.ndarray) -> np.ndarray:
         return sfr @ self.weights
@@ -458,7 +460,7 @@ def _sample_old_plus_young(rng, grid: _Grid, m: int):
     b = np.clip(np.searchsorted(grid.edges, age, side="right") - 1, 0, grid.edges.size - 2)
     young[burst] = 0.0
     young[np.flatnonzero(burst), b[burst]] = 1.0
-    fraction = _loguniform(rng, 1e-4, 0.5, m)[:, None]
+    fraction = _loguniform(rng, *grid.young_mass_fraction, m)[:, None]
     return (1.0 - fraction) * host + fraction * young, t_form, np.full(m, np.nan)
 
 
@@ -501,6 +503,7 @@ def sample_sfh(
     universe_age_yr: float = 1.38e10,
     *,
     dirichlet_alpha: float = 1.0,
+    young_mass_fraction: tuple[float, float] = (1e-4, 0.5),
 ) -> SFHDraw:
     """Draw ``n`` star-formation histories, binned into mass fractions.
 
@@ -522,6 +525,12 @@ def sample_sfh(
     dirichlet_alpha : float
         Concentration of the ``dirichlet`` family (1 = flat on the simplex;
         < 1 favours a few dominant bins, > 1 favours equal fractions).
+    young_mass_fraction : (float, float)
+        Bounds of the young part's mass fraction in ``old_plus_young``, drawn
+        log-uniform: 0 < low <= high < 1. With a low bound of 1e-4 a quarter of the
+        family's draws hold < 1e-3 of their mass young, which puts their light-weighted
+        age a median 0.06 dex below the mass-weighted one: young light hidden in an old
+        spectrum. With 1e-2 every young part outshines much of its host.
 
     Returns
     -------
@@ -549,6 +558,9 @@ def sample_sfh(
         raise ValueError(f"n must be a non-negative integer, got {n}")
     if not (np.isfinite(dirichlet_alpha) and dirichlet_alpha > 0):
         raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
+    low, high = (float(v) for v in young_mass_fraction)
+    if not 0 < low <= high < 1:
+        raise ValueError(f"young_mass_fraction must be 0 < low <= high < 1, got {young_mass_fraction}")
     n = int(n)
     fine = np.geomspace(FINE_MIN_YR, edges[-1], N_FINE) if edges[-1] > FINE_MIN_YR else np.array([])
     lookback = np.union1d(np.concatenate([[0.0], fine]), edges)
@@ -559,6 +571,7 @@ def sample_sfh(
         weights=_bin_weights(lookback, edges),
         widths=np.clip(np.minimum(edges[1:], t_max) - edges[:-1], 0.0, None),
         dirichlet_alpha=float(dirichlet_alpha),
+        young_mass_fraction=(low, high),
     )
 
     family = rng.choice(len(SFH_FAMILIES), size=n, p=p).astype(np.int16)

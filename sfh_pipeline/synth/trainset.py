@@ -88,6 +88,7 @@ DEFAULTS: dict[str, Any] = {
     "age_bin_edges_yr": [0, *DEFAULT_AGE_BIN_EDGES_YR[1:]],  # 0, not 0.0: see above
     "wavelength": {"start_aa": 4800, "stop_aa": 7000, "step_aa": 1.25},
     "sfh_family_weights": None,
+    "old_plus_young_mass_fraction": [0.0001, 0.5],  # bounds of its young part, log-uniform
     "metallicity_scatter_dex": 0.1,
     "dust": {"law": "calzetti2000", "av_max": 2.0, "birth_cloud_age_yr": 1e7, "birth_cloud_extra_max": 1.0},
     "sigma_kms": [20, 250],
@@ -133,9 +134,14 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
+#: Settings added after training sets had been made: at their default they are left out of the
+#: digest, so that those sets (and the models trained on them) keep their names.
+_ADDED_SETTINGS = ("old_plus_young_mass_fraction",)
+
+
 def generator_config(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that determine each spectrum (everything but the set's size)."""
-    return {k: v for k, v in config.items() if k != "n_spectra"}
+    return {k: v for k, v in config.items() if k != "n_spectra" and not (k in _ADDED_SETTINGS and v == DEFAULTS[k])}
 
 
 def config_digest(config: dict[str, Any]) -> str:
@@ -345,7 +351,13 @@ def _draw_chunk(
 ) -> dict[str, Any]:
     """The random draws of a chunk up to its noise, in the fixed order every store was made with."""
     n = int(config["chunk_size"])
-    sfh = sample_sfh(rng, np.asarray(edges_yr, float), n, config["sfh_family_weights"])
+    sfh = sample_sfh(
+        rng,
+        np.asarray(edges_yr, float),
+        n,
+        config["sfh_family_weights"],
+        young_mass_fraction=config["old_plus_young_mass_fraction"],
+    )
     logz = sample_metallicity(rng, sfh.mass_fractions, tuple(logz_range), scatter_dex=config["metallicity_scatter_dex"])
     two_phase = np.flatnonzero(sfh.family == SFH_FAMILIES.index("old_plus_young"))
     if two_phase.size:  # no draw otherwise: sets without the family are made as before
