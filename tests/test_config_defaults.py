@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sfh_pipeline import trainset as ts
@@ -71,6 +72,8 @@ def test_a_setting_added_later_names_a_new_set_only_when_it_is_changed():
     digest = ts.config_digest(ts.resolve_config(base))
     assert ts.config_digest(ts.resolve_config({**base, "old_plus_young_mass_fraction": [1.0e-4, 0.5]})) == digest
     assert ts.config_digest(ts.resolve_config({**base, "old_plus_young_mass_fraction": [1.0e-2, 0.5]})) != digest
+    with pytest.raises(ValueError, match=r"trainset\.old_plus_young_mass_fraction .*got \[0\.5, 0\.01\]"):
+        ts.resolve_config({**base, "old_plus_young_mass_fraction": [0.5, 0.01]})
 
 
 def test_config_yaml_agrees_with_the_code_defaults_it_repeats():

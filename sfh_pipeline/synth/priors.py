@@ -528,9 +528,9 @@ def sample_sfh(
     young_mass_fraction : (float, float)
         Bounds of the young part's mass fraction in ``old_plus_young``, drawn
         log-uniform: 0 < low <= high < 1. With a low bound of 1e-4 a quarter of the
-        family's draws hold < 1e-3 of their mass young, which puts their light-weighted
-        age a median 0.06 dex below the mass-weighted one: young light hidden in an old
-        spectrum. With 1e-2 every young part outshines much of its host.
+        family's draws (one of 3.7 decades) hold < 1e-3 of their mass young: young light
+        that barely shows in an old spectrum. With 1e-2 every young part outshines much
+        of its host.
 
     Returns
     -------

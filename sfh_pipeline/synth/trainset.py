@@ -126,6 +126,12 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
             merged[key].update(value)
         else:
             merged[key] = value
+    low, high = merged["old_plus_young_mass_fraction"]
+    if not 0 < low <= high < 1:
+        raise ValueError(
+            f"trainset.old_plus_young_mass_fraction must be [low, high] with 0 < low <= high < 1, "
+            f"got {merged['old_plus_young_mass_fraction']}"
+        )
     if merged["n_spectra"] % merged["chunk_size"]:
         raise ValueError(
             f"trainset.n_spectra ({merged['n_spectra']}) must be a multiple of trainset.chunk_size "
