@@ -26,7 +26,15 @@ Every case uses the same draws (seeded), so its change against the baseline is m
 by spectrum (``shift``: median of the paired difference of errors). Prints JSON; ``--save NAME``
 also keeps it in bench/results/NAME.json.
 
-    nice -n 5 python bench/young_regime.py [--n-per-cell 250] [--save young_regime]
+``--bands F438W,F555W,...`` reads every case a second time with those HST bands given as well
+(``with_bands``: the same spectra, the bands' photon-weighted mean f_lambda of the same mixture
+with the training's 2-10 % errors and noise; the nebular continuum and lines of the case in them
+too), so what the bands change is measured spectrum by spectrum (``band_shift``). PHANGS maps
+have all five UVIS bands; an SDSS / MaNGA spectrum covers F438W and F555W (and F814W at MaNGA's
+reach).
+
+    nice -n 5 python bench/young_regime.py [--n-per-cell 250] [--bands F275W,F336W,F438W,F555W,F814W]
+        [--save young_regime]
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from provenance import report  # bench/provenance.py: this script's folder is on
 
 from sfh_pipeline import load_predictor
 from sfh_pipeline.dust import attenuation_curve
+from sfh_pipeline.filters import PhotometryOperator, load_throughputs
 from sfh_pipeline.forward import ForwardModel
 from sfh_pipeline.spectral import MASK_EMISSION, emission_line_mask
 from sfh_pipeline.trainset import (
@@ -195,9 +204,10 @@ def mixture(
 
     Each component is modelled per unit mass (young one with A_V + ``young_extra_av``); the
     young mass share is m = f L_old / (f L_old + (1 - f) L_young), L the window light per unit
-    mass. Returns ``flux``, ``young_flux`` (its part of ``flux``), ``mass_fractions``, ``logz``
-    (per bin), ``bin_light``, ``young_mass`` and the true ``lw_age``, ``mw_age``, ``lw_logz``,
-    ``mw_logz`` as the training set computes them.
+    mass. Returns ``flux``, ``photometry`` (the model's filters, photon-weighted mean f_lambda),
+    ``young_flux`` (its part of ``flux``), ``mass_fractions``, ``logz`` (per bin), ``bin_light``,
+    ``young_mass`` and the true ``lw_age``, ``mw_age``, ``lw_logz``, ``mw_logz`` as the training
+    set computes them.
     """
     n = young_x.shape[0]
     ones = np.ones(n)
@@ -214,6 +224,7 @@ def mixture(
     bin_light = m[:, None] * young.bin_light + (1 - m)[:, None] * host.bin_light
     out = {
         "flux": m[:, None] * young.flux + (1 - m)[:, None] * host.flux,
+        "photometry": m[:, None] * young.photometry + (1 - m)[:, None] * host.photometry,
         "young_flux": m[:, None] * young.flux,
         "mass_fractions": mass,
         "logz": logz,
@@ -282,7 +293,39 @@ def observe(
     mask = np.broadcast_to(mask.astype(np.uint8), noisy.shape).copy()
     window = (lam >= config["norm_window_aa"][0]) & (lam <= config["norm_window_aa"][1])
     norm = np.nanmean(np.where(mask[:, window] == 0, noisy[:, window], np.nan), axis=1)
-    return {"flux": noisy / norm[:, None], "error": error / norm[:, None], "mask": mask}
+    return {"flux": noisy / norm[:, None], "error": error / norm[:, None], "mask": mask, "norm": norm}
+
+
+#: A wide grid (A) for the extra light's band fluxes: it holds every HST band's curve.
+BAND_GRID_AA = np.arange(1900.0, 10500.0, 1.0)
+
+
+def band_fluxes(
+    stellar_phot: np.ndarray,
+    line_flux: np.ndarray,
+    gas_velocity: np.ndarray,
+    gas_sigma: np.ndarray,
+    hbeta: np.ndarray,
+    av: np.ndarray,
+    d_noise: tuple[np.ndarray, np.ndarray],
+    operator: PhotometryOperator,
+    law: str,
+    lines: bool,
+    continuum: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Observed band fluxes (n, n_bands) and their errors, photon-weighted mean f_lambda in the
+    units of the spectra: the mixture's stars, plus (when the case adds them) its nebular lines
+    (:data:`NEBULAR_LINES_AA` only: no [O II], H gamma or [S III]) and nebular continuum
+    (``continuum``: its H beta flux per spectrum, the continuum's shape over ``BAND_GRID_AA``),
+    with the training's errors (``d_noise``: fractional error 2-10 %, unit normal deviates)."""
+    phot = np.array(stellar_phot, dtype=float)
+    if lines:
+        phot += operator.mean_flambda(emission_spectrum(BAND_GRID_AA, line_flux, gas_velocity, gas_sigma))
+    if continuum is not None:
+        phot += operator.mean_flambda(nebular_continuum(BAND_GRID_AA, continuum, av, law))
+    frac, deviate = d_noise
+    error = phot * frac
+    return phot + error * deviate, error
 
 
 def robust(delta: np.ndarray) -> tuple[float, float]:
@@ -451,6 +494,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument(
+        "--bands",
+        default="",
+        help="comma-separated HST bands (F438W or wfc3-uvis_f438w) to read every case with as well",
+    )
     parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
 
@@ -460,7 +508,9 @@ def main() -> None:
     t0 = time.perf_counter()
     group = zarr.open_group(args.trainset, mode="r")
     config = dict(group.attrs["config"])
-    model = build_model(config, args.ssp, [])
+    filters = list(group.attrs["filters"])
+    bands = [band_key(b, filters) for b in args.bands.split(",") if b.strip()]
+    model = build_model(config, args.ssp, filters)
     lam = model.wavelength_aa
     if not np.allclose(lam, np.asarray(group["wavelength_aa"][:])):
         raise ValueError(f"the forward model's grid differs from {args.trainset}'s")
@@ -484,6 +534,7 @@ def main() -> None:
             velscale_kms=config["velscale_kms"],
             max_velocity_kms=model_margin(config),
             norm_window_aa=tuple(config["norm_window_aa"]),
+            filters=filters,
         )
 
     lsf = {
@@ -503,6 +554,14 @@ def main() -> None:
     }
     results: dict[str, dict] = {}
     base_error = None
+    present = np.zeros((n, len(filters)), dtype=bool)
+    present[:, [filters.index(b) for b in bands]] = True
+    band_rng = np.random.default_rng([args.seed, 1])  # apart from the draws: the cases without bands are unchanged
+    band_noise = (
+        band_rng.uniform(*config["phot_error_frac"], (n, len(filters))),
+        band_rng.standard_normal((n, len(filters))),
+    )
+    band_operator = PhotometryOperator(BAND_GRID_AA, load_throughputs(filters))
     components = {}
     for name, case in cases.items():
         lsf_name = "lsf_manga_R2000" if name == "combined" else name if name in lsf else "muse"
@@ -520,21 +579,51 @@ def main() -> None:
         extra = np.zeros_like(stellar)
         if name in ("balmer_lines", "combined"):
             extra = extra + emission_spectrum(lam, line_flux, d.gas_velocity, d.gas_sigma)
-        neb = np.zeros_like(stellar)
+        at = np.argmin(np.abs(lam - 5000.0))
+        neb_hbeta = None  # the nebular continuum's H beta flux per spectrum
         if name in ("nebular_continuum", "combined"):
-            neb = nebular_continuum(lam, hbeta, d.av, config["dust"]["law"])
+            neb_hbeta = hbeta
         elif name == "nebular_continuum_strong":
             shape = nebular_continuum(lam, np.ones(n), d.av, config["dust"]["law"])
-            at = np.argmin(np.abs(lam - 5000.0))
             star5000 = stellar[:, at - 8 : at + 9].mean(1)
-            neb = shape * (d.nebular_share_5000 / (1 - d.nebular_share_5000) * star5000 / shape[:, at])[:, None]
-        at = np.argmin(np.abs(lam - 5000.0))
+            neb_hbeta = d.nebular_share_5000 / (1 - d.nebular_share_5000) * star5000 / shape[:, at]
+        neb = (
+            np.zeros_like(stellar)
+            if neb_hbeta is None
+            else nebular_continuum(lam, neb_hbeta, d.av, config["dust"]["law"])
+        )
         share = neb[:, at] / (neb[:, at] + stellar[:, at - 8 : at + 9].mean(1))
         obs = observe(lam, stellar, extra + neb, d, config, noise_on_total=bool(neb.any()))
         pred = predictor.predict_normalised(obs["flux"], obs["error"], obs["mask"], batch_size=args.batch_size)
         error = {k: pred[k] - mix[k] for k in KEYS}
         cells = cell_table(pred, mix, d.fraction, base_error)
         entry = {**case, "cells": cells}
+        if bands:
+            phot, phot_error = band_fluxes(
+                mix["photometry"],
+                line_flux,
+                d.gas_velocity,
+                d.gas_sigma,
+                hbeta,
+                d.av,
+                band_noise,
+                band_operator,
+                config["dust"]["law"],
+                name in ("balmer_lines", "combined"),
+                neb_hbeta,
+            )
+            norm = obs["norm"][:, None]
+            with_bands = predictor.predict_normalised(
+                obs["flux"],
+                obs["error"],
+                obs["mask"],
+                phot / norm,
+                phot_error / norm,
+                present,
+                batch_size=args.batch_size,
+            )
+            band_cells = cell_table(with_bands, mix, d.fraction, error)
+            entry["with_bands"] = {"cells": band_cells, "band_shift": summarise(band_cells)}
         if neb.any():
             entry["nebular_share_at_5000A"] = {
                 "median": round(float(np.median(share)), 3),
@@ -604,6 +693,7 @@ def main() -> None:
             "training's light weights); nebular continuum not counted",
             "shift": "median over the cell of (error in the case - error in the baseline), paired spectrum by spectrum",
             "seconds": round(time.perf_counter() - t0, 1),
+            "bands": bands,
         },
         "cases": results,
         "prior_coverage": coverage,
@@ -612,6 +702,15 @@ def main() -> None:
     }
     figures["conclusion"] = conclusion(figures)
     report(figures, args.save)
+
+
+def band_key(name: str, filters: list[str]) -> str:
+    """The training set's filter key of ``name`` (a key, or a UVIS band's short name: F438W)."""
+    name = name.strip()
+    key = name if name in filters else f"wfc3-uvis_{name.lower()}"
+    if key not in filters:
+        raise SystemExit(f"--bands: {name!r} is not among the training set's filters {filters}")
+    return key
 
 
 def model_margin(config: dict) -> float:

@@ -420,6 +420,36 @@ def test_young_regime_mixtures_hold_the_young_light_fraction_in_the_window(monke
     np.testing.assert_allclose(mix["mass_fractions"].sum(1), 1.0)
 
 
+def test_young_regime_band_fluxes_add_a_line_at_its_throughput_and_the_training_s_errors(monkeypatch):
+    """bench/young_regime.py's band fluxes: the stars' band flux unchanged, a line of flux F adds
+    F T(lambda) lambda / int T lambda dlambda to a band's photon-weighted mean f_lambda (measured
+    on the throughput table itself), nothing to a band it is outside, and the error is the given
+    fraction of the total, its deviate applied once."""
+    from sfh_pipeline.filters import PhotometryOperator, load_throughputs
+    from sfh_pipeline.trainset import NEBULAR_LINES_AA
+
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from young_regime import BAND_GRID_AA, band_fluxes
+
+    keys = ["wfc3-uvis_f555w", "wfc3-uvis_f336w"]
+    curves = load_throughputs(keys)
+    stars = np.array([[2.0, 0.5]])
+    line_flux = np.zeros((1, len(NEBULAR_LINES_AA)))
+    line_flux[0, list(NEBULAR_LINES_AA).index("Halpha")] = 300.0
+    frac, deviate = np.full((1, 2), 0.05), np.array([[1.0, -2.0]])
+    common = (line_flux, np.zeros(1), np.full(1, 30.0), np.ones(1), np.zeros(1), (frac, deviate))
+    operator = PhotometryOperator(BAND_GRID_AA, curves)
+    noisy, error = band_fluxes(stars, *common, operator, "calzetti2000", True, None)
+    t = curves["wfc3-uvis_f555w"]
+    expected = 2.0 + 300.0 * np.interp(6562.8, t.wavelength_aa, t.throughput) * 6562.8 / np.trapezoid(
+        t.throughput * t.wavelength_aa, t.wavelength_aa
+    )
+    np.testing.assert_allclose(error, 0.05 * np.array([[expected, 0.5]]), rtol=2e-3)
+    np.testing.assert_allclose(noisy, np.array([[expected * 1.05, 0.5 * 0.9]]), rtol=2e-3)
+    without, _ = band_fluxes(stars, *common, operator, "calzetti2000", False, None)
+    np.testing.assert_allclose(without, stars * np.array([[1.05, 0.9]]))
+
+
 def test_run_main_sums_each_stage_s_jobs_from_snakemake_s_benchmark_files(monkeypatch, tmp_path):
     """bench/run_main.py: per stage, the wall seconds of all its jobs (the ``s`` column of every
     benchmark file under the stage's folder, nested or not) and how many jobs wrote one."""
