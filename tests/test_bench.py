@@ -450,6 +450,30 @@ def test_young_regime_band_fluxes_add_a_line_at_its_throughput_and_the_training_
     np.testing.assert_allclose(without, stars * np.array([[1.05, 0.9]]))
 
 
+def test_real_bands_measures_only_the_bands_a_spectrum_covers_and_skips_its_bad_pixels(monkeypatch):
+    """bench/real_bands.py: on f_lambda = lambda over 4000-7500 A only F555W is measured (F438W
+    starts at 3840 A), at int T lambda^2 / int T lambda (the throughput table's own integral),
+    the same with spikes on pixels marked bad, and its error the given fraction."""
+    from sfh_pipeline.filters import load_throughputs
+
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from real_bands import covered_bands
+
+    lam = np.arange(4000.0, 7500.0, 1.3)
+    flux = lam.copy()
+    bad = np.zeros(lam.size, bool)
+    bad[1000:1010] = True
+    flux[bad] = 1e6
+    t = load_throughputs(["wfc3-uvis_f555w"])["wfc3-uvis_f555w"]
+    expected = np.trapezoid(t.throughput * t.wavelength_aa**2, t.wavelength_aa) / np.trapezoid(
+        t.throughput * t.wavelength_aa, t.wavelength_aa
+    )
+    bands = covered_bands(lam, flux, bad, 0.05)
+    assert sorted(bands) == ["wfc3-uvis_f555w"]
+    assert bands["wfc3-uvis_f555w"][0] == pytest.approx(expected, rel=1e-4)
+    assert bands["wfc3-uvis_f555w"][1] == pytest.approx(0.05 * expected, rel=1e-4)
+
+
 def test_run_main_sums_each_stage_s_jobs_from_snakemake_s_benchmark_files(monkeypatch, tmp_path):
     """bench/run_main.py: per stage, the wall seconds of all its jobs (the ``s`` column of every
     benchmark file under the stage's folder, nested or not) and how many jobs wrote one."""
