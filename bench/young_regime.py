@@ -49,10 +49,10 @@ import zarr
 from provenance import report  # bench/provenance.py: this script's folder is on sys.path
 
 from sfh_pipeline import load_predictor
-from sfh_pipeline.dust import attenuation_curve
 from sfh_pipeline.filters import PhotometryOperator, load_throughputs
 from sfh_pipeline.forward import ForwardModel
 from sfh_pipeline.spectral import MASK_EMISSION, emission_line_mask
+from sfh_pipeline.synth.nebular import nebular_continuum
 from sfh_pipeline.trainset import (
     NEBULAR_LINES_AA,
     build_model,
@@ -73,35 +73,9 @@ CONSTANT_SF_SPANS_YR = (1e7, 2e7, 4e7, 1e8, 2e8)
 YOUNG_EDGE_YR = 4e8
 #: Old host in the training labels: mass-weighted log age at least this.
 OLD_MW_LOG_AGE = 9.6
-#: Case B, T = 10^4 K, n_e = 100 cm^-3 (Osterbrock & Ferland 2006): 4 pi j(H beta) / (n_e n_p), erg cm^3 s^-1.
-HBETA_EMISSIVITY = 1.235e-25
-#: Effective recombination coefficient to 2 2S (two-photon decays), cm^3 s^-1, 10^4 K (Osterbrock & Ferland).
-ALPHA_2S = 0.838e-13
-CGS_H, CGS_K, CGS_C = 6.62607015e-27, 1.380649e-16, 2.99792458e10
 CCM_K_HBETA, CCM_K_HALPHA, CCM_RV = 3.61, 2.53, 3.1
-
-
-def nebular_continuum_per_hbeta(wavelength_aa: np.ndarray, t_e: float = 1e4, he_abundance: float = 0.1) -> np.ndarray:
-    """Nebular continuum f_lambda / F(H beta), 1/A, of gas at ``t_e``: hydrogen free-free and
-    free-bound (Kramers cross-sections, Gaunt factors 1: each level n contributes 2 x_1 n^-3
-    exp(x_1 / n^2) times the free-free term above its edge, x_1 = 157,807 K / T; Rybicki &
-    Lightman 1979), He+ the same per ion (n_He/n_H = ``he_abundance``), and the 2s-1s two-photon
-    continuum (Nussbaumer & Schmutz 1984 profile, Case B population). Accurate to ~20 %: at
-    10^4 K the H beta equivalent width against this continuum alone is ~1,400 A."""
-    lam = np.asarray(wavelength_aa, dtype=float)
-    nu = CGS_C / (lam * 1e-8)
-    x = CGS_H * nu / (CGS_K * t_e)
-    x1 = 157807.0 / t_e
-    levels = np.arange(2, 200)[:, None]
-    bound_free = np.where(x[None, :] >= x1 / levels**2, 2 * x1 / levels**3 * np.exp(x1 / levels**2), 0.0).sum(0)
-    hydrogenic = 6.8e-38 * t_e**-0.5 * np.exp(-x) * (1.0 + bound_free) * (1.0 + he_abundance)
-    nu_lya = CGS_C / 1215.67e-8
-    y = np.clip(nu / nu_lya, 0.0, 1.0)
-    w = y * (1 - y)
-    profile = 202.0 * (w * (1 - (4 * w) ** 0.8) + 0.88 * w**1.53 * (4 * w) ** 0.8)  # A(y), s^-1
-    two_photon = ALPHA_2S * CGS_H * nu * profile / 8.2249 / nu_lya
-    per_hz = hydrogenic + two_photon  # 4 pi j_nu / (n_e n_p), erg cm^3 s^-1 Hz^-1
-    return per_hz * (CGS_C * 1e8) / lam**2 / HBETA_EMISSIVITY
+#: A_V of the gas per A_V of the stars (Calzetti 2000).
+GAS_AV_PER_STELLAR_AV = 1 / 0.44
 
 
 @dataclass
@@ -242,7 +216,7 @@ def star_forming_lines(lam: np.ndarray, stellar: np.ndarray, d: Draws) -> tuple[
     A_V / 0.44 (Calzetti 2000) with the CCM k's."""
     window = (lam >= 6540) & (lam <= 6590)
     halpha = d.halpha_ew * stellar[:, window].mean(1)
-    decrement = 2.86 * 10 ** (0.4 * (d.av / 0.44) * (CCM_K_HBETA - CCM_K_HALPHA) / CCM_RV)
+    decrement = 2.86 * 10 ** (0.4 * (d.av * GAS_AV_PER_STELLAR_AV) * (CCM_K_HBETA - CCM_K_HALPHA) / CCM_RV)
     hbeta = halpha / decrement
     r = d.line_ratios
     oiii = r["oiii_hbeta"] * hbeta
@@ -267,16 +241,6 @@ def star_forming_lines(lam: np.ndarray, stellar: np.ndarray, d: Draws) -> tuple[
         "HeI6678": 0.011 * halpha,
     }
     return np.stack([values[name] for name in NEBULAR_LINES_AA], axis=1), hbeta
-
-
-def nebular_continuum(lam: np.ndarray, hbeta: np.ndarray, av: np.ndarray, law: str) -> np.ndarray:
-    """(n, n_wave) nebular continuum of gas whose observed H beta flux is ``hbeta``, reddened
-    relative to H beta by the gas dust (A_V / 0.44, the stars' law)."""
-    shape = nebular_continuum_per_hbeta(lam)
-    k = attenuation_curve(lam, law)
-    k_hbeta = attenuation_curve(np.array([4861.33]), law)[0]
-    redden = 10 ** (-0.4 * (av / 0.44)[:, None] * (k - k_hbeta)[None, :])
-    return hbeta[:, None] * shape[None, :] * redden
 
 
 def observe(
@@ -322,7 +286,7 @@ def band_fluxes(
     if lines:
         phot += operator.mean_flambda(emission_spectrum(BAND_GRID_AA, line_flux, gas_velocity, gas_sigma))
     if continuum is not None:
-        phot += operator.mean_flambda(nebular_continuum(BAND_GRID_AA, continuum, av, law))
+        phot += operator.mean_flambda(nebular_continuum(BAND_GRID_AA, continuum, av * GAS_AV_PER_STELLAR_AV, law))
     frac, deviate = d_noise
     error = phot * frac
     return phot + error * deviate, error
@@ -584,13 +548,13 @@ def main() -> None:
         if name in ("nebular_continuum", "combined"):
             neb_hbeta = hbeta
         elif name == "nebular_continuum_strong":
-            shape = nebular_continuum(lam, np.ones(n), d.av, config["dust"]["law"])
+            shape = nebular_continuum(lam, np.ones(n), d.av * GAS_AV_PER_STELLAR_AV, config["dust"]["law"])
             star5000 = stellar[:, at - 8 : at + 9].mean(1)
             neb_hbeta = d.nebular_share_5000 / (1 - d.nebular_share_5000) * star5000 / shape[:, at]
         neb = (
             np.zeros_like(stellar)
             if neb_hbeta is None
-            else nebular_continuum(lam, neb_hbeta, d.av, config["dust"]["law"])
+            else nebular_continuum(lam, neb_hbeta, d.av * GAS_AV_PER_STELLAR_AV, config["dust"]["law"])
         )
         share = neb[:, at] / (neb[:, at] + stellar[:, at - 8 : at + 9].mean(1))
         obs = observe(lam, stellar, extra + neb, d, config, noise_on_total=bool(neb.any()))

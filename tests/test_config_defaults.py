@@ -66,14 +66,21 @@ def test_the_embedded_training_set_is_the_one_it_was():
 
 
 def test_a_setting_added_later_names_a_new_set_only_when_it_is_changed():
-    """Sets made before ``old_plus_young_mass_fraction`` existed keep their digest: the setting
-    enters it only away from its default (the value above is the digest from before)."""
+    """Sets made before ``old_plus_young_mass_fraction`` or ``realism.young_hbeta_ew_aa`` existed
+    keep their digest: a setting enters it only away from its default (the value above is the
+    digest from before)."""
     base = {k: v for k, v in CONFIG["trainset"].items() if k != "name"}
     digest = ts.config_digest(ts.resolve_config(base))
     assert ts.config_digest(ts.resolve_config({**base, "old_plus_young_mass_fraction": [1.0e-4, 0.5]})) == digest
     assert ts.config_digest(ts.resolve_config({**base, "old_plus_young_mass_fraction": [1.0e-2, 0.5]})) != digest
     with pytest.raises(ValueError, match=r"trainset\.old_plus_young_mass_fraction .*got \[0\.5, 0\.01\]"):
         ts.resolve_config({**base, "old_plus_young_mass_fraction": [0.5, 0.01]})
+    # a setting inside a section: the nebular continuum of realism
+    realism = {**base.get("realism", {})}
+    nebular = {**base, "realism": {**realism, "young_hbeta_ew_aa": [50.0, 300.0]}}
+    assert ts.config_digest(ts.resolve_config({**base, "realism": {**realism, "young_hbeta_ew_aa": [0, 0]}})) == digest
+    assert ts.config_digest(ts.resolve_config(nebular)) != digest
+    assert "young_hbeta_ew_aa" not in ts.generator_config(ts.resolve_config(base))["realism"]
 
 
 def test_config_yaml_agrees_with_the_code_defaults_it_repeats():

@@ -20,6 +20,7 @@ from sfh_pipeline import trainset as ts
 from sfh_pipeline.filters import PHANGS_FILTERS
 from sfh_pipeline.spectral import MASK_EMISSION, MASK_LASER_GAP
 from sfh_pipeline.ssp import write_store
+from sfh_pipeline.synth.nebular import nebular_continuum
 
 from .support.ssp_fixtures import analytic_library
 
@@ -295,6 +296,46 @@ def test_realism_off_keeps_the_spectra_and_on_keeps_the_labels(ssp_store):
     assert not np.array_equal(plain["flux"], realistic["flux"])
 
 
+def test_nebular_continuum_follows_the_young_light_and_reaches_the_uv_bands(ssp_store):
+    """realism.young_hbeta_ew_aa: the labels and every spectrum without stars younger than the
+    birth-cloud age stay bit for bit; the others get H beta = EW x their young stars' attenuated
+    window light, EW inside the bounds, and a continuum that raises F336W (Balmer jump) far more
+    than F814W, as the gas's continuum does (its H beta EW against itself alone ~1,400 A)."""
+    from sfh_pipeline.synth.nebular import nebular_continuum_per_hbeta
+
+    assert 1000 < 1 / nebular_continuum_per_hbeta(np.array([4861.33]))[0] < 1800
+    base = {"n_spectra": 60, "chunk_size": 60, "seed": 5}
+    config = ts.resolve_config(base)
+    model = ts.build_model(config, ssp_store, PHANGS_FILTERS)
+    plain = ts.generate_chunk(config, model, 0)
+    on = ts.generate_chunk(ts.resolve_config({**base, "realism": {"young_hbeta_ew_aa": [50.0, 300.0]}}), model, 0)
+    for name in ("sfh", "logzsol", "av", "lw_age", "mw_logz", "snr"):
+        np.testing.assert_array_equal(plain[name], on[name])
+    out = model.model(on["sfh"], on["logzsol"], on["av"], on["sigma_kms"], on["velocity_kms"], on["birth_cloud_extra"])
+    young_light = out.bin_light[:, model.young].sum(1) * 10.0 ** on["log_mass_formed"].astype(float)
+    has_young = young_light > 0
+    assert 5 <= has_young.sum() < has_young.size, "the prior should give some spectra young stars and some none"
+    np.testing.assert_array_equal(plain["flux"][~has_young], on["flux"][~has_young])
+    assert np.all(on["nebular_hbeta_flux"][~has_young] < 1e-30)  # 0 up to float32 underflow
+    ew = on["nebular_hbeta_flux"][has_young] * on["norm"][has_young] / young_light[has_young]
+    assert np.all((ew > 50.0 * 0.999) & (ew < 300.0 * 1.001)), ew
+    # the bands' errors are a drawn fraction of their flux: their growth is what the continuum adds
+    # (on the stars' noise-free fluxes); unreddened it is far more in F336W, above the Balmer jump,
+    # than in F814W
+    av_gas = on["av"].astype(float) * (1 + on["birth_cloud_extra"])
+    added = model.band_means(
+        nebular_continuum(model.photometry_wavelength_aa, on["nebular_hbeta_flux"] * on["norm"], av_gas, model.dust_law)
+    )
+    stars = out.photometry * 10.0 ** on["log_mass_formed"].astype(float)[:, None]
+    growth = on["phot_error"] * on["norm"][:, None] / (plain["phot_error"] * plain["norm"][:, None]) - 1
+    np.testing.assert_allclose(growth, added / stars, rtol=1e-3, atol=1e-6)
+    f336w, f814w = PHANGS_FILTERS.index("wfc3-uvis_f336w"), PHANGS_FILTERS.index("wfc3-uvis_f814w")
+    unreddened = model.band_means(nebular_continuum(model.photometry_wavelength_aa, np.ones(1), np.zeros(1)))[0]
+    assert unreddened[f336w] > 3 * unreddened[f814w], unreddened
+    with pytest.raises(ValueError, match=r"young_hbeta_ew_aa .*got \[0\.0, 100\.0\]"):
+        ts.resolve_config({**base, "realism": {"young_hbeta_ew_aa": [0.0, 100.0]}})
+
+
 # ----------------------------------------------------------------------------- labels reproduce the flux
 
 
@@ -304,7 +345,12 @@ def reduced_chi2(flux, model, error, mask):
     return pull2.sum(1) / (mask == 0).sum(1)
 
 
-REALISM_ON = {"emission_fraction": 0.7, "continuum_distortion_rms": 0.03, "sky_residuals_per_spectrum": 3}
+REALISM_ON = {
+    "emission_fraction": 0.7,
+    "continuum_distortion_rms": 0.03,
+    "sky_residuals_per_spectrum": 3,
+    "young_hbeta_ew_aa": [100.0, 300.0],
+}
 
 
 @pytest.mark.parametrize("realism", [{}, REALISM_ON], ids=["clean", "realism"])
@@ -334,6 +380,10 @@ def test_stored_labels_rebuild_the_stored_flux_to_within_its_noise(tmp_path, ssp
         labels["birth_cloud_extra"],
     )
     phot = out.photometry * (10.0 ** labels["log_mass_formed"].astype(float) / labels["norm"])[:, None]
+    av_gas = labels["av"].astype(float) * (1 + labels["birth_cloud_extra"])
+    phot = phot + model.band_means(
+        nebular_continuum(model.photometry_wavelength_aa, labels["nebular_hbeta_flux"], av_gas, model.dust_law)
+    )
     assert np.mean(((labels["phot"] - phot) / labels["phot_error"]) ** 2) == pytest.approx(1.0, abs=0.2)
 
     def chi2_with(**wrong):
@@ -358,6 +408,8 @@ def test_stored_labels_rebuild_the_stored_flux_to_within_its_noise(tmp_path, ssp
         # line wings leak past the mask, and He I 6678 is not masked at all
         no_lines = chi2_with(emission_line_flux=np.zeros_like(labels["emission_line_flux"]))
         assert no_lines.max() > 3.0
+        no_nebular = chi2_with(nebular_hbeta_flux=np.zeros_like(labels["nebular_hbeta_flux"]))
+        assert no_nebular.max() > 3.0
 
 
 def test_store_without_the_rebuild_labels_is_still_read_and_is_rebuilt_when_grown(tmp_path, ssp_store):

@@ -178,6 +178,7 @@ class ForwardModel:
         self.velscale_kms = float(velscale_kms)
         self.norm_window_aa = tuple(norm_window_aa)
         self.filters = tuple(filters)
+        self.dust_law = dust_law
 
         margin = max_velocity_kms / C_KMS
         lo, hi = self.wavelength_aa[0] * (1 - margin) - 5, self.wavelength_aa[-1] * (1 + margin) + 5
@@ -203,6 +204,8 @@ class ForwardModel:
             support = np.flatnonzero(np.any(weights != 0, axis=1))
             sl = slice(support[0], support[-1] + 1)
             self._phot_weights = weights[sl]
+            #: Library wavelengths (A) that the bands' curves span: the grid of :meth:`band_means`.
+            self.photometry_wavelength_aa = ssp.wavelength_aa[sl]
             self._phot_bins = bins_full[..., sl]
             self._phot_k = attenuation_curve(ssp.wavelength_aa[sl], dust_law)
         window = (ssp.wavelength_aa >= lo) & (ssp.wavelength_aa <= hi)
@@ -299,3 +302,9 @@ class ForwardModel:
             phot = np.zeros((n, 0))
         surviving = (coeff * self.bin_surviving_fraction[None]).sum((1, 2))
         return ModelOutput(flux=flux, photometry=phot, bin_light=bin_light, surviving_fraction=surviving)
+
+    def band_means(self, flux: np.ndarray) -> np.ndarray:
+        """Photon-weighted mean f_lambda (n, n_filters) in the model's bands of light other than
+        the stars' (n, len(photometry_wavelength_aa)), in its units, as :meth:`model` measures
+        its photometry."""
+        return np.asarray(flux, dtype=float) @ self._phot_weights

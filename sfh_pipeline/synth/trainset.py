@@ -25,6 +25,8 @@ array                      shape, dtype       meaning
                                               added by ``realism``; 0 = none
 ``gas_velocity_kms``,      (n,) f4            velocity and dispersion of those lines, km/s
 ``gas_sigma_kms``                             (0 without emission)
+``nebular_hbeta_flux``     (n,) f4            observed H beta flux / ``norm`` (A) that scales the
+                                              nebular continuum added by ``realism``; 0 = none
 ``distortion_legendre``    (n, deg + 1) f4    Legendre coefficients of the continuum distortion
                                               (factor 1 + sum c_k P_k over the window); 0 = none
 ``sky_spike_aa``,          (n, 8) f4          centre (A) and peak height / ``norm`` of each
@@ -44,7 +46,8 @@ weights are the mass fractions formed. Bin ages are the bin midpoints (constant 
 The labels hold every parameter of the noise-free spectrum, so :func:`noise_free_flux`
 rebuilds ``flux`` up to its noise (``error``). ``birth_cloud_extra`` and the realism arrays
 were added later: stores made before them lack them, and readers other than
-:func:`noise_free_flux` do not need them.
+:func:`noise_free_flux` do not need them. The nebular continuum is light of the gas, not of
+the stars: it is in ``flux`` and ``phot`` but not in the light weights.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from ..core.spectral import EMISSION_LINES_AA, MASK_EMISSION, MASK_LASER_GAP, em
 from ..core.version import __version__
 from ..ssp import load_ssp
 from .forward import DEFAULT_AGE_BIN_EDGES_YR, ForwardModel
+from .nebular import nebular_continuum
 from .priors import SFH_FAMILIES, YOUNG_PART_MAX_YR, sample_metallicity, sample_sfh, two_phase_metallicity
 
 #: Nebular lines added to spectra with emission (``realism.emission_fraction``): rest air
@@ -112,6 +116,10 @@ DEFAULTS: dict[str, Any] = {
         "continuum_distortion_rms": 0.0,  # rms of a smooth multiplicative error (flux calibration)
         "continuum_distortion_degree": 4,  # Legendre degree of that error
         "sky_residuals_per_spectrum": 0.0,  # mean number of sky-subtraction residual spikes
+        # H beta EW (emission, A, log-uniform) against the attenuated light of the stars younger
+        # than dust.birth_cloud_age_yr in the normalisation window: the H II gas's nebular continuum
+        # (sfh_pipeline.synth.nebular), in the spectrum and the bands; [0, 0] = none
+        "young_hbeta_ew_aa": [0.0, 0.0],
     },
 }
 
@@ -132,6 +140,12 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
             f"trainset.old_plus_young_mass_fraction must be [low, high] with 0 < low <= high < 1, "
             f"got {merged['old_plus_young_mass_fraction']}"
         )
+    ew_low, ew_high = merged["realism"]["young_hbeta_ew_aa"]
+    if not (ew_low == ew_high == 0 or 0 < ew_low <= ew_high):
+        raise ValueError(
+            "trainset.realism.young_hbeta_ew_aa must be [low, high] with 0 < low <= high (A), or [0, 0] for "
+            f"no nebular continuum, got {merged['realism']['young_hbeta_ew_aa']}"
+        )
     if merged["n_spectra"] % merged["chunk_size"]:
         raise ValueError(
             f"trainset.n_spectra ({merged['n_spectra']}) must be a multiple of trainset.chunk_size "
@@ -142,12 +156,21 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
 
 #: Settings added after training sets had been made: at their default they are left out of the
 #: digest, so that those sets (and the models trained on them) keep their names.
-_ADDED_SETTINGS = ("old_plus_young_mass_fraction",)
+_ADDED_SETTINGS = ("old_plus_young_mass_fraction", "realism.young_hbeta_ew_aa")
 
 
 def generator_config(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that determine each spectrum (everything but the set's size)."""
-    return {k: v for k, v in config.items() if k != "n_spectra" and not (k in _ADDED_SETTINGS and v == DEFAULTS[k])}
+    out = {k: v for k, v in config.items() if k != "n_spectra"}
+    for dotted in _ADDED_SETTINGS:
+        *parents, leaf = dotted.split(".")
+        holder, default = out, DEFAULTS
+        for parent in parents:
+            holder[parent] = dict(holder[parent])
+            holder, default = holder[parent], default[parent]
+        if leaf in holder and holder[leaf] == default[leaf]:
+            del holder[leaf]
+    return out
 
 
 def config_digest(config: dict[str, Any]) -> str:
@@ -466,6 +489,8 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
     emission_rng = np.random.default_rng(rng.integers(2**63))
     distortion_rng = np.random.default_rng(rng.integers(2**63))
     sky_rng = np.random.default_rng(rng.integers(2**63))
+    ew_low, ew_high = real.get("young_hbeta_ew_aa", (0.0, 0.0))
+    nebular_rng = np.random.default_rng(rng.integers(2**63)) if ew_high > 0 else None
 
     out = model.model(sfh.mass_fractions, logz, av, sigma, velocity, bc_extra)
     mass = 10.0**log_mass
@@ -483,6 +508,16 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
         line_flux = np.where(has_emission[:, None], drawn, 0.0)
         gas_velocity, gas_sigma = np.where(has_emission, v_gas, 0.0), np.where(has_emission, sigma_gas, 0.0)
         observed = observed + emission_spectrum(model.wavelength_aa, line_flux, gas_velocity, gas_sigma)
+    nebular_hbeta = np.zeros(n)
+    if nebular_rng is not None:
+        ew = np.exp(nebular_rng.uniform(np.log(ew_low), np.log(ew_high), n))
+        nebular_hbeta = ew * out.bin_light[:, model.young].sum(1) * mass
+        av_gas = av * (1 + bc_extra)
+        observed = observed + nebular_continuum(model.wavelength_aa, nebular_hbeta, av_gas, model.dust_law)
+        if model.filters:
+            phot = phot + model.band_means(
+                nebular_continuum(model.photometry_wavelength_aa, nebular_hbeta, av_gas, model.dust_law)
+            )
     if real["continuum_distortion_rms"] > 0:
         legendre = distortion_coefficients(
             distortion_rng, n, real["continuum_distortion_rms"], int(real["continuum_distortion_degree"])
@@ -525,6 +560,7 @@ def generate_chunk(config: dict[str, Any], model: ForwardModel, chunk_index: int
         "emission_line_flux": (line_flux / norm[:, None]).astype(np.float32),
         "gas_velocity_kms": gas_velocity.astype(np.float32),
         "gas_sigma_kms": gas_sigma.astype(np.float32),
+        "nebular_hbeta_flux": (nebular_hbeta / norm).astype(np.float32),
         "distortion_legendre": legendre.astype(np.float32),
         "sky_spike_aa": spike_aa.astype(np.float32),
         "sky_spike_height": (spike_height / norm[:, None]).astype(np.float32),
@@ -541,8 +577,8 @@ def noise_free_flux(model: ForwardModel, labels: dict[str, np.ndarray]) -> np.nd
     ``labels`` holds rows of the store's arrays (``sfh``, ``logzsol``, ``av``,
     ``birth_cloud_extra``, ``sigma_kms``, ``velocity_kms``, ``log_mass_formed``, ``norm`` and
     the realism arrays); ``model`` is :func:`build_model` of the store's config. The steps are
-    those of :func:`generate_chunk`: forward model x mass formed, + nebular lines, x continuum
-    distortion, + sky spikes, all / ``norm``.
+    those of :func:`generate_chunk`: forward model x mass formed, + nebular lines and continuum,
+    x continuum distortion, + sky spikes, all / ``norm``.
     """
     missing = [
         name
@@ -567,6 +603,9 @@ def noise_free_flux(model: ForwardModel, labels: dict[str, np.ndarray]) -> np.nd
     flux = flux + emission_spectrum(
         lam, labels["emission_line_flux"], labels["gas_velocity_kms"], labels["gas_sigma_kms"]
     )
+    if "nebular_hbeta_flux" in labels:  # a store made before the nebular continuum has none
+        av_gas = np.asarray(labels["av"], float) * (1 + np.asarray(labels["birth_cloud_extra"], float))
+        flux = flux + nebular_continuum(lam, labels["nebular_hbeta_flux"], av_gas, model.dust_law)
     flux = flux * distortion_factors(lam, labels["distortion_legendre"])
     return flux + sky_spectrum(lam, labels["sky_spike_aa"], labels["sky_spike_height"])
 
@@ -619,6 +658,7 @@ CHUNK_ARRAYS = {
     "emission_line_flux": ("line", "float32"),
     "gas_velocity_kms": (None, "float32"),
     "gas_sigma_kms": (None, "float32"),
+    "nebular_hbeta_flux": (None, "float32"),
     "distortion_legendre": ("legendre", "float32"),
     "sky_spike_aa": ("spike", "float32"),
     "sky_spike_height": ("spike", "float32"),

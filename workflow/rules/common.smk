@@ -13,7 +13,7 @@ from snakemake.utils import validate
 from sfh_pipeline import samples
 from sfh_pipeline.fetch import source_filename
 from sfh_pipeline.predict import verify_model_file
-from sfh_pipeline.trainset import config_digest, resolve_config
+from sfh_pipeline.trainset import config_digest, generator_config, resolve_config
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -62,6 +62,9 @@ def workflow_path(path):
 TRAINSET_NAME = config["trainset"]["name"]
 TRAINSET = resolve_config({k: v for k, v in config["trainset"].items() if k != "name"})
 TRAINSET_DIGEST = config_digest(TRAINSET)
+# What the init job is given: settings added later are left out at their default, as in the
+# digest, so that adding one does not make Snakemake remake the sets made before it.
+TRAINSET_SETTINGS = {**generator_config(TRAINSET), "n_spectra": TRAINSET["n_spectra"]}
 
 
 def trainset_dir(name):

@@ -15,7 +15,7 @@ rule trainset_init:
     conda:
         SFH_ENV
     params:
-        config=lambda wc: shell_json(TRAINSET),
+        config=lambda wc: shell_json(TRAINSET_SETTINGS),
         store=lambda wc: trainset_store(wc.trainset),
         filters=config["filters"],
     shell:
