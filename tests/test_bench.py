@@ -437,7 +437,7 @@ def test_young_regime_band_fluxes_add_a_line_at_its_throughput_and_the_training_
     line_flux = np.zeros((1, len(NEBULAR_LINES_AA)))
     line_flux[0, list(NEBULAR_LINES_AA).index("Halpha")] = 300.0
     frac, deviate = np.full((1, 2), 0.05), np.array([[1.0, -2.0]])
-    common = (line_flux, np.zeros(1), np.full(1, 30.0), np.ones(1), np.zeros(1), (frac, deviate))
+    common = (line_flux, np.zeros(1), np.full(1, 30.0), np.zeros(1), (frac, deviate))
     operator = PhotometryOperator(BAND_GRID_AA, curves)
     noisy, error = band_fluxes(stars, *common, operator, "calzetti2000", True, None)
     t = curves["wfc3-uvis_f555w"]
