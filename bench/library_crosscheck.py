@@ -56,7 +56,9 @@ def main() -> None:
     config = yaml.safe_load(Path(args.config).read_text())["validate"]
     second_settings = (config.get("second_ssp") or {}).get("settings", {})
     settings = {
-        k: v for k, v in config.items() if k in ("age_min_yr", "age_stride", "mdegree", "regul", "emission_mask_kms")
+        k: v
+        for k, v in config.items()
+        if k in ("age_min_yr", "age_stride", "mdegree", "regul", "gas_components", "emission_mask_kms")
     }
     fits = {
         "first": FullGridFit(args.ssp, settings={**settings, "n_bootstrap": 0}),

@@ -117,7 +117,10 @@ def validate_spectra(
             "forward_check": {k: float(forward[k][0]) for k in ("chi2", "av", "sigma_kms")},
             "reference": {k: float(reference[k]) for k in WITH_ERRORS},
             "reference_unregularised": {k: float(reference[f"{k}_unreg"]) for k in QUANTITIES},
-            "reference_kinematics": {k: float(reference[k]) for k in ("velocity_kms", "sigma_kms", "chi2")},
+            "reference_kinematics": {
+                **{k: float(reference[k]) for k in ("velocity_kms", "sigma_kms", "chi2")},
+                **({"gas_kms": reference["gas_kinematics_kms"]} if "gas_kinematics_kms" in reference else {}),
+            },
             "reference_variants": {v: {k: float(fitted[k]) for k in QUANTITIES} for v, fitted in variants.items()},
         }
         if second_settings is not None:

@@ -5,7 +5,10 @@ the same SSP library the network was trained on: a pPXF fit of every bin with th
 library grid (every age above ``age_min_yr`` and every metallicity) as templates, free
 line-of-sight velocity and dispersion, a multiplicative Legendre polynomial of degree
 ``mdegree`` (which absorbs flux-calibration and dust shape, as the PHANGS DAP does) and the
-emission lines masked. Two solutions per spectrum:
+emission lines masked (``emission_mask_kms``) or, with ``gas_components`` > 0, fitted at the
+same time with pPXF's gas templates in that many kinematic components (a narrow and a broad
+one: a real star-forming spectrum has gas wings of sigma ~ 900 km/s that reach past any line
+mask). Two solutions per spectrum:
 
 * **unregularised** — the plain non-negative least-squares weights;
 * **regularised** — pPXF's linear regularisation over the (age, metallicity) grid with
@@ -32,7 +35,9 @@ put on the training library's Z_sun (:func:`logz_shift_dex`); its own age and me
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -76,6 +81,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mdegree": 8,  # multiplicative Legendre polynomial
     "regul": 100.0,  # pPXF regularisation strength (1 / allowed weight wiggle)
     "n_bootstrap": 8,  # wild-bootstrap refits for the reference's errors
+    # the gas lines masked (0) or fitted with this many kinematic components (pPXF gas templates:
+    # a narrow one of sigma <= 300 km/s and a broad one of 300-1500 km/s). A real star-forming
+    # MaNGA spaxel has a sigma 900 km/s component whose wings no mask removes; on another the
+    # fitted lines' profiles leave chi^2 11 where the mask leaves 3 (docs/real_data.md)
+    "gas_components": 0,
     "emission_mask_kms": 800.0,  # half-width of the gas-line mask: broad or offset gas leaks past 400
     "velocity_bounds_kms": 500.0,  # |residual velocity| allowed around the given z
     "seed": 1,
@@ -83,7 +93,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # to the settings (same library, regularised, no bootstrap); with the reference's regularised
     # and unregularised solutions and the second library's they span the reference envelope
     # (envelope_agreement). Gas masks and polynomial degree each moved real answers by 0.2-0.4 dex
-    "envelope": {"gas_mask_400": {"emission_mask_kms": 400.0}, "mdegree_4": {"mdegree": 4}},
+    "envelope": {
+        "gas_mask_400": {"emission_mask_kms": 400.0},
+        "mdegree_4": {"mdegree": 4},
+        "gas_fitted": {"gas_components": 2},
+    },
     # the validate stage (validate_galaxy)
     "min_snr": 20.0,  # bins below this S/N are not fitted
     "max_bins": 300,  # at most this many bins per galaxy (a seeded random subset)
@@ -185,7 +199,8 @@ class FullGridFit:
         keep = np.arange(0, ssp.ages_yr.size, int(self.settings["age_stride"]))
         keep = np.unique(np.r_[keep, ssp.ages_yr.size - 1])
         z = float(redshift)
-        ssp = ssp.broadened(lambda lam: lsf_fwhm_aa(lam * (1 + z)) / (1 + z))
+        self._rest_lsf_fwhm_aa = lambda lam: lsf_fwhm_aa(lam * (1 + z)) / (1 + z)
+        ssp = ssp.broadened(self._rest_lsf_fwhm_aa)
         self.rest_range_aa = (float(rest_range_aa[0]), float(rest_range_aa[1]))
         self.ages_yr = ssp.ages_yr[keep]
         self.log_age = np.log10(self.ages_yr)
@@ -215,6 +230,34 @@ class FullGridFit:
             self._templates[key] = (np.ascontiguousarray(templates), ln_lam)
         return self._templates[key]
 
+    def _gas_templates(self, ln_lam_temp: np.ndarray, rest_range_aa) -> np.ndarray:
+        """pPXF's emission-line templates (Balmer lines, [S II] free; [O III], [O I], [N II]
+        doublets at their fixed ratios) at the instrument's rest-frame LSF: (n_pix, n_lines)."""
+        with contextlib.redirect_stdout(io.StringIO()):  # pPXF prints the lines it includes
+            gas, _, _ = ppxf_util.emission_lines(ln_lam_temp, list(rest_range_aa), self._rest_lsf_fwhm_aa)
+        return gas
+
+    def _kinematics(self, stars: np.ndarray, ln_lam_temp: np.ndarray, lam: np.ndarray) -> dict[str, Any]:
+        """Templates and pPXF kinematic arguments: the stars alone (gas masked) or with
+        ``gas_components`` sets of gas templates, each with its own velocity and dispersion."""
+        n_gas = int(self.settings["gas_components"])
+        n_pix, n_age, n_z = stars.shape
+        v_stars = float(self.settings["velocity_bounds_kms"])
+        if n_gas == 0:
+            return dict(templates=stars, start=[0.0, 150.0], moments=2, bounds=[[-v_stars, v_stars], [5.0, 1000.0]])
+        gas = self._gas_templates(ln_lam_temp, (lam[0], lam[-1]))
+        v_gas = [-v_stars - 500.0, v_stars + 500.0]
+        sigma_gas = [[5.0, 1500.0]] if n_gas == 1 else [[5.0, 300.0], [300.0, 1500.0]] + [[5.0, 1500.0]] * (n_gas - 2)
+        component = np.repeat(np.arange(n_gas + 1), [n_age * n_z] + [gas.shape[1]] * n_gas)
+        return dict(
+            templates=np.column_stack([stars.reshape(n_pix, -1)] + [gas] * n_gas),
+            start=[[0.0, 150.0]] + [[0.0, float(np.mean(s))] for s in sigma_gas],
+            moments=[2] * (n_gas + 1),
+            bounds=[[[-v_stars, v_stars], [5.0, 1000.0]]] + [[v_gas, s] for s in sigma_gas],
+            component=component,
+            gas_component=component > 0,
+        )
+
     def fit(
         self,
         rest_wave_aa: np.ndarray,
@@ -225,10 +268,12 @@ class FullGridFit:
     ) -> dict[str, Any]:
         """Fit one rest-frame spectrum (any linear sampling; f_lambda in any unit).
 
-        ``mask`` non-zero = pixel not fitted (gas lines are masked in addition).
+        ``mask`` non-zero = pixel not fitted (gas lines are masked in addition when
+        ``gas_components`` is 0).
         Returns, for the regularised fit, each of :data:`QUANTITIES`; the unregularised fit's as
         ``<key>_unreg``; bootstrap errors as ``<key>_err`` (dex); ``velocity_kms`` and
         ``sigma_kms`` (relative to the rest frame given), ``chi2`` (reduced, unregularised),
+        ``gas_kinematics_kms`` ([velocity, sigma] of each gas component, when fitted),
         ``n_good`` pixels and, with ``return_spectra``, ``wave``/``galaxy``/``bestfit``/``good``
         on pPXF's log grid. NaN everywhere when fewer than 100 pixels are usable.
         """
@@ -248,7 +293,9 @@ class FullGridFit:
         galaxy, sigma, bad_fraction, ln_lam, velscale = log_rebin_with_errors(wave, flux, error, bad)
         variance = sigma**2
         lam = np.exp(ln_lam)
-        good = (bad_fraction < 1e-3) & (variance > 0) & ~emission_line_mask(lam, s["emission_mask_kms"])
+        good = (bad_fraction < 1e-3) & (variance > 0)
+        if int(s["gas_components"]) == 0:
+            good &= ~emission_line_mask(lam, s["emission_mask_kms"])
         out["n_good"] = int(good.sum())
         if good.sum() < 100:
             return out
@@ -257,30 +304,35 @@ class FullGridFit:
             return out
         galaxy = galaxy / scale
         noise = np.sqrt(np.where(good, variance, np.median(variance[good]))) / scale
-        templates, ln_lam_temp = self._log_templates(velscale)
-        n_age, n_z = templates.shape[1:]
-        bounds = [[-s["velocity_bounds_kms"], s["velocity_bounds_kms"]], [5.0, 1000.0]]
+        stars, ln_lam_temp = self._log_templates(velscale)
+        n_age, n_z = stars.shape[1:]
+        kinematics = self._kinematics(stars, ln_lam_temp, lam)
+        templates, start, moments = (kinematics.pop(k) for k in ("templates", "start", "moments"))
         common = dict(
-            degree=-1,
-            mdegree=int(s["mdegree"]),
-            mask=good,
-            lam=lam,
-            lam_temp=np.exp(ln_lam_temp),
-            bounds=bounds,
-            quiet=True,
+            degree=-1, mdegree=int(s["mdegree"]), mask=good, lam=lam, lam_temp=np.exp(ln_lam_temp), quiet=True
         )
-        pp = ppxf(templates, galaxy, noise, velscale, start=[0.0, 150.0], moments=2, **common)
+        common.update(kinematics)
+        pp = ppxf(templates, galaxy, noise, velscale, start=start, moments=moments, **common)
+        n_stars = n_age * n_z
         mass_per_light = 1.0 / self.light_per_mass
-        weights = pp.weights.reshape(n_age, n_z)
+        weights = pp.weights[:n_stars].reshape(n_age, n_z)
         for key, value in population_averages(weights, self.log_age, self.logzsol, mass_per_light).items():
             out[f"{key}_unreg"] = value
-        out.update(velocity_kms=float(pp.sol[0]), sigma_kms=float(pp.sol[1]), chi2=float(pp.chi2))
+        stellar = np.atleast_2d(pp.sol)[0]
+        out.update(velocity_kms=float(stellar[0]), sigma_kms=float(stellar[1]), chi2=float(pp.chi2))
+        if "component" in kinematics:
+            out["gas_kinematics_kms"] = [[float(v), float(sig)] for v, sig in np.asarray(pp.sol)[1:, :2]]
         noise_scaled = noise * np.sqrt(max(pp.chi2, 1e-12))
-        fixed = dict(start=list(pp.sol[:2]), moments=2, fixed=[1, 1])
+        if "component" in kinematics:
+            fixed = dict(start=pp.sol, moments=moments, fixed=[[1, 1]] * len(moments))
+        else:
+            fixed = dict(start=list(pp.sol[:2]), moments=2, fixed=[1, 1])
         reg = ppxf(
             templates, galaxy, noise_scaled, velscale, regul=float(s["regul"]), reg_dim=(n_age, n_z), **fixed, **common
         )
-        out.update(population_averages(reg.weights.reshape(n_age, n_z), self.log_age, self.logzsol, mass_per_light))
+        out.update(
+            population_averages(reg.weights[:n_stars].reshape(n_age, n_z), self.log_age, self.logzsol, mass_per_light)
+        )
         if int(s["n_bootstrap"]) > 1:
             rng = np.random.default_rng(int(s["seed"]))
             residual = galaxy - pp.bestfit
@@ -288,9 +340,8 @@ class FullGridFit:
             for _ in range(int(s["n_bootstrap"])):
                 resampled = pp.bestfit + residual * rng.choice((-1.0, 1.0), residual.size)
                 boot = ppxf(templates, resampled, noise, velscale, **fixed, **common)
-                draws.append(
-                    population_averages(boot.weights.reshape(n_age, n_z), self.log_age, self.logzsol, mass_per_light)
-                )
+                weights = boot.weights[:n_stars].reshape(n_age, n_z)
+                draws.append(population_averages(weights, self.log_age, self.logzsol, mass_per_light))
             for key in QUANTITIES:
                 out[f"{key}_err"] = float(np.std([d[key] for d in draws], ddof=1))
         if return_spectra:
