@@ -156,8 +156,8 @@ def check_real_manga_spaxels(agreement: dict, summary: dict) -> None:
     fits, both libraries, measured with the reference network): the five bulge and disc spaxels
     of the DAP's test file are old (reference LW log age 9.55-10.05), the star-forming spaxel
     multicomp-2 is young in BC03 (8.5-8.6; 8.9 with its gas fitted) and its envelope spans 1.5 dex
-    (E-MILES: 10.0); the
-    demo network is judged only for gross errors (0.4 dex), its trainings differ by 0.2 dex."""
+    (E-MILES: 10.0); the demo network is judged only for gross errors (0.4 dex), its trainings
+    differ by 0.2 dex."""
     assert agreement["n_spectra"] == 8
     rows = agreement["spectra"]
     old = ["8131-3702-x22y22", "8131-6102-x27y27", "8138-12704-x37y37", "8258-6102-x27y27", "8329-1901-x19y14"]
