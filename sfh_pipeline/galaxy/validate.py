@@ -243,8 +243,9 @@ class FullGridFit:
         n_gas = int(self.settings["gas_components"])
         n_pix, n_age, n_z = stars.shape
         v_stars = float(self.settings["velocity_bounds_kms"])
+        stellar_bounds = [[-v_stars, v_stars], [5.0, 1000.0]]
         if n_gas == 0:
-            return dict(templates=stars, start=[0.0, 150.0], moments=2, bounds=[[-v_stars, v_stars], [5.0, 1000.0]])
+            return dict(templates=stars, start=[0.0, 150.0], moments=2, bounds=stellar_bounds)
         gas = self._gas_templates(ln_lam_temp, (lam[0], lam[-1]))
         v_gas = [-v_stars - 500.0, v_stars + 500.0]
         sigma_gas = [[5.0, 1500.0]] if n_gas == 1 else [[5.0, 300.0], [300.0, 1500.0]] + [[5.0, 1500.0]] * (n_gas - 2)
@@ -253,7 +254,7 @@ class FullGridFit:
             templates=np.column_stack([stars.reshape(n_pix, -1)] + [gas] * n_gas),
             start=[[0.0, 150.0]] + [[0.0, float(np.mean(s))] for s in sigma_gas],
             moments=[2] * (n_gas + 1),
-            bounds=[[[-v_stars, v_stars], [5.0, 1000.0]]] + [[v_gas, s] for s in sigma_gas],
+            bounds=[stellar_bounds] + [[v_gas, s] for s in sigma_gas],
             component=component,
             gas_component=component > 0,
         )
@@ -320,10 +321,9 @@ class FullGridFit:
             out[f"{key}_unreg"] = value
         stellar = np.atleast_2d(pp.sol)[0]
         out.update(velocity_kms=float(stellar[0]), sigma_kms=float(stellar[1]), chi2=float(pp.chi2))
-        if "component" in kinematics:
-            out["gas_kinematics_kms"] = [[float(v), float(sig)] for v, sig in np.asarray(pp.sol)[1:, :2]]
         noise_scaled = noise * np.sqrt(max(pp.chi2, 1e-12))
         if "component" in kinematics:
+            out["gas_kinematics_kms"] = [[float(v), float(sig)] for v, sig in np.asarray(pp.sol)[1:, :2]]
             fixed = dict(start=pp.sol, moments=moments, fixed=[[1, 1]] * len(moments))
         else:
             fixed = dict(start=list(pp.sol[:2]), moments=2, fixed=[1, 1])
