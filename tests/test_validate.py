@@ -105,6 +105,29 @@ def test_gas_fitted_with_a_broad_component_that_no_mask_removes(line_store):
     assert "gas_kinematics_kms" not in masked
 
 
+def test_clipped_outliers_leave_the_fit_and_the_population_where_it_was(line_store):
+    """Twenty unmasked spikes of +30 sigma (cosmic rays, a double-peaked line no Gaussian pair
+    describes): with ``clip_outliers`` pPXF's 3-sigma clipping drops every one of them and the
+    fit's chi^2 falls back to 1, without moving the population off the truth."""
+    library = line_library()
+    wave, flux, error = observed(library, 2, 8, velocity_kms=0.0, sigma_kms=100.0, snr=80.0, seed=6)
+    spikes = np.random.default_rng(7).choice(np.flatnonzero((wave > 4900) & (wave < 6900)), 20, replace=False)
+    flux[spikes] += 30.0 * error[spikes]
+    lsf = lambda lam: np.full(np.shape(lam), 2.6)  # noqa: E731
+
+    def fit(**settings):
+        settings = {"age_min_yr": 1e7, "n_bootstrap": 0, "regul": 10.0, "gas_components": 2, **settings}
+        return FullGridFit(line_store, settings=settings, lsf_fwhm_aa=lsf).fit(wave, flux, error, return_spectra=True)
+
+    kept, clipped = fit(), fit(clip_outliers=True)
+    assert kept["chi2"] > 2.0 and clipped["chi2"] < 1.3
+    nearest = np.abs(clipped["wave"][:, None] - wave[spikes]).argmin(0)  # the log pixel holding each spike
+    assert not clipped["good"][nearest].any() and kept["good"][nearest].all()
+    assert 20 <= kept["n_good"] - clipped["n_good"] <= 80
+    assert clipped["lw_age"] == pytest.approx(np.log10(LINE_AGES[8]), abs=0.1)
+    assert clipped["lw_logz"] == pytest.approx(LINE_LOGZ[2], abs=0.1)
+
+
 def test_full_grid_fit_gives_nan_without_enough_pixels(line_store):
     wave = np.arange(4800.0, 7000.0, 1.25)
     flux, error = np.ones(wave.size), np.full(wave.size, 0.01)

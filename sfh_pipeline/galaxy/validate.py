@@ -8,7 +8,8 @@ line-of-sight velocity and dispersion, a multiplicative Legendre polynomial of d
 emission lines masked (``emission_mask_kms``) or, with ``gas_components`` > 0, fitted at the
 same time with pPXF's gas templates in that many kinematic components (a narrow and a broad
 one: a real star-forming spectrum has gas wings of sigma ~ 900 km/s that reach past any line
-mask). Two solutions per spectrum:
+mask); with ``clip_outliers`` pPXF's iterative 3-sigma clipping leaves out the pixels neither
+describes (double-peaked lines, cosmic rays). Two solutions per spectrum:
 
 * **unregularised** — the plain non-negative least-squares weights;
 * **regularised** — pPXF's linear regularisation over the (age, metallicity) grid with
@@ -84,9 +85,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # the gas lines masked (0) or fitted with this many kinematic components (pPXF gas templates:
     # a narrow one of sigma <= 300 km/s and a broad one of 300-1500 km/s). A real star-forming
     # MaNGA spaxel has a sigma 900 km/s component whose wings no mask removes; on another the
-    # fitted lines' profiles leave chi^2 11 where the mask leaves 3 (docs/real_data.md)
+    # double-peaked lines leave chi^2 11 where the mask leaves 3, 1.6 once clipped (docs/real_data.md)
     "gas_components": 0,
     "emission_mask_kms": 800.0,  # half-width of the gas-line mask: broad or offset gas leaks past 400
+    # pPXF's iterative 3-sigma clipping of the unregularised fit's outliers (``clean``); the
+    # regularised fit and the bootstrap then use the pixels it kept. Gas profiles that no set of
+    # Gaussians describes (double peaks, wings) are left out rather than fitted with stars
+    "clip_outliers": False,
     "velocity_bounds_kms": 500.0,  # |residual velocity| allowed around the given z
     "seed": 1,
     # the reference's own uncertainty: each spectrum is fitted again with each of these changes
@@ -96,7 +101,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "envelope": {
         "gas_mask_400": {"emission_mask_kms": 400.0},
         "mdegree_4": {"mdegree": 4},
-        "gas_fitted": {"gas_components": 2},
+        "gas_fitted": {"gas_components": 2, "clip_outliers": True},
     },
     # the validate stage (validate_galaxy)
     "min_snr": 20.0,  # bins below this S/N are not fitted
@@ -313,7 +318,13 @@ class FullGridFit:
             degree=-1, mdegree=int(s["mdegree"]), mask=good, lam=lam, lam_temp=np.exp(ln_lam_temp), quiet=True
         )
         common.update(kinematics)
-        pp = ppxf(templates, galaxy, noise, velscale, start=start, moments=moments, **common)
+        pp = ppxf(
+            templates, galaxy, noise, velscale, start=start, moments=moments, clean=bool(s["clip_outliers"]), **common
+        )
+        if s["clip_outliers"]:
+            good = np.isin(np.arange(lam.size), pp.goodpixels)
+            common["mask"] = good
+            out["n_good"] = int(good.sum())
         n_stars = n_age * n_z
         mass_per_light = 1.0 / self.light_per_mass
         weights = pp.weights[:n_stars].reshape(n_age, n_z)
