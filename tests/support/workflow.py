@@ -56,13 +56,14 @@ def job_counts(dry_run_stdout: str) -> dict[str, int]:
 
 def write_config(path: Path, trainset: dict | None = None, extra: dict | None = None, **ssp_overrides) -> Path:
     """config/config.yaml with ``ssp`` and ``trainset`` updated and ``extra`` sections merged (None:
-    the section removed), written to ``path``."""
+    the section set to null, which removes it from the run: Snakemake merges a --configfile into
+    the Snakefile's config/config.yaml, so a section left out of it would stay), written to ``path``."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["ssp"].update(ssp_overrides)
     config["trainset"].update(trainset or {})
     for section, values in (extra or {}).items():
         if values is None:
-            del config[section]
+            config[section] = None
         else:
             config[section].update(values)
     path.write_text(yaml.safe_dump(config))
