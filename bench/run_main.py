@@ -5,7 +5,8 @@ Usage:
     python bench/run_main.py [--venv .venv] [--keep DIR] [--save run_main]
 
 The clone (``git clone`` of HEAD; uncommitted changes are not in it) reuses an installed
-environment (``--venv``, through run.sh's ``SFH_VENV``) and the download cache
+environment (``--venv``, through run.sh's ``SFH_VENV``; ``./run.sh env`` first, untimed, and the
+environment's editable install given back to this checkout afterwards) and the download cache
 (``~/.cache/sfh-pipeline``), as a user's second clone would: the time is the workflow's, not
 pip's or the network's. Per stage: the summed wall time of its jobs (seconds, from the
 ``benchmarks/<stage>/`` files Snakemake writes; jobs of different stages overlap on several
@@ -42,6 +43,12 @@ def stage_seconds(benchmarks: Path) -> dict[str, dict[str, float]]:
     return {k: {"seconds": round(v["seconds"], 1), "jobs": int(v["jobs"])} for k, v in sorted(stages.items())}
 
 
+def package_folder(python: str) -> str:
+    """Where ``python`` imports sfh_pipeline from (outside any checkout's folder)."""
+    code = "import os, sfh_pipeline; print(os.path.dirname(sfh_pipeline.__file__))"
+    return subprocess.run([python, "-c", code], cwd="/", capture_output=True, text=True).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--venv", default=str(REPO / ".venv"), help="an installed environment to reuse")
@@ -53,16 +60,18 @@ def main() -> None:
         clone = Path(args.keep) if args.keep else Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         cloned = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True)
+        env = {**os.environ, "SFH_VENV": str(Path(args.venv).resolve())}
+        python = str(Path(args.venv).resolve() / "bin" / "python")
+        home = package_folder(python)
+        # untimed: an environment stamped for other requirements is reinstalled here, which also
+        # points its editable sfh_pipeline at the clone
+        subprocess.run(["./run.sh", "env"], cwd=clone, env=env, check=True)
         load_before = os.getloadavg()
         start = time.perf_counter()
-        run = subprocess.run(
-            ["./run.sh", "main"],
-            cwd=clone,
-            env={**os.environ, "SFH_VENV": str(Path(args.venv).resolve())},
-            capture_output=True,
-            text=True,
-        )
+        run = subprocess.run(["./run.sh", "main"], cwd=clone, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
+        if package_folder(python) != home:  # give the environment back to the checkout it served
+            subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", "-e", str(REPO)], check=True)
         if run.returncode:
             raise SystemExit(f"./run.sh main failed ({run.returncode}):\n{run.stderr[-3000:]}")
         figures = {
