@@ -106,9 +106,9 @@ def test_gas_fitted_with_a_broad_component_that_no_mask_removes(line_store):
 
 
 def test_clipped_outliers_leave_the_fit_and_the_population_where_it_was(line_store):
-    """Twenty unmasked spikes of +30 sigma (cosmic rays, a double-peaked line no Gaussian pair
-    describes): with ``clip_outliers`` pPXF's 3-sigma clipping drops every one of them and the
-    fit's chi^2 falls back to 1, without moving the population off the truth."""
+    """Twenty unmasked spikes of +30 sigma, as cosmic rays or the peaks of a line profile that no
+    pair of Gaussians describes leave: with ``clip_outliers`` pPXF's 3-sigma clipping drops every
+    one of them and the fit's chi^2 falls back to 1, without moving the population off the truth."""
     library = line_library()
     wave, flux, error = observed(library, 2, 8, velocity_kms=0.0, sigma_kms=100.0, snr=80.0, seed=6)
     spikes = np.random.default_rng(7).choice(np.flatnonzero((wave > 4900) & (wave < 6900)), 20, replace=False)

@@ -90,7 +90,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "emission_mask_kms": 800.0,  # half-width of the gas-line mask: broad or offset gas leaks past 400
     # pPXF's iterative 3-sigma clipping of the unregularised fit's outliers (``clean``); the
     # regularised fit and the bootstrap then use the pixels it kept. Gas profiles that no set of
-    # Gaussians describes (double peaks, wings) are left out rather than fitted with stars
+    # Gaussians describes (double peaks) are left out rather than fitted with stars
     "clip_outliers": False,
     "velocity_bounds_kms": 500.0,  # |residual velocity| allowed around the given z
     "seed": 1,
