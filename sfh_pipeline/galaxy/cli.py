@@ -93,7 +93,13 @@ def _validate_spectra(args: argparse.Namespace) -> None:
     from .spectra_validation import validate_spectra
 
     result = validate_spectra(
-        args.spectra, args.ssp, _verified_model(args), args.settings, args.out_dir, _second_reference(args)
+        args.spectra,
+        args.ssp,
+        _verified_model(args),
+        args.settings,
+        args.out_dir,
+        _second_reference(args),
+        args.processes,
     )
     for name, row in result["spectra"].items():
         log.info(
@@ -323,6 +329,7 @@ def add_commands(stages) -> None:
     )
     _add_model_args(spectra)
     _add_reference_args(spectra)
+    spectra.add_argument("--processes", type=int, default=1, help="spectra fitted in parallel")
     spectra.add_argument("--out-dir", required=True, help="results/validation/<set>")
     spectra.set_defaults(func=_validate_spectra)
     summary = stages.add_parser(

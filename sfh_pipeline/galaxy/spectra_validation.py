@@ -51,6 +51,7 @@ def validate_spectra(
     settings: dict[str, Any] | None,
     out_dir,
     second_reference: dict[str, Any] | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Network and full-grid pPXF fits of single real spectra, and their agreement.
 
@@ -70,6 +71,7 @@ def validate_spectra(
         library, ``second_reference``), ``spectra.fits`` (table ``SPECTRA``, the same per
         spectrum) and ``residuals_<name>.png``.
     second_reference : ``{"ssp_store": path, "label": str, "settings": {...}}`` (optional).
+    processes : the spectra's pPXF fits run in this many processes, a spectrum each.
 
     Returns the content of ``agreement.json``.
     """
@@ -81,12 +83,20 @@ def validate_spectra(
     predictor = load_predictor(model_path, device="cpu")
     rest_range = (float(predictor.wavelength_aa[0]), float(predictor.wavelength_aa[-1]))
     check = ForwardCheck(ssp_store, predictor.age_bin_edges_yr, predictor.wavelength_aa)
-    second_settings = None
+    second = None
     if second_reference:
-        second_settings = resolve_settings({**s, **(second_reference.get("settings") or {})})
+        second = (second_reference["ssp_store"], resolve_settings({**s, **(second_reference.get("settings") or {})}))
     names = sorted(spectra)
+    tasks = [(spectra[name], name, ssp_store, rest_range, s, predictor.norm_window_aa, second) for name in names]
+    if processes > 1 and len(tasks) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(min(processes, len(tasks))) as pool:
+            fitted = pool.map(reference_fits, tasks, chunksize=1)
+    else:
+        fitted = [reference_fits(task) for task in tasks]
     rows: dict[str, dict[str, Any]] = {}
-    for name in names:
+    for name, (reference, variants, other) in zip(names, fitted, strict=True):
         entry = spectra[name]
         spectrum, flux, error, bad = corrected_spectrum(entry, name)
         z = spectrum.redshift
@@ -96,15 +106,6 @@ def validate_spectra(
         forward = check.fit(
             prepared["flux"], prepared["error"], prepared["mask"], net["sfh"][None], net["logzsol"][None]
         )
-        rest = spectrum.wave_aa / (1 + z)
-        fit = FullGridFit(ssp_store, rest_range, z, s, predictor.norm_window_aa, lsf_fwhm_aa=spectrum.lsf_fwhm_aa)
-        reference = fit.fit(rest, flux, error, bad, return_spectra=True)
-        variants = {
-            variant: FullGridFit(
-                ssp_store, rest_range, z, variant_settings, predictor.norm_window_aa, lsf_fwhm_aa=spectrum.lsf_fwhm_aa
-            ).fit(rest, flux, error, bad)
-            for variant, variant_settings in envelope_settings(s).items()
-        }
         row: dict[str, Any] = {
             "file": Path(entry["file"]).name,
             **({"row": int(entry["row"])} if entry.get("row") is not None else {}),
@@ -121,24 +122,10 @@ def validate_spectra(
                 **{k: float(reference[k]) for k in ("velocity_kms", "sigma_kms", "chi2")},
                 **({"gas_kms": reference["gas_kinematics_kms"]} if "gas_kinematics_kms" in reference else {}),
             },
-            "reference_variants": {v: {k: float(fitted[k]) for k in QUANTITIES} for v, fitted in variants.items()},
+            "reference_variants": {v: {k: float(fit[k]) for k in QUANTITIES} for v, fit in variants.items()},
         }
-        if second_settings is not None:
-            second_fit = FullGridFit(
-                second_reference["ssp_store"],
-                rest_range,
-                z,
-                second_settings,
-                predictor.norm_window_aa,
-                lsf_fwhm_aa=spectrum.lsf_fwhm_aa,
-            )
-            other = second_fit.fit(rest, flux, error, bad)
-            shift = logz_shift_dex(second_fit.zsun, fit.zsun)
-            for k in ("lw_logz", "mw_logz"):
-                other[k] += shift
-                other[f"{k}_unreg"] += shift
-            row["second_reference"] = {k: float(other[k]) for k in (*WITH_ERRORS, *UNREGULARISED)}
-            row["second_reference"]["logz_shift_dex"] = shift
+        if other is not None:
+            row["second_reference"] = other
         rows[name] = row
         population = {"SFH": net["sfh"], "ZH": net["logzsol"], "AV": forward["av"][0], "SIGMA": forward["sigma_kms"][0]}
         plot_residuals(
@@ -163,6 +150,42 @@ def corrected_spectrum(entry: dict[str, Any], name: str):
         spectrum.wave_aa, float(entry["ebv_galactic"]), spectrum.flux, spectrum.error
     )
     return spectrum, flux, error, spectrum.bad | sky_mask(spectrum.wave_aa)
+
+
+def reference_fits(task: tuple) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, float] | None]:
+    """The full-grid pPXF fits of one spectrum of :func:`validate_spectra`, in its survey's rest
+    frame and with its instrument's LSF: the reference (with its spectra on pPXF's grid), each
+    envelope variant's and the second library's (its log Z/Z_sun on the first library's Z_sun,
+    ``logz_shift_dex`` added; None without one).
+
+    ``task``: (entry, name, ssp_store, rest_range_aa, settings, norm_window_aa, second), ``second``
+    None or (the second library's store, its resolved settings).
+    """
+    from threadpoolctl import threadpool_limits
+
+    entry, name, ssp_store, rest_range, s, norm_window, second = task
+    spectrum, flux, error, bad = corrected_spectrum(entry, name)
+    z = spectrum.redshift
+    rest = spectrum.wave_aa / (1 + z)
+
+    def full_grid(store, settings) -> FullGridFit:
+        return FullGridFit(store, rest_range, z, settings, norm_window, lsf_fwhm_aa=spectrum.lsf_fwhm_aa)
+
+    # one BLAS thread each: the spectra are the parallel work
+    with threadpool_limits(1):
+        first = full_grid(ssp_store, s)
+        reference = first.fit(rest, flux, error, bad, return_spectra=True)
+        variants = {v: full_grid(ssp_store, vs).fit(rest, flux, error, bad) for v, vs in envelope_settings(s).items()}
+        if second is None:
+            return reference, variants, None
+        second_fit = full_grid(*second)
+        other = second_fit.fit(rest, flux, error, bad)
+    shift = logz_shift_dex(second_fit.zsun, first.zsun)
+    for k in ("lw_logz", "mw_logz"):
+        other[k] += shift
+        other[f"{k}_unreg"] += shift
+    second_values = {k: float(other[k]) for k in (*WITH_ERRORS, *UNREGULARISED)}
+    return reference, variants, {**second_values, "logz_shift_dex": shift}
 
 
 def network_answer(predictor, spectrum, flux, error, bad, settings: dict[str, Any]) -> dict[str, Any]:

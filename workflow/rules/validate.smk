@@ -79,9 +79,9 @@ for _set, _spectra in REAL_SPECTRA.items():
             f"benchmarks/validate/{_set}.tsv"
         conda:
             SFH_ENV
-        threads: 1
+        threads: 2
         resources:
-            mem_mb=memory_mb(3000),
+            mem_mb=memory_mb(4000),
         params:
             spectra=shell_json(_spectra),
             settings=shell_json({k: v for k, v in config["validate"].items() if k != "second_ssp"}),
@@ -90,7 +90,8 @@ for _set, _spectra in REAL_SPECTRA.items():
             model_sha256=MODEL_SHA256_ARG,
         shell:
             "sfh-pipeline validate-spectra --spectra {params.spectra} --model {input.model:q} {params.model_sha256}"
-            " --ssp {input.ssp:q} {params.second} --settings {params.settings} --out-dir {params.out_dir:q} 2> {log:q}"
+            " --ssp {input.ssp:q} {params.second} --settings {params.settings} --processes {threads}"
+            " --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule validate_summary:
