@@ -29,7 +29,7 @@ TRAINSET_CHOICES = {"realism"}
 DELIBERATE = {
     "model.training": {"batch_size", "max_epochs", "patience"},
     "model.loss": set(),
-    "validate": {"age_stride", "n_bootstrap", "envelope"},
+    "validate": {"age_stride", "n_bootstrap"},
 }
 
 
