@@ -168,7 +168,7 @@ def check_real_manga_spaxels(agreement: dict, summary: dict) -> None:
     young = rows["multicomp-2"]
     assert young["reference"]["lw_age"] <= 8.8, young["reference"]
     # its lines have a sigma ~900 km/s component: fitted with the stars instead of masked, the
-    # reference is 0.4 dex older (8.93 measured) while the old spaxels' move by <= 0.03 dex
+    # reference is 0.4 dex older (8.93 measured) while the old spaxels' move by <= 0.05 dex
     assert 8.75 <= young["reference_variants"]["gas_fitted"]["lw_age"] <= 9.1, young["reference_variants"]
     for name in old:
         moved = rows[name]["reference_variants"]["gas_fitted"]["lw_age"] - rows[name]["reference"]["lw_age"]
