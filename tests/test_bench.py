@@ -383,6 +383,45 @@ def test_mock_rank_limits_gives_the_scatter_a_rho_goal_needs(tmp_path):
     assert "scatter_for_goal_dex" not in result["lw_logz"] and result["mw_age"]["bias_dex"] == -0.1
 
 
+def test_goal_spread_recomputes_the_shipped_summary_s_figures_and_a_recipe_s_range(tmp_path):
+    """bench/goal_spread.py on the committed default's summary.json: every figure it recomputes from
+    the rows is the one validate-summary stored (scatter, within 1 sigma, rho, within the
+    envelope, the worst young spectrum), each set's median is the median of its own rows, and a
+    recipe's range over two runs is their lowest and highest value."""
+    shipped = Path(__file__).resolve().parents[1] / "models" / "reference" / "real_data"
+    summary = json.loads((shipped / "summary.json").read_text())
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    rows = [{**row, "network": {**row["network"], "lw_age": row["network"]["lw_age"] + 0.3}} for row in summary["rows"]]
+    (shifted / "summary.json").write_text(json.dumps({**summary, "rows": rows}))
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / "goal_spread.py"), "--run", f"a={shipped}", "--run", f"b={shifted}"]
+        + ["--recipe", "r=a,b"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    figures = result["runs"]["a"]
+    for key in ("lw_age", "lw_logz"):
+        assert figures[key]["scatter_dex"] == pytest.approx(summary[key]["scatter_dex"], abs=5e-4)
+        assert figures[key]["within_1sigma"] == pytest.approx(summary[key]["pull_within_1sigma"], abs=5e-3)
+        assert figures[key]["spearman_rho"] == pytest.approx(summary[key]["spearman_rho"], abs=5e-3)
+        assert figures[key]["within_envelope"] == pytest.approx(summary["envelope"][key]["within_envelope"], abs=5e-3)
+    manga = [r["network"]["lw_age"] - r["reference"]["lw_age"] for r in summary["rows"] if r["set"] == "manga"]
+    assert figures["lw_age"]["median_delta_dex_manga"] == pytest.approx(np.median(manga), abs=5e-4)
+    assert figures["young_worst"] == "multicomp-2"
+    worst = summary["young"]["lw_age"]["max_abs_delta_dex"]
+    assert figures["young_max_abs_delta_lw_age_dex"] == pytest.approx(worst, abs=5e-3)
+    # every network value 0.3 dex older: the medians move by 0.3, the scatter stays
+    moved = result["runs"]["b"]["lw_age"]
+    assert moved["median_delta_dex_A478"] == pytest.approx(figures["lw_age"]["median_delta_dex_A478"] + 0.3, abs=1e-3)
+    assert moved["scatter_dex"] == pytest.approx(figures["lw_age"]["scatter_dex"], abs=1e-3)
+    span = result["recipes"]["r"]["range"]["lw_age"]["median_delta_dex_spectra"]
+    assert span == [figures["lw_age"]["median_delta_dex_spectra"], moved["median_delta_dex_spectra"]]
+
+
 def test_young_regime_mixtures_hold_the_young_light_fraction_in_the_window(monkeypatch):
     """bench/young_regime.py's mixtures put the young component at the requested share of the
     attenuated light in 5400-5600 A, measured on the component spectra themselves (with extra dust
