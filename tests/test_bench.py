@@ -16,6 +16,15 @@ from .support.ssp_fixtures import library_with_aging_lines, line_library
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "ppxf_vs_cnn.py"
 
 
+def run_bench(script: str, *args: str, timeout: float = 600) -> dict:
+    """Run ``bench/<script>`` with ``args`` in a fresh interpreter; its printed JSON."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / script), *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
 def test_every_bench_script_reports_provenance_and_can_save():
     """Every benchmark prints its figures through bench/provenance.py's report() (commit, date,
     host, CPU) and takes ``--save NAME``: a new script that forgets either fails here."""
@@ -187,15 +196,8 @@ def test_robustness_bench_compares_models_on_each_test_split(tiny_model, small_t
 
     from sfh_pipeline import load_predictor
 
-    bench = BENCH.parent / "robustness.py"
-    done = subprocess.run(
-        [sys.executable, str(bench), "--model", f"tiny={tiny_model}", "--testset", f"small={small_trainset}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)["results"]["tiny on small"]
+    result = run_bench("robustness.py", "--model", f"tiny={tiny_model}", "--testset", f"small={small_trainset}")
+    result = result["results"]["tiny on small"]
     group = zarr.open_group(small_trainset, mode="r")
     test = np.flatnonzero(np.asarray(group["split"][:]) == 2)
     data = {
@@ -216,15 +218,7 @@ def test_robustness_bench_compares_models_on_each_test_split(tiny_model, small_t
 def test_predictor_profile_adds_up_to_the_timed_rate(tiny_model):
     """bench/predictor_profile.py: the profiled time per spectrum and the timed one-process rate
     measure the same call, so they agree to within the profiler's overhead."""
-    done = subprocess.run(
-        [sys.executable, str(BENCH.parent / "predictor_profile.py"), "--model", str(tiny_model), "--n", "512"]
-        + ["--start-delay", "3"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)
+    result = run_bench("predictor_profile.py", "--model", str(tiny_model), "--n", "512", "--start-delay", "3")
     profile = result["profile_us_per_spectrum"]
     parts = [v for k, v in profile.items() if k != "total"]
     assert 0 < sum(parts) <= profile["total"]
@@ -368,14 +362,7 @@ def test_mock_rank_limits_gives_the_scatter_a_rho_goal_needs(tmp_path):
     }
     path = tmp_path / "vs_truth.json"
     path.write_text(json.dumps(comparison))
-    done = subprocess.run(
-        [sys.executable, str(BENCH.parent / "mock_rank_limits.py"), "--compare", f"m={path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)["comparisons"]["m"]
+    result = run_bench("mock_rank_limits.py", "--compare", f"m={path}", timeout=120)["comparisons"]["m"]
     assert result["mw_age"]["scatter_for_goal_dex"] == pytest.approx(0.7149 * 0.064, rel=1e-3)
     for key, goal in (("lw_age", 0.93), ("mw_age", 0.8)):
         needed = result[key]["scatter_for_goal_dex"]
@@ -394,15 +381,9 @@ def test_goal_spread_recomputes_the_shipped_summary_s_figures_and_a_recipe_s_ran
     shifted.mkdir()
     rows = [{**row, "network": {**row["network"], "lw_age": row["network"]["lw_age"] + 0.3}} for row in summary["rows"]]
     (shifted / "summary.json").write_text(json.dumps({**summary, "rows": rows}))
-    done = subprocess.run(
-        [sys.executable, str(BENCH.parent / "goal_spread.py"), "--run", f"a={shipped}", "--run", f"b={shifted}"]
-        + ["--recipe", "r=a,b"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_bench(
+        "goal_spread.py", "--run", f"a={shipped}", "--run", f"b={shifted}", "--recipe", "r=a,b", timeout=120
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)
     figures = result["runs"]["a"]
     for key in ("lw_age", "lw_logz"):
         assert figures[key]["scatter_dex"] == pytest.approx(summary[key]["scatter_dex"], abs=5e-4)
@@ -547,16 +528,10 @@ def test_architecture_speed_times_a_candidate_in_the_shipped_predictor(tiny_mode
     assert made["model_config"]["stem_stride"] == 2 * stride
     assert made["sigma_scale"] == payload["sigma_scale"] and made["state_dict"].keys() == payload["state_dict"].keys()
 
-    done = subprocess.run(
-        [sys.executable, str(BENCH.parent / "architecture_speed.py"), "--model", str(tiny_model), "--n", "256"]
-        + ["--architecture", "{}", "--architecture", json.dumps({"stem_stride": 2 * stride})],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads(done.stdout)["candidates"]
-    shipped, same, strided = rows[f"shipped ({tiny_model})"], rows["{}"], rows[json.dumps({"stem_stride": 2 * stride})]
+    candidate = json.dumps({"stem_stride": 2 * stride})
+    options = ["--model", str(tiny_model), "--n", "256", "--architecture", "{}", "--architecture", candidate]
+    rows = run_bench("architecture_speed.py", *options)["candidates"]
+    shipped, same, strided = rows[f"shipped ({tiny_model})"], rows["{}"], rows[candidate]
     assert same["mflop_per_spectrum"] == shipped["mflop_per_spectrum"] and same["flop_ratio"] == 1.0
     assert strided["flop_ratio"] > 1.2
     assert shipped["speed_ratio_all_cores"] == 1.0 and all(r["spectra_per_s_one_thread"] > 0 for r in rows.values())
