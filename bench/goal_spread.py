@@ -87,9 +87,17 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", default=[], help="NAME=LABEL,LABEL,... (runs of one recipe)")
     parser.add_argument("--save", default=None, help="also write bench/results/<name>.json")
     args = parser.parse_args()
+    if any("=" not in item for item in args.run + args.recipe):
+        parser.error("--run takes LABEL=DIR and --recipe NAME=LABEL,LABEL,...")
     paths = dict(item.split("=", 1) for item in args.run)
-    runs = {label: goal_figures(json.loads((Path(d) / "summary.json").read_text())) for label, d in paths.items()}
+    missing = [str(Path(d) / "summary.json") for d in paths.values() if not (Path(d) / "summary.json").is_file()]
+    if missing:
+        parser.error(f"no summary.json of a validate stage (sfh-pipeline validate-summary) at {', '.join(missing)}")
     recipes = {name: labels.split(",") for name, labels in (item.split("=", 1) for item in args.recipe)}
+    unknown = sorted({label for labels in recipes.values() for label in labels} - set(paths))
+    if unknown:
+        parser.error(f"--recipe names runs not given with --run: {', '.join(unknown)}")
+    runs = {label: goal_figures(json.loads((Path(d) / "summary.json").read_text())) for label, d in paths.items()}
     report(
         {
             "summaries": paths,
